@@ -1,0 +1,150 @@
+//! Location transparency: send a command to an entity by `(kind, id)` from any process. The client
+//! computes the shard, finds its owner in the shard map, refuses at once if the owner is down (a
+//! shard with one copy is unavailable, never served empty elsewhere), and otherwise calls the
+//! owner's shard host directly: one hop.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ractor::rpc::CallResult;
+use ractor::ActorRef;
+use tokio::sync::watch;
+
+use crate::membership::ClusterView;
+use crate::metrics;
+use crate::shard_map::{ShardId, ShardMap};
+use crate::wire::{self, EntityReply, EntityRequest, Fault, RemoteError, ShardHostRpc};
+
+/// Why a request got no answer from its entity.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum RequestError {
+    /// The shard's owner is down or unreachable.
+    #[error("shard {shard} is unavailable: its owner node \"{owner}\" is {reason}")]
+    Unavailable {
+        /// Shard.
+        shard: u32,
+        /// Owner node.
+        owner: String,
+        /// e.g. `down`, `not connected`.
+        reason: String,
+    },
+    /// No answer within the deadline.
+    #[error("shard {shard} on node \"{owner}\" did not answer within {after_ms} ms")]
+    Timeout {
+        /// Shard.
+        shard: u32,
+        /// Owner node.
+        owner: String,
+        /// Deadline.
+        after_ms: u64,
+    },
+    /// The owner answered with a runtime error.
+    #[error("{error}")]
+    Remote {
+        /// Shard.
+        shard: u32,
+        /// Owner node.
+        owner: String,
+        /// What it said.
+        error: RemoteError,
+    },
+}
+
+/// A successful answer and where it came from.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    /// The node that answered.
+    pub node: String,
+    /// The shard.
+    pub shard: ShardId,
+    /// The entity's encoded reply.
+    pub reply: Vec<u8>,
+}
+
+/// Sends entity requests; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct ClusterClient {
+    map: Arc<ShardMap>,
+    view: watch::Receiver<ClusterView>,
+    timeout: Duration,
+}
+
+impl ClusterClient {
+    /// A client routing with `map` and the membership `view`.
+    pub fn new(map: Arc<ShardMap>, view: watch::Receiver<ClusterView>, timeout: Duration) -> Self {
+        Self { map, view, timeout }
+    }
+
+    /// The shard map in force.
+    pub fn map(&self) -> &ShardMap {
+        &self.map
+    }
+
+    /// The current membership view.
+    pub fn view(&self) -> ClusterView {
+        self.view.borrow().clone()
+    }
+
+    /// Sends `payload` to entity `(kind, id)` and waits for its answer.
+    pub async fn send(
+        &self,
+        kind: &str,
+        id: &str,
+        payload: Vec<u8>,
+        request_id: &str,
+        fault: Option<Fault>,
+    ) -> Result<Answer, RequestError> {
+        let (shard, owner) = self.map.locate(kind, id);
+        let owner = owner.to_string();
+        let m = metrics::get();
+        let unavailable = |reason: &str| {
+            m.routed_requests.with_label_values(&["unavailable"]).inc();
+            RequestError::Unavailable { shard: shard.0, owner: owner.clone(), reason: reason.to_string() }
+        };
+        {
+            let view = self.view.borrow();
+            if !view.is_up(&owner) {
+                return Err(unavailable(view.state_of(&owner).unwrap_or("unknown")));
+            }
+        }
+        let Some(cell) = ractor::pg::get_members(&wire::shard_host_group(&owner)).into_iter().next() else {
+            return Err(unavailable("not connected"));
+        };
+        let host: ActorRef<ShardHostRpc> = cell.into();
+        let request = wire::encode(&EntityRequest {
+            request_id: request_id.to_string(),
+            kind: kind.to_string(),
+            id: id.to_string(),
+            shard: shard.0,
+            epoch: self.map.epoch(),
+            fault,
+            payload,
+        });
+        let result = host
+            .call(|r| ShardHostRpc::Request(request, r), Some(self.timeout))
+            .await;
+        let bytes = match result {
+            Ok(CallResult::Success(bytes)) => bytes,
+            Ok(CallResult::Timeout) => {
+                m.routed_requests.with_label_values(&["timeout"]).inc();
+                return Err(RequestError::Timeout { shard: shard.0, owner, after_ms: self.timeout.as_millis() as u64 });
+            }
+            Ok(CallResult::SenderError) | Err(_) => return Err(unavailable("unreachable (connection lost)")),
+        };
+        let reply = wire::decode::<EntityReply>(&bytes).map_err(|e| RequestError::Remote {
+            shard: shard.0,
+            owner: owner.clone(),
+            error: RemoteError::BadRequest(format!("reply does not decode: {e}")),
+        })?;
+        match reply {
+            EntityReply::Ok(reply) => {
+                m.routed_requests.with_label_values(&["ok"]).inc();
+                Ok(Answer { node: owner, shard, reply })
+            }
+            EntityReply::Err(error) => {
+                m.routed_requests.with_label_values(&["remote_error"]).inc();
+                Err(RequestError::Remote { shard: shard.0, owner, error })
+            }
+        }
+    }
+}

@@ -1,0 +1,609 @@
+//! `nodes.toml`: the cluster's configuration as data, then a validator that reports every problem
+//! with its path and turns the raw file into a [`ClusterConfig`] the rest of the runtime trusts.
+//!
+//! Defaults live in one place: the `default_*` functions below.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::restart_budget::RestartPolicy;
+
+/// The file as written. Every field is documented in `nodes.toml`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// Cluster-wide settings.
+    pub cluster: RawCluster,
+    /// The gateway process.
+    pub gateway: RawGateway,
+    /// Storage settings.
+    #[serde(default)]
+    pub storage: RawStorage,
+    /// Entity lifecycle and supervision.
+    #[serde(default)]
+    pub entities: RawEntities,
+    /// The shard-hosting nodes.
+    #[serde(default, rename = "node")]
+    pub nodes: Vec<RawNode>,
+}
+
+/// `[cluster]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCluster {
+    /// Name of the cluster; part of every node's identity.
+    pub name: String,
+    /// Shared secret every process proves it knows before joining.
+    pub cookie: String,
+    /// Number of shards (fixed for the life of the data).
+    #[serde(default = "default_shards")]
+    pub shards: u32,
+    /// Directory holding each node's data and the cluster's logs, relative to this file.
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    /// A peer silent this long is marked down.
+    #[serde(default = "default_failure_timeout_ms")]
+    pub failure_timeout_ms: u64,
+    /// How often each process pings each peer.
+    #[serde(default = "default_heartbeat_interval_ms")]
+    pub heartbeat_interval_ms: u64,
+    /// Deadline of one request from the gateway to a node.
+    #[serde(default = "default_request_timeout_ms")]
+    pub request_timeout_ms: u64,
+    /// Lets `/v1/debug/fault` make an entity panic or fail. Never enable in production.
+    #[serde(default)]
+    pub fault_injection: bool,
+    /// Log level when `RUST_LOG` is unset.
+    #[serde(default = "default_log_level")]
+    pub log_level: String,
+}
+
+/// `[gateway]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawGateway {
+    /// Process name in the cluster.
+    #[serde(default = "default_gateway_name")]
+    pub name: String,
+    /// IP address every gateway port binds to.
+    pub host: String,
+    /// Port of the public HTTP API.
+    pub http_port: u16,
+    /// Port for cluster traffic.
+    pub cluster_port: u16,
+    /// Port of `/metrics`, `/health`, `/ready`.
+    pub ops_port: u16,
+}
+
+/// `[[node]]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawNode {
+    /// Unique node name: lower-case letters, digits and `-`.
+    pub name: String,
+    /// IP address the node binds to.
+    pub host: String,
+    /// Port for cluster traffic.
+    pub cluster_port: u16,
+    /// Port of `/metrics`, `/health`, `/ready`.
+    pub ops_port: u16,
+}
+
+/// `[storage]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStorage {
+    /// `"on_write"`: every write is fsynced (group commit) before it is acknowledged.
+    /// `"periodic"`: writes are flushed every `flush_interval_ms`; a crash may lose that window.
+    #[serde(default = "default_flush")]
+    pub flush: String,
+    /// Flush period for `flush = "periodic"`.
+    #[serde(default = "default_flush_interval_ms")]
+    pub flush_interval_ms: u64,
+    /// sled page cache per node, in MiB.
+    #[serde(default = "default_cache_mb")]
+    pub cache_mb: u64,
+}
+
+impl Default for RawStorage {
+    fn default() -> Self {
+        Self {
+            flush: default_flush(),
+            flush_interval_ms: default_flush_interval_ms(),
+            cache_mb: default_cache_mb(),
+        }
+    }
+}
+
+/// `[entities]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawEntities {
+    /// An entity idle this long is passivated.
+    #[serde(default = "default_idle_timeout_secs")]
+    pub idle_timeout_secs: u64,
+    /// Most entities active on one node; the least recently used is passivated beyond it.
+    #[serde(default = "default_max_active")]
+    pub max_active: usize,
+    /// Restarts allowed in `restart_window_secs` before quarantine.
+    #[serde(default = "default_max_restarts")]
+    pub max_restarts: u32,
+    /// Window of the restart budget.
+    #[serde(default = "default_restart_window_secs")]
+    pub restart_window_secs: u64,
+    /// First restart delay; doubles per failure in the window.
+    #[serde(default = "default_backoff_base_ms")]
+    pub backoff_base_ms: u64,
+    /// Longest restart delay.
+    #[serde(default = "default_backoff_max_ms")]
+    pub backoff_max_ms: u64,
+    /// How long a quarantined entity refuses requests.
+    #[serde(default = "default_quarantine_secs")]
+    pub quarantine_secs: u64,
+}
+
+impl Default for RawEntities {
+    fn default() -> Self {
+        Self {
+            idle_timeout_secs: default_idle_timeout_secs(),
+            max_active: default_max_active(),
+            max_restarts: default_max_restarts(),
+            restart_window_secs: default_restart_window_secs(),
+            backoff_base_ms: default_backoff_base_ms(),
+            backoff_max_ms: default_backoff_max_ms(),
+            quarantine_secs: default_quarantine_secs(),
+        }
+    }
+}
+
+fn default_shards() -> u32 {
+    256
+}
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("data")
+}
+fn default_failure_timeout_ms() -> u64 {
+    1000
+}
+fn default_heartbeat_interval_ms() -> u64 {
+    150
+}
+fn default_request_timeout_ms() -> u64 {
+    5000
+}
+fn default_log_level() -> String {
+    "info".to_string()
+}
+fn default_gateway_name() -> String {
+    "gateway".to_string()
+}
+fn default_flush() -> String {
+    "on_write".to_string()
+}
+fn default_flush_interval_ms() -> u64 {
+    500
+}
+fn default_cache_mb() -> u64 {
+    256
+}
+fn default_idle_timeout_secs() -> u64 {
+    300
+}
+fn default_max_active() -> usize {
+    1_000_000
+}
+fn default_max_restarts() -> u32 {
+    5
+}
+fn default_restart_window_secs() -> u64 {
+    10
+}
+fn default_backoff_base_ms() -> u64 {
+    50
+}
+fn default_backoff_max_ms() -> u64 {
+    2000
+}
+fn default_quarantine_secs() -> u64 {
+    30
+}
+
+/// When a write reaches the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlushPolicy {
+    /// fsync (grouped across concurrent writers) before acknowledging.
+    OnWrite,
+    /// Background flush every interval; a crash may lose the last interval.
+    Periodic(Duration),
+}
+
+/// What a process is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Hosts shards.
+    Node,
+    /// Routes HTTP requests; hosts no shards.
+    Gateway,
+}
+
+impl Role {
+    /// Lower-case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Node => "node",
+            Role::Gateway => "gateway",
+        }
+    }
+}
+
+/// One process of the cluster, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    /// Unique name.
+    pub name: String,
+    /// Node or gateway.
+    pub role: Role,
+    /// Cluster transport address.
+    pub cluster_addr: SocketAddr,
+    /// Ops endpoint address.
+    pub ops_addr: SocketAddr,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    /// Cluster name.
+    pub name: String,
+    /// Authentication cookie.
+    pub cookie: String,
+    /// Shard count.
+    pub shards: u32,
+    /// Absolute data directory.
+    pub data_dir: PathBuf,
+    /// Failure timeout.
+    pub failure_timeout: Duration,
+    /// Heartbeat period.
+    pub heartbeat_interval: Duration,
+    /// Request deadline.
+    pub request_timeout: Duration,
+    /// Whether fault injection is allowed.
+    pub fault_injection: bool,
+    /// Default log level.
+    pub log_level: String,
+    /// Flush policy.
+    pub flush: FlushPolicy,
+    /// sled cache size in bytes.
+    pub cache_bytes: u64,
+    /// Idle timeout before passivation.
+    pub idle_timeout: Duration,
+    /// Node-wide cap on active entities.
+    pub max_active: usize,
+    /// Supervision policy.
+    pub restart: RestartPolicy,
+    /// Shard-hosting nodes, in file order.
+    pub nodes: Vec<Member>,
+    /// The gateway.
+    pub gateway: Member,
+    /// Gateway HTTP address.
+    pub gateway_http: SocketAddr,
+}
+
+impl ClusterConfig {
+    /// Names of the shard-hosting nodes.
+    pub fn node_names(&self) -> Vec<String> {
+        self.nodes.iter().map(|n| n.name.clone()).collect()
+    }
+
+    /// The member called `name` (node or gateway).
+    pub fn member(&self, name: &str) -> Option<&Member> {
+        self.nodes
+            .iter()
+            .chain(std::iter::once(&self.gateway))
+            .find(|m| m.name == name)
+    }
+
+    /// Every member: nodes then the gateway.
+    pub fn members(&self) -> impl Iterator<Item = &Member> {
+        self.nodes.iter().chain(std::iter::once(&self.gateway))
+    }
+
+    /// Data directory of one node.
+    pub fn node_data_dir(&self, node: &str) -> PathBuf {
+        self.data_dir.join(node)
+    }
+
+    /// A small valid config for tests: `nodes` on 127.0.0.1 starting at `base_port`.
+    pub fn for_test(nodes: usize, base_port: u16, data_dir: &Path) -> Self {
+        let mut text = format!(
+            "[cluster]\nname = \"test\"\ncookie = \"test-cookie\"\ndata_dir = \"{}\"\n\
+             [gateway]\nhost = \"127.0.0.1\"\nhttp_port = {}\ncluster_port = {}\nops_port = {}\n",
+            data_dir.display(),
+            base_port,
+            base_port + 1,
+            base_port + 2
+        );
+        for i in 0..nodes {
+            let p = base_port + 10 + 2 * i as u16;
+            text.push_str(&format!(
+                "[[node]]\nname = \"n{}\"\nhost = \"127.0.0.1\"\ncluster_port = {}\nops_port = {}\n",
+                i + 1,
+                p,
+                p + 1
+            ));
+        }
+        parse(&text, Path::new("/")).expect("for_test config is valid")
+    }
+}
+
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{path}: cannot read: {source}")]
+    Read {
+        /// File path.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or does not match the schema.
+    #[error("{path}: {message}")]
+    Syntax {
+        /// File path.
+        path: PathBuf,
+        /// Parser message, with line and column.
+        message: String,
+    },
+    /// The file parsed but its values are inconsistent.
+    #[error("{path}: {} problem(s):\n  {}", problems.len(), problems.join("\n  "))]
+    Invalid {
+        /// File path.
+        path: PathBuf,
+        /// Each problem, prefixed by where it is.
+        problems: Vec<String>,
+    },
+}
+
+impl ConfigError {
+    /// Every problem as its own line.
+    pub fn problems(&self) -> Vec<String> {
+        match self {
+            ConfigError::Invalid { problems, .. } => problems.clone(),
+            other => vec![other.to_string()],
+        }
+    }
+}
+
+/// Reads and validates the file at `path`.
+pub fn load(path: &Path) -> Result<ClusterConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let base = path
+        .canonicalize()
+        .ok()
+        .and_then(|p| p.parent().map(Path::to_path_buf))
+        .unwrap_or_else(|| PathBuf::from("."));
+    parse(&text, &base).map_err(|e| match e {
+        ConfigError::Syntax { message, .. } => ConfigError::Syntax {
+            path: path.to_path_buf(),
+            message,
+        },
+        ConfigError::Invalid { problems, .. } => ConfigError::Invalid {
+            path: path.to_path_buf(),
+            problems,
+        },
+        other => other,
+    })
+}
+
+/// Parses and validates TOML text; relative paths resolve against `base_dir`.
+pub fn parse(text: &str, base_dir: &Path) -> Result<ClusterConfig, ConfigError> {
+    let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Syntax {
+        path: PathBuf::from("nodes.toml"),
+        message: e.to_string().trim_end().replace('\n', "\n  "),
+    })?;
+    validate(&raw, base_dir).map_err(|problems| ConfigError::Invalid {
+        path: PathBuf::from("nodes.toml"),
+        problems,
+    })
+}
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 32
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && name.starts_with(|c: char| c.is_ascii_lowercase())
+}
+
+/// Checks every rule and collects every problem, so one run of `check-config` shows them all.
+pub fn validate(raw: &RawConfig, base_dir: &Path) -> Result<ClusterConfig, Vec<String>> {
+    let mut problems = Vec::new();
+    let c = &raw.cluster;
+    if c.name.trim().is_empty() {
+        problems.push("cluster.name: must not be empty".to_string());
+    }
+    if c.cookie.len() < 8 {
+        problems.push("cluster.cookie: must be at least 8 characters".to_string());
+    }
+    if !(1..=65_536).contains(&c.shards) {
+        problems.push(format!("cluster.shards: {} is out of range 1..=65536", c.shards));
+    }
+    if !(100..=60_000).contains(&c.failure_timeout_ms) {
+        problems.push(format!(
+            "cluster.failure_timeout_ms: {} is out of range 100..=60000",
+            c.failure_timeout_ms
+        ));
+    }
+    if c.heartbeat_interval_ms < 10 || c.heartbeat_interval_ms * 3 > c.failure_timeout_ms {
+        problems.push(format!(
+            "cluster.heartbeat_interval_ms: {} must be at least 10 and at most a third of failure_timeout_ms ({})",
+            c.heartbeat_interval_ms, c.failure_timeout_ms
+        ));
+    }
+    if !(100..=600_000).contains(&c.request_timeout_ms) {
+        problems.push(format!(
+            "cluster.request_timeout_ms: {} is out of range 100..=600000",
+            c.request_timeout_ms
+        ));
+    }
+    if !["trace", "debug", "info", "warn", "error"].contains(&c.log_level.as_str()) {
+        problems.push(format!(
+            "cluster.log_level: \"{}\" is not one of trace, debug, info, warn, error",
+            c.log_level
+        ));
+    }
+    let flush = match raw.storage.flush.as_str() {
+        "on_write" => FlushPolicy::OnWrite,
+        "periodic" => {
+            if !(1..=60_000).contains(&raw.storage.flush_interval_ms) {
+                problems.push(format!(
+                    "storage.flush_interval_ms: {} is out of range 1..=60000",
+                    raw.storage.flush_interval_ms
+                ));
+            }
+            FlushPolicy::Periodic(Duration::from_millis(raw.storage.flush_interval_ms))
+        }
+        other => {
+            problems.push(format!(
+                "storage.flush: \"{other}\" is not one of \"on_write\", \"periodic\""
+            ));
+            FlushPolicy::OnWrite
+        }
+    };
+    let e = &raw.entities;
+    if e.idle_timeout_secs == 0 {
+        problems.push("entities.idle_timeout_secs: must be at least 1".to_string());
+    }
+    if e.max_active == 0 {
+        problems.push("entities.max_active: must be at least 1".to_string());
+    }
+    if e.max_restarts == 0 {
+        problems.push("entities.max_restarts: must be at least 1".to_string());
+    }
+    if e.restart_window_secs == 0 {
+        problems.push("entities.restart_window_secs: must be at least 1".to_string());
+    }
+    if e.backoff_base_ms > e.backoff_max_ms {
+        problems.push(format!(
+            "entities.backoff_base_ms: {} is larger than backoff_max_ms ({})",
+            e.backoff_base_ms, e.backoff_max_ms
+        ));
+    }
+    if raw.nodes.is_empty() {
+        problems.push("node: at least one [[node]] is required".to_string());
+    }
+
+    // Names and ports, across nodes and the gateway.
+    let mut names: HashMap<&str, usize> = HashMap::new();
+    let mut ports: HashMap<SocketAddr, String> = HashMap::new();
+    let mut members = Vec::new();
+    let g = &raw.gateway;
+    let endpoints = raw
+        .nodes
+        .iter()
+        .map(|n| (format!("node \"{}\"", n.name), &n.name, &n.host, Role::Node, n.cluster_port, n.ops_port, None))
+        .chain(std::iter::once((
+            format!("gateway \"{}\"", g.name),
+            &g.name,
+            &g.host,
+            Role::Gateway,
+            g.cluster_port,
+            g.ops_port,
+            Some(g.http_port),
+        )));
+    let mut gateway_http = None;
+    for (i, (label, name, host, role, cluster_port, ops_port, http_port)) in endpoints.enumerate() {
+        if !valid_name(name) {
+            problems.push(format!(
+                "{label}: name must be 1-32 characters of a-z, 0-9 and '-', starting with a letter"
+            ));
+        }
+        if names.insert(name.as_str(), i).is_some() {
+            problems.push(format!("{label}: name is used more than once"));
+        }
+        let ip: Option<IpAddr> = match host.parse() {
+            Ok(ip) => Some(ip),
+            Err(_) => {
+                problems.push(format!("{label}: host \"{host}\" is not an IP address"));
+                None
+            }
+        };
+        let mut claim = |what: &str, port: u16| -> Option<SocketAddr> {
+            if port == 0 {
+                problems.push(format!("{label}: {what} port must not be 0"));
+                return None;
+            }
+            let addr = SocketAddr::new(ip?, port);
+            let this = format!("{label} ({what})");
+            if let Some(owner) = ports.get(&addr) {
+                let owner_name = owner.split(" (").next().unwrap_or(owner);
+                problems.push(format!(
+                    "{label}: {what} port {port} already used by {owner_name}"
+                ));
+                return None;
+            }
+            ports.insert(addr, this);
+            Some(addr)
+        };
+        let cluster_addr = claim("cluster", cluster_port);
+        let ops_addr = claim("ops", ops_port);
+        if let Some(p) = http_port {
+            gateway_http = claim("http", p);
+        }
+        if let (Some(cluster_addr), Some(ops_addr)) = (cluster_addr, ops_addr) {
+            members.push(Member {
+                name: name.clone(),
+                role,
+                cluster_addr,
+                ops_addr,
+            });
+        }
+    }
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    let gateway = members.pop().expect("gateway is the last member");
+    let data_dir = if c.data_dir.is_absolute() {
+        c.data_dir.clone()
+    } else {
+        base_dir.join(&c.data_dir)
+    };
+    Ok(ClusterConfig {
+        name: c.name.clone(),
+        cookie: c.cookie.clone(),
+        shards: c.shards,
+        data_dir,
+        failure_timeout: Duration::from_millis(c.failure_timeout_ms),
+        heartbeat_interval: Duration::from_millis(c.heartbeat_interval_ms),
+        request_timeout: Duration::from_millis(c.request_timeout_ms),
+        fault_injection: c.fault_injection,
+        log_level: c.log_level.clone(),
+        flush,
+        cache_bytes: raw.storage.cache_mb * 1024 * 1024,
+        idle_timeout: Duration::from_secs(e.idle_timeout_secs),
+        max_active: e.max_active,
+        restart: RestartPolicy {
+            max_restarts: e.max_restarts,
+            window: Duration::from_secs(e.restart_window_secs),
+            backoff_base: Duration::from_millis(e.backoff_base_ms),
+            backoff_max: Duration::from_millis(e.backoff_max_ms),
+            quarantine: Duration::from_secs(e.quarantine_secs),
+        },
+        nodes: members,
+        gateway,
+        gateway_http: gateway_http.expect("no problems, so the http port was claimed"),
+    })
+}
+
+#[cfg(test)]
+#[path = "config_test.rs"]
+mod tests;

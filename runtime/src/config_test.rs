@@ -1,0 +1,124 @@
+use super::*;
+
+const GOOD: &str = r#"
+[cluster]
+name = "local"
+cookie = "secret-cookie"
+
+[gateway]
+host = "127.0.0.1"
+http_port = 8080
+cluster_port = 4700
+ops_port = 9100
+
+[[node]]
+name = "n1"
+host = "127.0.0.1"
+cluster_port = 4701
+ops_port = 9101
+
+[[node]]
+name = "n2"
+host = "127.0.0.1"
+cluster_port = 4702
+ops_port = 9102
+"#;
+
+fn problems(text: &str) -> Vec<String> {
+    match parse(text, Path::new("/base")) {
+        Ok(_) => vec![],
+        Err(e) => e.problems(),
+    }
+}
+
+#[test]
+fn a_good_file_gets_defaults() {
+    let c = parse(GOOD, Path::new("/base")).unwrap();
+    assert_eq!(c.shards, 256);
+    assert_eq!(c.failure_timeout, Duration::from_millis(1000));
+    assert_eq!(c.data_dir, PathBuf::from("/base/data"));
+    assert_eq!(c.flush, FlushPolicy::OnWrite);
+    assert_eq!(c.idle_timeout, Duration::from_secs(300));
+    assert_eq!(c.restart.max_restarts, 5);
+    assert_eq!(c.restart.window, Duration::from_secs(10));
+    assert_eq!(c.node_names(), vec!["n1", "n2"]);
+    assert_eq!(c.gateway.name, "gateway");
+    assert_eq!(c.gateway_http, "127.0.0.1:8080".parse().unwrap());
+}
+
+#[test]
+fn a_reused_port_names_both_nodes() {
+    let text = GOOD.replace("cluster_port = 4702", "cluster_port = 4701");
+    assert_eq!(
+        problems(&text),
+        vec!["node \"n2\": cluster port 4701 already used by node \"n1\""]
+    );
+}
+
+#[test]
+fn every_problem_is_reported_at_once() {
+    let text = GOOD
+        .replace("name = \"n2\"", "name = \"N 2\"")
+        .replace("cookie = \"secret-cookie\"", "cookie = \"x\"\nshards = 0")
+        .replace("ops_port = 9100", "ops_port = 9101");
+    let p = problems(&text);
+    assert!(p.iter().any(|m| m.starts_with("cluster.cookie:")), "{p:?}");
+    assert!(p.iter().any(|m| m.starts_with("cluster.shards:")), "{p:?}");
+    assert!(p.iter().any(|m| m.starts_with("node \"N 2\": name must")), "{p:?}");
+    assert!(
+        p.iter().any(|m| m == "gateway \"gateway\": ops port 9101 already used by node \"n1\""),
+        "{p:?}"
+    );
+}
+
+#[test]
+fn unknown_fields_are_refused_with_their_name() {
+    let text = GOOD.replace("[gateway]", "[gateway]\nlisten = \"x\"");
+    let err = parse(&text, Path::new("/")).unwrap_err().to_string();
+    assert!(err.contains("unknown field `listen`"), "{err}");
+}
+
+#[test]
+fn a_missing_field_is_named() {
+    let text = GOOD.replace("http_port = 8080\n", "");
+    let err = parse(&text, Path::new("/")).unwrap_err().to_string();
+    assert!(err.contains("missing field `http_port`"), "{err}");
+}
+
+#[test]
+fn failure_timeout_and_heartbeat_must_fit() {
+    let text = GOOD.replace(
+        "cookie = \"secret-cookie\"",
+        "cookie = \"secret-cookie\"\nfailure_timeout_ms = 300\nheartbeat_interval_ms = 200",
+    );
+    let p = problems(&text);
+    assert_eq!(p.len(), 1, "{p:?}");
+    assert!(p[0].starts_with("cluster.heartbeat_interval_ms: 200"), "{p:?}");
+}
+
+#[test]
+fn bad_hosts_and_flush_policies_are_named() {
+    let text = GOOD
+        .replacen("host = \"127.0.0.1\"\ncluster_port = 4701", "host = \"localhost\"\ncluster_port = 4701", 1)
+        .replace("[[node]]\nname = \"n1\"", "[storage]\nflush = \"sometimes\"\n\n[[node]]\nname = \"n1\"");
+    let p = problems(&text);
+    assert!(p.contains(&"node \"n1\": host \"localhost\" is not an IP address".to_string()), "{p:?}");
+    assert!(p.iter().any(|m| m.starts_with("storage.flush: \"sometimes\"")), "{p:?}");
+}
+
+#[test]
+fn the_same_port_on_different_addresses_is_fine() {
+    let text = GOOD.replacen(
+        "host = \"127.0.0.1\"\ncluster_port = 4702\nops_port = 9102",
+        "host = \"127.0.0.2\"\ncluster_port = 4701\nops_port = 9101",
+        1,
+    );
+    assert_eq!(problems(&text), Vec::<String>::new());
+}
+
+#[test]
+fn for_test_builds_a_valid_cluster() {
+    let c = ClusterConfig::for_test(4, 20000, Path::new("/tmp/x"));
+    assert_eq!(c.nodes.len(), 4);
+    assert_eq!(c.member("n4").unwrap().cluster_addr.port(), 20016);
+}

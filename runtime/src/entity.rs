@@ -1,0 +1,299 @@
+//! The contract between the runtime and an entity crate, and the generic actor that runs one entity.
+//!
+//! An entity crate implements [`Entity`]: a pure `handle(state, command) -> reply` over its own
+//! types. The runtime wraps each live entity in an [`EntityActor`] that loads its state from the
+//! [`Store`] when it starts, runs commands one at a time, and persists the state before replying.
+//! [`EntityKinds`] maps kind names to type-erased factories so the shard supervisor can start any
+//! kind without knowing it.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::marker::PhantomData;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, RpcReplyPort};
+use ractor_cluster::RactorMessage;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::codec;
+use crate::metrics;
+use crate::shard_map::ShardId;
+use crate::storage::Store;
+use crate::wire::{Fault, RemoteError};
+
+/// Address of an entity within the cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct EntityKey {
+    /// Kind name, e.g. `customer`.
+    pub kind: String,
+    /// Id, unique within the kind.
+    pub id: String,
+}
+
+impl std::fmt::Display for EntityKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.kind, self.id)
+    }
+}
+
+/// What an entity handler sees besides its state.
+#[derive(Debug, Clone)]
+pub struct EntityContext<'a> {
+    /// The entity's id.
+    pub id: &'a str,
+    /// Wall-clock time, ms since the Unix epoch.
+    pub now_ms: u64,
+}
+
+/// A handled command: the reply and whether the state changed (and so must be persisted).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Handled<R> {
+    /// Reply to the caller.
+    pub reply: R,
+    /// True when `state` was modified.
+    pub changed: bool,
+}
+
+impl<R> Handled<R> {
+    /// A reply that changed nothing.
+    pub fn read(reply: R) -> Self {
+        Self { reply, changed: false }
+    }
+    /// A reply after a change.
+    pub fn wrote(reply: R) -> Self {
+        Self { reply, changed: true }
+    }
+}
+
+/// A failure inside an entity handler: the actor is failed and restarted by its supervisor.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub struct EntityError(pub String);
+
+/// An entity kind.
+pub trait Entity: Send + Sync + 'static {
+    /// Kind name: the first half of the entity's address. Persisted: never rename.
+    const KIND: &'static str;
+    /// Version byte of the persisted state's encoding.
+    const STATE_VERSION: u8;
+    /// Persisted state; `None` means the entity does not exist yet (or was deleted).
+    type State: Serialize + DeserializeOwned + Send + Sync + 'static;
+    /// Commands the entity accepts.
+    type Command: Serialize + DeserializeOwned + Send + 'static;
+    /// What a command returns, domain errors included.
+    type Reply: Serialize + DeserializeOwned + Send + 'static;
+
+    /// Applies one command.
+    fn handle(
+        ctx: &EntityContext<'_>,
+        state: &mut Option<Self::State>,
+        command: Self::Command,
+    ) -> Result<Handled<Self::Reply>, EntityError>;
+}
+
+/// Result of one entity request: the encoded reply or a runtime error.
+pub type EntityResult = Result<Vec<u8>, RemoteError>;
+
+/// Message to an entity actor.
+#[derive(RactorMessage)]
+pub enum EntityMsg {
+    /// Run one encoded command.
+    Handle {
+        /// Encoded `E::Command`.
+        payload: Vec<u8>,
+        /// Injected fault, already authorised by the shard host.
+        fault: Option<Fault>,
+        /// Where the encoded `E::Reply` goes.
+        reply: RpcReplyPort<EntityResult>,
+    },
+}
+
+/// Encodes a command or reply payload.
+pub fn encode_payload<T: Serialize>(value: &T) -> Vec<u8> {
+    codec::encode(crate::wire::WIRE_VERSION, value).expect("payload types always encode")
+}
+
+/// Decodes a command or reply payload.
+pub fn decode_payload<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, codec::CodecError> {
+    codec::decode(crate::wire::WIRE_VERSION, bytes)
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Runs one entity of kind `E`.
+pub struct EntityActor<E>(PhantomData<E>);
+
+/// Start-up arguments of an [`EntityActor`].
+#[derive(Debug)]
+pub struct EntityArgs {
+    /// Entity id.
+    pub id: String,
+    /// Its shard.
+    pub shard: ShardId,
+    /// The node's store.
+    pub store: Store,
+}
+
+/// Live state of an [`EntityActor`].
+pub struct EntityState<E: Entity> {
+    id: String,
+    shard: ShardId,
+    store: Store,
+    state: Option<E::State>,
+}
+
+impl<E: Entity> Actor for EntityActor<E> {
+    type Msg = EntityMsg;
+    type State = EntityState<E>;
+    type Arguments = EntityArgs;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        args: EntityArgs,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        let state = match args.store.get(args.shard, E::KIND, &args.id)? {
+            Some(bytes) => Some(codec::decode::<E::State>(E::STATE_VERSION, &bytes).map_err(
+                |e| format!("stored state of {}/{} does not decode: {e}", E::KIND, args.id),
+            )?),
+            None => None,
+        };
+        Ok(EntityState {
+            id: args.id,
+            shard: args.shard,
+            store: args.store,
+            state,
+        })
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        message: Self::Msg,
+        st: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        let EntityMsg::Handle { payload, fault, reply } = message;
+        let handled = metrics::get().messages_handled.clone();
+        match fault {
+            Some(Fault::Panic) => panic!("injected panic in {}/{}", E::KIND, st.id),
+            Some(Fault::Error) => {
+                return Err(format!("injected error in {}/{}", E::KIND, st.id).into());
+            }
+            None => {}
+        }
+        let command: E::Command = match decode_payload(&payload) {
+            Ok(c) => c,
+            Err(e) => {
+                handled.with_label_values(&[E::KIND, "bad_request"]).inc();
+                let _ = reply.send(Err(RemoteError::BadRequest(format!(
+                    "{} command does not decode: {e}",
+                    E::KIND
+                ))));
+                return Ok(());
+            }
+        };
+        let ctx = EntityContext {
+            id: &st.id,
+            now_ms: now_ms(),
+        };
+        let done = E::handle(&ctx, &mut st.state, command).map_err(|e| {
+            handled.with_label_values(&[E::KIND, "failed"]).inc();
+            format!("{}/{} handler failed: {e}", E::KIND, st.id)
+        })?;
+        if done.changed {
+            let persisted = match &st.state {
+                Some(s) => codec::encode(E::STATE_VERSION, s)
+                    .map_err(|e| e.to_string())
+                    .and_then(|bytes| {
+                        st.store
+                            .put(st.shard, E::KIND, &st.id, &bytes)
+                            .map_err(|e| e.to_string())
+                    }),
+                None => st
+                    .store
+                    .delete(st.shard, E::KIND, &st.id)
+                    .map_err(|e| e.to_string()),
+            };
+            let committed = match persisted {
+                Ok(()) => st.store.commit().await.map_err(|e| e.to_string()),
+                Err(e) => Err(e),
+            };
+            if let Err(e) = committed {
+                // The in-memory state is now ahead of the disk: fail so the restart reloads it.
+                handled.with_label_values(&[E::KIND, "storage_error"]).inc();
+                let _ = reply.send(Err(RemoteError::Storage(e.clone())));
+                return Err(format!("{}/{} could not persist: {e}", E::KIND, st.id).into());
+            }
+        }
+        handled.with_label_values(&[E::KIND, "ok"]).inc();
+        let _ = reply.send(Ok(encode_payload(&done.reply)));
+        Ok(())
+    }
+}
+
+type SpawnFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<ActorRef<EntityMsg>, String>> + Send + 'a>>;
+
+/// Starts entities of one kind without the caller knowing the type.
+pub trait EntityFactory: Send + Sync {
+    /// Kind name.
+    fn kind(&self) -> &'static str;
+    /// Starts the entity `id` linked to `supervisor`.
+    fn spawn(&self, args: EntityArgs, supervisor: ActorCell) -> SpawnFuture<'_>;
+}
+
+struct Factory<E>(PhantomData<E>);
+
+impl<E: Entity> EntityFactory for Factory<E> {
+    fn kind(&self) -> &'static str {
+        E::KIND
+    }
+
+    fn spawn(&self, args: EntityArgs, supervisor: ActorCell) -> SpawnFuture<'_> {
+        Box::pin(async move {
+            Actor::spawn_linked(None, EntityActor::<E>(PhantomData), args, supervisor)
+                .await
+                .map(|(actor, _)| actor)
+                .map_err(|e| e.to_string())
+        })
+    }
+}
+
+/// The entity kinds a node hosts.
+#[derive(Clone, Default)]
+pub struct EntityKinds {
+    kinds: HashMap<&'static str, Arc<dyn EntityFactory>>,
+}
+
+impl std::fmt::Debug for EntityKinds {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.kinds.keys()).finish()
+    }
+}
+
+impl EntityKinds {
+    /// No kinds.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds kind `E`.
+    pub fn register<E: Entity>(mut self) -> Self {
+        self.kinds.insert(E::KIND, Arc::new(Factory::<E>(PhantomData)));
+        self
+    }
+
+    /// The factory of `kind`.
+    pub fn get(&self, kind: &str) -> Option<&Arc<dyn EntityFactory>> {
+        self.kinds.get(kind)
+    }
+}

@@ -1,0 +1,64 @@
+//! The heartbeat responder: a remotable actor with its own mailbox, so a busy shard host never
+//! delays a heartbeat and a heartbeat answered means the process is running, not just connected.
+
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+
+use crate::config::Role;
+use crate::wire::{self, HeartbeatRpc, Ping, Pong};
+
+/// Start-up arguments.
+#[derive(Debug)]
+pub struct ResponderArgs {
+    /// This process's name.
+    pub name: String,
+    /// This process's role.
+    pub role: Role,
+    /// When this process started (ms since the Unix epoch).
+    pub incarnation: u64,
+}
+
+/// The heartbeat responder actor.
+pub struct HeartbeatResponder;
+
+impl Actor for HeartbeatResponder {
+    type Msg = HeartbeatRpc;
+    type State = ResponderArgs;
+    type Arguments = ResponderArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        args: ResponderArgs,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        ractor::pg::join(wire::heartbeat_group(&args.name), vec![myself.get_cell()]);
+        Ok(args)
+    }
+
+    async fn post_stop(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        st: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        ractor::pg::leave(wire::heartbeat_group(&st.name), vec![myself.get_cell()]);
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        message: Self::Msg,
+        st: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        let HeartbeatRpc::Ping(bytes, reply) = message;
+        // A ping that does not decode gets no answer: to the sender that is silence, as it should be.
+        if let Ok(ping) = wire::decode::<Ping>(&bytes) {
+            let _ = reply.send(wire::encode(&Pong {
+                from: st.name.clone(),
+                role: st.role,
+                seq: ping.seq,
+                incarnation: st.incarnation,
+            }));
+        }
+        Ok(())
+    }
+}

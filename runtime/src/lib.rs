@@ -1,0 +1,85 @@
+//! keelson-runtime: the generic cluster runtime. It knows shards, nodes and entities, never
+//! customers or devices.
+//!
+//! ```text
+//! config ─▶ node::run ─┬─ storage (sled, one tree per shard, group commit)
+//!                      ├─ member: ractor_cluster transport + heartbeat + membership
+//!                      │          (failure_detector decides up/down, publishes ClusterView)
+//!                      ├─ shard_host (remotable) ─▶ shard_supervisor (per shard) ─▶ entity actors
+//!                      │          (activation: idle/LRU passivation; restart_budget: backoff, quarantine)
+//!                      └─ ops: /metrics /health /ready
+//! client: (kind, id) ─shard_map─▶ owner ─wire─▶ owner's shard_host      (one hop, from any process)
+//! ```
+//!
+//! Pure decisions (`shard_map`, `failure_detector`, `restart_budget`, `activation`, `config`) are
+//! plain structs with unit tests; actors do the I/O. Bytes are made only in `codec`, frames are
+//! defined only in `wire`.
+
+mod activation;
+mod client;
+mod codec;
+pub mod config;
+mod entity;
+mod failure_detector;
+mod heartbeat;
+mod member;
+mod membership;
+pub mod metrics;
+pub mod node;
+mod ops;
+mod restart_budget;
+mod shard_host;
+mod shard_map;
+mod shard_supervisor;
+pub mod shutdown;
+mod storage;
+mod wire;
+
+pub use activation::ActivationTable;
+pub use client::{Answer, ClusterClient, RequestError};
+pub use codec::CodecError;
+pub use config::{ClusterConfig, ConfigError, Member, Role};
+pub use entity::{
+    decode_payload, encode_payload, now_ms, Entity, EntityContext, EntityError, EntityKey,
+    EntityKinds, Handled,
+};
+pub use failure_detector::{FailureDetector, PeerState};
+pub use member::ClusterMember;
+pub use membership::{ClusterView, MemberStatus};
+pub use restart_budget::{RestartDecision, RestartPolicy, RestartTracker};
+pub use shard_map::{entity_hash, rendezvous_owner, shard_for, ShardId, ShardMap};
+pub use storage::{Store, StorageError};
+pub use wire::{Fault, RemoteError};
+
+/// Failures starting or running a process.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// The configuration was refused.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The node name is not in the configuration.
+    #[error("no node named \"{0}\" in the configuration (nodes: {1})")]
+    UnknownNode(String, String),
+    /// A port could not be bound.
+    #[error("cannot bind the {what} port {addr}: {source}")]
+    Bind {
+        /// Which port.
+        what: &'static str,
+        /// Address.
+        addr: std::net::SocketAddr,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// The data directory could not be created.
+    #[error("cannot create data directory {0}: {1}")]
+    DataDir(std::path::PathBuf, std::io::Error),
+    /// The store failed.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// An actor failed to start.
+    #[error("cannot start the {0}: {1}")]
+    Spawn(&'static str, String),
+}
+
+/// Re-exported so binaries can start ops endpoints for other roles.
+pub use ops::serve as serve_ops;

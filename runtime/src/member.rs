@@ -1,0 +1,109 @@
+//! Joining the cluster as one process: the ractor_cluster node server bound to this member's own
+//! address with cookie auth, the heartbeat responder, and the membership actor that dials, pings
+//! and decides who is up. Nodes and gateways both start here; [`ClusterMember::leave`] stops them
+//! in reverse order.
+
+use std::time::Duration;
+
+use ractor::{Actor, ActorRef};
+use ractor_cluster::node::NodeConnectionMode;
+use ractor_cluster::{NodeServer, NodeServerMessage};
+use tokio::sync::watch;
+
+use crate::config::{ClusterConfig, Member, Role};
+use crate::entity::now_ms;
+use crate::heartbeat::{HeartbeatResponder, ResponderArgs};
+use crate::membership::{ClusterView, Membership, MembershipArgs, MembershipMsg, Peer, SessionEvents};
+use crate::wire::HeartbeatRpc;
+use crate::RuntimeError;
+
+/// A process's place in the cluster.
+#[derive(Debug)]
+pub struct ClusterMember {
+    /// This member.
+    pub me: Member,
+    node_server: ActorRef<NodeServerMessage>,
+    responder: ActorRef<HeartbeatRpc>,
+    membership: ActorRef<MembershipMsg>,
+    view: watch::Receiver<ClusterView>,
+}
+
+impl ClusterMember {
+    /// Starts the transport and membership for `me`.
+    pub async fn join(cfg: &ClusterConfig, me: &Member) -> Result<Self, RuntimeError> {
+        // ractor_cluster binds inside an actor and only logs a failure: check the port first so
+        // the error reaches the operator.
+        drop(std::net::TcpListener::bind(me.cluster_addr).map_err(|e| RuntimeError::Bind {
+            what: "cluster",
+            addr: me.cluster_addr,
+            source: e,
+        })?);
+        let server = NodeServer::new(
+            me.cluster_addr.port(),
+            cfg.cookie.clone(),
+            me.name.clone(),
+            me.cluster_addr.ip().to_string(),
+            None,
+            Some(NodeConnectionMode::Isolated),
+        )
+        .with_listen_addr(me.cluster_addr.ip());
+        let (node_server, _) = Actor::spawn(None, server, ())
+            .await
+            .map_err(|e| RuntimeError::Spawn("node server", e.to_string()))?;
+        let incarnation = now_ms();
+        let (responder, _) = Actor::spawn(
+            None,
+            HeartbeatResponder,
+            ResponderArgs { name: me.name.clone(), role: me.role, incarnation },
+        )
+        .await
+        .map_err(|e| RuntimeError::Spawn("heartbeat responder", e.to_string()))?;
+        // Nodes watch and dial every other node; a gateway watches and dials every node. Nodes do
+        // not watch gateways: a gateway's absence changes nothing they do.
+        let peers = cfg
+            .nodes
+            .iter()
+            .filter(|n| n.name != me.name)
+            .map(|n| Peer { name: n.name.clone(), role: Role::Node, addr: n.cluster_addr, dial: true })
+            .collect();
+        let (view_tx, view) = watch::channel(ClusterView { me: me.name.clone(), members: vec![] });
+        let (membership, _) = Actor::spawn(
+            None,
+            Membership,
+            MembershipArgs {
+                me: me.name.clone(),
+                role: me.role,
+                incarnation,
+                peers,
+                node_server: node_server.clone(),
+                failure_timeout: cfg.failure_timeout,
+                heartbeat_interval: cfg.heartbeat_interval,
+                view: view_tx,
+            },
+        )
+        .await
+        .map_err(|e| RuntimeError::Spawn("membership", e.to_string()))?;
+        node_server
+            .cast(NodeServerMessage::SubscribeToEvents {
+                id: "keelson.membership".to_string(),
+                subscription: Box::new(SessionEvents(membership.clone())),
+            })
+            .map_err(|e| RuntimeError::Spawn("session subscription", e.to_string()))?;
+        tracing::info!(member = %me.name, addr = %me.cluster_addr, "joined the cluster transport");
+        Ok(Self { me: me.clone(), node_server, responder, membership, view })
+    }
+
+    /// A receiver of the membership view.
+    pub fn view(&self) -> watch::Receiver<ClusterView> {
+        self.view.clone()
+    }
+
+    /// Stops membership, the responder and the transport, in that order.
+    pub async fn leave(self) {
+        let wait = Some(Duration::from_secs(2));
+        let _ = self.membership.stop_and_wait(None, wait).await;
+        let _ = self.responder.stop_and_wait(None, wait).await;
+        let _ = self.node_server.stop_and_wait(None, wait).await;
+        tracing::info!(member = %self.me.name, "left the cluster transport");
+    }
+}

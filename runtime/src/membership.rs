@@ -1,0 +1,455 @@
+//! Membership: keeps a session open to every peer, pings each one, and decides who is up.
+//!
+//! ```text
+//!             ┌──────── Tick (every heartbeat interval) ────────┐
+//!             ▼                                                 │
+//! Membership ──Ping (RPC, deadline = failure timeout)──▶ peer's HeartbeatResponder
+//!     │  ◀── Heard / PingFailed ──┘
+//!     ├─ FailureDetector decides up/down ─▶ ClusterView (watch channel) ─▶ client, gateway, /v1/cluster
+//!     ├─ no session to a peer ─▶ dial it again, with jittered exponential backoff
+//!     └─ peer marked down while its session is still open (frozen) ─▶ stop that session
+//! ```
+//!
+//! ractor_cluster has no redial, no handshake timeout and no way to notice a frozen peer; these
+//! three gaps are closed here.
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use ractor::concurrency::JoinHandle;
+use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef};
+use ractor_cluster::RactorMessage;
+use ractor_cluster::{NodeServerMessage, NodeSessionMessage};
+use rand::RngExt;
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+use crate::config::Role;
+use crate::failure_detector::{Cause, FailureDetector, PeerState};
+use crate::metrics;
+use crate::wire::{self, HeartbeatRpc, Ping, Pong};
+
+/// One member as this process sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberStatus {
+    /// Name.
+    pub name: String,
+    /// Role.
+    pub role: Role,
+    /// `up`, `down` or `joining`.
+    pub state: String,
+    /// Milliseconds in this state.
+    pub for_ms: u64,
+    /// Milliseconds since the last heartbeat answer.
+    pub silent_ms: u64,
+    /// Last heartbeat round trip in microseconds.
+    pub rtt_us: Option<u64>,
+    /// Start time of the peer process (ms since the Unix epoch), as it last reported.
+    pub incarnation: Option<u64>,
+}
+
+/// The membership as seen by this process.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterView {
+    /// This process.
+    pub me: String,
+    /// Every member, this process included.
+    pub members: Vec<MemberStatus>,
+}
+
+impl ClusterView {
+    /// True when `name` is this process or a peer answering heartbeats.
+    pub fn is_up(&self, name: &str) -> bool {
+        name == self.me || self.members.iter().any(|m| m.name == name && m.state == "up")
+    }
+
+    /// State name of `name`, if it is a member.
+    pub fn state_of(&self, name: &str) -> Option<&str> {
+        self.members.iter().find(|m| m.name == name).map(|m| m.state.as_str())
+    }
+}
+
+/// A peer to ping and, if `dial`, to keep connected.
+#[derive(Debug, Clone)]
+pub struct Peer {
+    /// Name.
+    pub name: String,
+    /// Role.
+    pub role: Role,
+    /// Cluster address.
+    pub addr: SocketAddr,
+    /// Whether this process dials it (nodes are dialled by everyone; gateways dial out only).
+    pub dial: bool,
+}
+
+/// Session events forwarded from the node server.
+#[derive(Debug)]
+pub enum SessionEvent {
+    /// A TCP session opened (not yet authenticated).
+    Opened(ActorRef<NodeSessionMessage>),
+    /// A session authenticated with the peer named.
+    Authenticated(ActorId, String),
+    /// A session closed.
+    Closed(ActorId),
+}
+
+/// Messages to the membership actor.
+#[derive(RactorMessage)]
+pub enum MembershipMsg {
+    /// Ping, detect, dial, publish.
+    Tick,
+    /// A heartbeat answer.
+    Heard(Pong, Duration),
+    /// A ping to `peer` failed or timed out.
+    PingFailed(String),
+    /// A dial attempt to `peer` finished.
+    DialDone(String),
+    /// A session event.
+    Session(SessionEvent),
+}
+
+/// Start-up arguments.
+#[derive(Debug)]
+pub struct MembershipArgs {
+    /// This process.
+    pub me: String,
+    /// This process's role.
+    pub role: Role,
+    /// Its start time.
+    pub incarnation: u64,
+    /// Every peer to watch.
+    pub peers: Vec<Peer>,
+    /// The ractor_cluster node server.
+    pub node_server: ActorRef<NodeServerMessage>,
+    /// Failure timeout.
+    pub failure_timeout: Duration,
+    /// Heartbeat period.
+    pub heartbeat_interval: Duration,
+    /// Where the view is published.
+    pub view: watch::Sender<ClusterView>,
+}
+
+struct Session {
+    actor: ActorRef<NodeSessionMessage>,
+    peer: Option<String>,
+    opened: Instant,
+}
+
+struct Dial {
+    next_at: Instant,
+    backoff: Duration,
+    in_flight: bool,
+}
+
+/// Membership state.
+pub struct MembershipState {
+    args: MembershipArgs,
+    detector: FailureDetector,
+    sessions: HashMap<ActorId, Session>,
+    pinging: HashSet<String>,
+    dials: HashMap<String, Dial>,
+    incarnations: HashMap<String, u64>,
+    seq: u64,
+    ticker: Option<JoinHandle<()>>,
+}
+
+/// The membership actor.
+pub struct Membership;
+
+const DIAL_BACKOFF_MIN: Duration = Duration::from_millis(100);
+const DIAL_BACKOFF_MAX: Duration = Duration::from_secs(2);
+
+/// Splits ractor's `name@host` peer identity.
+fn peer_name(full: &str) -> String {
+    full.split('@').next().unwrap_or(full).to_string()
+}
+
+impl MembershipState {
+    fn handshake_timeout(&self) -> Duration {
+        self.args.failure_timeout.max(Duration::from_secs(1))
+    }
+
+    fn connected(&self, peer: &str) -> bool {
+        !ractor::pg::get_members(&wire::heartbeat_group(peer)).is_empty()
+    }
+
+    fn ping(&mut self, myself: &ActorRef<MembershipMsg>, peer: &str) {
+        let Some(cell) = ractor::pg::get_members(&wire::heartbeat_group(peer)).into_iter().next() else {
+            return;
+        };
+        if !self.pinging.insert(peer.to_string()) {
+            return;
+        }
+        self.seq += 1;
+        let ping = wire::encode(&Ping { from: self.args.me.clone(), seq: self.seq });
+        let deadline = self.args.failure_timeout;
+        let me = myself.clone();
+        let peer = peer.to_string();
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let target: ActorRef<HeartbeatRpc> = cell.into();
+            let result = target.call(|r| HeartbeatRpc::Ping(ping, r), Some(deadline)).await;
+            let msg = match result {
+                Ok(ractor::rpc::CallResult::Success(bytes)) => match wire::decode::<Pong>(&bytes) {
+                    Ok(pong) if pong.from == peer => MembershipMsg::Heard(pong, started.elapsed()),
+                    _ => MembershipMsg::PingFailed(peer),
+                },
+                _ => MembershipMsg::PingFailed(peer),
+            };
+            let _ = me.send_message(msg);
+        });
+    }
+
+    fn dial(&mut self, myself: &ActorRef<MembershipMsg>, peer: &Peer, now: Instant) {
+        let has_session = self.sessions.values().any(|s| s.peer.as_deref() == Some(peer.name.as_str()));
+        let d = self.dials.entry(peer.name.clone()).or_insert(Dial {
+            next_at: now,
+            backoff: DIAL_BACKOFF_MIN,
+            in_flight: false,
+        });
+        if d.in_flight || has_session || now < d.next_at {
+            return;
+        }
+        d.in_flight = true;
+        let jitter = rand::rng().random_range(0.8..1.2);
+        d.next_at = now + d.backoff.mul_f64(jitter);
+        d.backoff = (d.backoff * 2).min(DIAL_BACKOFF_MAX);
+        let server = self.args.node_server.clone();
+        let me = myself.clone();
+        let (name, addr) = (peer.name.clone(), peer.addr);
+        tokio::spawn(async move {
+            match tokio::time::timeout(Duration::from_secs(1), ractor_cluster::client_connect(&server, addr)).await {
+                Ok(Ok(())) => tracing::debug!(peer = %name, %addr, "dialled"),
+                Ok(Err(e)) => tracing::debug!(peer = %name, %addr, error = %e, "dial failed"),
+                Err(_) => tracing::debug!(peer = %name, %addr, "dial timed out"),
+            }
+            let _ = me.send_message(MembershipMsg::DialDone(name));
+        });
+    }
+
+    fn stop_sessions(&mut self, peer: &str, why: &str) {
+        for s in self.sessions.values() {
+            if s.peer.as_deref() == Some(peer) {
+                tracing::info!(peer, why, "closing session");
+                s.actor.stop(Some(why.to_string()));
+            }
+        }
+    }
+
+    fn apply(&mut self, t: crate::failure_detector::Transition) {
+        let m = metrics::get();
+        m.peer_up
+            .with_label_values(&[&t.peer])
+            .set(i64::from(t.to == PeerState::Up));
+        m.peer_transitions.with_label_values(&[&t.peer, t.to.as_str()]).inc();
+        match (&t.to, &t.cause) {
+            (PeerState::Up, _) => {
+                tracing::info!(peer = %t.peer, from = t.from.as_str(), "peer is up");
+                if let Some(d) = self.dials.get_mut(&t.peer) {
+                    d.backoff = DIAL_BACKOFF_MIN;
+                }
+            }
+            (PeerState::Down, Cause::Silent(for_)) => {
+                tracing::warn!(peer = %t.peer, silent_ms = for_.as_millis() as u64, "peer marked down: silent past the failure timeout");
+                // A frozen peer keeps its socket open: close it so the peer must reconnect and
+                // prove it is alive.
+                self.stop_sessions(&t.peer.clone(), "peer suspected down");
+            }
+            (PeerState::Down, cause) => {
+                tracing::warn!(peer = %t.peer, ?cause, "peer marked down");
+            }
+            _ => {}
+        }
+    }
+
+    fn tick(&mut self, myself: &ActorRef<MembershipMsg>) {
+        let now = Instant::now();
+        let peers = self.args.peers.clone();
+        for peer in &peers {
+            if self.connected(&peer.name) {
+                self.ping(myself, &peer.name);
+            } else {
+                if let Some(t) = self.detector.connection_lost(&peer.name, now) {
+                    self.apply(t);
+                }
+                if peer.dial {
+                    self.dial(myself, peer, now);
+                }
+            }
+        }
+        for t in self.detector.tick(now) {
+            self.apply(t);
+        }
+        let limit = self.handshake_timeout();
+        for s in self.sessions.values() {
+            if s.peer.is_none() && now.duration_since(s.opened) > limit {
+                tracing::info!("closing a session that did not authenticate in time");
+                s.actor.stop(Some("handshake timeout".to_string()));
+            }
+        }
+        self.publish(now);
+    }
+
+    fn publish(&self, now: Instant) {
+        let roles: HashMap<&str, Role> = self.args.peers.iter().map(|p| (p.name.as_str(), p.role)).collect();
+        let mut members = vec![MemberStatus {
+            name: self.args.me.clone(),
+            role: self.args.role,
+            state: PeerState::Up.as_str().to_string(),
+            for_ms: 0,
+            silent_ms: 0,
+            rtt_us: None,
+            incarnation: Some(self.args.incarnation),
+        }];
+        for (name, h) in self.detector.snapshot(now) {
+            members.push(MemberStatus {
+                role: roles.get(name.as_str()).copied().unwrap_or(Role::Node),
+                state: h.state.as_str().to_string(),
+                for_ms: h.for_how_long.as_millis() as u64,
+                silent_ms: h.silent_for.as_millis() as u64,
+                rtt_us: h.rtt.map(|d| d.as_micros() as u64),
+                incarnation: self.incarnations.get(&name).copied(),
+                name,
+            });
+        }
+        let view = ClusterView { me: self.args.me.clone(), members };
+        self.args.view.send_if_modified(|old| {
+            // Only publish when something other than the clocks changed, or every second.
+            let changed = old.members.len() != view.members.len()
+                || old.members.iter().zip(&view.members).any(|(a, b)| a.state != b.state || a.incarnation != b.incarnation);
+            *old = view;
+            changed
+        });
+    }
+}
+
+impl Actor for Membership {
+    type Msg = MembershipMsg;
+    type State = MembershipState;
+    type Arguments = MembershipArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        args: MembershipArgs,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        let now = Instant::now();
+        let detector = FailureDetector::new(
+            args.failure_timeout,
+            args.peers.iter().map(|p| p.name.clone()),
+            now,
+        );
+        for p in &args.peers {
+            metrics::get().peer_up.with_label_values(&[&p.name]).set(0);
+        }
+        let ticker = myself.send_interval(args.heartbeat_interval, || MembershipMsg::Tick);
+        let mut st = MembershipState {
+            args,
+            detector,
+            sessions: HashMap::new(),
+            pinging: HashSet::new(),
+            dials: HashMap::new(),
+            incarnations: HashMap::new(),
+            seq: 0,
+            ticker: Some(ticker),
+        };
+        st.tick(&myself);
+        Ok(st)
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        st: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        if let Some(t) = st.ticker.take() {
+            t.abort();
+        }
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        message: Self::Msg,
+        st: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            MembershipMsg::Tick => st.tick(&myself),
+            MembershipMsg::Heard(pong, rtt) => {
+                st.pinging.remove(&pong.from);
+                metrics::get()
+                    .heartbeat_rtt
+                    .with_label_values(&[&pong.from])
+                    .observe(rtt.as_secs_f64());
+                if let Some(old) = st.incarnations.insert(pong.from.clone(), pong.incarnation) {
+                    if old != pong.incarnation {
+                        tracing::info!(peer = %pong.from, "peer restarted (new incarnation)");
+                    }
+                }
+                if let Some(t) = st.detector.heard(&pong.from, rtt, Instant::now()) {
+                    st.apply(t);
+                    st.publish(Instant::now());
+                }
+            }
+            MembershipMsg::PingFailed(peer) => {
+                st.pinging.remove(&peer);
+            }
+            MembershipMsg::DialDone(peer) => {
+                if let Some(d) = st.dials.get_mut(&peer) {
+                    d.in_flight = false;
+                }
+            }
+            MembershipMsg::Session(SessionEvent::Opened(actor)) => {
+                st.sessions.insert(
+                    actor.get_id(),
+                    Session { actor, peer: None, opened: Instant::now() },
+                );
+            }
+            MembershipMsg::Session(SessionEvent::Authenticated(id, name)) => {
+                if let Some(s) = st.sessions.get_mut(&id) {
+                    s.peer = Some(peer_name(&name));
+                }
+            }
+            MembershipMsg::Session(SessionEvent::Closed(id)) => {
+                if let Some(s) = st.sessions.remove(&id) {
+                    if let Some(peer) = s.peer {
+                        tracing::info!(%peer, "session closed");
+                        if !st.connected(&peer) {
+                            if let Some(t) = st.detector.connection_lost(&peer, Instant::now()) {
+                                st.apply(t);
+                                st.publish(Instant::now());
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Forwards node-server events to the membership actor.
+pub struct SessionEvents(pub ActorRef<MembershipMsg>);
+
+impl ractor_cluster::NodeEventSubscription for SessionEvents {
+    fn node_session_opened(&self, ses: ractor_cluster::node::NodeServerSessionInformation) {
+        let _ = self.0.send_message(MembershipMsg::Session(SessionEvent::Opened(ses.actor)));
+    }
+
+    fn node_session_disconnected(&self, ses: ractor_cluster::node::NodeServerSessionInformation) {
+        let _ = self
+            .0
+            .send_message(MembershipMsg::Session(SessionEvent::Closed(ses.actor.get_id())));
+    }
+
+    fn node_session_authenticated(&self, ses: ractor_cluster::node::NodeServerSessionInformation) {
+        if let Some(name) = ses.peer_name {
+            let _ = self.0.send_message(MembershipMsg::Session(SessionEvent::Authenticated(
+                ses.actor.get_id(),
+                name.name,
+            )));
+        }
+    }
+}

@@ -1,0 +1,152 @@
+//! Every Prometheus collector of the runtime, registered once per process in one registry whose
+//! constant labels (`node`, `role`) say which process is speaking. Other crates register their own
+//! collectors into [`registry`].
+
+use std::sync::OnceLock;
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+
+/// The runtime's collectors.
+#[derive(Debug)]
+pub struct Metrics {
+    /// The process registry.
+    pub registry: Registry,
+    /// Active entities by kind.
+    pub entities_active: IntGaugeVec,
+    /// Activations by kind.
+    pub entity_activations: IntCounterVec,
+    /// Passivations by kind and reason (idle, cap, shutdown).
+    pub entity_passivations: IntCounterVec,
+    /// Failures (panic or error) by kind.
+    pub entity_failures: IntCounterVec,
+    /// Restarts by kind.
+    pub entity_restarts: IntCounterVec,
+    /// Quarantines by kind.
+    pub entity_quarantines: IntCounterVec,
+    /// Entities currently quarantined, by kind.
+    pub entities_quarantined: IntGaugeVec,
+    /// Entity requests handled by this node, by kind and outcome.
+    pub messages_handled: IntCounterVec,
+    /// Shards this node owns.
+    pub shards_owned: IntGauge,
+    /// Current shard-map epoch.
+    pub shard_epoch: IntGauge,
+    /// 1 when a peer is up, 0 otherwise.
+    pub peer_up: IntGaugeVec,
+    /// Peer state changes by peer and new state.
+    pub peer_transitions: IntCounterVec,
+    /// Heartbeat round trip by peer.
+    pub heartbeat_rtt: HistogramVec,
+    /// Requests sent to other nodes by outcome.
+    pub routed_requests: IntCounterVec,
+    /// Time of one storage fsync.
+    pub storage_flush_seconds: Histogram,
+    /// Writes acknowledged per fsync (group commit size).
+    pub storage_flush_batch: Histogram,
+}
+
+static METRICS: OnceLock<Metrics> = OnceLock::new();
+
+/// Registers the collectors with `node` and `role` labels. Call once, first thing in a process;
+/// later calls are ignored.
+pub fn init(node: &str, role: &str) -> &'static Metrics {
+    METRICS.get_or_init(|| Metrics::new(node, role))
+}
+
+/// The process's collectors (labelled `unknown` if [`init`] was never called).
+pub fn get() -> &'static Metrics {
+    METRICS.get_or_init(|| Metrics::new("unknown", "unknown"))
+}
+
+/// The process registry, for other crates' collectors.
+pub fn registry() -> &'static Registry {
+    &get().registry
+}
+
+/// Text exposition of every registered collector.
+pub fn render() -> String {
+    let mut buf = Vec::new();
+    let encoder = TextEncoder::new();
+    if let Err(e) = encoder.encode(&registry().gather(), &mut buf) {
+        tracing::error!(error = %e, "cannot encode metrics");
+    }
+    String::from_utf8(buf).unwrap_or_default()
+}
+
+fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+    r.register(Box::new(c.clone())).expect("registered once");
+    c
+}
+
+fn gauge_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
+    r.register(Box::new(g.clone())).expect("registered once");
+    g
+}
+
+fn gauge(r: &Registry, name: &str, help: &str) -> IntGauge {
+    let g = IntGauge::new(name, help).expect("valid metric");
+    r.register(Box::new(g.clone())).expect("registered once");
+    g
+}
+
+fn histogram(r: &Registry, name: &str, help: &str, buckets: Vec<f64>) -> Histogram {
+    let h = Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets)).expect("valid");
+    r.register(Box::new(h.clone())).expect("registered once");
+    h
+}
+
+/// Latency buckets from 50 µs to 10 s.
+pub fn latency_buckets() -> Vec<f64> {
+    vec![
+        0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+        1.0, 2.5, 5.0, 10.0,
+    ]
+}
+
+impl Metrics {
+    fn new(node: &str, role: &str) -> Self {
+        let labels = [
+            ("node".to_string(), node.to_string()),
+            ("role".to_string(), role.to_string()),
+        ]
+        .into_iter()
+        .collect();
+        let r = Registry::new_custom(None, Some(labels)).expect("valid labels");
+        #[cfg(target_os = "linux")]
+        {
+            let pc = prometheus::process_collector::ProcessCollector::for_self();
+            r.register(Box::new(pc)).expect("registered once");
+        }
+        let heartbeat_rtt = HistogramVec::new(
+            HistogramOpts::new("keelson_heartbeat_rtt_seconds", "Heartbeat round trip by peer.")
+                .buckets(latency_buckets()),
+            &["peer"],
+        )
+        .expect("valid");
+        r.register(Box::new(heartbeat_rtt.clone())).expect("registered once");
+        Self {
+            entities_active: gauge_vec(&r, "keelson_entities_active", "Active entities by kind.", &["kind"]),
+            entity_activations: counter(&r, "keelson_entity_activations_total", "Entity activations by kind.", &["kind"]),
+            entity_passivations: counter(&r, "keelson_entity_passivations_total", "Entity passivations by kind and reason.", &["kind", "reason"]),
+            entity_failures: counter(&r, "keelson_entity_failures_total", "Entity panics and errors by kind.", &["kind"]),
+            entity_restarts: counter(&r, "keelson_entity_restarts_total", "Entity restarts by kind.", &["kind"]),
+            entity_quarantines: counter(&r, "keelson_entity_quarantines_total", "Entities quarantined after spending their restart budget, by kind.", &["kind"]),
+            entities_quarantined: gauge_vec(&r, "keelson_entities_quarantined", "Entities currently quarantined, by kind.", &["kind"]),
+            messages_handled: counter(&r, "keelson_messages_handled_total", "Entity requests handled by this node, by kind and outcome.", &["kind", "outcome"]),
+            shards_owned: gauge(&r, "keelson_shards_owned", "Shards this node owns."),
+            shard_epoch: gauge(&r, "keelson_shard_map_epoch", "Epoch of the shard map in force."),
+            peer_up: gauge_vec(&r, "keelson_peer_up", "1 when the peer answers heartbeats, 0 otherwise.", &["peer"]),
+            peer_transitions: counter(&r, "keelson_peer_transitions_total", "Peer state changes by peer and new state.", &["peer", "state"]),
+            heartbeat_rtt,
+            routed_requests: counter(&r, "keelson_routed_requests_total", "Entity requests sent by this process, by outcome.", &["outcome"]),
+            storage_flush_seconds: histogram(&r, "keelson_storage_flush_seconds", "Duration of one storage fsync.", latency_buckets()),
+            storage_flush_batch: histogram(&r, "keelson_storage_flush_batch_size", "Writes made durable by one fsync.", vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0]),
+            registry: r,
+        }
+    }
+}

@@ -1,0 +1,202 @@
+//! Node-to-node messages. These are the wire, not the domain: every frame is a versioned
+//! [`codec`](crate::codec) blob carried in one of two remotable ractor messages, so the ractor
+//! derive only ever sees `Vec<u8>` and a change here never changes ractor's variant tags.
+//!
+//! ```text
+//! client ──ShardHostRpc::Request(EntityRequest)──▶ owner's shard host ──▶ EntityReply
+//! membership ──HeartbeatRpc::Ping(Ping)──▶ peer's heartbeat responder ──▶ Pong
+//! ```
+
+use ractor::RpcReplyPort;
+use ractor_cluster::RactorClusterMessage;
+use serde::{Deserialize, Serialize};
+
+use crate::codec::{self, CodecError};
+use crate::config::Role;
+
+/// Version byte of every frame in this module.
+pub const WIRE_VERSION: u8 = 1;
+
+/// Process-group name of a node's shard host. Explicit constant: never derived from a type name.
+pub fn shard_host_group(node: &str) -> String {
+    format!("keelson.v1.shard_host.{node}")
+}
+
+/// Process-group name of a process's heartbeat responder.
+pub fn heartbeat_group(member: &str) -> String {
+    format!("keelson.v1.heartbeat.{member}")
+}
+
+/// The remotable message of the shard host: one RPC carrying an encoded [`EntityRequest`] and
+/// answered with an encoded [`EntityReply`].
+#[derive(RactorClusterMessage)]
+pub enum ShardHostRpc {
+    /// An entity request.
+    #[rpc]
+    Request(Vec<u8>, RpcReplyPort<Vec<u8>>),
+    /// Periodic housekeeping (idle passivation); local only.
+    Tick,
+}
+
+/// The remotable message of the heartbeat responder.
+#[derive(RactorClusterMessage)]
+pub enum HeartbeatRpc {
+    /// An encoded [`Ping`], answered with an encoded [`Pong`].
+    #[rpc]
+    Ping(Vec<u8>, RpcReplyPort<Vec<u8>>),
+}
+
+/// A fault an operator may inject into an entity to exercise supervision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Fault {
+    /// The entity panics while handling the request.
+    Panic,
+    /// The entity's handler returns an error.
+    Error,
+}
+
+/// A command for one entity, addressed by `(kind, id)`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EntityRequest {
+    /// Correlates logs across processes.
+    pub request_id: String,
+    /// Entity kind.
+    pub kind: String,
+    /// Entity id.
+    pub id: String,
+    /// The shard the sender computed; checked by the receiver.
+    pub shard: u32,
+    /// The shard-map epoch the sender routed with; checked by the receiver.
+    pub epoch: u64,
+    /// Injected fault, refused unless the node allows fault injection.
+    pub fault: Option<Fault>,
+    /// The kind-specific command, encoded by its entity crate.
+    pub payload: Vec<u8>,
+}
+
+/// The answer to an [`EntityRequest`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum EntityReply {
+    /// The entity's encoded reply.
+    Ok(Vec<u8>),
+    /// The runtime could not get an answer from the entity.
+    Err(RemoteError),
+}
+
+/// Runtime failures a node reports back to the sender.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum RemoteError {
+    /// The receiver does not own the shard in the sender's epoch.
+    #[error("node {node} does not own shard {shard} in epoch {epoch} (owner: {owner})")]
+    NotOwner {
+        /// Receiving node.
+        node: String,
+        /// Shard.
+        shard: u32,
+        /// Epoch of the request.
+        epoch: u64,
+        /// The owner the receiver knows.
+        owner: String,
+    },
+    /// No entity kind of that name is registered.
+    #[error("unknown entity kind \"{0}\"")]
+    UnknownKind(String),
+    /// The request or its payload did not decode.
+    #[error("bad request: {0}")]
+    BadRequest(String),
+    /// The entity crashed while handling this request; it is being restarted.
+    #[error("entity {kind}/{id} failed while handling the request ({reason}); it is being restarted")]
+    EntityFailed {
+        /// Kind.
+        kind: String,
+        /// Id.
+        id: String,
+        /// Failure reason.
+        reason: String,
+    },
+    /// The entity failed too often and refuses requests for a while.
+    #[error("entity {kind}/{id} is quarantined for {retry_after_ms} ms more after repeated failures; last failure: {reason}")]
+    Quarantined {
+        /// Kind.
+        kind: String,
+        /// Id.
+        id: String,
+        /// Last failure reason.
+        reason: String,
+        /// Remaining cooldown.
+        retry_after_ms: u64,
+    },
+    /// The entity's state could not be read or written.
+    #[error("storage error: {0}")]
+    Storage(String),
+    /// A fault was requested but the node does not allow fault injection.
+    #[error("fault injection is disabled on node {0}")]
+    FaultInjectionDisabled(String),
+    /// The entity did not answer in time.
+    #[error("entity did not answer within {0} ms")]
+    Timeout(u64),
+}
+
+/// Heartbeat request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ping {
+    /// Sender name.
+    pub from: String,
+    /// Sequence number, echoed in the [`Pong`].
+    pub seq: u64,
+}
+
+/// Heartbeat answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pong {
+    /// Responder name.
+    pub from: String,
+    /// Responder role.
+    pub role: Role,
+    /// Echo of the ping's sequence number.
+    pub seq: u64,
+    /// When the responder process started (ms since the Unix epoch): changes on restart.
+    pub incarnation: u64,
+}
+
+/// Encodes a frame.
+pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    codec::encode(WIRE_VERSION, value).expect("wire types always encode")
+}
+
+/// Decodes a frame.
+pub fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
+    codec::decode(WIRE_VERSION, bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_and_replies_round_trip() {
+        let req = EntityRequest {
+            request_id: "r1".into(),
+            kind: "customer".into(),
+            id: "c1".into(),
+            shard: 7,
+            epoch: 1,
+            fault: Some(Fault::Panic),
+            payload: vec![1, 2, 3],
+        };
+        assert_eq!(decode::<EntityRequest>(&encode(&req)).unwrap(), req);
+        let reply = EntityReply::Err(RemoteError::Quarantined {
+            kind: "customer".into(),
+            id: "c1".into(),
+            reason: "boom".into(),
+            retry_after_ms: 10,
+        });
+        assert_eq!(decode::<EntityReply>(&encode(&reply)).unwrap(), reply);
+    }
+
+    #[test]
+    fn group_names_are_stable() {
+        assert_eq!(shard_host_group("n1"), "keelson.v1.shard_host.n1");
+        assert_eq!(heartbeat_group("gateway"), "keelson.v1.heartbeat.gateway");
+    }
+}
