@@ -1,1 +1,139 @@
-fn main(){}
+//! `keelson`: the one binary. It composes the crates: `node` runs a shard-hosting node, `gateway`
+//! the HTTP gateway, `up` a whole local cluster as child processes, `check-config` validates a
+//! nodes.toml.
+
+mod logging;
+mod probe;
+mod up;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use keelson_runtime::config;
+
+/// Keelson: sharded, supervised CRM and IoT actors on a self-healing cluster.
+#[derive(Debug, Parser)]
+#[command(name = "keelson", version, about, long_about = None)]
+struct Cli {
+    /// Log format of this process (and of the children `up` starts).
+    #[arg(long, global = true, value_enum, default_value_t = logging::Format::Text)]
+    log_format: logging::Format,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Start every node and the gateway of nodes.toml as child processes, restart any that dies,
+    /// and stop them all on Ctrl-C or SIGTERM.
+    Up {
+        /// Cluster configuration.
+        #[arg(long, short, default_value = "nodes.toml")]
+        config: PathBuf,
+    },
+    /// Run one shard-hosting node in this process.
+    Node {
+        /// Node name, as in nodes.toml.
+        #[arg(long, short)]
+        name: String,
+        /// Cluster configuration.
+        #[arg(long, short, default_value = "nodes.toml")]
+        config: PathBuf,
+    },
+    /// Run the HTTP gateway in this process.
+    Gateway {
+        /// Cluster configuration.
+        #[arg(long, short, default_value = "nodes.toml")]
+        config: PathBuf,
+    },
+    /// Check a configuration file and print every problem found (exit code 2 if any).
+    CheckConfig {
+        /// Configuration file.
+        #[arg(default_value = "nodes.toml")]
+        file: PathBuf,
+    },
+}
+
+fn load(path: &std::path::Path) -> Result<keelson_runtime::ClusterConfig, ExitCode> {
+    config::load(path).map_err(|e| {
+        eprintln!("error: {e}");
+        ExitCode::from(2)
+    })
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::CheckConfig { file } => match config::load(&file) {
+            Ok(cfg) => {
+                println!(
+                    "{}: ok: cluster \"{}\", {} nodes, {} shards, gateway http://{}",
+                    file.display(),
+                    cfg.name,
+                    cfg.nodes.len(),
+                    cfg.shards,
+                    cfg.gateway_http
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                for p in e.problems() {
+                    let p = p.strip_prefix(&format!("{}: ", file.display())).unwrap_or(&p).to_string();
+                    eprintln!("{}: {p}", file.display());
+                }
+                ExitCode::from(2)
+            }
+        },
+        Command::Node { name, config } => {
+            let cfg = match load(&config) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            logging::init(cli.log_format, &cfg.log_level);
+            run_async(async move {
+                keelson_runtime::node::run(cfg, &name, keelson_actors::kinds(), keelson_runtime::shutdown::os_signal())
+                    .await
+                    .map_err(anyhow::Error::from)
+            })
+        }
+        Command::Gateway { config } => {
+            let cfg = match load(&config) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            logging::init(cli.log_format, &cfg.log_level);
+            run_async(async move {
+                keelson_gateway::run(cfg, keelson_runtime::shutdown::os_signal())
+                    .await
+                    .map_err(anyhow::Error::from)
+            })
+        }
+        Command::Up { config } => {
+            let cfg = match load(&config) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            logging::init(cli.log_format, &cfg.log_level);
+            run_async(up::run(cfg, config, cli.log_format))
+        }
+    }
+}
+
+fn run_async(fut: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(fut) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "fatal");
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

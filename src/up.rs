@@ -1,0 +1,381 @@
+//! `keelson up`: the local cluster as child processes of one supervisor.
+//!
+//! ```text
+//! start: load config → data_dir/{logs,run} → spawn every node and the gateway (logs to files)
+//!        → wait for every /ready → wait for the gateway to see every node up → print URLs
+//! run:   a child exits → log it → restart it after a backoff (1 s doubling to 30 s; reset after
+//!        30 s of uptime); data_dir/run/cluster.json always holds the live pids
+//! stop:  Ctrl-C or SIGTERM → SIGTERM the gateway, then the nodes → SIGKILL after 10 s
+//! ```
+
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use keelson_runtime::{ClusterConfig, Member, Role};
+use serde::Serialize;
+use tokio::sync::mpsc;
+
+use crate::logging::Format;
+use crate::probe;
+
+/// Restart delay for a child that has failed `quick_failures` times in a row, each within
+/// 30 s of its start.
+fn restart_delay(quick_failures: u32) -> Duration {
+    let exp = quick_failures.saturating_sub(1).min(5);
+    Duration::from_secs(1u64 << exp).min(Duration::from_secs(30))
+}
+
+const STABLE_AFTER: Duration = Duration::from_secs(30);
+
+struct Child {
+    member: Member,
+    pid: Option<u32>,
+    started: Instant,
+    quick_failures: u32,
+    log: PathBuf,
+}
+
+#[derive(Serialize)]
+struct RunFile<'a> {
+    supervisor_pid: u32,
+    config: &'a Path,
+    members: Vec<RunMember<'a>>,
+}
+
+#[derive(Serialize)]
+struct RunMember<'a> {
+    name: &'a str,
+    role: &'a str,
+    pid: Option<u32>,
+    cluster_addr: String,
+    ops_addr: String,
+    log: &'a Path,
+}
+
+enum Event {
+    Exited(String, u32, std::io::Result<ExitStatus>),
+    RestartDue(String),
+}
+
+struct Up {
+    cfg: ClusterConfig,
+    config_path: PathBuf,
+    format: Format,
+    run_dir: PathBuf,
+    children: Vec<Child>,
+    events: mpsc::UnboundedSender<Event>,
+}
+
+fn describe(status: &std::io::Result<ExitStatus>) -> String {
+    match status {
+        Ok(s) => match (s.code(), s.signal()) {
+            (Some(c), _) => format!("exit code {c}"),
+            (_, Some(sig)) => format!("signal {sig}"),
+            _ => "unknown status".to_string(),
+        },
+        Err(e) => format!("wait failed: {e}"),
+    }
+}
+
+fn alive(pid: u32) -> bool {
+    // SAFETY: kill with signal 0 only checks that the process exists.
+    unsafe { libc::kill(pid as i32, 0) == 0 }
+}
+
+fn signal(pid: u32, sig: i32) {
+    // SAFETY: sends a signal to a child this process started.
+    unsafe {
+        libc::kill(pid as i32, sig);
+    }
+}
+
+impl Up {
+    fn spawn(&mut self, idx: usize) -> anyhow::Result<()> {
+        let exe = std::env::current_exe().context("cannot find the keelson executable")?;
+        let c = &mut self.children[idx];
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&c.log)
+            .with_context(|| format!("cannot open log {}", c.log.display()))?;
+        let mut cmd = tokio::process::Command::new(exe);
+        cmd.arg("--log-format").arg(self.format.as_str());
+        match c.member.role {
+            Role::Node => cmd.arg("node").arg("--name").arg(&c.member.name),
+            Role::Gateway => cmd.arg("gateway"),
+        };
+        cmd.arg("--config")
+            .arg(&self.config_path)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log);
+        // SAFETY: prctl is async-signal-safe; it makes the child get SIGTERM if `up` dies.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+                Ok(())
+            });
+        }
+        let mut child = cmd.spawn().with_context(|| format!("cannot start {}", c.member.name))?;
+        let pid = child.id().unwrap_or(0);
+        c.pid = Some(pid);
+        c.started = Instant::now();
+        tracing::info!(member = %c.member.name, pid, log = %c.log.display(), "started");
+        let tx = self.events.clone();
+        let name = c.member.name.clone();
+        tokio::spawn(async move {
+            let status = child.wait().await;
+            let _ = tx.send(Event::Exited(name, pid, status));
+        });
+        self.write_run_file()
+    }
+
+    fn write_run_file(&self) -> anyhow::Result<()> {
+        let run = RunFile {
+            supervisor_pid: std::process::id(),
+            config: &self.config_path,
+            members: self
+                .children
+                .iter()
+                .map(|c| RunMember {
+                    name: &c.member.name,
+                    role: c.member.role.as_str(),
+                    pid: c.pid,
+                    cluster_addr: c.member.cluster_addr.to_string(),
+                    ops_addr: c.member.ops_addr.to_string(),
+                    log: &c.log,
+                })
+                .collect(),
+        };
+        let path = self.run_dir.join("cluster.json");
+        let tmp = self.run_dir.join("cluster.json.tmp");
+        std::fs::write(&tmp, serde_json::to_vec_pretty(&run)?)?;
+        std::fs::rename(&tmp, &path)?;
+        for c in &self.children {
+            let pid_file = self.run_dir.join(format!("{}.pid", c.member.name));
+            match c.pid {
+                Some(pid) => std::fs::write(pid_file, format!("{pid}\n"))?,
+                None => {
+                    let _ = std::fs::remove_file(pid_file);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn index(&self, name: &str) -> Option<usize> {
+        self.children.iter().position(|c| c.member.name == name)
+    }
+
+    async fn wait_ready(&mut self, rx: &mut mpsc::UnboundedReceiver<Event>) -> anyhow::Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(Event::Exited(name, _, status)) = rx.try_recv() {
+                let log = self.index(&name).map(|i| self.children[i].log.clone()).unwrap_or_default();
+                bail!("{name} exited during start-up ({}); see {}:\n{}", describe(&status), log.display(), tail(&log, 15));
+            }
+            let mut waiting = Vec::new();
+            for c in &self.children {
+                if !matches!(probe::get(c.member.ops_addr, "/ready").await, Some((200, _))) {
+                    waiting.push(c.member.name.clone());
+                }
+            }
+            if waiting.is_empty() {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!("not ready after 60 s: {}; see the logs in {}", waiting.join(", "), self.cfg.data_dir.join("logs").display());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        // Ready processes still need a moment to find each other.
+        let want = self.cfg.nodes.len();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let up = match probe::get(self.cfg.gateway_http, "/v1/cluster").await {
+                Some((200, body)) => serde_json::from_str::<serde_json::Value>(&body)
+                    .ok()
+                    .and_then(|v| v["members"].as_array().map(|m| m.iter().filter(|m| m["role"] == "node" && m["state"] == "up").count()))
+                    .unwrap_or(0),
+                _ => 0,
+            };
+            if up == want {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                tracing::warn!(up, want, "the gateway does not see every node up yet; continuing");
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    fn on_exit(&mut self, name: &str, pid: u32, status: std::io::Result<ExitStatus>) -> anyhow::Result<()> {
+        let Some(i) = self.index(name) else { return Ok(()) };
+        let c = &mut self.children[i];
+        if c.pid != Some(pid) {
+            return Ok(());
+        }
+        c.pid = None;
+        c.quick_failures = if c.started.elapsed() < STABLE_AFTER { c.quick_failures + 1 } else { 1 };
+        let delay = restart_delay(c.quick_failures);
+        tracing::warn!(member = %name, pid, status = %describe(&status), restart_in_ms = delay.as_millis() as u64, "child exited; restarting after backoff");
+        eprintln!("{name} (pid {pid}) exited with {}; restarting in {} s", describe(&status), delay.as_secs());
+        let tx = self.events.clone();
+        let name = name.to_string();
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            let _ = tx.send(Event::RestartDue(name));
+        });
+        self.write_run_file()
+    }
+
+    async fn stop_all(&mut self) {
+        // Gateway first so no new requests arrive, then every node at once.
+        for role in [Role::Gateway, Role::Node] {
+            let pids: Vec<u32> = self.children.iter().filter(|c| c.member.role == role).filter_map(|c| c.pid).collect();
+            for &pid in &pids {
+                signal(pid, libc::SIGTERM);
+            }
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while pids.iter().any(|p| alive(*p)) && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            for &pid in pids.iter().filter(|p| alive(**p)) {
+                tracing::warn!(pid, "did not stop within 10 s; killing");
+                signal(pid, libc::SIGKILL);
+            }
+        }
+        for c in &mut self.children {
+            c.pid = None;
+        }
+        let _ = std::fs::remove_file(self.run_dir.join("cluster.json"));
+        let _ = self.write_run_file();
+        let _ = std::fs::remove_file(self.run_dir.join("cluster.json"));
+    }
+}
+
+fn tail(path: &Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// Refuses to start a second cluster on a data dir whose cluster is still running.
+fn check_not_running(run_dir: &Path) -> anyhow::Result<()> {
+    let Ok(text) = std::fs::read_to_string(run_dir.join("cluster.json")) else { return Ok(()) };
+    let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) else { return Ok(()) };
+    if let Some(pid) = v["supervisor_pid"].as_u64() {
+        if pid as u32 != std::process::id() && alive(pid as u32) {
+            bail!("a cluster is already running from {} (keelson up pid {pid}); stop it first", run_dir.display());
+        }
+    }
+    Ok(())
+}
+
+/// Runs the local cluster until Ctrl-C or SIGTERM.
+pub async fn run(cfg: ClusterConfig, config_path: PathBuf, format: Format) -> anyhow::Result<()> {
+    let config_path = config_path.canonicalize().with_context(|| format!("cannot resolve {}", config_path.display()))?;
+    let logs = cfg.data_dir.join("logs");
+    let run_dir = cfg.data_dir.join("run");
+    for d in [&logs, &run_dir] {
+        std::fs::create_dir_all(d).with_context(|| format!("cannot create {}", d.display()))?;
+    }
+    check_not_running(&run_dir)?;
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let children = cfg
+        .members()
+        .map(|m| Child {
+            member: m.clone(),
+            pid: None,
+            started: Instant::now(),
+            quick_failures: 0,
+            log: logs.join(format!("{}.log", m.name)),
+        })
+        .collect();
+    let mut up = Up { cfg: cfg.clone(), config_path, format, run_dir, children, events: tx };
+    tracing::info!(cluster = %cfg.name, nodes = cfg.nodes.len(), data_dir = %cfg.data_dir.display(), "starting the cluster");
+    for i in 0..up.children.len() {
+        if let Err(e) = up.spawn(i) {
+            up.stop_all().await;
+            return Err(e);
+        }
+    }
+    let signal = keelson_runtime::shutdown::os_signal();
+    tokio::pin!(signal);
+    tokio::select! {
+        r = up.wait_ready(&mut rx) => if let Err(e) = r {
+            up.stop_all().await;
+            return Err(e);
+        },
+        _ = &mut signal => {
+            up.stop_all().await;
+            return Ok(());
+        }
+    }
+    print_banner(&up);
+    loop {
+        tokio::select! {
+            _ = &mut signal => break,
+            ev = rx.recv() => match ev {
+                Some(Event::Exited(name, pid, status)) => up.on_exit(&name, pid, status)?,
+                Some(Event::RestartDue(name)) => {
+                    if let Some(i) = up.index(&name) {
+                        if up.children[i].pid.is_none() {
+                            if let Err(e) = up.spawn(i) {
+                                tracing::error!(member = %name, error = %format!("{e:#}"), "restart failed; retrying later");
+                                let _ = up.on_exit(&name, 0, Err(std::io::Error::other("spawn failed")));
+                            }
+                        }
+                    }
+                }
+                None => break,
+            }
+        }
+    }
+    eprintln!("stopping the cluster...");
+    up.stop_all().await;
+    eprintln!("cluster stopped");
+    Ok(())
+}
+
+fn print_banner(up: &Up) {
+    let cfg = &up.cfg;
+    let mut out = format!(
+        "\nKeelson cluster \"{}\" is up: {} nodes, {} shards, data in {}\n\n  gateway  http://{}   (try: curl http://{}/v1/cluster)\n",
+        cfg.name,
+        cfg.nodes.len(),
+        cfg.shards,
+        cfg.data_dir.display(),
+        cfg.gateway_http,
+        cfg.gateway_http
+    );
+    for c in &up.children {
+        out.push_str(&format!(
+            "  {:<8} pid {:<7} metrics http://{}/metrics  log {}\n",
+            c.member.name,
+            c.pid.map(|p| p.to_string()).unwrap_or_default(),
+            c.member.ops_addr,
+            c.log.display()
+        ));
+    }
+    out.push_str(&format!(
+        "\nPids are in {}/<name>.pid. Ctrl-C stops the cluster.\n",
+        up.run_dir.display()
+    ));
+    println!("{out}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn restart_delay_doubles_to_a_cap() {
+        let d: Vec<u64> = (1..=8).map(|n| restart_delay(n).as_secs()).collect();
+        assert_eq!(d, vec![1, 2, 4, 8, 16, 30, 30, 30]);
+    }
+}
