@@ -1,0 +1,284 @@
+//! Test harness: a real cluster of `keelson` processes on loopback, each node with its own ports
+//! and data dir, logs in files that are printed when a test fails, every process killed on drop.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// Multi-process tests share 2 cores: run one cluster at a time so timing assertions hold.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// Holds the serial lock for a test.
+pub fn serial() -> MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Polls `check` until it returns `Some`, or panics after `deadline` saying what it waited for.
+pub async fn wait_for<T, F, Fut>(what: &str, deadline: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        if start.elapsed() > deadline {
+            panic!("timed out after {deadline:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Extra settings for a test cluster.
+#[derive(Clone)]
+pub struct Settings {
+    /// Number of nodes.
+    pub nodes: usize,
+    /// Lines appended to `[cluster]`.
+    pub cluster: String,
+    /// Lines of `[entities]`.
+    pub entities: String,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            nodes: 4,
+            cluster: "fault_injection = true\nfailure_timeout_ms = 1000\nheartbeat_interval_ms = 150\n".into(),
+            entities: String::new(),
+        }
+    }
+}
+
+/// A running test cluster.
+pub struct Cluster {
+    pub dir: PathBuf,
+    pub config: PathBuf,
+    pub gateway: String,
+    pub nodes: Vec<String>,
+    ops: HashMap<String, u16>,
+    procs: HashMap<String, Child>,
+    pub http: reqwest::Client,
+}
+
+impl Cluster {
+    /// Writes a config for `settings` in a fresh temp dir; starts nothing.
+    pub fn configure(test: &str, settings: &Settings) -> Self {
+        let dir = std::env::temp_dir().join(format!("keelson-it-{test}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("logs")).unwrap();
+        let http_port = free_port();
+        let mut ops = HashMap::new();
+        let gw_ops = free_port();
+        ops.insert("gateway".to_string(), gw_ops);
+        let mut text = format!(
+            "[cluster]\nname = \"it\"\ncookie = \"it-cookie-123\"\nshards = 64\ndata_dir = \"{}\"\n{}\n\
+             [entities]\n{}\n[gateway]\nhost = \"127.0.0.1\"\nhttp_port = {http_port}\ncluster_port = {}\nops_port = {gw_ops}\n",
+            dir.join("data").display(),
+            settings.cluster,
+            settings.entities,
+            free_port(),
+        );
+        let mut nodes = Vec::new();
+        for i in 1..=settings.nodes {
+            let name = format!("n{i}");
+            let port = free_port();
+            text.push_str(&format!(
+                "[[node]]\nname = \"{name}\"\nhost = \"127.0.0.1\"\ncluster_port = {}\nops_port = {port}\n",
+                free_port()
+            ));
+            ops.insert(name.clone(), port);
+            nodes.push(name);
+        }
+        let config = dir.join("nodes.toml");
+        std::fs::write(&config, text).unwrap();
+        Self {
+            dir,
+            config,
+            gateway: format!("http://127.0.0.1:{http_port}"),
+            nodes,
+            ops,
+            procs: HashMap::new(),
+            http: reqwest::Client::builder().timeout(Duration::from_secs(15)).build().unwrap(),
+        }
+    }
+
+    /// Configures and starts every node and the gateway, and waits until the gateway sees every
+    /// node up.
+    pub async fn start(test: &str, settings: Settings) -> Self {
+        let mut c = Self::configure(test, &settings);
+        for n in c.nodes.clone() {
+            c.spawn(&n);
+        }
+        c.spawn("gateway");
+        c.wait_all_up().await;
+        c
+    }
+
+    fn log(&self, name: &str) -> PathBuf {
+        self.dir.join("logs").join(format!("{name}.log"))
+    }
+
+    /// Starts one process (again) on its own data dir.
+    pub fn spawn(&mut self, name: &str) {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log(name)).unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_keelson"));
+        if name == "gateway" {
+            cmd.arg("gateway");
+        } else {
+            cmd.args(["node", "--name", name]);
+        }
+        let child = cmd
+            .arg("--config")
+            .arg(&self.config)
+            .env("RUST_LOG", "info,sled=warn,ractor=warn,ractor_cluster=warn")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.procs.insert(name.to_string(), child);
+    }
+
+    pub fn pid(&self, name: &str) -> i32 {
+        self.procs[name].id() as i32
+    }
+
+    /// Sends `sig` to a process this test started.
+    pub fn signal(&self, name: &str, sig: i32) {
+        // SAFETY: signals a child of this test.
+        assert_eq!(unsafe { libc::kill(self.pid(name), sig) }, 0, "signal {sig} to {name}");
+    }
+
+    /// SIGKILLs a process and reaps it.
+    pub fn kill(&mut self, name: &str) {
+        if let Some(mut c) = self.procs.remove(name) {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn ops_url(&self, name: &str, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.ops[name])
+    }
+
+    /// Each member's state as the gateway sees it.
+    pub async fn states(&self) -> Option<HashMap<String, String>> {
+        let v: Value = self.http.get(format!("{}/v1/cluster", self.gateway)).send().await.ok()?.json().await.ok()?;
+        Some(
+            v["members"]
+                .as_array()?
+                .iter()
+                .map(|m| (m["name"].as_str().unwrap().to_string(), m["state"].as_str().unwrap().to_string()))
+                .collect(),
+        )
+    }
+
+    pub async fn state_of(&self, name: &str) -> Option<String> {
+        self.states().await?.remove(name)
+    }
+
+    /// Waits until every node answers /ready and the gateway sees every node up.
+    pub async fn wait_all_up(&self) {
+        for n in self.nodes.iter().chain(std::iter::once(&"gateway".to_string())) {
+            let url = self.ops_url(n, "/ready");
+            wait_for(&format!("{n} ready"), Duration::from_secs(60), || async {
+                let r = self.http.get(&url).send().await.ok()?;
+                (r.status() == 200).then_some(())
+            })
+            .await;
+        }
+        wait_for("the gateway to see every node up", Duration::from_secs(30), || async {
+            let s = self.states().await?;
+            self.nodes.iter().all(|n| s.get(n).map(String::as_str) == Some("up")).then_some(())
+        })
+        .await;
+    }
+
+    /// Value of a metric line (exact name and labels) on a process.
+    pub async fn metric(&self, name: &str, series: &str) -> f64 {
+        let text = self.http.get(self.ops_url(name, "/metrics")).send().await.unwrap().text().await.unwrap();
+        text.lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter(|l| {
+                let (lhs, _) = l.rsplit_once(' ').unwrap_or((l, ""));
+                let metric = lhs.split('{').next().unwrap();
+                let want = series.split('{').next().unwrap();
+                metric == want
+                    && series
+                        .split_once('{')
+                        .map(|(_, labels)| labels.trim_end_matches('}').split(',').all(|kv| lhs.contains(kv)))
+                        .unwrap_or(true)
+            })
+            .map(|l| l.rsplit_once(' ').unwrap().1.parse::<f64>().unwrap())
+            .sum()
+    }
+
+    /// Sends a request to the gateway: (status, headers, JSON body or Null).
+    pub async fn req(&self, method: &str, path: &str, body: Option<&str>) -> (u16, reqwest::header::HeaderMap, Value) {
+        let m = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let mut rb = self.http.request(m, format!("{}{path}", self.gateway));
+        if let Some(b) = body {
+            rb = rb.header("content-type", "application/json").body(b.to_string());
+        }
+        let r = rb.send().await.unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+        let status = r.status().as_u16();
+        let headers = r.headers().clone();
+        let text = r.text().await.unwrap();
+        let v = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
+        (status, headers, v)
+    }
+
+    /// Where the gateway says an entity lives.
+    pub async fn owner(&self, kind: &str, id: &str) -> String {
+        let (s, _, v) = self.req("GET", &format!("/v1/cluster/locate/{kind}/{id}"), None).await;
+        assert_eq!(s, 200, "{v}");
+        v["owner"].as_str().unwrap().to_string()
+    }
+
+    pub fn print_logs(&self) {
+        for name in self.nodes.iter().map(String::as_str).chain(["gateway"]) {
+            let text = std::fs::read_to_string(self.log(name)).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            eprintln!("===== {name} log (last 60 lines) =====");
+            for l in &lines[lines.len().saturating_sub(60)..] {
+                eprintln!("{l}");
+            }
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for n in self.procs.keys() {
+            // SAFETY: wakes a child that a test may have stopped, so it can be killed.
+            unsafe { libc::kill(self.procs[n].id() as i32, libc::SIGCONT) };
+        }
+        for (_, mut c) in self.procs.drain() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        if std::thread::panicking() {
+            self.print_logs();
+            eprintln!("cluster dir kept: {}", self.dir.display());
+        } else {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+pub fn path_exists(p: &Path) -> bool {
+    p.exists()
+}
