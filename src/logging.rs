@@ -27,7 +27,9 @@ pub fn init(format: Format, level: &str) {
         // sled and ractor are chatty at info; their warnings still show.
         EnvFilter::new(format!("{level},sled=warn,ractor=warn,ractor_cluster=warn"))
     });
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         Format::Text => builder.with_ansi(false).init(),
         Format::Json => builder.json().init(),

@@ -79,7 +79,10 @@ fn main() -> ExitCode {
             }
             Err(e) => {
                 for p in e.problems() {
-                    let p = p.strip_prefix(&format!("{}: ", file.display())).unwrap_or(&p).to_string();
+                    let p = p
+                        .strip_prefix(&format!("{}: ", file.display()))
+                        .unwrap_or(&p)
+                        .to_string();
                     eprintln!("{}: {p}", file.display());
                 }
                 ExitCode::from(2)
@@ -92,9 +95,14 @@ fn main() -> ExitCode {
             };
             logging::init(cli.log_format, &cfg.log_level);
             run_async(async move {
-                keelson_runtime::node::run(cfg, &name, keelson_actors::kinds(), keelson_runtime::shutdown::os_signal())
-                    .await
-                    .map_err(anyhow::Error::from)
+                keelson_runtime::node::run(
+                    cfg,
+                    &name,
+                    keelson_actors::kinds(),
+                    keelson_runtime::shutdown::os_signal(),
+                )
+                .await
+                .map_err(anyhow::Error::from)
             })
         }
         Command::Gateway { config } => {
@@ -121,7 +129,10 @@ fn main() -> ExitCode {
 }
 
 fn run_async(fut: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

@@ -119,7 +119,9 @@ impl Up {
                 Ok(())
             });
         }
-        let mut child = cmd.spawn().with_context(|| format!("cannot start {}", c.member.name))?;
+        let mut child = cmd
+            .spawn()
+            .with_context(|| format!("cannot start {}", c.member.name))?;
         let pid = child.id().unwrap_or(0);
         c.pid = Some(pid);
         c.started = Instant::now();
@@ -174,12 +176,23 @@ impl Up {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if let Ok(Event::Exited(name, _, status)) = rx.try_recv() {
-                let log = self.index(&name).map(|i| self.children[i].log.clone()).unwrap_or_default();
-                bail!("{name} exited during start-up ({}); see {}:\n{}", describe(&status), log.display(), tail(&log, 15));
+                let log = self
+                    .index(&name)
+                    .map(|i| self.children[i].log.clone())
+                    .unwrap_or_default();
+                bail!(
+                    "{name} exited during start-up ({}); see {}:\n{}",
+                    describe(&status),
+                    log.display(),
+                    tail(&log, 15)
+                );
             }
             let mut waiting = Vec::new();
             for c in &self.children {
-                if !matches!(probe::get(c.member.ops_addr, "/ready").await, Some((200, _))) {
+                if !matches!(
+                    probe::get(c.member.ops_addr, "/ready").await,
+                    Some((200, _))
+                ) {
                     waiting.push(c.member.name.clone());
                 }
             }
@@ -187,7 +200,11 @@ impl Up {
                 break;
             }
             if Instant::now() > deadline {
-                bail!("not ready after 60 s: {}; see the logs in {}", waiting.join(", "), self.cfg.data_dir.join("logs").display());
+                bail!(
+                    "not ready after 60 s: {}; see the logs in {}",
+                    waiting.join(", "),
+                    self.cfg.data_dir.join("logs").display()
+                );
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -198,7 +215,13 @@ impl Up {
             let up = match probe::get(self.cfg.gateway_http, "/v1/cluster").await {
                 Some((200, body)) => serde_json::from_str::<serde_json::Value>(&body)
                     .ok()
-                    .and_then(|v| v["members"].as_array().map(|m| m.iter().filter(|m| m["role"] == "node" && m["state"] == "up").count()))
+                    .and_then(|v| {
+                        v["members"].as_array().map(|m| {
+                            m.iter()
+                                .filter(|m| m["role"] == "node" && m["state"] == "up")
+                                .count()
+                        })
+                    })
                     .unwrap_or(0),
                 _ => 0,
             };
@@ -206,24 +229,43 @@ impl Up {
                 return Ok(());
             }
             if Instant::now() > deadline {
-                tracing::warn!(up, want, "the gateway does not see every node up yet; continuing");
+                tracing::warn!(
+                    up,
+                    want,
+                    "the gateway does not see every node up yet; continuing"
+                );
                 return Ok(());
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 
-    fn on_exit(&mut self, name: &str, pid: u32, status: std::io::Result<ExitStatus>) -> anyhow::Result<()> {
-        let Some(i) = self.index(name) else { return Ok(()) };
+    fn on_exit(
+        &mut self,
+        name: &str,
+        pid: u32,
+        status: std::io::Result<ExitStatus>,
+    ) -> anyhow::Result<()> {
+        let Some(i) = self.index(name) else {
+            return Ok(());
+        };
         let c = &mut self.children[i];
         if c.pid != Some(pid) {
             return Ok(());
         }
         c.pid = None;
-        c.quick_failures = if c.started.elapsed() < STABLE_AFTER { c.quick_failures + 1 } else { 1 };
+        c.quick_failures = if c.started.elapsed() < STABLE_AFTER {
+            c.quick_failures + 1
+        } else {
+            1
+        };
         let delay = restart_delay(c.quick_failures);
         tracing::warn!(member = %name, pid, status = %describe(&status), restart_in_ms = delay.as_millis() as u64, "child exited; restarting after backoff");
-        eprintln!("{name} (pid {pid}) exited with {}; restarting in {} s", describe(&status), delay.as_secs());
+        eprintln!(
+            "{name} (pid {pid}) exited with {}; restarting in {} s",
+            describe(&status),
+            delay.as_secs()
+        );
         let tx = self.events.clone();
         let name = name.to_string();
         tokio::spawn(async move {
@@ -236,7 +278,12 @@ impl Up {
     async fn stop_all(&mut self) {
         // Gateway first so no new requests arrive, then every node at once.
         for role in [Role::Gateway, Role::Node] {
-            let pids: Vec<u32> = self.children.iter().filter(|c| c.member.role == role).filter_map(|c| c.pid).collect();
+            let pids: Vec<u32> = self
+                .children
+                .iter()
+                .filter(|c| c.member.role == role)
+                .filter_map(|c| c.pid)
+                .collect();
             for &pid in &pids {
                 signal(pid, libc::SIGTERM);
             }
@@ -266,11 +313,18 @@ fn tail(path: &Path, lines: usize) -> String {
 
 /// Refuses to start a second cluster on a data dir whose cluster is still running.
 fn check_not_running(run_dir: &Path) -> anyhow::Result<()> {
-    let Ok(text) = std::fs::read_to_string(run_dir.join("cluster.json")) else { return Ok(()) };
-    let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) else { return Ok(()) };
+    let Ok(text) = std::fs::read_to_string(run_dir.join("cluster.json")) else {
+        return Ok(());
+    };
+    let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) else {
+        return Ok(());
+    };
     if let Some(pid) = v["supervisor_pid"].as_u64() {
         if pid as u32 != std::process::id() && alive(pid as u32) {
-            bail!("a cluster is already running from {} (keelson up pid {pid}); stop it first", run_dir.display());
+            bail!(
+                "a cluster is already running from {} (keelson up pid {pid}); stop it first",
+                run_dir.display()
+            );
         }
     }
     Ok(())
@@ -278,7 +332,9 @@ fn check_not_running(run_dir: &Path) -> anyhow::Result<()> {
 
 /// Runs the local cluster until Ctrl-C or SIGTERM.
 pub async fn run(cfg: ClusterConfig, config_path: PathBuf, format: Format) -> anyhow::Result<()> {
-    let config_path = config_path.canonicalize().with_context(|| format!("cannot resolve {}", config_path.display()))?;
+    let config_path = config_path
+        .canonicalize()
+        .with_context(|| format!("cannot resolve {}", config_path.display()))?;
     let logs = cfg.data_dir.join("logs");
     let run_dir = cfg.data_dir.join("run");
     for d in [&logs, &run_dir] {
@@ -296,7 +352,14 @@ pub async fn run(cfg: ClusterConfig, config_path: PathBuf, format: Format) -> an
             log: logs.join(format!("{}.log", m.name)),
         })
         .collect();
-    let mut up = Up { cfg: cfg.clone(), config_path, format, run_dir, children, events: tx };
+    let mut up = Up {
+        cfg: cfg.clone(),
+        config_path,
+        format,
+        run_dir,
+        children,
+        events: tx,
+    };
     tracing::info!(cluster = %cfg.name, nodes = cfg.nodes.len(), data_dir = %cfg.data_dir.display(), "starting the cluster");
     for i in 0..up.children.len() {
         if let Err(e) = up.spawn(i) {

@@ -191,15 +191,20 @@ impl Entity for Customer {
         state: &mut Option<CustomerState>,
         command: CustomerCommand,
     ) -> Result<Handled<CustomerReply>, EntityError> {
-        let not_found = || DomainError::NotFound { kind: Self::KIND.into(), id: ctx.id.into() };
+        let not_found = || DomainError::NotFound {
+            kind: Self::KIND.into(),
+            id: ctx.id.into(),
+        };
         if let Err(e) = command.validate() {
             return Ok(Handled::read(Err(e)));
         }
         Ok(match (command, state.as_mut()) {
-            (CustomerCommand::Create(_), Some(_)) => Handled::read(Err(DomainError::AlreadyExists {
-                kind: Self::KIND.into(),
-                id: ctx.id.into(),
-            })),
+            (CustomerCommand::Create(_), Some(_)) => {
+                Handled::read(Err(DomainError::AlreadyExists {
+                    kind: Self::KIND.into(),
+                    id: ctx.id.into(),
+                }))
+            }
             (CustomerCommand::Create(c), None) => {
                 let created = CustomerState {
                     id: ctx.id.to_string(),
@@ -250,7 +255,9 @@ impl Entity for Customer {
                 if s.interactions.len() >= MAX_INTERACTIONS {
                     return Ok(Handled::read(Err(invalid(
                         "interactions",
-                        format!("customer already has the maximum of {MAX_INTERACTIONS} interactions"),
+                        format!(
+                            "customer already has the maximum of {MAX_INTERACTIONS} interactions"
+                        ),
                     ))));
                 }
                 s.interactions.push(Interaction {

@@ -11,11 +11,18 @@ fn new(name: &str) -> NewCustomer {
         phone: None,
         company: Some("Analytical".into()),
         tags: vec!["vip".into()],
-        consent: Consent { email: true, ..Consent::default() },
+        consent: Consent {
+            email: true,
+            ..Consent::default()
+        },
     }
 }
 
-fn run(state: &mut Option<CustomerState>, cmd: CustomerCommand, now: u64) -> Handled<CustomerReply> {
+fn run(
+    state: &mut Option<CustomerState>,
+    cmd: CustomerCommand,
+    now: u64,
+) -> Handled<CustomerReply> {
     Customer::handle(&ctx(now), state, cmd).unwrap()
 }
 
@@ -25,7 +32,10 @@ fn create_then_get() {
     let h = run(&mut s, CustomerCommand::Create(new("Ada")), 10);
     assert!(h.changed);
     let c = h.reply.unwrap().unwrap();
-    assert_eq!((c.id.as_str(), c.name.as_str(), c.version, c.created_ms), ("c1", "Ada", 1, 10));
+    assert_eq!(
+        (c.id.as_str(), c.name.as_str(), c.version, c.created_ms),
+        ("c1", "Ada", 1, 10)
+    );
     let got = run(&mut s, CustomerCommand::Get, 20);
     assert!(!got.changed);
     assert_eq!(got.reply.unwrap().unwrap(), c);
@@ -44,7 +54,11 @@ fn duplicate_create_is_refused_and_changes_nothing() {
 
 #[test]
 fn commands_on_a_missing_customer_are_not_found() {
-    for cmd in [CustomerCommand::Get, CustomerCommand::Delete, CustomerCommand::Update(CustomerPatch::default())] {
+    for cmd in [
+        CustomerCommand::Get,
+        CustomerCommand::Delete,
+        CustomerCommand::Update(CustomerPatch::default()),
+    ] {
         let mut s = None;
         let h = run(&mut s, cmd, 1);
         assert!(matches!(h.reply, Err(DomainError::NotFound { .. })));
@@ -56,8 +70,15 @@ fn commands_on_a_missing_customer_are_not_found() {
 fn update_changes_only_given_fields_and_can_clear() {
     let mut s = None;
     run(&mut s, CustomerCommand::Create(new("Ada")), 10);
-    let patch = CustomerPatch { phone: Some(Some("+44 20 7946 0000".into())), email: Some(None), ..Default::default() };
-    let c = run(&mut s, CustomerCommand::Update(patch), 30).reply.unwrap().unwrap();
+    let patch = CustomerPatch {
+        phone: Some(Some("+44 20 7946 0000".into())),
+        email: Some(None),
+        ..Default::default()
+    };
+    let c = run(&mut s, CustomerCommand::Update(patch), 30)
+        .reply
+        .unwrap()
+        .unwrap();
     assert_eq!(c.name, "Ada");
     assert_eq!(c.email, None);
     assert_eq!(c.phone.as_deref(), Some("+44 20 7946 0000"));
@@ -69,9 +90,18 @@ fn invalid_fields_are_named_and_change_nothing() {
     let mut s = None;
     run(&mut s, CustomerCommand::Create(new("Ada")), 10);
     let before = s.clone();
-    let patch = CustomerPatch { email: Some(Some("nope".into())), ..Default::default() };
+    let patch = CustomerPatch {
+        email: Some(Some("nope".into())),
+        ..Default::default()
+    };
     let h = run(&mut s, CustomerCommand::Update(patch), 20);
-    assert_eq!(h.reply, Err(DomainError::Invalid { field: "email".into(), reason: "\"nope\" is not an e-mail address".into() }));
+    assert_eq!(
+        h.reply,
+        Err(DomainError::Invalid {
+            field: "email".into(),
+            reason: "\"nope\" is not an e-mail address".into()
+        })
+    );
     assert!(!h.changed);
     assert_eq!(s, before);
     let h = run(&mut None, CustomerCommand::Create(new("  ")), 1);
@@ -83,12 +113,27 @@ fn interactions_append_in_order() {
     let mut s = None;
     run(&mut s, CustomerCommand::Create(new("Ada")), 10);
     for (i, item) in ["order-1", "ticket-7"].iter().enumerate() {
-        let add = NewInteraction { kind: "order".into(), item: item.to_string(), at_ms: None };
-        let c = run(&mut s, CustomerCommand::AddInteraction(add), 100 + i as u64).reply.unwrap().unwrap();
+        let add = NewInteraction {
+            kind: "order".into(),
+            item: item.to_string(),
+            at_ms: None,
+        };
+        let c = run(&mut s, CustomerCommand::AddInteraction(add), 100 + i as u64)
+            .reply
+            .unwrap()
+            .unwrap();
         assert_eq!(c.interactions.len(), i + 1);
     }
     let c = s.unwrap();
-    assert_eq!(c.interactions[1], Interaction { seq: 2, kind: "order".into(), item: "ticket-7".into(), at_ms: 101 });
+    assert_eq!(
+        c.interactions[1],
+        Interaction {
+            seq: 2,
+            kind: "order".into(),
+            item: "ticket-7".into(),
+            at_ms: 101
+        }
+    );
 }
 
 #[test]

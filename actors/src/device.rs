@@ -92,7 +92,10 @@ impl DeviceCommand {
                 for (name, v) in &t.readings {
                     validate::validate_id(&format!("readings.{name}"), name)?;
                     if !v.is_finite() {
-                        return Err(invalid(format!("readings.{name}"), "must be a finite number"));
+                        return Err(invalid(
+                            format!("readings.{name}"),
+                            "must be a finite number",
+                        ));
                     }
                 }
                 Ok(())
@@ -118,10 +121,12 @@ impl Entity for Device {
             return Ok(Handled::read(Err(e)));
         }
         Ok(match (command, state.as_mut()) {
-            (DeviceCommand::Register(_), Some(_)) => Handled::read(Err(DomainError::AlreadyExists {
-                kind: Self::KIND.into(),
-                id: ctx.id.into(),
-            })),
+            (DeviceCommand::Register(_), Some(_)) => {
+                Handled::read(Err(DomainError::AlreadyExists {
+                    kind: Self::KIND.into(),
+                    id: ctx.id.into(),
+                }))
+            }
             (DeviceCommand::Register(d), None) => {
                 let created = DeviceState {
                     id: ctx.id.to_string(),
@@ -158,21 +163,37 @@ mod tests {
     use super::*;
 
     fn ctx() -> EntityContext<'static> {
-        EntityContext { id: "d1", now_ms: 50 }
+        EntityContext {
+            id: "d1",
+            now_ms: 50,
+        }
     }
 
     fn register() -> DeviceCommand {
-        DeviceCommand::Register(NewDevice { customer_id: "c1".into(), kind: "temperature".into(), firmware: "1.0.3".into() })
+        DeviceCommand::Register(NewDevice {
+            customer_id: "c1".into(),
+            kind: "temperature".into(),
+            firmware: "1.0.3".into(),
+        })
     }
 
     #[test]
     fn register_then_telemetry_updates_last_readings() {
         let mut s = None;
         assert!(Device::handle(&ctx(), &mut s, register()).unwrap().changed);
-        let t = Telemetry { readings: [("celsius".to_string(), 21.5)].into(), at_ms: Some(40) };
-        let d = Device::handle(&ctx(), &mut s, DeviceCommand::Telemetry(t)).unwrap().reply.unwrap();
+        let t = Telemetry {
+            readings: [("celsius".to_string(), 21.5)].into(),
+            at_ms: Some(40),
+        };
+        let d = Device::handle(&ctx(), &mut s, DeviceCommand::Telemetry(t))
+            .unwrap()
+            .reply
+            .unwrap();
         assert_eq!(d.last_readings["celsius"], 21.5);
-        assert_eq!((d.last_telemetry_ms, d.telemetry_count, d.version), (Some(40), 1, 2));
+        assert_eq!(
+            (d.last_telemetry_ms, d.telemetry_count, d.version),
+            (Some(40), 1, 2)
+        );
     }
 
     #[test]
@@ -180,16 +201,24 @@ mod tests {
         let mut s = None;
         Device::handle(&ctx(), &mut s, register()).unwrap();
         let before = s.clone();
-        let t = Telemetry { readings: [("celsius".to_string(), f64::NAN)].into(), at_ms: None };
+        let t = Telemetry {
+            readings: [("celsius".to_string(), f64::NAN)].into(),
+            at_ms: None,
+        };
         let h = Device::handle(&ctx(), &mut s, DeviceCommand::Telemetry(t)).unwrap();
         assert!(!h.changed);
-        assert!(matches!(h.reply, Err(DomainError::Invalid { ref field, .. }) if field == "readings.celsius"));
+        assert!(
+            matches!(h.reply, Err(DomainError::Invalid { ref field, .. }) if field == "readings.celsius")
+        );
         assert_eq!(s, before);
     }
 
     #[test]
     fn telemetry_for_an_unregistered_device_is_not_found() {
-        let t = Telemetry { readings: [("x".to_string(), 1.0)].into(), at_ms: None };
+        let t = Telemetry {
+            readings: [("x".to_string(), 1.0)].into(),
+            at_ms: None,
+        };
         let h = Device::handle(&ctx(), &mut None, DeviceCommand::Telemetry(t)).unwrap();
         assert!(matches!(h.reply, Err(DomainError::NotFound { .. })));
     }

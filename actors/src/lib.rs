@@ -22,5 +22,7 @@ use keelson_runtime::EntityKinds;
 
 /// Every entity kind this crate defines, for a node to host.
 pub fn kinds() -> EntityKinds {
-    EntityKinds::new().register::<Customer>().register::<Device>()
+    EntityKinds::new()
+        .register::<Customer>()
+        .register::<Device>()
 }

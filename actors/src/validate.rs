@@ -32,16 +32,28 @@ pub enum DomainError {
 }
 
 pub(crate) fn invalid(field: impl Into<String>, reason: impl Into<String>) -> DomainError {
-    DomainError::Invalid { field: field.into(), reason: reason.into() }
+    DomainError::Invalid {
+        field: field.into(),
+        reason: reason.into(),
+    }
 }
 
 /// Ids are 1-64 characters of `A-Z a-z 0-9 _ - . :`: safe in URLs, topics and logs.
 pub fn validate_id(field: &str, id: &str) -> Result<(), DomainError> {
     if id.is_empty() || id.len() > 64 {
-        return Err(invalid(field, format!("must be 1-64 characters, got {}", id.len())));
+        return Err(invalid(
+            field,
+            format!("must be 1-64 characters, got {}", id.len()),
+        ));
     }
-    if let Some(c) = id.chars().find(|c| !(c.is_ascii_alphanumeric() || "_-.:".contains(*c))) {
-        return Err(invalid(field, format!("character {c:?} is not allowed (use A-Z a-z 0-9 _ - . :)")));
+    if let Some(c) = id
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || "_-.:".contains(*c)))
+    {
+        return Err(invalid(
+            field,
+            format!("character {c:?} is not allowed (use A-Z a-z 0-9 _ - . :)"),
+        ));
     }
     Ok(())
 }
@@ -65,18 +77,28 @@ pub(crate) fn email(field: &str, value: &str) -> Result<(), DomainError> {
     text(field, value, 254)?;
     match value.split_once('@') {
         Some((local, domain))
-            if !local.is_empty() && domain.contains('.') && !domain.contains('@') && !value.contains(' ') =>
+            if !local.is_empty()
+                && domain.contains('.')
+                && !domain.contains('@')
+                && !value.contains(' ') =>
         {
             Ok(())
         }
-        _ => Err(invalid(field, format!("\"{value}\" is not an e-mail address"))),
+        _ => Err(invalid(
+            field,
+            format!("\"{value}\" is not an e-mail address"),
+        )),
     }
 }
 
 /// A phone number: digits with optional `+`, spaces, dashes and parentheses; 5-20 digits.
 pub(crate) fn phone(field: &str, value: &str) -> Result<(), DomainError> {
     let digits = value.chars().filter(char::is_ascii_digit).count();
-    if !value.chars().all(|c| c.is_ascii_digit() || " +-()".contains(c)) || !(5..=20).contains(&digits) {
+    if !value
+        .chars()
+        .all(|c| c.is_ascii_digit() || " +-()".contains(c))
+        || !(5..=20).contains(&digits)
+    {
         return Err(invalid(field, format!("\"{value}\" is not a phone number")));
     }
     Ok(())
@@ -90,12 +112,19 @@ pub(crate) fn tags(field: &str, tags: &[String]) -> Result<(), DomainError> {
     for (i, t) in tags.iter().enumerate() {
         let ok = !t.is_empty()
             && t.len() <= 40
-            && t.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
+            && t.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
         if !ok {
-            return Err(invalid(format!("{field}[{i}]"), "must be 1-40 characters of a-z 0-9 - _"));
+            return Err(invalid(
+                format!("{field}[{i}]"),
+                "must be 1-40 characters of a-z 0-9 - _",
+            ));
         }
         if tags[..i].contains(t) {
-            return Err(invalid(format!("{field}[{i}]"), format!("duplicate tag \"{t}\"")));
+            return Err(invalid(
+                format!("{field}[{i}]"),
+                format!("duplicate tag \"{t}\""),
+            ));
         }
     }
     Ok(())
@@ -112,7 +141,10 @@ mod tests {
         assert!(validate_id("id", &"a".repeat(65)).is_err());
         assert_eq!(
             validate_id("id", "a/b"),
-            Err(invalid("id", "character '/' is not allowed (use A-Z a-z 0-9 _ - . :)"))
+            Err(invalid(
+                "id",
+                "character '/' is not allowed (use A-Z a-z 0-9 _ - . :)"
+            ))
         );
     }
 

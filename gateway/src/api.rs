@@ -97,7 +97,11 @@ pub struct AddInteraction {
 impl AddInteraction {
     /// The domain command's fields.
     pub fn into_new(self) -> NewInteraction {
-        NewInteraction { kind: self.kind, item: self.item, at_ms: self.at_ms }
+        NewInteraction {
+            kind: self.kind,
+            item: self.item,
+            at_ms: self.at_ms,
+        }
     }
 }
 
@@ -118,7 +122,11 @@ pub struct CreateDevice {
 impl CreateDevice {
     /// The domain command's fields.
     pub fn into_new(self) -> NewDevice {
-        NewDevice { customer_id: self.customer_id, kind: self.kind, firmware: self.firmware }
+        NewDevice {
+            customer_id: self.customer_id,
+            kind: self.kind,
+            firmware: self.firmware,
+        }
     }
 }
 
@@ -135,7 +143,10 @@ pub struct PostTelemetry {
 impl PostTelemetry {
     /// The domain command's fields.
     pub fn into_telemetry(self) -> Telemetry {
-        Telemetry { readings: self.readings, at_ms: self.at_ms }
+        Telemetry {
+            readings: self.readings,
+            at_ms: self.at_ms,
+        }
     }
 }
 

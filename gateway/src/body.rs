@@ -20,7 +20,11 @@ where
     let mut out = Vec::new();
     while let Some(chunk) = body.next().await {
         let mut chunk = chunk.map_err(|e| {
-            ApiError::new(StatusCode::BAD_REQUEST, "bad_body", format!("cannot read the request body: {e}"))
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_body",
+                format!("cannot read the request body: {e}"),
+            )
         })?;
         if out.len() + chunk.remaining() > MAX_BODY {
             return Err(too_large());
@@ -47,11 +51,19 @@ pub fn too_large() -> ApiError {
 /// Parses a JSON body, naming the field at fault.
 pub fn json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     if bytes.is_empty() {
-        return Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", "request body: expected a JSON object, got an empty body"));
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+            "request body: expected a JSON object, got an empty body",
+        ));
     }
     // serde would also accept a struct written as an array; the API takes objects only.
     if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
-        return Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", "request body: expected a JSON object"));
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+            "request body: expected a JSON object",
+        ));
     }
     let de = &mut serde_json::Deserializer::from_slice(bytes);
     serde_path_to_error::deserialize(de).map_err(|e| {
@@ -102,7 +114,11 @@ mod tests {
     #[test]
     fn errors_name_the_field_and_kind() {
         let e = json::<Sample>(br#"{"name": 5}"#).unwrap_err();
-        assert_eq!((e.code, e.message.starts_with("field `name`: invalid type")), ("invalid_field", true), "{e:?}");
+        assert_eq!(
+            (e.code, e.message.starts_with("field `name`: invalid type")),
+            ("invalid_field", true),
+            "{e:?}"
+        );
         let e = json::<Sample>(br#"{"name": "a", "nmae": 1}"#).unwrap_err();
         assert_eq!(e.code, "unknown_field");
         assert!(e.message.contains("unknown field `nmae`"), "{e:?}");

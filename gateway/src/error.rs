@@ -35,12 +35,22 @@ struct Inner<'a> {
 impl ApiError {
     /// A new error.
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self { status, code, message: message.into(), retry_after: None, node: None }
+        Self {
+            status,
+            code,
+            message: message.into(),
+            retry_after: None,
+            node: None,
+        }
     }
 
     /// 400 for a field that breaks a rule.
     pub fn field(field: &str, reason: impl std::fmt::Display) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "invalid_field", format!("field `{field}`: {reason}"))
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_field",
+            format!("field `{field}`: {reason}"),
+        )
     }
 
     fn retry(mut self, secs: u64) -> Self {
@@ -50,8 +60,13 @@ impl ApiError {
 
     /// The JSON body.
     pub fn body(&self) -> String {
-        serde_json::to_string(&Body { error: Inner { code: self.code, message: &self.message } })
-            .expect("error bodies serialise")
+        serde_json::to_string(&Body {
+            error: Inner {
+                code: self.code,
+                message: &self.message,
+            },
+        })
+        .expect("error bodies serialise")
     }
 }
 
@@ -71,26 +86,51 @@ impl From<RequestError> for ApiError {
         let message = e.to_string();
         let (err, node) = match e {
             RequestError::Unavailable { owner, .. } => {
-                return Self { node: Some(owner), ..Self::new(StatusCode::SERVICE_UNAVAILABLE, "shard_unavailable", message).retry(1) }
+                return Self {
+                    node: Some(owner),
+                    ..Self::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "shard_unavailable",
+                        message,
+                    )
+                    .retry(1)
+                }
             }
             RequestError::Timeout { owner, .. } => {
-                return Self { node: Some(owner), ..Self::new(StatusCode::GATEWAY_TIMEOUT, "timeout", message) }
+                return Self {
+                    node: Some(owner),
+                    ..Self::new(StatusCode::GATEWAY_TIMEOUT, "timeout", message)
+                }
             }
             RequestError::Remote { error, owner, .. } => (error, owner),
         };
         let mapped = match err {
-            RemoteError::NotOwner { .. } => Self::new(StatusCode::SERVICE_UNAVAILABLE, "not_owner", message).retry(1),
-            RemoteError::Quarantined { retry_after_ms, .. } => {
-                Self::new(StatusCode::SERVICE_UNAVAILABLE, "entity_quarantined", message).retry(retry_after_ms.div_ceil(1000))
+            RemoteError::NotOwner { .. } => {
+                Self::new(StatusCode::SERVICE_UNAVAILABLE, "not_owner", message).retry(1)
             }
-            RemoteError::EntityFailed { .. } => Self::new(StatusCode::INTERNAL_SERVER_ERROR, "entity_failed", message),
-            RemoteError::Storage(_) => Self::new(StatusCode::INTERNAL_SERVER_ERROR, "storage_error", message),
-            RemoteError::FaultInjectionDisabled(_) => Self::new(StatusCode::FORBIDDEN, "fault_injection_disabled", message),
+            RemoteError::Quarantined { retry_after_ms, .. } => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "entity_quarantined",
+                message,
+            )
+            .retry(retry_after_ms.div_ceil(1000)),
+            RemoteError::EntityFailed { .. } => {
+                Self::new(StatusCode::INTERNAL_SERVER_ERROR, "entity_failed", message)
+            }
+            RemoteError::Storage(_) => {
+                Self::new(StatusCode::INTERNAL_SERVER_ERROR, "storage_error", message)
+            }
+            RemoteError::FaultInjectionDisabled(_) => {
+                Self::new(StatusCode::FORBIDDEN, "fault_injection_disabled", message)
+            }
             RemoteError::Timeout(_) => Self::new(StatusCode::GATEWAY_TIMEOUT, "timeout", message),
             RemoteError::UnknownKind(_) | RemoteError::BadRequest(_) => {
                 Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
             }
         };
-        Self { node: Some(node), ..mapped }
+        Self {
+            node: Some(node),
+            ..mapped
+        }
     }
 }

@@ -19,7 +19,9 @@ use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use keelson_runtime::{shutdown, ClusterClient, ClusterConfig, ClusterMember, RuntimeError, ShardMap};
+use keelson_runtime::{
+    shutdown, ClusterClient, ClusterConfig, ClusterMember, RuntimeError, ShardMap,
+};
 use warp::Filter;
 
 pub use error::ApiError;
@@ -60,8 +62,15 @@ pub async fn run(cfg: ClusterConfig, stop: impl Future<Output = ()>) -> Result<(
     let http_addr = cfg.gateway_http;
     let listener = tokio::net::TcpListener::bind(http_addr)
         .await
-        .map_err(|e| RuntimeError::Bind { what: "http", addr: http_addr, source: e })?;
-    let ctx = Arc::new(routes::Ctx { client, cfg: cfg.clone() });
+        .map_err(|e| RuntimeError::Bind {
+            what: "http",
+            addr: http_addr,
+            source: e,
+        })?;
+    let ctx = Arc::new(routes::Ctx {
+        client,
+        cfg: cfg.clone(),
+    });
     let api = warp::any()
         .map(move || ctx.clone())
         .and(warp::method())
@@ -70,12 +79,21 @@ pub async fn run(cfg: ClusterConfig, stop: impl Future<Output = ()>) -> Result<(
         .and(warp::header::optional::<u64>("content-length"))
         .and(warp::body::stream())
         .then(serve_one);
-    let http_task = tokio::spawn(warp::serve(api).incoming(listener).graceful(shutdown_rx.clone().wait()).run());
+    let http_task = tokio::spawn(
+        warp::serve(api)
+            .incoming(listener)
+            .graceful(shutdown_rx.clone().wait())
+            .run(),
+    );
 
     let ready = Arc::new(AtomicBool::new(false));
     let ops_task = keelson_runtime::serve_ops(me.ops_addr, ready.clone(), shutdown_rx)
         .await
-        .map_err(|e| RuntimeError::Bind { what: "ops", addr: me.ops_addr, source: e })?;
+        .map_err(|e| RuntimeError::Bind {
+            what: "ops",
+            addr: me.ops_addr,
+            source: e,
+        })?;
     ready.store(true, Ordering::Release);
     tracing::info!(http = %http_addr, ops = %me.ops_addr, "gateway ready");
 

@@ -78,14 +78,21 @@ pub async fn handle(
     let (status, text, node, location, retry_after) = match outcome {
         Ok(o) => (o.status, o.body, o.node, o.location, None),
         Err(e) => {
-            let node = e.node.clone().unwrap_or_else(|| ctx.cfg.gateway.name.clone());
+            let node = e
+                .node
+                .clone()
+                .unwrap_or_else(|| ctx.cfg.gateway.name.clone());
             (e.status, e.body(), node, None, e.retry_after)
         }
     };
     let elapsed = started.elapsed();
     let m = metrics::http();
-    m.requests.with_label_values(&[route, method.as_str(), status.as_str()]).inc();
-    m.latency.with_label_values(&[route]).observe(elapsed.as_secs_f64());
+    m.requests
+        .with_label_values(&[route, method.as_str(), status.as_str()])
+        .inc();
+    m.latency
+        .with_label_values(&[route])
+        .observe(elapsed.as_secs_f64());
     tracing::info!(request_id = %rid, %method, %path, route, status = status.as_u16(), node = %node, latency_us = elapsed.as_micros() as u64, "request");
     let mut resp = Response::new(Bytes::from(text));
     *resp.status_mut() = status;
@@ -115,52 +122,138 @@ async fn route(
 ) -> (&'static str, Outcome) {
     let m = method.clone();
     match segs {
-        ["v1", "customers"] if m == Method::POST => ("customers", create_customer(ctx, body, rid).await),
-        ["v1", "customers", id] if m == Method::GET => ("customer", customer(ctx, id, CustomerCommand::Get, rid, StatusCode::OK).await),
-        ["v1", "customers", id] if m == Method::PATCH => ("customer", patch_customer(ctx, id, body, rid).await),
-        ["v1", "customers", id] if m == Method::DELETE => ("customer", customer(ctx, id, CustomerCommand::Delete, rid, StatusCode::NO_CONTENT).await),
-        ["v1", "customers", id, "interactions"] if m == Method::POST => ("interactions", add_interaction(ctx, id, body, rid).await),
+        ["v1", "customers"] if m == Method::POST => {
+            ("customers", create_customer(ctx, body, rid).await)
+        }
+        ["v1", "customers", id] if m == Method::GET => (
+            "customer",
+            customer(ctx, id, CustomerCommand::Get, rid, StatusCode::OK).await,
+        ),
+        ["v1", "customers", id] if m == Method::PATCH => {
+            ("customer", patch_customer(ctx, id, body, rid).await)
+        }
+        ["v1", "customers", id] if m == Method::DELETE => (
+            "customer",
+            customer(
+                ctx,
+                id,
+                CustomerCommand::Delete,
+                rid,
+                StatusCode::NO_CONTENT,
+            )
+            .await,
+        ),
+        ["v1", "customers", id, "interactions"] if m == Method::POST => {
+            ("interactions", add_interaction(ctx, id, body, rid).await)
+        }
         ["v1", "devices"] if m == Method::POST => ("devices", create_device(ctx, body, rid).await),
-        ["v1", "devices", id] if m == Method::GET => ("device", device(ctx, id, DeviceCommand::Get, rid, StatusCode::OK).await),
-        ["v1", "devices", id, "telemetry"] if m == Method::POST => ("telemetry", telemetry(ctx, id, body, rid).await),
+        ["v1", "devices", id] if m == Method::GET => (
+            "device",
+            device(ctx, id, DeviceCommand::Get, rid, StatusCode::OK).await,
+        ),
+        ["v1", "devices", id, "telemetry"] if m == Method::POST => {
+            ("telemetry", telemetry(ctx, id, body, rid).await)
+        }
         ["v1", "cluster"] if m == Method::GET => ("cluster", Ok(cluster(ctx))),
-        ["v1", "cluster", "locate", kind, id] if m == Method::GET => ("locate", locate(ctx, kind, id)),
-        ["v1", "debug", "fault", kind, id] if m == Method::POST => ("fault", fault(ctx, kind, id, body, rid).await),
-        ["v1", "customers"] | ["v1", "customers", _] | ["v1", "customers", _, "interactions"] | ["v1", "devices"]
-        | ["v1", "devices", _] | ["v1", "devices", _, "telemetry"] | ["v1", "cluster"] | ["v1", "cluster", "locate", _, _]
+        ["v1", "cluster", "locate", kind, id] if m == Method::GET => {
+            ("locate", locate(ctx, kind, id))
+        }
+        ["v1", "debug", "fault", kind, id] if m == Method::POST => {
+            ("fault", fault(ctx, kind, id, body, rid).await)
+        }
+        ["v1", "customers"]
+        | ["v1", "customers", _]
+        | ["v1", "customers", _, "interactions"]
+        | ["v1", "devices"]
+        | ["v1", "devices", _]
+        | ["v1", "devices", _, "telemetry"]
+        | ["v1", "cluster"]
+        | ["v1", "cluster", "locate", _, _]
         | ["v1", "debug", "fault", _, _] => (
             "other",
-            Err(ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", format!("{method} is not allowed here"))),
+            Err(ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                format!("{method} is not allowed here"),
+            )),
         ),
-        _ => ("other", Err(ApiError::new(StatusCode::NOT_FOUND, "no_route", "no such endpoint; see README for the API"))),
+        _ => (
+            "other",
+            Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "no_route",
+                "no such endpoint; see README for the API",
+            )),
+        ),
     }
 }
 
-async fn send_customer(ctx: &Ctx, id: &str, cmd: CustomerCommand, rid: &str, fault: Option<Fault>) -> Result<(String, CustomerReply), ApiError> {
-    let a = ctx.client.send("customer", id, encode_payload(&cmd), rid, fault).await?;
-    let reply = decode_payload::<CustomerReply>(&a.reply)
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", format!("customer reply does not decode: {e}")))?;
+async fn send_customer(
+    ctx: &Ctx,
+    id: &str,
+    cmd: CustomerCommand,
+    rid: &str,
+    fault: Option<Fault>,
+) -> Result<(String, CustomerReply), ApiError> {
+    let a = ctx
+        .client
+        .send("customer", id, encode_payload(&cmd), rid, fault)
+        .await?;
+    let reply = decode_payload::<CustomerReply>(&a.reply).map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            format!("customer reply does not decode: {e}"),
+        )
+    })?;
     Ok((a.node, reply))
 }
 
-async fn send_device(ctx: &Ctx, id: &str, cmd: DeviceCommand, rid: &str) -> Result<(String, DeviceReply), ApiError> {
-    let a = ctx.client.send("device", id, encode_payload(&cmd), rid, None).await?;
-    let reply = decode_payload::<DeviceReply>(&a.reply)
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", format!("device reply does not decode: {e}")))?;
+async fn send_device(
+    ctx: &Ctx,
+    id: &str,
+    cmd: DeviceCommand,
+    rid: &str,
+) -> Result<(String, DeviceReply), ApiError> {
+    let a = ctx
+        .client
+        .send("device", id, encode_payload(&cmd), rid, None)
+        .await?;
+    let reply = decode_payload::<DeviceReply>(&a.reply).map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            format!("device reply does not decode: {e}"),
+        )
+    })?;
     Ok((a.node, reply))
 }
 
 fn with_node(e: DomainError, node: &str) -> ApiError {
-    ApiError { node: Some(node.to_string()), ..ApiError::from(e) }
+    ApiError {
+        node: Some(node.to_string()),
+        ..ApiError::from(e)
+    }
 }
 
-async fn customer(ctx: &Ctx, id: &str, cmd: CustomerCommand, rid: &str, status: StatusCode) -> Outcome {
+async fn customer(
+    ctx: &Ctx,
+    id: &str,
+    cmd: CustomerCommand,
+    rid: &str,
+    status: StatusCode,
+) -> Outcome {
     id_ok("id", id)?;
     cmd.validate()?;
     let (node, reply) = send_customer(ctx, id, cmd, rid, None).await?;
     match reply {
         Ok(Some(c)) => ok(status, &node, &c),
-        Ok(None) => Ok(Ok_ { status, body: String::new(), node, location: None }),
+        Ok(None) => Ok(Ok_ {
+            status,
+            body: String::new(),
+            node,
+            location: None,
+        }),
         Err(e) => Err(with_node(e, &node)),
     }
 }
@@ -174,31 +267,68 @@ async fn create_customer(ctx: &Ctx, body: Result<Vec<u8>, ApiError>, rid: &str) 
         }
         None => new_id("c"),
     };
-    let mut out = customer(ctx, &id, CustomerCommand::Create(req.into_new()), rid, StatusCode::CREATED).await?;
+    let mut out = customer(
+        ctx,
+        &id,
+        CustomerCommand::Create(req.into_new()),
+        rid,
+        StatusCode::CREATED,
+    )
+    .await?;
     out.location = Some(format!("/v1/customers/{id}"));
     Ok(out)
 }
 
-async fn patch_customer(ctx: &Ctx, id: &str, body: Result<Vec<u8>, ApiError>, rid: &str) -> Outcome {
+async fn patch_customer(
+    ctx: &Ctx,
+    id: &str,
+    body: Result<Vec<u8>, ApiError>,
+    rid: &str,
+) -> Outcome {
     id_ok("id", id)?;
     let patch = body::json::<api::PatchCustomer>(&body?)?.into_patch();
     if patch == keelson_actors::CustomerPatch::default() {
-        return Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_field", "request body: names no field to change"));
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_field",
+            "request body: names no field to change",
+        ));
     }
     customer(ctx, id, CustomerCommand::Update(patch), rid, StatusCode::OK).await
 }
 
-async fn add_interaction(ctx: &Ctx, id: &str, body: Result<Vec<u8>, ApiError>, rid: &str) -> Outcome {
+async fn add_interaction(
+    ctx: &Ctx,
+    id: &str,
+    body: Result<Vec<u8>, ApiError>,
+    rid: &str,
+) -> Outcome {
     id_ok("id", id)?;
-    let cmd = CustomerCommand::AddInteraction(body::json::<api::AddInteraction>(&body?)?.into_new());
+    let cmd =
+        CustomerCommand::AddInteraction(body::json::<api::AddInteraction>(&body?)?.into_new());
     cmd.validate()?;
     let (node, reply) = send_customer(ctx, id, cmd, rid, None).await?;
     match reply {
         Ok(Some(c)) => {
-            let last = c.interactions.last().expect("an interaction was just added");
-            ok(StatusCode::CREATED, &node, &api::InteractionAdded { customer_id: &c.id, interaction: last, version: c.version })
+            let last = c
+                .interactions
+                .last()
+                .expect("an interaction was just added");
+            ok(
+                StatusCode::CREATED,
+                &node,
+                &api::InteractionAdded {
+                    customer_id: &c.id,
+                    interaction: last,
+                    version: c.version,
+                },
+            )
         }
-        Ok(None) => Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "customer vanished while adding an interaction")),
+        Ok(None) => Err(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "customer vanished while adding an interaction",
+        )),
         Err(e) => Err(with_node(e, &node)),
     }
 }
@@ -224,12 +354,17 @@ async fn create_device(ctx: &Ctx, body: Result<Vec<u8>, ApiError>, rid: &str) ->
     };
     let cmd = DeviceCommand::Register(req.into_new());
     cmd.validate()?;
-    let DeviceCommand::Register(new) = &cmd else { unreachable!("built above") };
+    let DeviceCommand::Register(new) = &cmd else {
+        unreachable!("built above")
+    };
     // A device belongs to an existing customer.
     match send_customer(ctx, &new.customer_id, CustomerCommand::Get, rid, None).await? {
         (_, Ok(_)) => {}
         (_, Err(DomainError::NotFound { .. })) => {
-            return Err(ApiError::field("customer_id", format!("customer \"{}\" does not exist", new.customer_id)))
+            return Err(ApiError::field(
+                "customer_id",
+                format!("customer \"{}\" does not exist", new.customer_id),
+            ))
         }
         (node, Err(e)) => return Err(with_node(e, &node)),
     }
@@ -244,13 +379,27 @@ async fn telemetry(ctx: &Ctx, id: &str, body: Result<Vec<u8>, ApiError>, rid: &s
     device(ctx, id, DeviceCommand::Telemetry(t), rid, StatusCode::OK).await
 }
 
-async fn fault(ctx: &Ctx, kind: &str, id: &str, body: Result<Vec<u8>, ApiError>, rid: &str) -> Outcome {
+async fn fault(
+    ctx: &Ctx,
+    kind: &str,
+    id: &str,
+    body: Result<Vec<u8>, ApiError>,
+    rid: &str,
+) -> Outcome {
     if !ctx.cfg.fault_injection {
-        return Err(ApiError::new(StatusCode::FORBIDDEN, "fault_injection_disabled", "fault injection is disabled (cluster.fault_injection = false)"));
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "fault_injection_disabled",
+            "fault injection is disabled (cluster.fault_injection = false)",
+        ));
     }
     id_ok("id", id)?;
     if kind != "customer" {
-        return Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_field", format!("field `kind`: faults can be injected into customers, not \"{kind}\"")));
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_field",
+            format!("field `kind`: faults can be injected into customers, not \"{kind}\""),
+        ));
     }
     let req: api::InjectFault = body::json(&body?)?;
     let fault = match req.mode {
@@ -258,12 +407,17 @@ async fn fault(ctx: &Ctx, kind: &str, id: &str, body: Result<Vec<u8>, ApiError>,
         api::FaultMode::Error => Fault::Error,
     };
     let (node, _) = send_customer(ctx, id, CustomerCommand::Get, rid, Some(fault)).await?;
-    ok(StatusCode::OK, &node, &serde_json::json!({"injected": true}))
+    ok(
+        StatusCode::OK,
+        &node,
+        &serde_json::json!({"injected": true}),
+    )
 }
 
 fn cluster(ctx: &Ctx) -> Ok_ {
     let view = ctx.client.view();
-    let counts: std::collections::HashMap<String, usize> = ctx.client.map().counts().into_iter().collect();
+    let counts: std::collections::HashMap<String, usize> =
+        ctx.client.map().counts().into_iter().collect();
     let info = api::ClusterInfo {
         cluster: ctx.cfg.name.clone(),
         gateway: ctx.cfg.gateway.name.clone(),
@@ -272,20 +426,43 @@ fn cluster(ctx: &Ctx) -> Ok_ {
         members: view
             .members
             .into_iter()
-            .map(|status| api::ClusterMemberInfo { shards_owned: counts.get(&status.name).copied().unwrap_or(0), status })
+            .map(|status| api::ClusterMemberInfo {
+                shards_owned: counts.get(&status.name).copied().unwrap_or(0),
+                status,
+            })
             .collect(),
     };
-    Ok_ { status: StatusCode::OK, body: serde_json::to_string(&info).expect("serialises"), node: ctx.cfg.gateway.name.clone(), location: None }
+    Ok_ {
+        status: StatusCode::OK,
+        body: serde_json::to_string(&info).expect("serialises"),
+        node: ctx.cfg.gateway.name.clone(),
+        location: None,
+    }
 }
 
 fn locate(ctx: &Ctx, kind: &str, id: &str) -> Outcome {
     if kind != "customer" && kind != "device" {
-        return Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_field", format!("field `kind`: \"{kind}\" is not one of customer, device")));
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_field",
+            format!("field `kind`: \"{kind}\" is not one of customer, device"),
+        ));
     }
     id_ok("id", id)?;
     let map = ctx.client.map();
     let (shard, owner) = map.locate(kind, id);
     let view = ctx.client.view();
     let state = view.state_of(owner).unwrap_or("unknown").to_string();
-    ok(StatusCode::OK, &ctx.cfg.gateway.name, &api::Location { kind, id, shard: shard.0, owner, owner_state: &state, epoch: map.epoch() })
+    ok(
+        StatusCode::OK,
+        &ctx.cfg.gateway.name,
+        &api::Location {
+            kind,
+            id,
+            shard: shard.0,
+            owner,
+            owner_state: &state,
+            epoch: map.epoch(),
+        },
+    )
 }

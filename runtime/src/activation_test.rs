@@ -34,7 +34,10 @@ fn idle_entities_are_taken_oldest_first_and_only_once() {
     t.touch(&"a", t0);
     t.touch(&"b", t0 + secs(30));
     t.touch(&"c", t0 + secs(50));
-    assert!(t.take_idle(t0 + secs(60)).is_empty(), "exactly the timeout is not idle yet");
+    assert!(
+        t.take_idle(t0 + secs(60)).is_empty(),
+        "exactly the timeout is not idle yet"
+    );
     assert_eq!(t.take_idle(t0 + secs(91)), vec!["a", "b"]);
     assert!(t.take_idle(t0 + secs(91)).is_empty());
     assert_eq!(t.len(), 1);

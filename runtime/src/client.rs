@@ -99,7 +99,11 @@ impl ClusterClient {
         let m = metrics::get();
         let unavailable = |reason: &str| {
             m.routed_requests.with_label_values(&["unavailable"]).inc();
-            RequestError::Unavailable { shard: shard.0, owner: owner.clone(), reason: reason.to_string() }
+            RequestError::Unavailable {
+                shard: shard.0,
+                owner: owner.clone(),
+                reason: reason.to_string(),
+            }
         };
         {
             let view = self.view.borrow();
@@ -107,7 +111,10 @@ impl ClusterClient {
                 return Err(unavailable(view.state_of(&owner).unwrap_or("unknown")));
             }
         }
-        let Some(cell) = ractor::pg::get_members(&wire::shard_host_group(&owner)).into_iter().next() else {
+        let Some(cell) = ractor::pg::get_members(&wire::shard_host_group(&owner))
+            .into_iter()
+            .next()
+        else {
             return Err(unavailable("not connected"));
         };
         let host: ActorRef<ShardHostRpc> = cell.into();
@@ -127,9 +134,15 @@ impl ClusterClient {
             Ok(CallResult::Success(bytes)) => bytes,
             Ok(CallResult::Timeout) => {
                 m.routed_requests.with_label_values(&["timeout"]).inc();
-                return Err(RequestError::Timeout { shard: shard.0, owner, after_ms: self.timeout.as_millis() as u64 });
+                return Err(RequestError::Timeout {
+                    shard: shard.0,
+                    owner,
+                    after_ms: self.timeout.as_millis() as u64,
+                });
             }
-            Ok(CallResult::SenderError) | Err(_) => return Err(unavailable("unreachable (connection lost)")),
+            Ok(CallResult::SenderError) | Err(_) => {
+                return Err(unavailable("unreachable (connection lost)"))
+            }
         };
         let reply = wire::decode::<EntityReply>(&bytes).map_err(|e| RequestError::Remote {
             shard: shard.0,
@@ -139,11 +152,19 @@ impl ClusterClient {
         match reply {
             EntityReply::Ok(reply) => {
                 m.routed_requests.with_label_values(&["ok"]).inc();
-                Ok(Answer { node: owner, shard, reply })
+                Ok(Answer {
+                    node: owner,
+                    shard,
+                    reply,
+                })
             }
             EntityReply::Err(error) => {
                 m.routed_requests.with_label_values(&["remote_error"]).inc();
-                Err(RequestError::Remote { shard: shard.0, owner, error })
+                Err(RequestError::Remote {
+                    shard: shard.0,
+                    owner,
+                    error,
+                })
             }
         }
     }

@@ -73,7 +73,11 @@ mod tests {
 
     #[test]
     fn round_trips_behind_its_version() {
-        let s = Sample { name: "a".into(), tags: vec!["x".into()], n: Some(7) };
+        let s = Sample {
+            name: "a".into(),
+            tags: vec!["x".into()],
+            n: Some(7),
+        };
         let bytes = encode(3, &s).unwrap();
         assert_eq!(bytes[0], 3);
         assert_eq!(decode::<Sample>(3, &bytes).unwrap(), s);
@@ -84,12 +88,21 @@ mod tests {
         let bytes = encode(1, &7u32).unwrap();
         assert_eq!(
             decode::<u32>(2, &bytes),
-            Err(CodecError::UnsupportedVersion { found: 1, expected: 2 })
+            Err(CodecError::UnsupportedVersion {
+                found: 1,
+                expected: 2
+            })
         );
         assert_eq!(decode::<u32>(1, &[]), Err(CodecError::Empty));
-        assert!(matches!(decode::<Sample>(1, &[1, 0xff, 0xff]), Err(CodecError::Malformed(_))));
+        assert!(matches!(
+            decode::<Sample>(1, &[1, 0xff, 0xff]),
+            Err(CodecError::Malformed(_))
+        ));
         let mut long = encode(1, &7u32).unwrap();
         long.push(0);
-        assert!(matches!(decode::<u32>(1, &long), Err(CodecError::Malformed(_))));
+        assert!(matches!(
+            decode::<u32>(1, &long),
+            Err(CodecError::Malformed(_))
+        ));
     }
 }

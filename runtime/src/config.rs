@@ -435,7 +435,10 @@ pub fn validate(raw: &RawConfig, base_dir: &Path) -> Result<ClusterConfig, Vec<S
         problems.push("cluster.cookie: must be at least 8 characters".to_string());
     }
     if !(1..=65_536).contains(&c.shards) {
-        problems.push(format!("cluster.shards: {} is out of range 1..=65536", c.shards));
+        problems.push(format!(
+            "cluster.shards: {} is out of range 1..=65536",
+            c.shards
+        ));
     }
     if !(100..=60_000).contains(&c.failure_timeout_ms) {
         problems.push(format!(
@@ -510,7 +513,17 @@ pub fn validate(raw: &RawConfig, base_dir: &Path) -> Result<ClusterConfig, Vec<S
     let endpoints = raw
         .nodes
         .iter()
-        .map(|n| (format!("node \"{}\"", n.name), &n.name, &n.host, Role::Node, n.cluster_port, n.ops_port, None))
+        .map(|n| {
+            (
+                format!("node \"{}\"", n.name),
+                &n.name,
+                &n.host,
+                Role::Node,
+                n.cluster_port,
+                n.ops_port,
+                None,
+            )
+        })
         .chain(std::iter::once((
             format!("gateway \"{}\"", g.name),
             &g.name,

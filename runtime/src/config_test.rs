@@ -64,9 +64,13 @@ fn every_problem_is_reported_at_once() {
     let p = problems(&text);
     assert!(p.iter().any(|m| m.starts_with("cluster.cookie:")), "{p:?}");
     assert!(p.iter().any(|m| m.starts_with("cluster.shards:")), "{p:?}");
-    assert!(p.iter().any(|m| m.starts_with("node \"N 2\": name must")), "{p:?}");
     assert!(
-        p.iter().any(|m| m == "gateway \"gateway\": ops port 9101 already used by node \"n1\""),
+        p.iter().any(|m| m.starts_with("node \"N 2\": name must")),
+        "{p:?}"
+    );
+    assert!(
+        p.iter()
+            .any(|m| m == "gateway \"gateway\": ops port 9101 already used by node \"n1\""),
         "{p:?}"
     );
 }
@@ -93,17 +97,34 @@ fn failure_timeout_and_heartbeat_must_fit() {
     );
     let p = problems(&text);
     assert_eq!(p.len(), 1, "{p:?}");
-    assert!(p[0].starts_with("cluster.heartbeat_interval_ms: 200"), "{p:?}");
+    assert!(
+        p[0].starts_with("cluster.heartbeat_interval_ms: 200"),
+        "{p:?}"
+    );
 }
 
 #[test]
 fn bad_hosts_and_flush_policies_are_named() {
     let text = GOOD
-        .replacen("host = \"127.0.0.1\"\ncluster_port = 4701", "host = \"localhost\"\ncluster_port = 4701", 1)
-        .replace("[[node]]\nname = \"n1\"", "[storage]\nflush = \"sometimes\"\n\n[[node]]\nname = \"n1\"");
+        .replacen(
+            "host = \"127.0.0.1\"\ncluster_port = 4701",
+            "host = \"localhost\"\ncluster_port = 4701",
+            1,
+        )
+        .replace(
+            "[[node]]\nname = \"n1\"",
+            "[storage]\nflush = \"sometimes\"\n\n[[node]]\nname = \"n1\"",
+        );
     let p = problems(&text);
-    assert!(p.contains(&"node \"n1\": host \"localhost\" is not an IP address".to_string()), "{p:?}");
-    assert!(p.iter().any(|m| m.starts_with("storage.flush: \"sometimes\"")), "{p:?}");
+    assert!(
+        p.contains(&"node \"n1\": host \"localhost\" is not an IP address".to_string()),
+        "{p:?}"
+    );
+    assert!(
+        p.iter()
+            .any(|m| m.starts_with("storage.flush: \"sometimes\"")),
+        "{p:?}"
+    );
 }
 
 #[test]

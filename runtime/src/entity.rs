@@ -60,11 +60,17 @@ pub struct Handled<R> {
 impl<R> Handled<R> {
     /// A reply that changed nothing.
     pub fn read(reply: R) -> Self {
-        Self { reply, changed: false }
+        Self {
+            reply,
+            changed: false,
+        }
     }
     /// A reply after a change.
     pub fn wrote(reply: R) -> Self {
-        Self { reply, changed: true }
+        Self {
+            reply,
+            changed: true,
+        }
     }
 }
 
@@ -163,7 +169,13 @@ impl<E: Entity> Actor for EntityActor<E> {
     ) -> Result<Self::State, ActorProcessingErr> {
         let state = match args.store.get(args.shard, E::KIND, &args.id)? {
             Some(bytes) => Some(codec::decode::<E::State>(E::STATE_VERSION, &bytes).map_err(
-                |e| format!("stored state of {}/{} does not decode: {e}", E::KIND, args.id),
+                |e| {
+                    format!(
+                        "stored state of {}/{} does not decode: {e}",
+                        E::KIND,
+                        args.id
+                    )
+                },
             )?),
             None => None,
         };
@@ -181,7 +193,11 @@ impl<E: Entity> Actor for EntityActor<E> {
         message: Self::Msg,
         st: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        let EntityMsg::Handle { payload, fault, reply } = message;
+        let EntityMsg::Handle {
+            payload,
+            fault,
+            reply,
+        } = message;
         let handled = metrics::get().messages_handled.clone();
         match fault {
             Some(Fault::Panic) => panic!("injected panic in {}/{}", E::KIND, st.id),
@@ -288,7 +304,8 @@ impl EntityKinds {
 
     /// Adds kind `E`.
     pub fn register<E: Entity>(mut self) -> Self {
-        self.kinds.insert(E::KIND, Arc::new(Factory::<E>(PhantomData)));
+        self.kinds
+            .insert(E::KIND, Arc::new(Factory::<E>(PhantomData)));
         self
     }
 

@@ -16,8 +16,15 @@ fn peers_start_joining_and_come_up_when_heard() {
     let mut fd = detector(t0);
     assert_eq!(fd.state("n2"), Some(PeerState::Joining));
     let t = fd.heard("n2", ms(1), t0 + ms(10)).expect("transition");
-    assert_eq!((t.from, t.to, t.cause), (PeerState::Joining, PeerState::Up, Cause::Heard));
-    assert_eq!(fd.heard("n2", ms(1), t0 + ms(20)), None, "already up: no transition");
+    assert_eq!(
+        (t.from, t.to, t.cause),
+        (PeerState::Joining, PeerState::Up, Cause::Heard)
+    );
+    assert_eq!(
+        fd.heard("n2", ms(1), t0 + ms(20)),
+        None,
+        "already up: no transition"
+    );
 }
 
 #[test]

@@ -48,7 +48,7 @@ pub use member::ClusterMember;
 pub use membership::{ClusterView, MemberStatus};
 pub use restart_budget::{RestartDecision, RestartPolicy, RestartTracker};
 pub use shard_map::{entity_hash, rendezvous_owner, shard_for, ShardId, ShardMap};
-pub use storage::{Store, StorageError};
+pub use storage::{StorageError, Store};
 pub use wire::{Fault, RemoteError};
 
 /// Failures starting or running a process.

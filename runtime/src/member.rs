@@ -13,7 +13,9 @@ use tokio::sync::watch;
 use crate::config::{ClusterConfig, Member, Role};
 use crate::entity::now_ms;
 use crate::heartbeat::{HeartbeatResponder, ResponderArgs};
-use crate::membership::{ClusterView, Membership, MembershipArgs, MembershipMsg, Peer, SessionEvents};
+use crate::membership::{
+    ClusterView, Membership, MembershipArgs, MembershipMsg, Peer, SessionEvents,
+};
 use crate::wire::HeartbeatRpc;
 use crate::RuntimeError;
 
@@ -33,11 +35,13 @@ impl ClusterMember {
     pub async fn join(cfg: &ClusterConfig, me: &Member) -> Result<Self, RuntimeError> {
         // ractor_cluster binds inside an actor and only logs a failure: check the port first so
         // the error reaches the operator.
-        drop(std::net::TcpListener::bind(me.cluster_addr).map_err(|e| RuntimeError::Bind {
-            what: "cluster",
-            addr: me.cluster_addr,
-            source: e,
-        })?);
+        drop(
+            std::net::TcpListener::bind(me.cluster_addr).map_err(|e| RuntimeError::Bind {
+                what: "cluster",
+                addr: me.cluster_addr,
+                source: e,
+            })?,
+        );
         let server = NodeServer::new(
             me.cluster_addr.port(),
             cfg.cookie.clone(),
@@ -54,7 +58,11 @@ impl ClusterMember {
         let (responder, _) = Actor::spawn(
             None,
             HeartbeatResponder,
-            ResponderArgs { name: me.name.clone(), role: me.role, incarnation },
+            ResponderArgs {
+                name: me.name.clone(),
+                role: me.role,
+                incarnation,
+            },
         )
         .await
         .map_err(|e| RuntimeError::Spawn("heartbeat responder", e.to_string()))?;
@@ -64,9 +72,17 @@ impl ClusterMember {
             .nodes
             .iter()
             .filter(|n| n.name != me.name)
-            .map(|n| Peer { name: n.name.clone(), role: Role::Node, addr: n.cluster_addr, dial: true })
+            .map(|n| Peer {
+                name: n.name.clone(),
+                role: Role::Node,
+                addr: n.cluster_addr,
+                dial: true,
+            })
             .collect();
-        let (view_tx, view) = watch::channel(ClusterView { me: me.name.clone(), members: vec![] });
+        let (view_tx, view) = watch::channel(ClusterView {
+            me: me.name.clone(),
+            members: vec![],
+        });
         let (membership, _) = Actor::spawn(
             None,
             Membership,
@@ -90,7 +106,13 @@ impl ClusterMember {
             })
             .map_err(|e| RuntimeError::Spawn("session subscription", e.to_string()))?;
         tracing::info!(member = %me.name, addr = %me.cluster_addr, "joined the cluster transport");
-        Ok(Self { me: me.clone(), node_server, responder, membership, view })
+        Ok(Self {
+            me: me.clone(),
+            node_server,
+            responder,
+            membership,
+            view,
+        })
     }
 
     /// A receiver of the membership view.

@@ -61,12 +61,19 @@ pub struct ClusterView {
 impl ClusterView {
     /// True when `name` is this process or a peer answering heartbeats.
     pub fn is_up(&self, name: &str) -> bool {
-        name == self.me || self.members.iter().any(|m| m.name == name && m.state == "up")
+        name == self.me
+            || self
+                .members
+                .iter()
+                .any(|m| m.name == name && m.state == "up")
     }
 
     /// State name of `name`, if it is a member.
     pub fn state_of(&self, name: &str) -> Option<&str> {
-        self.members.iter().find(|m| m.name == name).map(|m| m.state.as_str())
+        self.members
+            .iter()
+            .find(|m| m.name == name)
+            .map(|m| m.state.as_str())
     }
 }
 
@@ -175,21 +182,29 @@ impl MembershipState {
     }
 
     fn ping(&mut self, myself: &ActorRef<MembershipMsg>, peer: &str) {
-        let Some(cell) = ractor::pg::get_members(&wire::heartbeat_group(peer)).into_iter().next() else {
+        let Some(cell) = ractor::pg::get_members(&wire::heartbeat_group(peer))
+            .into_iter()
+            .next()
+        else {
             return;
         };
         if !self.pinging.insert(peer.to_string()) {
             return;
         }
         self.seq += 1;
-        let ping = wire::encode(&Ping { from: self.args.me.clone(), seq: self.seq });
+        let ping = wire::encode(&Ping {
+            from: self.args.me.clone(),
+            seq: self.seq,
+        });
         let deadline = self.args.failure_timeout;
         let me = myself.clone();
         let peer = peer.to_string();
         tokio::spawn(async move {
             let started = Instant::now();
             let target: ActorRef<HeartbeatRpc> = cell.into();
-            let result = target.call(|r| HeartbeatRpc::Ping(ping, r), Some(deadline)).await;
+            let result = target
+                .call(|r| HeartbeatRpc::Ping(ping, r), Some(deadline))
+                .await;
             let msg = match result {
                 Ok(ractor::rpc::CallResult::Success(bytes)) => match wire::decode::<Pong>(&bytes) {
                     Ok(pong) if pong.from == peer => MembershipMsg::Heard(pong, started.elapsed()),
@@ -202,7 +217,10 @@ impl MembershipState {
     }
 
     fn dial(&mut self, myself: &ActorRef<MembershipMsg>, peer: &Peer, now: Instant) {
-        let has_session = self.sessions.values().any(|s| s.peer.as_deref() == Some(peer.name.as_str()));
+        let has_session = self
+            .sessions
+            .values()
+            .any(|s| s.peer.as_deref() == Some(peer.name.as_str()));
         let d = self.dials.entry(peer.name.clone()).or_insert(Dial {
             next_at: now,
             backoff: DIAL_BACKOFF_MIN,
@@ -219,7 +237,12 @@ impl MembershipState {
         let me = myself.clone();
         let (name, addr) = (peer.name.clone(), peer.addr);
         tokio::spawn(async move {
-            match tokio::time::timeout(Duration::from_secs(1), ractor_cluster::client_connect(&server, addr)).await {
+            match tokio::time::timeout(
+                Duration::from_secs(1),
+                ractor_cluster::client_connect(&server, addr),
+            )
+            .await
+            {
                 Ok(Ok(())) => tracing::debug!(peer = %name, %addr, "dialled"),
                 Ok(Err(e)) => tracing::debug!(peer = %name, %addr, error = %e, "dial failed"),
                 Err(_) => tracing::debug!(peer = %name, %addr, "dial timed out"),
@@ -242,7 +265,9 @@ impl MembershipState {
         m.peer_up
             .with_label_values(&[&t.peer])
             .set(i64::from(t.to == PeerState::Up));
-        m.peer_transitions.with_label_values(&[&t.peer, t.to.as_str()]).inc();
+        m.peer_transitions
+            .with_label_values(&[&t.peer, t.to.as_str()])
+            .inc();
         match (&t.to, &t.cause) {
             (PeerState::Up, _) => {
                 tracing::info!(peer = %t.peer, from = t.from.as_str(), "peer is up");
@@ -292,7 +317,12 @@ impl MembershipState {
     }
 
     fn publish(&self, now: Instant) {
-        let roles: HashMap<&str, Role> = self.args.peers.iter().map(|p| (p.name.as_str(), p.role)).collect();
+        let roles: HashMap<&str, Role> = self
+            .args
+            .peers
+            .iter()
+            .map(|p| (p.name.as_str(), p.role))
+            .collect();
         let mut members = vec![MemberStatus {
             name: self.args.me.clone(),
             role: self.args.role,
@@ -313,11 +343,18 @@ impl MembershipState {
                 name,
             });
         }
-        let view = ClusterView { me: self.args.me.clone(), members };
+        let view = ClusterView {
+            me: self.args.me.clone(),
+            members,
+        };
         self.args.view.send_if_modified(|old| {
             // Only publish when something other than the clocks changed, or every second.
             let changed = old.members.len() != view.members.len()
-                || old.members.iter().zip(&view.members).any(|(a, b)| a.state != b.state || a.incarnation != b.incarnation);
+                || old
+                    .members
+                    .iter()
+                    .zip(&view.members)
+                    .any(|(a, b)| a.state != b.state || a.incarnation != b.incarnation);
             *old = view;
             changed
         });
@@ -404,7 +441,11 @@ impl Actor for Membership {
             MembershipMsg::Session(SessionEvent::Opened(actor)) => {
                 st.sessions.insert(
                     actor.get_id(),
-                    Session { actor, peer: None, opened: Instant::now() },
+                    Session {
+                        actor,
+                        peer: None,
+                        opened: Instant::now(),
+                    },
                 );
             }
             MembershipMsg::Session(SessionEvent::Authenticated(id, name)) => {
@@ -435,21 +476,27 @@ pub struct SessionEvents(pub ActorRef<MembershipMsg>);
 
 impl ractor_cluster::NodeEventSubscription for SessionEvents {
     fn node_session_opened(&self, ses: ractor_cluster::node::NodeServerSessionInformation) {
-        let _ = self.0.send_message(MembershipMsg::Session(SessionEvent::Opened(ses.actor)));
+        let _ = self
+            .0
+            .send_message(MembershipMsg::Session(SessionEvent::Opened(ses.actor)));
     }
 
     fn node_session_disconnected(&self, ses: ractor_cluster::node::NodeServerSessionInformation) {
         let _ = self
             .0
-            .send_message(MembershipMsg::Session(SessionEvent::Closed(ses.actor.get_id())));
+            .send_message(MembershipMsg::Session(SessionEvent::Closed(
+                ses.actor.get_id(),
+            )));
     }
 
     fn node_session_authenticated(&self, ses: ractor_cluster::node::NodeServerSessionInformation) {
         if let Some(name) = ses.peer_name {
-            let _ = self.0.send_message(MembershipMsg::Session(SessionEvent::Authenticated(
-                ses.actor.get_id(),
-                name.name,
-            )));
+            let _ = self
+                .0
+                .send_message(MembershipMsg::Session(SessionEvent::Authenticated(
+                    ses.actor.get_id(),
+                    name.name,
+                )));
         }
     }
 }

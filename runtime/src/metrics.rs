@@ -123,29 +123,102 @@ impl Metrics {
             r.register(Box::new(pc)).expect("registered once");
         }
         let heartbeat_rtt = HistogramVec::new(
-            HistogramOpts::new("keelson_heartbeat_rtt_seconds", "Heartbeat round trip by peer.")
-                .buckets(latency_buckets()),
+            HistogramOpts::new(
+                "keelson_heartbeat_rtt_seconds",
+                "Heartbeat round trip by peer.",
+            )
+            .buckets(latency_buckets()),
             &["peer"],
         )
         .expect("valid");
-        r.register(Box::new(heartbeat_rtt.clone())).expect("registered once");
+        r.register(Box::new(heartbeat_rtt.clone()))
+            .expect("registered once");
         Self {
-            entities_active: gauge_vec(&r, "keelson_entities_active", "Active entities by kind.", &["kind"]),
-            entity_activations: counter(&r, "keelson_entity_activations_total", "Entity activations by kind.", &["kind"]),
-            entity_passivations: counter(&r, "keelson_entity_passivations_total", "Entity passivations by kind and reason.", &["kind", "reason"]),
-            entity_failures: counter(&r, "keelson_entity_failures_total", "Entity panics and errors by kind.", &["kind"]),
-            entity_restarts: counter(&r, "keelson_entity_restarts_total", "Entity restarts by kind.", &["kind"]),
-            entity_quarantines: counter(&r, "keelson_entity_quarantines_total", "Entities quarantined after spending their restart budget, by kind.", &["kind"]),
-            entities_quarantined: gauge_vec(&r, "keelson_entities_quarantined", "Entities currently quarantined, by kind.", &["kind"]),
-            messages_handled: counter(&r, "keelson_messages_handled_total", "Entity requests handled by this node, by kind and outcome.", &["kind", "outcome"]),
+            entities_active: gauge_vec(
+                &r,
+                "keelson_entities_active",
+                "Active entities by kind.",
+                &["kind"],
+            ),
+            entity_activations: counter(
+                &r,
+                "keelson_entity_activations_total",
+                "Entity activations by kind.",
+                &["kind"],
+            ),
+            entity_passivations: counter(
+                &r,
+                "keelson_entity_passivations_total",
+                "Entity passivations by kind and reason.",
+                &["kind", "reason"],
+            ),
+            entity_failures: counter(
+                &r,
+                "keelson_entity_failures_total",
+                "Entity panics and errors by kind.",
+                &["kind"],
+            ),
+            entity_restarts: counter(
+                &r,
+                "keelson_entity_restarts_total",
+                "Entity restarts by kind.",
+                &["kind"],
+            ),
+            entity_quarantines: counter(
+                &r,
+                "keelson_entity_quarantines_total",
+                "Entities quarantined after spending their restart budget, by kind.",
+                &["kind"],
+            ),
+            entities_quarantined: gauge_vec(
+                &r,
+                "keelson_entities_quarantined",
+                "Entities currently quarantined, by kind.",
+                &["kind"],
+            ),
+            messages_handled: counter(
+                &r,
+                "keelson_messages_handled_total",
+                "Entity requests handled by this node, by kind and outcome.",
+                &["kind", "outcome"],
+            ),
             shards_owned: gauge(&r, "keelson_shards_owned", "Shards this node owns."),
-            shard_epoch: gauge(&r, "keelson_shard_map_epoch", "Epoch of the shard map in force."),
-            peer_up: gauge_vec(&r, "keelson_peer_up", "1 when the peer answers heartbeats, 0 otherwise.", &["peer"]),
-            peer_transitions: counter(&r, "keelson_peer_transitions_total", "Peer state changes by peer and new state.", &["peer", "state"]),
+            shard_epoch: gauge(
+                &r,
+                "keelson_shard_map_epoch",
+                "Epoch of the shard map in force.",
+            ),
+            peer_up: gauge_vec(
+                &r,
+                "keelson_peer_up",
+                "1 when the peer answers heartbeats, 0 otherwise.",
+                &["peer"],
+            ),
+            peer_transitions: counter(
+                &r,
+                "keelson_peer_transitions_total",
+                "Peer state changes by peer and new state.",
+                &["peer", "state"],
+            ),
             heartbeat_rtt,
-            routed_requests: counter(&r, "keelson_routed_requests_total", "Entity requests sent by this process, by outcome.", &["outcome"]),
-            storage_flush_seconds: histogram(&r, "keelson_storage_flush_seconds", "Duration of one storage fsync.", latency_buckets()),
-            storage_flush_batch: histogram(&r, "keelson_storage_flush_batch_size", "Writes made durable by one fsync.", vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0]),
+            routed_requests: counter(
+                &r,
+                "keelson_routed_requests_total",
+                "Entity requests sent by this process, by outcome.",
+                &["outcome"],
+            ),
+            storage_flush_seconds: histogram(
+                &r,
+                "keelson_storage_flush_seconds",
+                "Duration of one storage fsync.",
+                latency_buckets(),
+            ),
+            storage_flush_batch: histogram(
+                &r,
+                "keelson_storage_flush_batch_size",
+                "Writes made durable by one fsync.",
+                vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0],
+            ),
             registry: r,
         }
     }

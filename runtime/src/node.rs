@@ -65,13 +65,21 @@ pub async fn run(
     )
     .await
     .map_err(|e| RuntimeError::Spawn("shard host", e.to_string()))?;
-    tracing::info!(owned = map.shards_of(&me.name).count(), epoch = map.epoch(), "shard host started");
+    tracing::info!(
+        owned = map.shards_of(&me.name).count(),
+        epoch = map.epoch(),
+        "shard host started"
+    );
 
     let ready = Arc::new(AtomicBool::new(false));
     let (trigger, shutdown_rx) = shutdown::channel();
     let ops_task = ops::serve(me.ops_addr, ready.clone(), shutdown_rx)
         .await
-        .map_err(|e| RuntimeError::Bind { what: "ops", addr: me.ops_addr, source: e })?;
+        .map_err(|e| RuntimeError::Bind {
+            what: "ops",
+            addr: me.ops_addr,
+            source: e,
+        })?;
     ready.store(true, Ordering::Release);
     tracing::info!(node = %me.name, ops = %me.ops_addr, cluster = %me.cluster_addr, "node ready");
 

@@ -37,17 +37,25 @@ fn the_sixth_failure_in_the_window_quarantines() {
     let t0 = Instant::now();
     let mut t = RestartTracker::default();
     for i in 0..5 {
-        assert!(matches!(t.on_failure(&p, t0 + ms(i * 100)), RestartDecision::Restart { .. }));
+        assert!(matches!(
+            t.on_failure(&p, t0 + ms(i * 100)),
+            RestartDecision::Restart { .. }
+        ));
     }
     let now = t0 + ms(600);
     assert_eq!(
         t.on_failure(&p, now),
-        RestartDecision::Quarantine { until: now + Duration::from_secs(30) }
+        RestartDecision::Quarantine {
+            until: now + Duration::from_secs(30)
+        }
     );
     // The budget starts afresh after a quarantine.
     assert_eq!(
         t.on_failure(&p, now + Duration::from_secs(31)),
-        RestartDecision::Restart { after: ms(100), attempt: 1 }
+        RestartDecision::Restart {
+            after: ms(100),
+            attempt: 1
+        }
     );
 }
 

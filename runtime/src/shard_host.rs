@@ -99,7 +99,9 @@ impl ShardHostState {
         };
         let (sup, _) = Actor::spawn_linked(None, ShardSupervisor, args, myself.get_cell())
             .await
-            .map_err(|e| RemoteError::Storage(format!("cannot start shard {shard} supervisor: {e}")))?;
+            .map_err(|e| {
+                RemoteError::Storage(format!("cannot start shard {shard} supervisor: {e}"))
+            })?;
         self.by_actor.insert(sup.get_id(), shard);
         self.supervisors.insert(shard, sup.clone());
         Ok(sup)
@@ -113,13 +115,18 @@ impl ShardHostState {
         }
     }
 
-    async fn request(&mut self, myself: &ActorRef<ShardHostRpc>, bytes: Vec<u8>, reply: RpcReplyPort<Vec<u8>>) {
+    async fn request(
+        &mut self,
+        myself: &ActorRef<ShardHostRpc>,
+        bytes: Vec<u8>,
+        reply: RpcReplyPort<Vec<u8>>,
+    ) {
         let req: EntityRequest = match wire::decode(&bytes) {
             Ok(r) => r,
             Err(e) => {
-                let _ = reply.send(wire::encode(&EntityReply::Err(RemoteError::BadRequest(format!(
-                    "entity request does not decode: {e}"
-                )))));
+                let _ = reply.send(wire::encode(&EntityReply::Err(RemoteError::BadRequest(
+                    format!("entity request does not decode: {e}"),
+                ))));
                 return;
             }
         };
@@ -131,7 +138,10 @@ impl ShardHostState {
                 return;
             }
         };
-        let key = EntityKey { kind: req.kind, id: req.id };
+        let key = EntityKey {
+            kind: req.kind,
+            id: req.id,
+        };
         let evicted = self.active.touch(&(shard, key.clone()), Instant::now());
         self.passivate(evicted, "cap");
         let sup = match self.supervisor(myself, shard).await {
@@ -150,7 +160,14 @@ impl ShardHostState {
             reason: "it stopped before answering (panic or error)".to_string(),
         };
         if sup
-            .send_message(ShardMsg::Deliver(key, Pending { payload: req.payload, fault: req.fault, reply: tx.into() }))
+            .send_message(ShardMsg::Deliver(
+                key,
+                Pending {
+                    payload: req.payload,
+                    fault: req.fault,
+                    reply: tx.into(),
+                },
+            ))
             .is_err()
         {
             let _ = reply.send(wire::encode(&EntityReply::Err(failed)));
@@ -179,10 +196,12 @@ impl Actor for ShardHost {
         args: ShardHostArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
         let m = metrics::get();
-        m.shards_owned.set(args.map.shards_of(&args.node).count() as i64);
+        m.shards_owned
+            .set(args.map.shards_of(&args.node).count() as i64);
         m.shard_epoch.set(args.map.epoch() as i64);
         ractor::pg::join(wire::shard_host_group(&args.node), vec![myself.get_cell()]);
-        let tick = (args.idle_timeout / 10).clamp(Duration::from_millis(100), Duration::from_secs(5));
+        let tick =
+            (args.idle_timeout / 10).clamp(Duration::from_millis(100), Duration::from_secs(5));
         let ticker = myself.send_interval(tick, || ShardHostRpc::Tick);
         Ok(ShardHostState {
             active: ActivationTable::new(args.max_active, args.idle_timeout),
@@ -198,7 +217,10 @@ impl Actor for ShardHost {
         myself: ActorRef<Self::Msg>,
         st: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        ractor::pg::leave(wire::shard_host_group(&st.args.node), vec![myself.get_cell()]);
+        ractor::pg::leave(
+            wire::shard_host_group(&st.args.node),
+            vec![myself.get_cell()],
+        );
         if let Some(t) = st.ticker.take() {
             t.abort();
         }

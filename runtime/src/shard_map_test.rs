@@ -27,7 +27,10 @@ fn shard_golden_values() {
         ("customer", "", 256),
         ("customer", "alice", 1024),
     ];
-    let got: Vec<u32> = cases.iter().map(|(k, i, n)| shard_for(k, i, *n).0).collect();
+    let got: Vec<u32> = cases
+        .iter()
+        .map(|(k, i, n)| shard_for(k, i, *n).0)
+        .collect();
     assert_eq!(got, GOLDEN_SHARDS);
 }
 
@@ -42,7 +45,10 @@ fn separator_keeps_kind_and_id_apart() {
 fn rendezvous_is_balanced_over_four_nodes() {
     let map = ShardMap::rendezvous(1, &names(4), 256);
     for (node, count) in map.counts() {
-        assert!((44..=84).contains(&count), "{node} owns {count} of 256 shards");
+        assert!(
+            (44..=84).contains(&count),
+            "{node} owns {count} of 256 shards"
+        );
     }
 }
 
@@ -54,7 +60,10 @@ fn adding_a_node_moves_about_one_nth_and_only_to_it() {
     for s in 0..4096 {
         let (b, a) = (before.owner(ShardId(s)), after.owner(ShardId(s)));
         if a != b {
-            assert_eq!(a, "n5", "shard {s} moved from {b} to {a}, not to the new node");
+            assert_eq!(
+                a, "n5",
+                "shard {s} moved from {b} to {a}, not to the new node"
+            );
             moved += 1;
         }
     }

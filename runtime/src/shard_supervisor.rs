@@ -13,17 +13,15 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use ractor::{
-    Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent,
-};
+use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 
-use ractor_cluster::RactorMessage;
 use crate::entity::{EntityArgs, EntityKey, EntityKinds, EntityMsg, EntityResult};
 use crate::metrics;
 use crate::restart_budget::{RestartDecision, RestartPolicy, RestartTracker};
 use crate::shard_map::ShardId;
 use crate::storage::Store;
 use crate::wire::{Fault, RemoteError};
+use ractor_cluster::RactorMessage;
 
 /// A request waiting for its entity.
 #[derive(Debug)]
@@ -66,7 +64,10 @@ enum Slot {
     Stopping(Vec<Pending>, &'static str),
     /// Failed; restarts when the backoff elapses.
     Restarting(Vec<Pending>),
-    Quarantined { until: Instant, reason: String },
+    Quarantined {
+        until: Instant,
+        reason: String,
+    },
 }
 
 /// Supervisor state.
@@ -85,7 +86,9 @@ impl ShardSupervisorState {
     async fn activate(&mut self, myself: &ActorRef<ShardMsg>, key: EntityKey, queue: Vec<Pending>) {
         let Some(factory) = self.args.kinds.get(&key.kind).cloned() else {
             for p in queue {
-                let _ = p.reply.send(Err(RemoteError::UnknownKind(key.kind.clone())));
+                let _ = p
+                    .reply
+                    .send(Err(RemoteError::UnknownKind(key.kind.clone())));
             }
             return;
         };
@@ -117,11 +120,27 @@ impl ShardSupervisorState {
     async fn deliver(&mut self, myself: &ActorRef<ShardMsg>, key: EntityKey, p: Pending) {
         match self.slots.get_mut(&key) {
             Some(Slot::Active(actor)) => {
-                if let Err(ractor::MessagingErr::SendErr(EntityMsg::Handle { payload, fault, reply })) =
-                    actor.send_message(EntityMsg::Handle { payload: p.payload, fault: p.fault, reply: p.reply })
-                {
+                if let Err(ractor::MessagingErr::SendErr(EntityMsg::Handle {
+                    payload,
+                    fault,
+                    reply,
+                })) = actor.send_message(EntityMsg::Handle {
+                    payload: p.payload,
+                    fault: p.fault,
+                    reply: p.reply,
+                }) {
                     // It died and its exit event is still on the way: hold the request for it.
-                    self.slots.insert(key, Slot::Stopping(vec![Pending { payload, fault, reply }], "died"));
+                    self.slots.insert(
+                        key,
+                        Slot::Stopping(
+                            vec![Pending {
+                                payload,
+                                fault,
+                                reply,
+                            }],
+                            "died",
+                        ),
+                    );
                 }
             }
             Some(Slot::Stopping(queue, _)) | Some(Slot::Restarting(queue)) => queue.push(p),
@@ -136,7 +155,10 @@ impl ShardSupervisorState {
                     }));
                 } else {
                     tracing::info!(entity = %key, "quarantine over; starting again");
-                    metrics::get().entities_quarantined.with_label_values(&[&key.kind]).dec();
+                    metrics::get()
+                        .entities_quarantined
+                        .with_label_values(&[&key.kind])
+                        .dec();
                     self.slots.remove(&key);
                     self.activate(myself, key, vec![p]).await;
                 }
@@ -145,13 +167,24 @@ impl ShardSupervisorState {
         }
     }
 
-    fn on_exit(&mut self, myself: &ActorRef<ShardMsg>, id: ActorId, failure: Option<String>) -> Option<(EntityKey, Vec<Pending>)> {
+    fn on_exit(
+        &mut self,
+        myself: &ActorRef<ShardMsg>,
+        id: ActorId,
+        failure: Option<String>,
+    ) -> Option<(EntityKey, Vec<Pending>)> {
         let key = self.by_actor.remove(&id)?;
-        metrics::get().entities_active.with_label_values(&[&key.kind]).dec();
+        metrics::get()
+            .entities_active
+            .with_label_values(&[&key.kind])
+            .dec();
         let queue = match self.slots.remove(&key) {
             Some(Slot::Stopping(q, reason)) => {
                 if failure.is_none() {
-                    metrics::get().entity_passivations.with_label_values(&[&key.kind, reason]).inc();
+                    metrics::get()
+                        .entity_passivations
+                        .with_label_values(&[&key.kind, reason])
+                        .inc();
                 }
                 q
             }
@@ -236,11 +269,16 @@ impl Actor for ShardSupervisor {
             ShardMsg::Passivate(key, reason) => {
                 if let Some(Slot::Active(actor)) = st.slots.get(&key) {
                     if actor.drain().is_ok() {
-                        st.slots.insert(key.clone(), Slot::Stopping(Vec::new(), reason));
+                        st.slots
+                            .insert(key.clone(), Slot::Stopping(Vec::new(), reason));
                     }
                 }
                 let policy = st.args.policy;
-                if st.trackers.get(&key).is_some_and(|t| t.is_idle(&policy, Instant::now())) {
+                if st
+                    .trackers
+                    .get(&key)
+                    .is_some_and(|t| t.is_idle(&policy, Instant::now()))
+                {
                     st.trackers.remove(&key);
                 }
             }
@@ -249,7 +287,10 @@ impl Actor for ShardSupervisor {
                     let Some(Slot::Restarting(queue)) = st.slots.remove(&key) else {
                         unreachable!("checked above")
                     };
-                    metrics::get().entity_restarts.with_label_values(&[&key.kind]).inc();
+                    metrics::get()
+                        .entity_restarts
+                        .with_label_values(&[&key.kind])
+                        .inc();
                     tracing::info!(entity = %key, queued = queue.len(), "restarting entity from its persisted state");
                     st.activate(&myself, key, queue).await;
                 }
@@ -265,7 +306,9 @@ impl Actor for ShardSupervisor {
         st: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         let restart = match event {
-            SupervisionEvent::ActorTerminated(cell, _, _) => st.on_exit(&myself, cell.get_id(), None),
+            SupervisionEvent::ActorTerminated(cell, _, _) => {
+                st.on_exit(&myself, cell.get_id(), None)
+            }
             SupervisionEvent::ActorFailed(cell, err) => {
                 st.on_exit(&myself, cell.get_id(), Some(err.to_string()))
             }

@@ -154,12 +154,26 @@ impl Store {
     }
 
     /// The stored value of an entity.
-    pub fn get(&self, shard: ShardId, kind: &str, id: &str) -> Result<Option<Vec<u8>>, StorageError> {
-        Ok(self.tree(shard).get(entity_key(kind, id))?.map(|v| v.to_vec()))
+    pub fn get(
+        &self,
+        shard: ShardId,
+        kind: &str,
+        id: &str,
+    ) -> Result<Option<Vec<u8>>, StorageError> {
+        Ok(self
+            .tree(shard)
+            .get(entity_key(kind, id))?
+            .map(|v| v.to_vec()))
     }
 
     /// Stores an entity's value; call [`Store::commit`] before acknowledging.
-    pub fn put(&self, shard: ShardId, kind: &str, id: &str, value: &[u8]) -> Result<(), StorageError> {
+    pub fn put(
+        &self,
+        shard: ShardId,
+        kind: &str,
+        id: &str,
+        value: &[u8],
+    ) -> Result<(), StorageError> {
         self.tree(shard).insert(entity_key(kind, id), value)?;
         Ok(())
     }
@@ -205,8 +219,13 @@ fn spawn_flusher() -> mpsc::UnboundedSender<Waiter> {
                 batch.push(w);
             }
             let started = Instant::now();
-            let result = db.flush_async().await.map(|_| ()).map_err(StorageError::from);
-            m.storage_flush_seconds.observe(started.elapsed().as_secs_f64());
+            let result = db
+                .flush_async()
+                .await
+                .map(|_| ())
+                .map_err(StorageError::from);
+            m.storage_flush_seconds
+                .observe(started.elapsed().as_secs_f64());
             m.storage_flush_batch.observe(batch.len() as f64);
             if let Err(e) = &result {
                 tracing::error!(error = %e, "storage flush failed");
@@ -256,7 +275,14 @@ mod tests {
         let dir = tmp("shards");
         drop(Store::open(&dir, 8, FlushPolicy::OnWrite, 1 << 20).unwrap());
         let err = Store::open(&dir, 16, FlushPolicy::OnWrite, 1 << 20).unwrap_err();
-        assert!(matches!(err, StorageError::ShardCountMismatch { found: 8, configured: 16, .. }));
+        assert!(matches!(
+            err,
+            StorageError::ShardCountMismatch {
+                found: 8,
+                configured: 16,
+                ..
+            }
+        ));
         let _ = std::fs::remove_dir_all(&dir);
     }
 

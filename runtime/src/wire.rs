@@ -105,7 +105,9 @@ pub enum RemoteError {
     #[error("bad request: {0}")]
     BadRequest(String),
     /// The entity crashed while handling this request; it is being restarted.
-    #[error("entity {kind}/{id} failed while handling the request ({reason}); it is being restarted")]
+    #[error(
+        "entity {kind}/{id} failed while handling the request ({reason}); it is being restarted"
+    )]
     EntityFailed {
         /// Kind.
         kind: String,

@@ -6,17 +6,16 @@ use std::collections::HashMap;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
 /// Multi-process tests share 2 cores: run one cluster at a time so timing assertions hold.
-static SERIAL: Mutex<()> = Mutex::new(());
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// Holds the serial lock for a test.
-pub fn serial() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+pub async fn serial() -> tokio::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().await
 }
 
 /// Polls `check` until it returns `Some`, or panics after `deadline` saying what it waited for.
@@ -38,7 +37,11 @@ where
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Extra settings for a test cluster.
@@ -56,7 +59,9 @@ impl Default for Settings {
     fn default() -> Self {
         Self {
             nodes: 4,
-            cluster: "fault_injection = true\nfailure_timeout_ms = 1000\nheartbeat_interval_ms = 150\n".into(),
+            cluster:
+                "fault_injection = true\nfailure_timeout_ms = 1000\nheartbeat_interval_ms = 150\n"
+                    .into(),
             entities: String::new(),
         }
     }
@@ -111,7 +116,10 @@ impl Cluster {
             nodes,
             ops,
             procs: HashMap::new(),
-            http: reqwest::Client::builder().timeout(Duration::from_secs(15)).build().unwrap(),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(15))
+                .build()
+                .unwrap(),
         }
     }
 
@@ -133,7 +141,11 @@ impl Cluster {
 
     /// Starts one process (again) on its own data dir.
     pub fn spawn(&mut self, name: &str) {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log(name)).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log(name))
+            .unwrap();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_keelson"));
         if name == "gateway" {
             cmd.arg("gateway");
@@ -159,7 +171,11 @@ impl Cluster {
     /// Sends `sig` to a process this test started.
     pub fn signal(&self, name: &str, sig: i32) {
         // SAFETY: signals a child of this test.
-        assert_eq!(unsafe { libc::kill(self.pid(name), sig) }, 0, "signal {sig} to {name}");
+        assert_eq!(
+            unsafe { libc::kill(self.pid(name), sig) },
+            0,
+            "signal {sig} to {name}"
+        );
     }
 
     /// SIGKILLs a process and reaps it.
@@ -176,12 +192,25 @@ impl Cluster {
 
     /// Each member's state as the gateway sees it.
     pub async fn states(&self) -> Option<HashMap<String, String>> {
-        let v: Value = self.http.get(format!("{}/v1/cluster", self.gateway)).send().await.ok()?.json().await.ok()?;
+        let v: Value = self
+            .http
+            .get(format!("{}/v1/cluster", self.gateway))
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
         Some(
             v["members"]
                 .as_array()?
                 .iter()
-                .map(|m| (m["name"].as_str().unwrap().to_string(), m["state"].as_str().unwrap().to_string()))
+                .map(|m| {
+                    (
+                        m["name"].as_str().unwrap().to_string(),
+                        m["state"].as_str().unwrap().to_string(),
+                    )
+                })
                 .collect(),
         )
     }
@@ -192,7 +221,11 @@ impl Cluster {
 
     /// Waits until every node answers /ready and the gateway sees every node up.
     pub async fn wait_all_up(&self) {
-        for n in self.nodes.iter().chain(std::iter::once(&"gateway".to_string())) {
+        for n in self
+            .nodes
+            .iter()
+            .chain(std::iter::once(&"gateway".to_string()))
+        {
             let url = self.ops_url(n, "/ready");
             wait_for(&format!("{n} ready"), Duration::from_secs(60), || async {
                 let r = self.http.get(&url).send().await.ok()?;
@@ -200,16 +233,31 @@ impl Cluster {
             })
             .await;
         }
-        wait_for("the gateway to see every node up", Duration::from_secs(30), || async {
-            let s = self.states().await?;
-            self.nodes.iter().all(|n| s.get(n).map(String::as_str) == Some("up")).then_some(())
-        })
+        wait_for(
+            "the gateway to see every node up",
+            Duration::from_secs(30),
+            || async {
+                let s = self.states().await?;
+                self.nodes
+                    .iter()
+                    .all(|n| s.get(n).map(String::as_str) == Some("up"))
+                    .then_some(())
+            },
+        )
         .await;
     }
 
     /// Value of a metric line (exact name and labels) on a process.
     pub async fn metric(&self, name: &str, series: &str) -> f64 {
-        let text = self.http.get(self.ops_url(name, "/metrics")).send().await.unwrap().text().await.unwrap();
+        let text = self
+            .http
+            .get(self.ops_url(name, "/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
         text.lines()
             .filter(|l| !l.starts_with('#'))
             .filter(|l| {
@@ -219,7 +267,12 @@ impl Cluster {
                 metric == want
                     && series
                         .split_once('{')
-                        .map(|(_, labels)| labels.trim_end_matches('}').split(',').all(|kv| lhs.contains(kv)))
+                        .map(|(_, labels)| {
+                            labels
+                                .trim_end_matches('}')
+                                .split(',')
+                                .all(|kv| lhs.contains(kv))
+                        })
                         .unwrap_or(true)
             })
             .map(|l| l.rsplit_once(' ').unwrap().1.parse::<f64>().unwrap())
@@ -227,23 +280,39 @@ impl Cluster {
     }
 
     /// Sends a request to the gateway: (status, headers, JSON body or Null).
-    pub async fn req(&self, method: &str, path: &str, body: Option<&str>) -> (u16, reqwest::header::HeaderMap, Value) {
+    pub async fn req(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&str>,
+    ) -> (u16, reqwest::header::HeaderMap, Value) {
         let m = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
         let mut rb = self.http.request(m, format!("{}{path}", self.gateway));
         if let Some(b) = body {
-            rb = rb.header("content-type", "application/json").body(b.to_string());
+            rb = rb
+                .header("content-type", "application/json")
+                .body(b.to_string());
         }
-        let r = rb.send().await.unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+        let r = rb
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
         let status = r.status().as_u16();
         let headers = r.headers().clone();
         let text = r.text().await.unwrap();
-        let v = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
+        let v = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
         (status, headers, v)
     }
 
     /// Where the gateway says an entity lives.
     pub async fn owner(&self, kind: &str, id: &str) -> String {
-        let (s, _, v) = self.req("GET", &format!("/v1/cluster/locate/{kind}/{id}"), None).await;
+        let (s, _, v) = self
+            .req("GET", &format!("/v1/cluster/locate/{kind}/{id}"), None)
+            .await;
         assert_eq!(s, 200, "{v}");
         v["owner"].as_str().unwrap().to_string()
     }

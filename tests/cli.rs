@@ -1,0 +1,215 @@
+//! The `keelson` command line: `up` as a newcomer runs it, `check-config`, and `--help`.
+
+mod support;
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+use support::{serial, wait_for, Cluster, Settings};
+
+fn keelson() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_keelson"))
+}
+
+fn read_pid(c: &Cluster, name: &str) -> Option<i32> {
+    std::fs::read_to_string(c.dir.join("data/run").join(format!("{name}.pid")))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+fn alive(pid: i32) -> bool {
+    // SAFETY: signal 0 only checks existence.
+    unsafe { libc::kill(pid, 0) == 0 }
+}
+
+/// A running `keelson up`; stopped with SIGTERM when dropped, so a failing test leaves nothing behind.
+struct Up(Option<std::process::Child>);
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            // SAFETY: SIGTERM to the `up` process this test started; it stops its children.
+            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+            let _ = child.wait();
+        }
+    }
+}
+
+async fn start_up(c: &Cluster) -> Up {
+    let log = std::fs::File::create(c.dir.join("logs/up.log")).unwrap();
+    let child = keelson()
+        .args(["up", "--config"])
+        .arg(&c.config)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let up = Up(Some(child));
+    wait_for(
+        "up to report every node up",
+        Duration::from_secs(60),
+        || async {
+            let s = c.states().await?;
+            c.nodes
+                .iter()
+                .all(|n| s.get(n).map(String::as_str) == Some("up"))
+                .then_some(())
+        },
+    )
+    .await;
+    up
+}
+
+fn stop_up(mut up: Up) {
+    let mut child = up.0.take().unwrap();
+    // SAFETY: SIGTERM to the `up` process this test started.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = child.wait().unwrap();
+    assert!(status.success(), "keelson up exited with {status}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_runs_restarts_and_stops_the_cluster_and_a_second_up_sees_the_data() {
+    let _guard = serial().await;
+    let c = Cluster::configure(
+        "up",
+        &Settings {
+            nodes: 3,
+            ..Settings::default()
+        },
+    );
+    let up = start_up(&c).await;
+    let (s, _, _) = c
+        .req(
+            "POST",
+            "/v1/customers",
+            Some(r#"{"id":"kept","name":"Kept","tags":["a"]}"#),
+        )
+        .await;
+    assert_eq!(s, 201);
+    let (_, _, kept) = c.req("GET", "/v1/customers/kept", None).await;
+    let run: Value = serde_json::from_str(
+        &std::fs::read_to_string(c.dir.join("data/run/cluster.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(run["members"].as_array().unwrap().len(), 4);
+
+    // kill -9 a node: `up` notices, the cluster marks it down, `up` restarts it, it comes back.
+    let old = read_pid(&c, "n2").expect("n2 pid file");
+    // SAFETY: the pid belongs to a child of the `up` this test started.
+    unsafe { libc::kill(old, libc::SIGKILL) };
+    wait_for("n2 marked down", Duration::from_secs(2), || async {
+        (c.state_of("n2").await.as_deref() == Some("down")).then_some(())
+    })
+    .await;
+    let new = wait_for("up to restart n2", Duration::from_secs(10), || async {
+        read_pid(&c, "n2").filter(|p| *p != old && alive(*p))
+    })
+    .await;
+    wait_for("n2 up again", Duration::from_secs(15), || async {
+        (c.state_of("n2").await.as_deref() == Some("up")).then_some(())
+    })
+    .await;
+    let pids: Vec<i32> = ["n1", "n2", "n3", "gateway"]
+        .iter()
+        .map(|n| read_pid(&c, n).unwrap())
+        .collect();
+    assert!(pids.contains(&new));
+
+    // SIGTERM stops everything cleanly.
+    stop_up(up);
+    for p in &pids {
+        assert!(!alive(*p), "pid {p} still running after up stopped");
+    }
+
+    // A second `up` on the same data dir sees the first one's data.
+    let up = start_up(&c).await;
+    let (s, _, again) = c.req("GET", "/v1/customers/kept", None).await;
+    assert_eq!(s, 200);
+    assert_eq!(again, kept);
+    stop_up(up);
+}
+
+#[test]
+fn check_config_reports_every_problem_with_its_path_and_exits_2() {
+    let dir = std::env::temp_dir().join(format!("keelson-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let good = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/nodes.toml")).unwrap();
+    let ok = keelson()
+        .arg("check-config")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/nodes.toml"))
+        .output()
+        .unwrap();
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert!(String::from_utf8_lossy(&ok.stdout).contains("4 nodes, 256 shards"));
+
+    let bad = good
+        .replace("cluster_port = 4703", "cluster_port = 4702")
+        .replace("shards = 256", "shards = 0")
+        .replace("name = \"n4\"", "name = \"n1\"");
+    let path = dir.join("bad.toml");
+    std::fs::write(&path, bad).unwrap();
+    let out = keelson().arg("check-config").arg(&path).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("node \"n3\": cluster port 4702 already used by node \"n2\""),
+        "{err}"
+    );
+    assert!(err.contains("cluster.shards: 0 is out of range"), "{err}");
+    assert!(
+        err.contains("node \"n1\": name is used more than once"),
+        "{err}"
+    );
+
+    std::fs::write(&path, good.replace("[gateway]", "[gateway]\nport = 1")).unwrap();
+    let out = keelson().arg("check-config").arg(&path).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown field `port`"));
+
+    // A node refuses to start on a broken file, saying why.
+    let out = keelson()
+        .args(["node", "--name", "n1", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown field `port`"));
+    let out = keelson()
+        .args([
+            "node",
+            "--name",
+            "n9",
+            "--config",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/nodes.toml"),
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no node named \"n9\""));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn every_subcommand_has_help() {
+    for sub in [
+        vec![],
+        vec!["up"],
+        vec!["node"],
+        vec!["gateway"],
+        vec!["check-config"],
+    ] {
+        let out = keelson().args(&sub).arg("--help").output().unwrap();
+        assert!(out.status.success(), "{sub:?} --help");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains("Usage: keelson"), "{sub:?}: {text}");
+    }
+}
