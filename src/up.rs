@@ -3,7 +3,7 @@
 //! ```text
 //! start: load config → data_dir/{logs,run} → spawn every node and the gateway (logs to files)
 //!        → wait for every /ready → wait for the gateway to see every node up → print URLs
-//! run:   a child exits → log it → restart it after a backoff (1 s doubling to 30 s; reset after
+//! run:   a child exits → log it → restart it after a backoff (2 s doubling to 30 s; reset after
 //!        30 s of uptime); data_dir/run/cluster.json always holds the live pids
 //! stop:  Ctrl-C or SIGTERM → SIGTERM the gateway, then the nodes → SIGKILL after 10 s
 //! ```
@@ -22,10 +22,11 @@ use crate::logging::Format;
 use crate::probe;
 
 /// Restart delay for a child that has failed `quick_failures` times in a row, each within
-/// 30 s of its start.
+/// 30 s of its start: 2 s, doubling to 30 s. Long enough that the cluster visibly marks the node
+/// down first, short enough that a crash costs seconds.
 fn restart_delay(quick_failures: u32) -> Duration {
     let exp = quick_failures.saturating_sub(1).min(5);
-    Duration::from_secs(1u64 << exp).min(Duration::from_secs(30))
+    Duration::from_secs(2u64 << exp).min(Duration::from_secs(30))
 }
 
 const STABLE_AFTER: Duration = Duration::from_secs(30);
@@ -172,21 +173,27 @@ impl Up {
         self.children.iter().position(|c| c.member.name == name)
     }
 
+    /// A child that exits during start-up fails the start-up, with the end of its log.
+    fn check_no_exit(&self, rx: &mut mpsc::UnboundedReceiver<Event>) -> anyhow::Result<()> {
+        if let Ok(Event::Exited(name, _, status)) = rx.try_recv() {
+            let log = self
+                .index(&name)
+                .map(|i| self.children[i].log.clone())
+                .unwrap_or_default();
+            bail!(
+                "{name} exited during start-up ({}); see {}:\n{}",
+                describe(&status),
+                log.display(),
+                tail(&log, 15)
+            );
+        }
+        Ok(())
+    }
+
     async fn wait_ready(&mut self, rx: &mut mpsc::UnboundedReceiver<Event>) -> anyhow::Result<()> {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            if let Ok(Event::Exited(name, _, status)) = rx.try_recv() {
-                let log = self
-                    .index(&name)
-                    .map(|i| self.children[i].log.clone())
-                    .unwrap_or_default();
-                bail!(
-                    "{name} exited during start-up ({}); see {}:\n{}",
-                    describe(&status),
-                    log.display(),
-                    tail(&log, 15)
-                );
-            }
+            self.check_no_exit(rx)?;
             let mut waiting = Vec::new();
             for c in &self.children {
                 if !matches!(
@@ -212,6 +219,7 @@ impl Up {
         let want = self.cfg.nodes.len();
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
+            self.check_no_exit(rx)?;
             let up = match probe::get(self.cfg.gateway_http, "/v1/cluster").await {
                 Some((200, body)) => serde_json::from_str::<serde_json::Value>(&body)
                     .ok()
@@ -439,6 +447,6 @@ mod tests {
     #[test]
     fn restart_delay_doubles_to_a_cap() {
         let d: Vec<u64> = (1..=8).map(|n| restart_delay(n).as_secs()).collect();
-        assert_eq!(d, vec![1, 2, 4, 8, 16, 30, 30, 30]);
+        assert_eq!(d, vec![2, 4, 8, 16, 30, 30, 30, 30]);
     }
 }

@@ -49,18 +49,26 @@ async fn start_up(c: &Cluster) -> Up {
         .spawn()
         .unwrap();
     let up = Up(Some(child));
+    let log = c.dir.join("logs/up.log");
+    let banner = format!("is up: {} nodes", c.nodes.len());
     wait_for(
-        "up to report every node up",
+        "up to print that the cluster is up",
         Duration::from_secs(60),
         || async {
-            let s = c.states().await?;
-            c.nodes
-                .iter()
-                .all(|n| s.get(n).map(String::as_str) == Some("up"))
+            std::fs::read_to_string(&log)
+                .ok()?
+                .contains(&banner)
                 .then_some(())
         },
     )
     .await;
+    let s = c.states().await.expect("gateway answers");
+    assert!(
+        c.nodes
+            .iter()
+            .all(|n| s.get(n).map(String::as_str) == Some("up")),
+        "{s:?}"
+    );
     up
 }
 

@@ -457,7 +457,13 @@ impl Actor for Membership {
                 if let Some(s) = st.sessions.remove(&id) {
                     if let Some(peer) = s.peer {
                         tracing::info!(%peer, "session closed");
-                        if !st.connected(&peer) {
+                        // The peer's proxies leave their groups a moment later; the session map
+                        // already knows whether another session to the peer remains.
+                        let other = st
+                            .sessions
+                            .values()
+                            .any(|o| o.peer.as_deref() == Some(peer.as_str()));
+                        if !other {
                             if let Some(t) = st.detector.connection_lost(&peer, Instant::now()) {
                                 st.apply(t);
                                 st.publish(Instant::now());

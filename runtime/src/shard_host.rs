@@ -157,7 +157,7 @@ impl ShardHostState {
         let failed = RemoteError::EntityFailed {
             kind: key.kind.clone(),
             id: key.id.clone(),
-            reason: "it stopped before answering (panic or error)".to_string(),
+            reason: "it panicked or returned an error".to_string(),
         };
         if sup
             .send_message(ShardMsg::Deliver(

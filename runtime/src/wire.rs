@@ -106,7 +106,7 @@ pub enum RemoteError {
     BadRequest(String),
     /// The entity crashed while handling this request; it is being restarted.
     #[error(
-        "entity {kind}/{id} failed while handling the request ({reason}); it is being restarted"
+        "entity {kind}/{id} failed while handling this request ({reason}); it restarts from its persisted state"
     )]
     EntityFailed {
         /// Kind.
