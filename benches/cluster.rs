@@ -48,17 +48,25 @@ fn rss_kib(pid: i32) -> u64 {
 
 async fn latency() {
     let c = Cluster::start("bench-latency", Settings::default()).await;
-    let body = json!({"id": "lat", "name": "Latency", "email": "l@example.com", "tags": ["a"]}).to_string();
+    let body = json!({"id": "lat", "name": "Latency", "email": "l@example.com", "tags": ["a"]})
+        .to_string();
     assert_eq!(c.req("POST", "/v1/customers", Some(&body)).await.0, 201);
     let url = format!("{}/v1/customers/lat", c.gateway);
-    let sample = c.http.get(&url).send().await.unwrap().bytes().await.unwrap();
+    let sample = c
+        .http
+        .get(&url)
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
 
     // Ceiling: a bare warp server answering the same bytes on loopback.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let route = warp::any().map(move || {
-        warp::reply::with_header(sample.to_vec(), "content-type", "application/json")
-    });
+    let route = warp::any()
+        .map(move || warp::reply::with_header(sample.to_vec(), "content-type", "application/json"));
     tokio::spawn(warp::serve(route).incoming(listener).run());
     let bare_url = format!("http://{addr}/v1/customers/lat");
 
@@ -140,7 +148,9 @@ async fn memory() {
         .collect::<Vec<_>>()
         .await;
     let created_in = t.elapsed();
-    let active = c.metric("n1", "keelson_entities_active{kind=\"customer\"}").await;
+    let active = c
+        .metric("n1", "keelson_entities_active{kind=\"customer\"}")
+        .await;
     assert_eq!(active as usize, n, "every customer is still active");
     let after = rss_kib(pid);
     let per_customer = (after - base) as f64 * 1024.0 / n as f64;
@@ -157,17 +167,35 @@ async fn memory() {
         a.stop(None);
     }
     println!("{n} customers created through the gateway in {created_in:.1?} ({:.0}/s, 64 concurrent, fsync per write batch)", n as f64 / created_in.as_secs_f64());
-    println!("  node RSS {} MiB -> {} MiB with {n} active customer actors", base / 1024, after / 1024);
-    println!("  {:.1} KiB per active customer (actor + state + sled cache growth)", per_customer / 1024.0);
-    println!("  {:.1} KiB per bare ractor actor in this process (ceiling)", per_bare / 1024.0);
-    println!("  ratio {:.2}x; {:.0} MiB per 100k active customers", per_customer / per_bare, per_customer * 100_000.0 / 1024.0 / 1024.0);
+    println!(
+        "  node RSS {} MiB -> {} MiB with {n} active customer actors",
+        base / 1024,
+        after / 1024
+    );
+    println!(
+        "  {:.1} KiB per active customer (actor + state + sled cache growth)",
+        per_customer / 1024.0
+    );
+    println!(
+        "  {:.1} KiB per bare ractor actor in this process (ceiling)",
+        per_bare / 1024.0
+    );
+    println!(
+        "  ratio {:.2}x; {:.0} MiB per 100k active customers",
+        per_customer / per_bare,
+        per_customer * 100_000.0 / 1024.0 / 1024.0
+    );
 }
 
 fn main() {
     if std::env::args().any(|a| a == "--list") {
         return; // `cargo test --benches` lists benches; nothing to list here.
     }
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
         latency().await;
         kill_to_down().await;
