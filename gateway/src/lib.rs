@@ -55,7 +55,7 @@ pub async fn run(cfg: ClusterConfig, stop: impl Future<Output = ()>) -> Result<(
     tracing::info!(gateway = %me.name, cluster = %cfg.name, "starting gateway");
 
     let member = ClusterMember::join(&cfg, &me).await?;
-    let map = Arc::new(ShardMap::rendezvous(1, &cfg.node_names(), cfg.shards));
+    let map = Arc::new(ShardMap::initial(&cfg.node_names(), cfg.shards, 1));
     let client = ClusterClient::new(map, member.view(), cfg.request_timeout);
 
     let (trigger, shutdown_rx) = shutdown::channel();

@@ -421,7 +421,7 @@ fn cluster(ctx: &Ctx) -> Ok_ {
     let info = api::ClusterInfo {
         cluster: ctx.cfg.name.clone(),
         gateway: ctx.cfg.gateway.name.clone(),
-        epoch: ctx.client.map().epoch(),
+        epoch: ctx.client.map().version(),
         shards: ctx.client.map().shard_count(),
         members: view
             .members
@@ -462,7 +462,7 @@ fn locate(ctx: &Ctx, kind: &str, id: &str) -> Outcome {
             shard: shard.0,
             owner,
             owner_state: &state,
-            epoch: map.epoch(),
+            epoch: map.epoch(shard),
         },
     )
 }

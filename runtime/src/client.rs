@@ -123,7 +123,7 @@ impl ClusterClient {
             kind: kind.to_string(),
             id: id.to_string(),
             shard: shard.0,
-            epoch: self.map.epoch(),
+            epoch: self.map.epoch(shard),
             fault,
             payload,
         });

@@ -29,6 +29,7 @@ pub mod node;
 mod ops;
 mod restart_budget;
 mod shard_host;
+mod shard_manager;
 mod shard_map;
 mod shard_supervisor;
 pub mod shutdown;
@@ -47,7 +48,8 @@ pub use failure_detector::{FailureDetector, PeerState};
 pub use member::ClusterMember;
 pub use membership::{ClusterView, MemberStatus};
 pub use restart_budget::{RestartDecision, RestartPolicy, RestartTracker};
-pub use shard_map::{entity_hash, rendezvous_owner, shard_for, ShardId, ShardMap};
+pub use shard_manager::{plan, PlanLimits};
+pub use shard_map::{entity_hash, rendezvous_owner, shard_for, MapCommand, MapError, Placement, ShardId, ShardMap};
 pub use storage::{StorageError, Store};
 pub use wire::{Fault, RemoteError};
 

@@ -47,7 +47,7 @@ pub async fn run(
 
     let member = ClusterMember::join(&cfg, &me).await?;
 
-    let map = Arc::new(ShardMap::rendezvous(1, &cfg.node_names(), cfg.shards));
+    let map = Arc::new(ShardMap::initial(&cfg.node_names(), cfg.shards, 1));
     let (host, _) = Actor::spawn(
         None,
         ShardHost,
@@ -67,7 +67,7 @@ pub async fn run(
     .map_err(|e| RuntimeError::Spawn("shard host", e.to_string()))?;
     tracing::info!(
         owned = map.shards_of(&me.name).count(),
-        epoch = map.epoch(),
+        version = map.version(),
         "shard host started"
     );
 

@@ -72,7 +72,7 @@ impl ShardHostState {
         }
         let shard = shard_for(&req.kind, &req.id, a.map.shard_count());
         let owner = a.map.owner(shard);
-        if shard.0 != req.shard || req.epoch != a.map.epoch() || owner != a.node {
+        if shard.0 != req.shard || req.epoch != a.map.epoch(shard) || owner != a.node {
             return Err(RemoteError::NotOwner {
                 node: a.node.clone(),
                 shard: shard.0,
@@ -198,7 +198,7 @@ impl Actor for ShardHost {
         let m = metrics::get();
         m.shards_owned
             .set(args.map.shards_of(&args.node).count() as i64);
-        m.shard_epoch.set(args.map.epoch() as i64);
+        m.shard_epoch.set(args.map.version() as i64);
         ractor::pg::join(wire::shard_host_group(&args.node), vec![myself.get_cell()]);
         let tick =
             (args.idle_timeout / 10).clamp(Duration::from_millis(100), Duration::from_secs(5));

@@ -67,68 +67,286 @@ pub fn rendezvous_owner(shard: ShardId, nodes: &[String]) -> Option<usize> {
         .map(|(i, _)| i)
 }
 
-/// Who owns each shard, under which epoch. With one copy of the data the map is derived from the
-/// configured node list; the epoch lets later, replicated maps fence stale owners.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Placement of one shard: its primary, the followers that hold every acknowledged write
+/// (in sync), the followers still copying (learners), and the epoch that fences stale owners.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Placement {
+    /// Bumped on every change of this shard's placement.
+    pub epoch: u64,
+    /// The node that takes writes.
+    pub primary: String,
+    /// Followers holding every acknowledged write; only these can be promoted.
+    pub in_sync: Vec<String>,
+    /// Followers receiving new writes while they copy the shard.
+    pub learners: Vec<String>,
+}
+
+impl Placement {
+    /// Every node holding (or copying) this shard.
+    pub fn replicas(&self) -> impl Iterator<Item = &String> {
+        std::iter::once(&self.primary).chain(&self.in_sync).chain(&self.learners)
+    }
+
+    /// True when `node` is the primary or an in-sync follower.
+    pub fn serves(&self, node: &str) -> bool {
+        self.primary == node || self.in_sync.iter().any(|n| n == node)
+    }
+}
+
+/// A change to the shard map, committed through the consensus log. Persisted: never reorder.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MapCommand {
+    /// Promote an in-sync follower because the primary is down.
+    Promote {
+        /// Shard.
+        shard: u32,
+        /// Epoch the proposer saw.
+        epoch: u64,
+        /// The follower to promote.
+        to: String,
+    },
+    /// Drop a follower or learner (it is down or fell behind).
+    Shrink {
+        /// Shard.
+        shard: u32,
+        /// Epoch the proposer saw.
+        epoch: u64,
+        /// The follower.
+        node: String,
+    },
+    /// Start copying the shard to a node.
+    AddLearner {
+        /// Shard.
+        shard: u32,
+        /// Epoch the proposer saw.
+        epoch: u64,
+        /// The node.
+        node: String,
+    },
+    /// A learner has caught up: it joins the in-sync set.
+    Join {
+        /// Shard.
+        shard: u32,
+        /// Epoch the proposer saw.
+        epoch: u64,
+        /// The node.
+        node: String,
+    },
+    /// Hand the primary role to an in-sync follower (rebalancing back to the preferred owner).
+    Handoff {
+        /// Shard.
+        shard: u32,
+        /// Epoch the proposer saw.
+        epoch: u64,
+        /// The in-sync follower to become primary.
+        to: String,
+    },
+}
+
+impl MapCommand {
+    /// The shard it changes.
+    pub fn shard(&self) -> u32 {
+        match self {
+            MapCommand::Promote { shard, .. }
+            | MapCommand::Shrink { shard, .. }
+            | MapCommand::AddLearner { shard, .. }
+            | MapCommand::Join { shard, .. }
+            | MapCommand::Handoff { shard, .. } => *shard,
+        }
+    }
+}
+
+/// Why a map command was refused. Refusal is normal: two proposers raced and one lost.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum MapError {
+    /// No such shard.
+    #[error("shard {0} does not exist")]
+    NoShard(u32),
+    /// The shard changed since the proposer looked.
+    #[error("shard {shard} is at epoch {current}, the command was for epoch {proposed}")]
+    StaleEpoch {
+        /// Shard.
+        shard: u32,
+        /// Its epoch now.
+        current: u64,
+        /// The epoch in the command.
+        proposed: u64,
+    },
+    /// The command does not fit the placement.
+    #[error("shard {shard}: {reason}")]
+    Refused {
+        /// Shard.
+        shard: u32,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// The placement of every shard, agreed through consensus. `version` is the consensus log index
+/// of the last change applied.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ShardMap {
-    epoch: u64,
+    version: u64,
     nodes: Vec<String>,
-    owners: Vec<u16>,
+    replication_factor: usize,
+    shards: Vec<Placement>,
 }
 
 impl ShardMap {
-    /// The map that rendezvous hashing gives for `nodes`, at `epoch`.
-    pub fn rendezvous(epoch: u64, nodes: &[String], shard_count: u32) -> Self {
+    /// The preferred placement for `nodes`: each shard's `rf` highest rendezvous scores, primary
+    /// first, every replica in sync (there is no data yet), epoch 1.
+    pub fn initial(nodes: &[String], shard_count: u32, rf: usize) -> Self {
         assert!(!nodes.is_empty(), "a shard map needs at least one node");
-        assert!(nodes.len() <= usize::from(u16::MAX), "too many nodes");
-        let owners = (0..shard_count)
-            .map(|s| rendezvous_owner(ShardId(s), nodes).expect("nodes is not empty") as u16)
+        let rf = rf.clamp(1, nodes.len());
+        let shards = (0..shard_count)
+            .map(|s| {
+                let ranked = preference(ShardId(s), nodes);
+                Placement {
+                    epoch: 1,
+                    primary: ranked[0].clone(),
+                    in_sync: ranked[1..rf].to_vec(),
+                    learners: Vec::new(),
+                }
+            })
             .collect();
-        Self {
-            epoch,
-            nodes: nodes.to_vec(),
-            owners,
-        }
+        Self { version: 0, nodes: nodes.to_vec(), replication_factor: rf, shards }
     }
 
-    /// The ownership epoch of this map.
-    pub fn epoch(&self) -> u64 {
-        self.epoch
+    /// Consensus log index of the last change.
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// Sets the version after a change was applied at log index `v`.
+    pub fn set_version(&mut self, v: u64) {
+        self.version = v;
+    }
+
+    /// Configured nodes.
+    pub fn nodes(&self) -> &[String] {
+        &self.nodes
+    }
+
+    /// Copies per shard.
+    pub fn replication_factor(&self) -> usize {
+        self.replication_factor
     }
 
     /// Number of shards.
     pub fn shard_count(&self) -> u32 {
-        self.owners.len() as u32
+        self.shards.len() as u32
     }
 
-    /// Name of the node owning `shard`.
+    /// Placement of `shard`.
+    pub fn placement(&self, shard: ShardId) -> &Placement {
+        &self.shards[shard.0 as usize]
+    }
+
+    /// Name of the primary of `shard`.
     pub fn owner(&self, shard: ShardId) -> &str {
-        &self.nodes[usize::from(self.owners[shard.0 as usize])]
+        &self.placement(shard).primary
     }
 
-    /// The shard and owner of an entity.
+    /// Epoch of `shard`.
+    pub fn epoch(&self, shard: ShardId) -> u64 {
+        self.placement(shard).epoch
+    }
+
+    /// The shard and primary of an entity.
     pub fn locate(&self, kind: &str, id: &str) -> (ShardId, &str) {
         let shard = shard_for(kind, id, self.shard_count());
         (shard, self.owner(shard))
     }
 
-    /// Shards owned by `node`, ascending.
-    pub fn shards_of<'a>(&'a self, node: &'a str) -> impl Iterator<Item = ShardId> + 'a {
-        self.owners
-            .iter()
-            .enumerate()
-            .filter(move |(_, o)| self.nodes[usize::from(**o)] == node)
-            .map(|(s, _)| ShardId(s as u32))
+    /// Every shard with its placement.
+    pub fn iter(&self) -> impl Iterator<Item = (ShardId, &Placement)> {
+        self.shards.iter().enumerate().map(|(i, p)| (ShardId(i as u32), p))
     }
 
-    /// Shard counts per node, in configuration order.
-    pub fn counts(&self) -> Vec<(String, usize)> {
-        let mut counts = vec![0usize; self.nodes.len()];
-        for o in &self.owners {
-            counts[usize::from(*o)] += 1;
-        }
-        self.nodes.iter().cloned().zip(counts).collect()
+    /// Shards whose primary is `node`, ascending.
+    pub fn shards_of<'a>(&'a self, node: &'a str) -> impl Iterator<Item = ShardId> + 'a {
+        self.iter().filter(move |(_, p)| p.primary == node).map(|(s, _)| s)
     }
+
+    /// Primary shard counts per node, in configuration order.
+    pub fn counts(&self) -> Vec<(String, usize)> {
+        self.nodes.iter().map(|n| (n.clone(), self.shards_of(n).count())).collect()
+    }
+
+    /// The preferred replicas of `shard`, best first (rendezvous order).
+    pub fn preferred(&self, shard: ShardId) -> Vec<String> {
+        let mut p = preference(shard, &self.nodes);
+        p.truncate(self.replication_factor);
+        p
+    }
+
+    /// Applies a command, or refuses it leaving the map unchanged.
+    pub fn apply(&mut self, cmd: &MapCommand) -> Result<(), MapError> {
+        let shard = cmd.shard();
+        let known = self.nodes.clone();
+        let p = self.shards.get_mut(shard as usize).ok_or(MapError::NoShard(shard))?;
+        let (proposed, target) = match cmd {
+            MapCommand::Promote { epoch, to, .. }
+            | MapCommand::Handoff { epoch, to, .. } => (*epoch, to),
+            MapCommand::Shrink { epoch, node, .. }
+            | MapCommand::AddLearner { epoch, node, .. }
+            | MapCommand::Join { epoch, node, .. } => (*epoch, node),
+        };
+        if proposed != p.epoch {
+            return Err(MapError::StaleEpoch { shard, current: p.epoch, proposed });
+        }
+        let refuse = |reason: String| Err(MapError::Refused { shard, reason });
+        if !known.contains(target) {
+            return refuse(format!("unknown node \"{target}\""));
+        }
+        match cmd {
+            MapCommand::Promote { to, .. } | MapCommand::Handoff { to, .. } => {
+                let Some(i) = p.in_sync.iter().position(|n| n == to) else {
+                    return refuse(format!("\"{to}\" is not an in-sync follower"));
+                };
+                let old = std::mem::replace(&mut p.primary, p.in_sync.remove(i));
+                if matches!(cmd, MapCommand::Handoff { .. }) {
+                    // The old primary holds every write: it stays in sync as a follower.
+                    p.in_sync.push(old);
+                }
+            }
+            MapCommand::Shrink { node, .. } => {
+                if let Some(i) = p.in_sync.iter().position(|n| n == node) {
+                    p.in_sync.remove(i);
+                } else if let Some(i) = p.learners.iter().position(|n| n == node) {
+                    p.learners.remove(i);
+                } else {
+                    return refuse(format!("\"{node}\" is not a follower"));
+                }
+            }
+            MapCommand::AddLearner { node, .. } => {
+                if p.replicas().any(|n| n == node) {
+                    return refuse(format!("\"{node}\" already holds the shard"));
+                }
+                p.learners.push(node.clone());
+            }
+            MapCommand::Join { node, .. } => {
+                let Some(i) = p.learners.iter().position(|n| n == node) else {
+                    return refuse(format!("\"{node}\" is not a learner"));
+                };
+                p.learners.remove(i);
+                p.in_sync.push(node.clone());
+            }
+        }
+        p.epoch += 1;
+        Ok(())
+    }
+}
+
+/// Every node ranked by rendezvous score for `shard`, best first.
+fn preference(shard: ShardId, nodes: &[String]) -> Vec<String> {
+    let mut ranked: Vec<&String> = nodes.iter().collect();
+    ranked.sort_by(|a, b| {
+        rendezvous_score(b, shard)
+            .cmp(&rendezvous_score(a, shard))
+            .then_with(|| a.cmp(b))
+    });
+    ranked.into_iter().cloned().collect()
 }
 
 #[cfg(test)]

@@ -43,7 +43,7 @@ fn separator_keeps_kind_and_id_apart() {
 
 #[test]
 fn rendezvous_is_balanced_over_four_nodes() {
-    let map = ShardMap::rendezvous(1, &names(4), 256);
+    let map = ShardMap::initial(&names(4), 256, 1);
     for (node, count) in map.counts() {
         assert!(
             (44..=84).contains(&count),
@@ -54,8 +54,8 @@ fn rendezvous_is_balanced_over_four_nodes() {
 
 #[test]
 fn adding_a_node_moves_about_one_nth_and_only_to_it() {
-    let before = ShardMap::rendezvous(1, &names(4), 4096);
-    let after = ShardMap::rendezvous(2, &names(5), 4096);
+    let before = ShardMap::initial(&names(4), 4096, 1);
+    let after = ShardMap::initial(&names(5), 4096, 1);
     let mut moved = 0;
     for s in 0..4096 {
         let (b, a) = (before.owner(ShardId(s)), after.owner(ShardId(s)));
@@ -73,9 +73,9 @@ fn adding_a_node_moves_about_one_nth_and_only_to_it() {
 
 #[test]
 fn removing_a_node_only_moves_its_shards() {
-    let before = ShardMap::rendezvous(1, &names(4), 1024);
+    let before = ShardMap::initial(&names(4), 1024, 1);
     let three: Vec<String> = names(4).into_iter().filter(|n| n != "n2").collect();
-    let after = ShardMap::rendezvous(2, &three, 1024);
+    let after = ShardMap::initial(&three, 1024, 1);
     for s in 0..1024 {
         let b = before.owner(ShardId(s));
         if b != "n2" {
@@ -88,8 +88,8 @@ fn removing_a_node_only_moves_its_shards() {
 fn owner_does_not_depend_on_config_order() {
     let mut reversed = names(4);
     reversed.reverse();
-    let a = ShardMap::rendezvous(1, &names(4), 256);
-    let b = ShardMap::rendezvous(1, &reversed, 256);
+    let a = ShardMap::initial(&names(4), 256, 1);
+    let b = ShardMap::initial(&reversed, 256, 1);
     for s in 0..256 {
         assert_eq!(a.owner(ShardId(s)), b.owner(ShardId(s)));
     }
@@ -97,7 +97,7 @@ fn owner_does_not_depend_on_config_order() {
 
 #[test]
 fn shards_of_lists_exactly_the_owned_shards() {
-    let map = ShardMap::rendezvous(1, &names(4), 64);
+    let map = ShardMap::initial(&names(4), 64, 1);
     let total: usize = names(4).iter().map(|n| map.shards_of(n).count()).sum();
     assert_eq!(total, 64);
     for s in map.shards_of("n3") {
@@ -105,3 +105,75 @@ fn shards_of_lists_exactly_the_owned_shards() {
     }
 }
 const GOLDEN_HASH_C1: u64 = 1016614364409217164;
+
+#[test]
+fn preference_agrees_with_rendezvous_owner() {
+    let nodes = names(4);
+    for s in 0..256 {
+        let owner = rendezvous_owner(ShardId(s), &nodes).unwrap();
+        assert_eq!(preference(ShardId(s), &nodes)[0], nodes[owner]);
+    }
+}
+
+#[test]
+fn initial_placement_has_rf_distinct_replicas_all_in_sync() {
+    let map = ShardMap::initial(&names(4), 64, 2);
+    for (s, p) in map.iter() {
+        assert_eq!(p.epoch, 1);
+        assert_eq!(p.in_sync.len(), 1, "shard {s}");
+        assert_ne!(p.primary, p.in_sync[0]);
+        assert_eq!(map.preferred(s), vec![p.primary.clone(), p.in_sync[0].clone()]);
+    }
+    // rf is capped by the node count.
+    assert_eq!(ShardMap::initial(&names(2), 8, 5).replication_factor(), 2);
+}
+
+fn shard0(map: &ShardMap) -> (String, String) {
+    let p = map.placement(ShardId(0));
+    (p.primary.clone(), p.in_sync[0].clone())
+}
+
+#[test]
+fn promote_moves_the_primary_to_an_in_sync_follower_and_bumps_the_epoch() {
+    let mut map = ShardMap::initial(&names(4), 8, 2);
+    let (primary, follower) = shard0(&map);
+    map.apply(&MapCommand::Promote { shard: 0, epoch: 1, to: follower.clone() }).unwrap();
+    let p = map.placement(ShardId(0));
+    assert_eq!((p.primary.as_str(), p.in_sync.len(), p.epoch), (follower.as_str(), 0, 2));
+    assert!(p.replicas().all(|n| *n != primary), "the dead primary is out of the placement");
+}
+
+#[test]
+fn stale_or_impossible_commands_are_refused_and_change_nothing() {
+    let mut map = ShardMap::initial(&names(4), 8, 2);
+    let (primary, follower) = shard0(&map);
+    let before = map.clone();
+    let outsider = names(4).into_iter().find(|n| *n != primary && *n != follower).unwrap();
+    let refused = [
+        MapCommand::Promote { shard: 0, epoch: 7, to: follower.clone() },
+        MapCommand::Promote { shard: 0, epoch: 1, to: outsider.clone() },
+        MapCommand::Shrink { shard: 0, epoch: 1, node: primary.clone() },
+        MapCommand::Join { shard: 0, epoch: 1, node: outsider.clone() },
+        MapCommand::AddLearner { shard: 0, epoch: 1, node: follower.clone() },
+        MapCommand::AddLearner { shard: 0, epoch: 1, node: "n9".into() },
+        MapCommand::Shrink { shard: 99, epoch: 1, node: follower.clone() },
+    ];
+    for cmd in &refused {
+        assert!(map.apply(cmd).is_err(), "{cmd:?} should be refused");
+    }
+    assert_eq!(map, before);
+}
+
+#[test]
+fn a_returning_node_learns_then_joins_then_takes_its_primary_role_back() {
+    let mut map = ShardMap::initial(&names(4), 8, 2);
+    let (primary, follower) = shard0(&map);
+    map.apply(&MapCommand::Promote { shard: 0, epoch: 1, to: follower.clone() }).unwrap();
+    map.apply(&MapCommand::AddLearner { shard: 0, epoch: 2, node: primary.clone() }).unwrap();
+    assert_eq!(map.placement(ShardId(0)).learners, vec![primary.clone()]);
+    assert!(!map.placement(ShardId(0)).serves(&primary));
+    map.apply(&MapCommand::Join { shard: 0, epoch: 3, node: primary.clone() }).unwrap();
+    map.apply(&MapCommand::Handoff { shard: 0, epoch: 4, to: primary.clone() }).unwrap();
+    let p = map.placement(ShardId(0));
+    assert_eq!((&p.primary, &p.in_sync, p.epoch), (&primary, &vec![follower], 5));
+}

@@ -1,0 +1,77 @@
+use super::*;
+use crate::shard_map::ShardId;
+
+fn names(n: usize) -> Vec<String> {
+    (1..=n).map(|i| format!("n{i}")).collect()
+}
+
+fn all_up(_: &str) -> bool {
+    true
+}
+
+#[test]
+fn a_healthy_map_needs_nothing() {
+    let map = ShardMap::initial(&names(4), 64, 2);
+    assert!(plan(&map, &all_up, PlanLimits::default()).is_empty());
+}
+
+#[test]
+fn a_down_node_loses_its_primaries_to_followers_and_its_follower_roles() {
+    let map = ShardMap::initial(&names(4), 64, 2);
+    let down = |n: &str| n != "n2";
+    let cmds = plan(&map, &down, PlanLimits::default());
+    for (shard, p) in map.iter() {
+        let for_shard: Vec<&MapCommand> = cmds.iter().filter(|c| c.shard() == shard.0).collect();
+        if p.primary == "n2" {
+            assert_eq!(for_shard, vec![&MapCommand::Promote { shard: shard.0, epoch: 1, to: p.in_sync[0].clone() }]);
+        } else if p.in_sync.contains(&"n2".to_string()) {
+            assert_eq!(for_shard, vec![&MapCommand::Shrink { shard: shard.0, epoch: 1, node: "n2".into() }]);
+        } else {
+            assert!(for_shard.is_empty(), "shard {shard}: {for_shard:?}");
+        }
+    }
+}
+
+#[test]
+fn with_no_up_follower_the_shard_stays_unavailable() {
+    let map = ShardMap::initial(&names(4), 64, 2);
+    let (shard, p) = map.iter().next().unwrap();
+    let (a, b) = (p.primary.clone(), p.in_sync[0].clone());
+    let down = move |n: &str| n != a && n != b;
+    let cmds = plan(&map, &down, PlanLimits::default());
+    assert!(cmds.iter().all(|c| c.shard() != shard.0 || matches!(c, MapCommand::Shrink { .. })), "{cmds:?}");
+    assert!(!cmds.iter().any(|c| matches!(c, MapCommand::Promote { shard: s, .. } if *s == shard.0)));
+}
+
+#[test]
+fn a_returning_node_is_copied_to_within_the_limit_then_gets_its_primaries_back() {
+    let mut map = ShardMap::initial(&names(4), 64, 2);
+    let down = |n: &str| n != "n2";
+    for c in plan(&map, &down, PlanLimits::default()) {
+        map.apply(&c).unwrap();
+    }
+    assert_eq!(map.shards_of("n2").count(), 0);
+    let limits = PlanLimits { max_copies: 3, max_handoffs: 2 };
+    let cmds = plan(&map, &all_up, limits);
+    assert_eq!(cmds.len(), 3, "{cmds:?}");
+    assert!(cmds.iter().all(|c| matches!(c, MapCommand::AddLearner { node, .. } if node == "n2")));
+    // Let every shard's copy finish, round by round.
+    for _ in 0..64 {
+        let round = plan(&map, &all_up, limits);
+        if round.is_empty() {
+            break;
+        }
+        for c in round {
+            map.apply(&c).unwrap();
+            if let MapCommand::AddLearner { shard, node, .. } = &c {
+                let epoch = map.epoch(ShardId(*shard));
+                map.apply(&MapCommand::Join { shard: *shard, epoch, node: node.clone() }).unwrap();
+            }
+        }
+    }
+    let fresh = ShardMap::initial(&names(4), 64, 2);
+    for (shard, p) in map.iter() {
+        assert_eq!(p.primary, fresh.owner(shard), "shard {shard} primary is back");
+        assert_eq!(p.in_sync.len(), 1);
+    }
+}
