@@ -55,7 +55,8 @@ pub async fn run(cfg: ClusterConfig, stop: impl Future<Output = ()>) -> Result<(
     tracing::info!(gateway = %me.name, cluster = %cfg.name, "starting gateway");
 
     let member = ClusterMember::join(&cfg, &me).await?;
-    let map = Arc::new(ShardMap::initial(&cfg.node_names(), cfg.shards, 1));
+    let initial = ShardMap::initial(&cfg.node_names(), cfg.shards, cfg.replication_factor);
+    let map = keelson_runtime::follow_map(initial, member.view(), cfg.request_timeout);
     let client = ClusterClient::new(map, member.view(), cfg.request_timeout);
 
     let (trigger, shutdown_rx) = shutdown::channel();

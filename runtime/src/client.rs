@@ -10,6 +10,7 @@ use ractor::rpc::CallResult;
 use ractor::ActorRef;
 use tokio::sync::watch;
 
+use crate::consensus::MapWatch;
 use crate::membership::ClusterView;
 use crate::metrics;
 use crate::shard_map::{ShardId, ShardMap};
@@ -64,20 +65,20 @@ pub struct Answer {
 /// Sends entity requests; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct ClusterClient {
-    map: Arc<ShardMap>,
+    map: MapWatch,
     view: watch::Receiver<ClusterView>,
     timeout: Duration,
 }
 
 impl ClusterClient {
     /// A client routing with `map` and the membership `view`.
-    pub fn new(map: Arc<ShardMap>, view: watch::Receiver<ClusterView>, timeout: Duration) -> Self {
+    pub fn new(map: MapWatch, view: watch::Receiver<ClusterView>, timeout: Duration) -> Self {
         Self { map, view, timeout }
     }
 
     /// The shard map in force.
-    pub fn map(&self) -> &ShardMap {
-        &self.map
+    pub fn map(&self) -> Arc<ShardMap> {
+        self.map.borrow().clone()
     }
 
     /// The current membership view.
@@ -94,7 +95,8 @@ impl ClusterClient {
         request_id: &str,
         fault: Option<Fault>,
     ) -> Result<Answer, RequestError> {
-        let (shard, owner) = self.map.locate(kind, id);
+        let map = self.map();
+        let (shard, owner) = map.locate(kind, id);
         let owner = owner.to_string();
         let m = metrics::get();
         let unavailable = |reason: &str| {
@@ -123,7 +125,7 @@ impl ClusterClient {
             kind: kind.to_string(),
             id: id.to_string(),
             shard: shard.0,
-            epoch: self.map.epoch(shard),
+            epoch: map.epoch(shard),
             fault,
             payload,
         });

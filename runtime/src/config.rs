@@ -51,6 +51,9 @@ pub struct RawCluster {
     /// How often each process pings each peer.
     #[serde(default = "default_heartbeat_interval_ms")]
     pub heartbeat_interval_ms: u64,
+    /// Copies of every shard (primary plus followers); capped at the node count.
+    #[serde(default = "default_replication_factor")]
+    pub replication_factor: usize,
     /// Deadline of one request from the gateway to a node.
     #[serde(default = "default_request_timeout_ms")]
     pub request_timeout_ms: u64,
@@ -172,6 +175,9 @@ fn default_failure_timeout_ms() -> u64 {
 fn default_heartbeat_interval_ms() -> u64 {
     150
 }
+fn default_replication_factor() -> usize {
+    1
+}
 fn default_request_timeout_ms() -> u64 {
     5000
 }
@@ -269,6 +275,8 @@ pub struct ClusterConfig {
     pub failure_timeout: Duration,
     /// Heartbeat period.
     pub heartbeat_interval: Duration,
+    /// Copies per shard.
+    pub replication_factor: usize,
     /// Request deadline.
     pub request_timeout: Duration,
     /// Whether fault injection is allowed.
@@ -452,6 +460,12 @@ pub fn validate(raw: &RawConfig, base_dir: &Path) -> Result<ClusterConfig, Vec<S
             c.heartbeat_interval_ms, c.failure_timeout_ms
         ));
     }
+    if c.replication_factor == 0 || c.replication_factor > 5 {
+        problems.push(format!(
+            "cluster.replication_factor: {} is out of range 1..=5",
+            c.replication_factor
+        ));
+    }
     if !(100..=600_000).contains(&c.request_timeout_ms) {
         problems.push(format!(
             "cluster.request_timeout_ms: {} is out of range 100..=600000",
@@ -597,6 +611,7 @@ pub fn validate(raw: &RawConfig, base_dir: &Path) -> Result<ClusterConfig, Vec<S
         data_dir,
         failure_timeout: Duration::from_millis(c.failure_timeout_ms),
         heartbeat_interval: Duration::from_millis(c.heartbeat_interval_ms),
+        replication_factor: c.replication_factor.min(raw.nodes.len()).max(1),
         request_timeout: Duration::from_millis(c.request_timeout_ms),
         fault_injection: c.fault_injection,
         log_level: c.log_level.clone(),

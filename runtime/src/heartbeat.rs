@@ -15,6 +15,8 @@ pub struct ResponderArgs {
     pub role: Role,
     /// When this process started (ms since the Unix epoch).
     pub incarnation: u64,
+    /// Version of the shard map this process has applied.
+    pub map_version: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// The heartbeat responder actor.
@@ -57,6 +59,7 @@ impl Actor for HeartbeatResponder {
                 role: st.role,
                 seq: ping.seq,
                 incarnation: st.incarnation,
+                map_version: st.map_version.load(std::sync::atomic::Ordering::Acquire),
             }));
         }
         Ok(())

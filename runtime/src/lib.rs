@@ -19,9 +19,12 @@ mod activation;
 mod client;
 mod codec;
 pub mod config;
+mod consensus;
+mod control_plane;
 mod entity;
 mod failure_detector;
 mod heartbeat;
+mod map_follower;
 mod member;
 mod membership;
 pub mod metrics;
@@ -40,16 +43,21 @@ pub use activation::ActivationTable;
 pub use client::{Answer, ClusterClient, RequestError};
 pub use codec::CodecError;
 pub use config::{ClusterConfig, ConfigError, Member, Role};
+pub use consensus::{MapWatch, ProposeError};
+pub use control_plane::{ControlPlane, Proposer};
 pub use entity::{
     decode_payload, encode_payload, now_ms, Entity, EntityContext, EntityError, EntityKey,
     EntityKinds, Handled,
 };
 pub use failure_detector::{FailureDetector, PeerState};
+pub use map_follower::follow as follow_map;
 pub use member::ClusterMember;
 pub use membership::{ClusterView, MemberStatus};
 pub use restart_budget::{RestartDecision, RestartPolicy, RestartTracker};
 pub use shard_manager::{plan, PlanLimits};
-pub use shard_map::{entity_hash, rendezvous_owner, shard_for, MapCommand, MapError, Placement, ShardId, ShardMap};
+pub use shard_map::{
+    entity_hash, rendezvous_owner, shard_for, MapCommand, MapError, Placement, ShardId, ShardMap,
+};
 pub use storage::{StorageError, Store};
 pub use wire::{Fault, RemoteError};
 
@@ -81,6 +89,9 @@ pub enum RuntimeError {
     /// An actor failed to start.
     #[error("cannot start the {0}: {1}")]
     Spawn(&'static str, String),
+    /// The stored consensus log was made for another cluster layout.
+    #[error("the data directory holds a cluster of layout \"{0}\" but the configuration says \"{1}\"; changing nodes, shards or replication_factor of an existing cluster is not supported yet")]
+    Layout(String, String),
 }
 
 /// Re-exported so binaries can start ops endpoints for other roles.

@@ -3,6 +3,8 @@
 //! and decides who is up. Nodes and gateways both start here; [`ClusterMember::leave`] stops them
 //! in reverse order.
 
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
 use std::time::Duration;
 
 use ractor::{Actor, ActorRef};
@@ -28,6 +30,7 @@ pub struct ClusterMember {
     responder: ActorRef<HeartbeatRpc>,
     membership: ActorRef<MembershipMsg>,
     view: watch::Receiver<ClusterView>,
+    map_version: Arc<AtomicU64>,
 }
 
 impl ClusterMember {
@@ -55,6 +58,7 @@ impl ClusterMember {
             .await
             .map_err(|e| RuntimeError::Spawn("node server", e.to_string()))?;
         let incarnation = now_ms();
+        let map_version = Arc::new(AtomicU64::new(0));
         let (responder, _) = Actor::spawn(
             None,
             HeartbeatResponder,
@@ -62,6 +66,7 @@ impl ClusterMember {
                 name: me.name.clone(),
                 role: me.role,
                 incarnation,
+                map_version: map_version.clone(),
             },
         )
         .await
@@ -95,6 +100,7 @@ impl ClusterMember {
                 failure_timeout: cfg.failure_timeout,
                 heartbeat_interval: cfg.heartbeat_interval,
                 view: view_tx,
+                map_version: map_version.clone(),
             },
         )
         .await
@@ -112,12 +118,18 @@ impl ClusterMember {
             responder,
             membership,
             view,
+            map_version,
         })
     }
 
     /// A receiver of the membership view.
     pub fn view(&self) -> watch::Receiver<ClusterView> {
         self.view.clone()
+    }
+
+    /// Where this process records the shard-map version it has applied (told to peers in pongs).
+    pub fn map_version(&self) -> Arc<AtomicU64> {
+        self.map_version.clone()
     }
 
     /// Stops membership, the responder and the transport, in that order.

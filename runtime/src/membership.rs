@@ -47,6 +47,8 @@ pub struct MemberStatus {
     pub rtt_us: Option<u64>,
     /// Start time of the peer process (ms since the Unix epoch), as it last reported.
     pub incarnation: Option<u64>,
+    /// Shard-map version the member last reported.
+    pub map_version: u64,
 }
 
 /// The membership as seen by this process.
@@ -135,6 +137,8 @@ pub struct MembershipArgs {
     pub heartbeat_interval: Duration,
     /// Where the view is published.
     pub view: watch::Sender<ClusterView>,
+    /// This process's applied shard-map version.
+    pub map_version: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 struct Session {
@@ -157,6 +161,7 @@ pub struct MembershipState {
     pinging: HashSet<String>,
     dials: HashMap<String, Dial>,
     incarnations: HashMap<String, u64>,
+    map_versions: HashMap<String, u64>,
     seq: u64,
     ticker: Option<JoinHandle<()>>,
 }
@@ -331,6 +336,10 @@ impl MembershipState {
             silent_ms: 0,
             rtt_us: None,
             incarnation: Some(self.args.incarnation),
+            map_version: self
+                .args
+                .map_version
+                .load(std::sync::atomic::Ordering::Acquire),
         }];
         for (name, h) in self.detector.snapshot(now) {
             members.push(MemberStatus {
@@ -340,6 +349,7 @@ impl MembershipState {
                 silent_ms: h.silent_for.as_millis() as u64,
                 rtt_us: h.rtt.map(|d| d.as_micros() as u64),
                 incarnation: self.incarnations.get(&name).copied(),
+                map_version: self.map_versions.get(&name).copied().unwrap_or(0),
                 name,
             });
         }
@@ -350,11 +360,11 @@ impl MembershipState {
         self.args.view.send_if_modified(|old| {
             // Only publish when something other than the clocks changed, or every second.
             let changed = old.members.len() != view.members.len()
-                || old
-                    .members
-                    .iter()
-                    .zip(&view.members)
-                    .any(|(a, b)| a.state != b.state || a.incarnation != b.incarnation);
+                || old.members.iter().zip(&view.members).any(|(a, b)| {
+                    a.state != b.state
+                        || a.incarnation != b.incarnation
+                        || a.map_version != b.map_version
+                });
             *old = view;
             changed
         });
@@ -388,6 +398,7 @@ impl Actor for Membership {
             pinging: HashSet::new(),
             dials: HashMap::new(),
             incarnations: HashMap::new(),
+            map_versions: HashMap::new(),
             seq: 0,
             ticker: Some(ticker),
         };
@@ -420,6 +431,8 @@ impl Actor for Membership {
                     .heartbeat_rtt
                     .with_label_values(&[&pong.from])
                     .observe(rtt.as_secs_f64());
+                let newer_map = st.map_versions.insert(pong.from.clone(), pong.map_version)
+                    != Some(pong.map_version);
                 if let Some(old) = st.incarnations.insert(pong.from.clone(), pong.incarnation) {
                     if old != pong.incarnation {
                         tracing::info!(peer = %pong.from, "peer restarted (new incarnation)");
@@ -427,6 +440,8 @@ impl Actor for Membership {
                 }
                 if let Some(t) = st.detector.heard(&pong.from, rtt, Instant::now()) {
                     st.apply(t);
+                    st.publish(Instant::now());
+                } else if newer_map {
                     st.publish(Instant::now());
                 }
             }

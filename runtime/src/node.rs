@@ -2,8 +2,9 @@
 //!
 //! ```text
 //! start: metrics → store (sled) → cluster member (transport, heartbeat, membership)
-//!        → shard host (joins its process group) → ops endpoint → ready
-//! stop:  not ready → shard host (entities stop) → cluster member → ops → store flush
+//!        → control plane (raft over the shard map) → shard host → ops endpoint → ready
+//! stop:  not ready → shard host (entities stop) → control plane → cluster member → ops
+//!        → store flush
 //! ```
 
 use std::future::Future;
@@ -14,12 +15,12 @@ use std::time::Duration;
 use ractor::Actor;
 
 use crate::config::ClusterConfig;
+use crate::control_plane::ControlPlane;
 use crate::entity::EntityKinds;
 use crate::member::ClusterMember;
 use crate::metrics;
 use crate::ops;
 use crate::shard_host::{ShardHost, ShardHostArgs};
-use crate::shard_map::ShardMap;
 use crate::shutdown;
 use crate::storage::Store;
 use crate::RuntimeError;
@@ -47,7 +48,15 @@ pub async fn run(
 
     let member = ClusterMember::join(&cfg, &me).await?;
 
-    let map = Arc::new(ShardMap::initial(&cfg.node_names(), cfg.shards, 1));
+    let control = ControlPlane::start(
+        &cfg,
+        &me.name,
+        store.db(),
+        member.view(),
+        member.map_version(),
+    )
+    .await?;
+    let map = control.map();
     let (host, _) = Actor::spawn(
         None,
         ShardHost,
@@ -66,8 +75,8 @@ pub async fn run(
     .await
     .map_err(|e| RuntimeError::Spawn("shard host", e.to_string()))?;
     tracing::info!(
-        owned = map.shards_of(&me.name).count(),
-        version = map.version(),
+        owned = map.borrow().shards_of(&me.name).count(),
+        version = map.borrow().version(),
         "shard host started"
     );
 
@@ -88,6 +97,7 @@ pub async fn run(
     tracing::info!(node = %me.name, "stopping node");
     ready.store(false, Ordering::Release);
     let _ = host.stop_and_wait(None, Some(Duration::from_secs(5))).await;
+    control.stop().await;
     member.leave().await;
     trigger.fire();
     let _ = ops_task.await;

@@ -18,10 +18,11 @@ use ractor::concurrency::JoinHandle;
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 
 use crate::activation::ActivationTable;
+use crate::consensus::MapWatch;
 use crate::entity::{EntityKey, EntityKinds, EntityResult};
 use crate::metrics;
 use crate::restart_budget::RestartPolicy;
-use crate::shard_map::{shard_for, ShardId, ShardMap};
+use crate::shard_map::{shard_for, ShardId};
 use crate::shard_supervisor::{Pending, ShardMsg, ShardSupervisor, ShardSupervisorArgs};
 use crate::storage::Store;
 use crate::wire::{self, EntityReply, EntityRequest, RemoteError, ShardHostRpc};
@@ -31,8 +32,8 @@ use crate::wire::{self, EntityReply, EntityRequest, RemoteError, ShardHostRpc};
 pub struct ShardHostArgs {
     /// This node's name.
     pub node: String,
-    /// The shard map in force.
-    pub map: Arc<ShardMap>,
+    /// The shard map, as applied on this node.
+    pub map: MapWatch,
     /// The node's store.
     pub store: Store,
     /// Entity kinds hosted.
@@ -70,9 +71,10 @@ impl ShardHostState {
         if a.kinds.get(&req.kind).is_none() {
             return Err(RemoteError::UnknownKind(req.kind.clone()));
         }
-        let shard = shard_for(&req.kind, &req.id, a.map.shard_count());
-        let owner = a.map.owner(shard);
-        if shard.0 != req.shard || req.epoch != a.map.epoch(shard) || owner != a.node {
+        let map = a.map.borrow().clone();
+        let shard = shard_for(&req.kind, &req.id, map.shard_count());
+        let owner = map.owner(shard);
+        if shard.0 != req.shard || req.epoch != map.epoch(shard) || owner != a.node {
             return Err(RemoteError::NotOwner {
                 node: a.node.clone(),
                 shard: shard.0,
@@ -197,8 +199,7 @@ impl Actor for ShardHost {
     ) -> Result<Self::State, ActorProcessingErr> {
         let m = metrics::get();
         m.shards_owned
-            .set(args.map.shards_of(&args.node).count() as i64);
-        m.shard_epoch.set(args.map.version() as i64);
+            .set(args.map.borrow().shards_of(&args.node).count() as i64);
         ractor::pg::join(wire::shard_host_group(&args.node), vec![myself.get_cell()]);
         let tick =
             (args.idle_timeout / 10).clamp(Duration::from_millis(100), Duration::from_secs(5));

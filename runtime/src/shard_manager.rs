@@ -24,7 +24,10 @@ pub struct PlanLimits {
 
 impl Default for PlanLimits {
     fn default() -> Self {
-        Self { max_copies: 8, max_handoffs: 4 }
+        Self {
+            max_copies: 8,
+            max_handoffs: 4,
+        }
     }
 }
 
@@ -37,12 +40,20 @@ pub fn plan(map: &ShardMap, up: &dyn Fn(&str) -> bool, limits: PlanLimits) -> Ve
         let (s, epoch) = (shard.0, p.epoch);
         if !up(&p.primary) {
             if let Some(to) = p.in_sync.iter().find(|n| up(n)) {
-                out.push(MapCommand::Promote { shard: s, epoch, to: to.clone() });
+                out.push(MapCommand::Promote {
+                    shard: s,
+                    epoch,
+                    to: to.clone(),
+                });
             }
             continue;
         }
         if let Some(node) = p.in_sync.iter().chain(&p.learners).find(|n| !up(n)) {
-            out.push(MapCommand::Shrink { shard: s, epoch, node: node.clone() });
+            out.push(MapCommand::Shrink {
+                shard: s,
+                epoch,
+                node: node.clone(),
+            });
             continue;
         }
         let holders: HashSet<&String> = p.replicas().collect();
@@ -54,14 +65,22 @@ pub fn plan(map: &ShardMap, up: &dyn Fn(&str) -> bool, limits: PlanLimits) -> Ve
                 .find(|n| !holders.contains(n) && up(n));
             if let Some(node) = candidate {
                 copies += 1;
-                out.push(MapCommand::AddLearner { shard: s, epoch, node: node.clone() });
+                out.push(MapCommand::AddLearner {
+                    shard: s,
+                    epoch,
+                    node: node.clone(),
+                });
                 continue;
             }
         }
         let best = &map.preferred(shard)[0];
         if *best != p.primary && p.in_sync.contains(best) && handoffs < limits.max_handoffs {
             handoffs += 1;
-            out.push(MapCommand::Handoff { shard: s, epoch, to: best.clone() });
+            out.push(MapCommand::Handoff {
+                shard: s,
+                epoch,
+                to: best.clone(),
+            });
         }
     }
     out

@@ -23,9 +23,23 @@ fn a_down_node_loses_its_primaries_to_followers_and_its_follower_roles() {
     for (shard, p) in map.iter() {
         let for_shard: Vec<&MapCommand> = cmds.iter().filter(|c| c.shard() == shard.0).collect();
         if p.primary == "n2" {
-            assert_eq!(for_shard, vec![&MapCommand::Promote { shard: shard.0, epoch: 1, to: p.in_sync[0].clone() }]);
+            assert_eq!(
+                for_shard,
+                vec![&MapCommand::Promote {
+                    shard: shard.0,
+                    epoch: 1,
+                    to: p.in_sync[0].clone()
+                }]
+            );
         } else if p.in_sync.contains(&"n2".to_string()) {
-            assert_eq!(for_shard, vec![&MapCommand::Shrink { shard: shard.0, epoch: 1, node: "n2".into() }]);
+            assert_eq!(
+                for_shard,
+                vec![&MapCommand::Shrink {
+                    shard: shard.0,
+                    epoch: 1,
+                    node: "n2".into()
+                }]
+            );
         } else {
             assert!(for_shard.is_empty(), "shard {shard}: {for_shard:?}");
         }
@@ -39,8 +53,14 @@ fn with_no_up_follower_the_shard_stays_unavailable() {
     let (a, b) = (p.primary.clone(), p.in_sync[0].clone());
     let down = move |n: &str| n != a && n != b;
     let cmds = plan(&map, &down, PlanLimits::default());
-    assert!(cmds.iter().all(|c| c.shard() != shard.0 || matches!(c, MapCommand::Shrink { .. })), "{cmds:?}");
-    assert!(!cmds.iter().any(|c| matches!(c, MapCommand::Promote { shard: s, .. } if *s == shard.0)));
+    assert!(
+        cmds.iter()
+            .all(|c| c.shard() != shard.0 || matches!(c, MapCommand::Shrink { .. })),
+        "{cmds:?}"
+    );
+    assert!(!cmds
+        .iter()
+        .any(|c| matches!(c, MapCommand::Promote { shard: s, .. } if *s == shard.0)));
 }
 
 #[test]
@@ -51,10 +71,15 @@ fn a_returning_node_is_copied_to_within_the_limit_then_gets_its_primaries_back()
         map.apply(&c).unwrap();
     }
     assert_eq!(map.shards_of("n2").count(), 0);
-    let limits = PlanLimits { max_copies: 3, max_handoffs: 2 };
+    let limits = PlanLimits {
+        max_copies: 3,
+        max_handoffs: 2,
+    };
     let cmds = plan(&map, &all_up, limits);
     assert_eq!(cmds.len(), 3, "{cmds:?}");
-    assert!(cmds.iter().all(|c| matches!(c, MapCommand::AddLearner { node, .. } if node == "n2")));
+    assert!(cmds
+        .iter()
+        .all(|c| matches!(c, MapCommand::AddLearner { node, .. } if node == "n2")));
     // Let every shard's copy finish, round by round.
     for _ in 0..64 {
         let round = plan(&map, &all_up, limits);
@@ -65,13 +90,22 @@ fn a_returning_node_is_copied_to_within_the_limit_then_gets_its_primaries_back()
             map.apply(&c).unwrap();
             if let MapCommand::AddLearner { shard, node, .. } = &c {
                 let epoch = map.epoch(ShardId(*shard));
-                map.apply(&MapCommand::Join { shard: *shard, epoch, node: node.clone() }).unwrap();
+                map.apply(&MapCommand::Join {
+                    shard: *shard,
+                    epoch,
+                    node: node.clone(),
+                })
+                .unwrap();
             }
         }
     }
     let fresh = ShardMap::initial(&names(4), 64, 2);
     for (shard, p) in map.iter() {
-        assert_eq!(p.primary, fresh.owner(shard), "shard {shard} primary is back");
+        assert_eq!(
+            p.primary,
+            fresh.owner(shard),
+            "shard {shard} primary is back"
+        );
         assert_eq!(p.in_sync.len(), 1);
     }
 }

@@ -84,7 +84,9 @@ pub struct Placement {
 impl Placement {
     /// Every node holding (or copying) this shard.
     pub fn replicas(&self) -> impl Iterator<Item = &String> {
-        std::iter::once(&self.primary).chain(&self.in_sync).chain(&self.learners)
+        std::iter::once(&self.primary)
+            .chain(&self.in_sync)
+            .chain(&self.learners)
     }
 
     /// True when `node` is the primary or an in-sync follower.
@@ -209,7 +211,12 @@ impl ShardMap {
                 }
             })
             .collect();
-        Self { version: 0, nodes: nodes.to_vec(), replication_factor: rf, shards }
+        Self {
+            version: 0,
+            nodes: nodes.to_vec(),
+            replication_factor: rf,
+            shards,
+        }
     }
 
     /// Consensus log index of the last change.
@@ -260,17 +267,25 @@ impl ShardMap {
 
     /// Every shard with its placement.
     pub fn iter(&self) -> impl Iterator<Item = (ShardId, &Placement)> {
-        self.shards.iter().enumerate().map(|(i, p)| (ShardId(i as u32), p))
+        self.shards
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (ShardId(i as u32), p))
     }
 
     /// Shards whose primary is `node`, ascending.
     pub fn shards_of<'a>(&'a self, node: &'a str) -> impl Iterator<Item = ShardId> + 'a {
-        self.iter().filter(move |(_, p)| p.primary == node).map(|(s, _)| s)
+        self.iter()
+            .filter(move |(_, p)| p.primary == node)
+            .map(|(s, _)| s)
     }
 
     /// Primary shard counts per node, in configuration order.
     pub fn counts(&self) -> Vec<(String, usize)> {
-        self.nodes.iter().map(|n| (n.clone(), self.shards_of(n).count())).collect()
+        self.nodes
+            .iter()
+            .map(|n| (n.clone(), self.shards_of(n).count()))
+            .collect()
     }
 
     /// The preferred replicas of `shard`, best first (rendezvous order).
@@ -284,16 +299,24 @@ impl ShardMap {
     pub fn apply(&mut self, cmd: &MapCommand) -> Result<(), MapError> {
         let shard = cmd.shard();
         let known = self.nodes.clone();
-        let p = self.shards.get_mut(shard as usize).ok_or(MapError::NoShard(shard))?;
+        let p = self
+            .shards
+            .get_mut(shard as usize)
+            .ok_or(MapError::NoShard(shard))?;
         let (proposed, target) = match cmd {
-            MapCommand::Promote { epoch, to, .. }
-            | MapCommand::Handoff { epoch, to, .. } => (*epoch, to),
+            MapCommand::Promote { epoch, to, .. } | MapCommand::Handoff { epoch, to, .. } => {
+                (*epoch, to)
+            }
             MapCommand::Shrink { epoch, node, .. }
             | MapCommand::AddLearner { epoch, node, .. }
             | MapCommand::Join { epoch, node, .. } => (*epoch, node),
         };
         if proposed != p.epoch {
-            return Err(MapError::StaleEpoch { shard, current: p.epoch, proposed });
+            return Err(MapError::StaleEpoch {
+                shard,
+                current: p.epoch,
+                proposed,
+            });
         }
         let refuse = |reason: String| Err(MapError::Refused { shard, reason });
         if !known.contains(target) {

@@ -122,7 +122,10 @@ fn initial_placement_has_rf_distinct_replicas_all_in_sync() {
         assert_eq!(p.epoch, 1);
         assert_eq!(p.in_sync.len(), 1, "shard {s}");
         assert_ne!(p.primary, p.in_sync[0]);
-        assert_eq!(map.preferred(s), vec![p.primary.clone(), p.in_sync[0].clone()]);
+        assert_eq!(
+            map.preferred(s),
+            vec![p.primary.clone(), p.in_sync[0].clone()]
+        );
     }
     // rf is capped by the node count.
     assert_eq!(ShardMap::initial(&names(2), 8, 5).replication_factor(), 2);
@@ -137,10 +140,21 @@ fn shard0(map: &ShardMap) -> (String, String) {
 fn promote_moves_the_primary_to_an_in_sync_follower_and_bumps_the_epoch() {
     let mut map = ShardMap::initial(&names(4), 8, 2);
     let (primary, follower) = shard0(&map);
-    map.apply(&MapCommand::Promote { shard: 0, epoch: 1, to: follower.clone() }).unwrap();
+    map.apply(&MapCommand::Promote {
+        shard: 0,
+        epoch: 1,
+        to: follower.clone(),
+    })
+    .unwrap();
     let p = map.placement(ShardId(0));
-    assert_eq!((p.primary.as_str(), p.in_sync.len(), p.epoch), (follower.as_str(), 0, 2));
-    assert!(p.replicas().all(|n| *n != primary), "the dead primary is out of the placement");
+    assert_eq!(
+        (p.primary.as_str(), p.in_sync.len(), p.epoch),
+        (follower.as_str(), 0, 2)
+    );
+    assert!(
+        p.replicas().all(|n| *n != primary),
+        "the dead primary is out of the placement"
+    );
 }
 
 #[test]
@@ -148,15 +162,46 @@ fn stale_or_impossible_commands_are_refused_and_change_nothing() {
     let mut map = ShardMap::initial(&names(4), 8, 2);
     let (primary, follower) = shard0(&map);
     let before = map.clone();
-    let outsider = names(4).into_iter().find(|n| *n != primary && *n != follower).unwrap();
+    let outsider = names(4)
+        .into_iter()
+        .find(|n| *n != primary && *n != follower)
+        .unwrap();
     let refused = [
-        MapCommand::Promote { shard: 0, epoch: 7, to: follower.clone() },
-        MapCommand::Promote { shard: 0, epoch: 1, to: outsider.clone() },
-        MapCommand::Shrink { shard: 0, epoch: 1, node: primary.clone() },
-        MapCommand::Join { shard: 0, epoch: 1, node: outsider.clone() },
-        MapCommand::AddLearner { shard: 0, epoch: 1, node: follower.clone() },
-        MapCommand::AddLearner { shard: 0, epoch: 1, node: "n9".into() },
-        MapCommand::Shrink { shard: 99, epoch: 1, node: follower.clone() },
+        MapCommand::Promote {
+            shard: 0,
+            epoch: 7,
+            to: follower.clone(),
+        },
+        MapCommand::Promote {
+            shard: 0,
+            epoch: 1,
+            to: outsider.clone(),
+        },
+        MapCommand::Shrink {
+            shard: 0,
+            epoch: 1,
+            node: primary.clone(),
+        },
+        MapCommand::Join {
+            shard: 0,
+            epoch: 1,
+            node: outsider.clone(),
+        },
+        MapCommand::AddLearner {
+            shard: 0,
+            epoch: 1,
+            node: follower.clone(),
+        },
+        MapCommand::AddLearner {
+            shard: 0,
+            epoch: 1,
+            node: "n9".into(),
+        },
+        MapCommand::Shrink {
+            shard: 99,
+            epoch: 1,
+            node: follower.clone(),
+        },
     ];
     for cmd in &refused {
         assert!(map.apply(cmd).is_err(), "{cmd:?} should be refused");
@@ -168,12 +213,35 @@ fn stale_or_impossible_commands_are_refused_and_change_nothing() {
 fn a_returning_node_learns_then_joins_then_takes_its_primary_role_back() {
     let mut map = ShardMap::initial(&names(4), 8, 2);
     let (primary, follower) = shard0(&map);
-    map.apply(&MapCommand::Promote { shard: 0, epoch: 1, to: follower.clone() }).unwrap();
-    map.apply(&MapCommand::AddLearner { shard: 0, epoch: 2, node: primary.clone() }).unwrap();
+    map.apply(&MapCommand::Promote {
+        shard: 0,
+        epoch: 1,
+        to: follower.clone(),
+    })
+    .unwrap();
+    map.apply(&MapCommand::AddLearner {
+        shard: 0,
+        epoch: 2,
+        node: primary.clone(),
+    })
+    .unwrap();
     assert_eq!(map.placement(ShardId(0)).learners, vec![primary.clone()]);
     assert!(!map.placement(ShardId(0)).serves(&primary));
-    map.apply(&MapCommand::Join { shard: 0, epoch: 3, node: primary.clone() }).unwrap();
-    map.apply(&MapCommand::Handoff { shard: 0, epoch: 4, to: primary.clone() }).unwrap();
+    map.apply(&MapCommand::Join {
+        shard: 0,
+        epoch: 3,
+        node: primary.clone(),
+    })
+    .unwrap();
+    map.apply(&MapCommand::Handoff {
+        shard: 0,
+        epoch: 4,
+        to: primary.clone(),
+    })
+    .unwrap();
     let p = map.placement(ShardId(0));
-    assert_eq!((&p.primary, &p.in_sync, p.epoch), (&primary, &vec![follower], 5));
+    assert_eq!(
+        (&p.primary, &p.in_sync, p.epoch),
+        (&primary, &vec![follower], 5)
+    );
 }

@@ -184,6 +184,11 @@ impl Store {
         Ok(())
     }
 
+    /// The underlying database, for the consensus log that shares it.
+    pub fn db(&self) -> &sled::Db {
+        &self.inner.db
+    }
+
     /// Number of entities stored in a shard.
     pub fn shard_len(&self, shard: ShardId) -> usize {
         self.tree(shard).len()

@@ -15,7 +15,7 @@ use crate::codec::{self, CodecError};
 use crate::config::Role;
 
 /// Version byte of every frame in this module.
-pub const WIRE_VERSION: u8 = 1;
+pub const WIRE_VERSION: u8 = 2;
 
 /// Process-group name of a node's shard host. Explicit constant: never derived from a type name.
 pub fn shard_host_group(node: &str) -> String {
@@ -36,6 +36,32 @@ pub enum ShardHostRpc {
     Request(Vec<u8>, RpcReplyPort<Vec<u8>>),
     /// Periodic housekeeping (idle passivation); local only.
     Tick,
+}
+
+/// Process-group name of a node's consensus endpoint.
+pub fn raft_group(node: &str) -> String {
+    format!("keelson.v1.raft.{node}")
+}
+
+/// The remotable message of a node's consensus endpoint. Every payload is a versioned frame of
+/// openraft's own (serde) types; see `consensus::network`.
+#[derive(RactorClusterMessage)]
+pub enum RaftRpc {
+    /// openraft AppendEntries.
+    #[rpc]
+    Append(Vec<u8>, RpcReplyPort<Vec<u8>>),
+    /// openraft Vote.
+    #[rpc]
+    Vote(Vec<u8>, RpcReplyPort<Vec<u8>>),
+    /// openraft InstallSnapshot.
+    #[rpc]
+    Snapshot(Vec<u8>, RpcReplyPort<Vec<u8>>),
+    /// A shard-map change, forwarded to the leader.
+    #[rpc]
+    Propose(Vec<u8>, RpcReplyPort<Vec<u8>>),
+    /// The shard map this node has applied.
+    #[rpc]
+    GetMap(Vec<u8>, RpcReplyPort<Vec<u8>>),
 }
 
 /// The remotable message of the heartbeat responder.
@@ -159,6 +185,8 @@ pub struct Pong {
     pub seq: u64,
     /// When the responder process started (ms since the Unix epoch): changes on restart.
     pub incarnation: u64,
+    /// Version of the shard map the responder has applied (0 for a gateway).
+    pub map_version: u64,
 }
 
 /// Encodes a frame.

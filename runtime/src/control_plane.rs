@@ -1,0 +1,226 @@
+//! A node's part in the control plane: its openraft instance over the shard-map log, the
+//! consensus endpoint peers call, and — while this node leads — the planner loop that turns
+//! membership changes into map changes.
+//!
+//! ```text
+//! ClusterView (who is up) ──▶ planner (leader only) ──plan()──▶ propose ──▶ raft ──▶ map watch
+//! leader's connection lost ──▶ trigger an election at once (a killed leader is not waited out)
+//! ```
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::ServerState;
+use ractor::ActorRef;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::config::ClusterConfig;
+use crate::consensus::{
+    self, members, node_id, raft_config, serve_raft_rpc, LogStore, MapStateMachine, MapWatch,
+    ProposeError, Raft, RaftNetworkFactory,
+};
+use crate::membership::ClusterView;
+use crate::shard_manager::{plan, PlanLimits};
+use crate::shard_map::{MapCommand, ShardMap};
+use crate::wire::RaftRpc;
+use crate::RuntimeError;
+
+/// The running control plane of one node.
+pub struct ControlPlane {
+    raft: Arc<Raft>,
+    server: ActorRef<RaftRpc>,
+    map: MapWatch,
+    planner: JoinHandle<()>,
+    timeout: Duration,
+}
+
+impl std::fmt::Debug for ControlPlane {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ControlPlane")
+            .field("version", &self.map.borrow().version())
+            .finish()
+    }
+}
+
+/// What the stored log was created for; a restart with another layout would misread it.
+fn fingerprint(cfg: &ClusterConfig) -> String {
+    format!(
+        "nodes={};shards={};rf={}",
+        cfg.node_names().join(","),
+        cfg.shards,
+        cfg.replication_factor
+    )
+}
+
+impl ControlPlane {
+    /// Starts consensus for node `me` on `db`, publishing the map's version into `version`.
+    pub async fn start(
+        cfg: &ClusterConfig,
+        me: &str,
+        db: &sled::Db,
+        view: watch::Receiver<ClusterView>,
+        version: Arc<AtomicU64>,
+    ) -> Result<Self, RuntimeError> {
+        let sled_err =
+            |e: sled::Error| RuntimeError::Storage(crate::StorageError::Sled(e.to_string()));
+        let meta = db.open_tree("raft_state").map_err(sled_err)?;
+        let want = fingerprint(cfg);
+        match meta.get("fingerprint").map_err(sled_err)? {
+            Some(found) if found.as_ref() != want.as_bytes() => {
+                return Err(RuntimeError::Layout(
+                    String::from_utf8_lossy(&found).into_owned(),
+                    want,
+                ));
+            }
+            Some(_) => {}
+            None => {
+                meta.insert("fingerprint", want.as_bytes())
+                    .map_err(sled_err)?;
+            }
+        }
+        let nodes = cfg.node_names();
+        let initial = ShardMap::initial(&nodes, cfg.shards, cfg.replication_factor);
+        let log = LogStore::open(db).map_err(sled_err)?;
+        let (sm, map) = MapStateMachine::open(db, initial).map_err(sled_err)?;
+        let config = raft_config(&cfg.name, cfg.failure_timeout)
+            .validate()
+            .map_err(|e| RuntimeError::Spawn("consensus", e.to_string()))?;
+        let raft = Arc::new(
+            Raft::new(node_id(me), Arc::new(config), RaftNetworkFactory, log, sm)
+                .await
+                .map_err(|e| RuntimeError::Spawn("consensus", e.to_string()))?,
+        );
+        let server = serve_raft_rpc(me, raft.clone(), map.clone(), cfg.request_timeout)
+            .await
+            .map_err(|e| RuntimeError::Spawn("consensus endpoint", e.to_string()))?;
+        if !raft.is_initialized().await.unwrap_or(true) {
+            // Safe on every node with the same membership: openraft converges on one leader.
+            if let Err(e) = raft.initialize(members(&nodes)).await {
+                tracing::debug!(error = %e, "consensus already initialised");
+            }
+        }
+        version.store(map.borrow().version(), Ordering::Release);
+        let planner = tokio::spawn(planner_loop(
+            me.to_string(),
+            raft.clone(),
+            map.clone(),
+            view,
+            version,
+        ));
+        tracing::info!(version = map.borrow().version(), "control plane started");
+        Ok(Self {
+            raft,
+            server,
+            map,
+            planner,
+            timeout: cfg.request_timeout,
+        })
+    }
+
+    /// The map, as applied on this node.
+    pub fn map(&self) -> MapWatch {
+        self.map.clone()
+    }
+
+    /// Proposes a map change through the leader.
+    pub async fn propose(&self, cmd: MapCommand) -> Result<u64, ProposeError> {
+        consensus::propose(&self.raft, cmd, self.timeout).await
+    }
+
+    /// A handle for proposing from other tasks.
+    pub fn proposer(&self) -> Proposer {
+        Proposer {
+            raft: self.raft.clone(),
+            timeout: self.timeout,
+        }
+    }
+
+    /// Stops the planner, the endpoint and openraft.
+    pub async fn stop(self) {
+        self.planner.abort();
+        let _ = self
+            .server
+            .stop_and_wait(None, Some(Duration::from_secs(2)))
+            .await;
+        let _ = self.raft.shutdown().await;
+    }
+}
+
+/// Proposes map changes from anywhere in the node; cheap to clone.
+#[derive(Clone)]
+pub struct Proposer {
+    raft: Arc<Raft>,
+    timeout: Duration,
+}
+
+impl std::fmt::Debug for Proposer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Proposer")
+    }
+}
+
+impl Proposer {
+    /// Proposes a map change through the leader.
+    pub async fn propose(&self, cmd: MapCommand) -> Result<u64, ProposeError> {
+        consensus::propose(&self.raft, cmd, self.timeout).await
+    }
+}
+
+async fn planner_loop(
+    me: String,
+    raft: Arc<Raft>,
+    mut map: MapWatch,
+    mut view: watch::Receiver<ClusterView>,
+    version: Arc<AtomicU64>,
+) {
+    let my_id = node_id(&me);
+    let mut metrics = raft.metrics();
+    let mut elected_for: Option<u64> = None;
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            r = view.changed() => if r.is_err() { return },
+            r = map.changed() => if r.is_err() { return },
+            r = metrics.changed() => if r.is_err() { return },
+        }
+        let current = map.borrow().clone();
+        version.store(current.version(), Ordering::Release);
+        let (state, leader) = {
+            let m = metrics.borrow();
+            (m.state, m.current_leader)
+        };
+        let v = view.borrow().clone();
+        // A killed leader closes its connections at once; do not wait out the election timeout.
+        if let Some(l) = leader.filter(|l| *l != my_id) {
+            let name = current.nodes().iter().find(|n| node_id(n) == l).cloned();
+            if let Some(name) = name {
+                if v.state_of(&name) == Some("down") && elected_for != Some(l) {
+                    elected_for = Some(l);
+                    tracing::info!(leader = %name, "consensus leader is down; starting an election");
+                    let _ = raft.trigger().elect().await;
+                }
+            }
+        }
+        if state != ServerState::Leader {
+            continue;
+        }
+        elected_for = None;
+        let up = |n: &str| v.is_up(n);
+        let cmds = plan(&current, &up, PlanLimits::default());
+        let mut seen = HashSet::new();
+        for cmd in cmds {
+            if !seen.insert(cmd.shard()) {
+                continue;
+            }
+            match consensus::propose(&raft, cmd.clone(), Duration::from_secs(2)).await {
+                Ok(v) => tracing::debug!(?cmd, version = v, "planned change committed"),
+                Err(e) => tracing::debug!(?cmd, error = %e, "planned change not applied"),
+            }
+        }
+    }
+}
