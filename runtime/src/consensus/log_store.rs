@@ -1,6 +1,8 @@
 //! openraft's log storage in sled: tree `raft_log` (index → entry), tree `raft_state` (vote,
 //! committed, last purged). Every write is fsynced before it is reported done.
 
+#![allow(clippy::result_large_err)] // openraft fixes the size of StorageError.
+
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
 
