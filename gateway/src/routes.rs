@@ -195,9 +195,10 @@ async fn send_customer(
     rid: &str,
     fault: Option<Fault>,
 ) -> Result<(String, CustomerReply), ApiError> {
+    let read = matches!(cmd, CustomerCommand::Get) && fault.is_none();
     let a = ctx
         .client
-        .send("customer", id, encode_payload(&cmd), rid, fault)
+        .send("customer", id, encode_payload(&cmd), rid, fault, read)
         .await?;
     let reply = decode_payload::<CustomerReply>(&a.reply).map_err(|e| {
         ApiError::new(
@@ -215,9 +216,10 @@ async fn send_device(
     cmd: DeviceCommand,
     rid: &str,
 ) -> Result<(String, DeviceReply), ApiError> {
+    let read = matches!(cmd, DeviceCommand::Get);
     let a = ctx
         .client
-        .send("device", id, encode_payload(&cmd), rid, None)
+        .send("device", id, encode_payload(&cmd), rid, None, read)
         .await?;
     let reply = decode_payload::<DeviceReply>(&a.reply).map_err(|e| {
         ApiError::new(

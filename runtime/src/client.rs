@@ -4,7 +4,7 @@
 //! owner's shard host directly: one hop.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ractor::rpc::CallResult;
 use ractor::ActorRef;
@@ -86,7 +86,10 @@ impl ClusterClient {
         self.view.borrow().clone()
     }
 
-    /// Sends `payload` to entity `(kind, id)` and waits for its answer.
+    /// Sends `payload` to entity `(kind, id)` and waits for its answer. Requests refused before
+    /// they were applied (owner down while a failover is possible, or the node was not the
+    /// owner) are retried with the newest map until the request deadline; `read` requests are
+    /// also retried after a timeout or a lost connection.
     pub async fn send(
         &self,
         kind: &str,
@@ -94,6 +97,52 @@ impl ClusterClient {
         payload: Vec<u8>,
         request_id: &str,
         fault: Option<Fault>,
+        read: bool,
+    ) -> Result<Answer, RequestError> {
+        let deadline = Instant::now() + self.timeout;
+        let mut backoff = Duration::from_millis(10);
+        loop {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let result = self.send_once(kind, id, payload.clone(), request_id, fault, read, remaining).await;
+            let err = match result {
+                Ok(a) => return Ok(a),
+                Err(e) => e,
+            };
+            if !self.retryable(&err, read) || Instant::now() + backoff >= deadline {
+                return Err(err);
+            }
+            tracing::debug!(request_id, error = %err, "retrying with the newest shard map");
+            metrics::get().routed_requests.with_label_values(&["retried"]).inc();
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_millis(200));
+        }
+    }
+
+    fn retryable(&self, err: &RequestError, read: bool) -> bool {
+        match err {
+            // A failover can only happen if an in-sync follower is up.
+            RequestError::Unavailable { shard, .. } => {
+                let map = self.map();
+                let view = self.view.borrow();
+                map.placement(ShardId(*shard)).in_sync.iter().any(|n| view.is_up(n))
+                    || read && matches!(err, RequestError::Unavailable { reason, .. } if reason.contains("connection lost"))
+            }
+            RequestError::Remote { error: RemoteError::NotOwner { .. }, .. } => true,
+            RequestError::Timeout { .. } => read,
+            RequestError::Remote { .. } => false,
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn send_once(
+        &self,
+        kind: &str,
+        id: &str,
+        payload: Vec<u8>,
+        request_id: &str,
+        fault: Option<Fault>,
+        read: bool,
+        timeout: Duration,
     ) -> Result<Answer, RequestError> {
         let map = self.map();
         let (shard, owner) = map.locate(kind, id);
@@ -101,11 +150,7 @@ impl ClusterClient {
         let m = metrics::get();
         let unavailable = |reason: &str| {
             m.routed_requests.with_label_values(&["unavailable"]).inc();
-            RequestError::Unavailable {
-                shard: shard.0,
-                owner: owner.clone(),
-                reason: reason.to_string(),
-            }
+            RequestError::Unavailable { shard: shard.0, owner: owner.clone(), reason: reason.to_string() }
         };
         {
             let view = self.view.borrow();
@@ -113,10 +158,7 @@ impl ClusterClient {
                 return Err(unavailable(view.state_of(&owner).unwrap_or("unknown")));
             }
         }
-        let Some(cell) = ractor::pg::get_members(&wire::shard_host_group(&owner))
-            .into_iter()
-            .next()
-        else {
+        let Some(cell) = ractor::pg::get_members(&wire::shard_host_group(&owner)).into_iter().next() else {
             return Err(unavailable("not connected"));
         };
         let host: ActorRef<ShardHostRpc> = cell.into();
@@ -127,24 +169,17 @@ impl ClusterClient {
             shard: shard.0,
             epoch: map.epoch(shard),
             fault,
+            read,
             payload,
         });
-        let result = host
-            .call(|r| ShardHostRpc::Request(request, r), Some(self.timeout))
-            .await;
+        let result = host.call(|r| ShardHostRpc::Request(request, r), Some(timeout)).await;
         let bytes = match result {
             Ok(CallResult::Success(bytes)) => bytes,
             Ok(CallResult::Timeout) => {
                 m.routed_requests.with_label_values(&["timeout"]).inc();
-                return Err(RequestError::Timeout {
-                    shard: shard.0,
-                    owner,
-                    after_ms: self.timeout.as_millis() as u64,
-                });
+                return Err(RequestError::Timeout { shard: shard.0, owner, after_ms: timeout.as_millis() as u64 });
             }
-            Ok(CallResult::SenderError) | Err(_) => {
-                return Err(unavailable("unreachable (connection lost)"))
-            }
+            Ok(CallResult::SenderError) | Err(_) => return Err(unavailable("unreachable (connection lost)")),
         };
         let reply = wire::decode::<EntityReply>(&bytes).map_err(|e| RequestError::Remote {
             shard: shard.0,
@@ -154,19 +189,11 @@ impl ClusterClient {
         match reply {
             EntityReply::Ok(reply) => {
                 m.routed_requests.with_label_values(&["ok"]).inc();
-                Ok(Answer {
-                    node: owner,
-                    shard,
-                    reply,
-                })
+                Ok(Answer { node: owner, shard, reply })
             }
             EntityReply::Err(error) => {
                 m.routed_requests.with_label_values(&["remote_error"]).inc();
-                Err(RequestError::Remote {
-                    shard: shard.0,
-                    owner,
-                    error,
-                })
+                Err(RequestError::Remote { shard: shard.0, owner, error })
             }
         }
     }

@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use crate::codec;
 use crate::metrics;
 use crate::shard_map::ShardId;
+use crate::replication::Replicator;
 use crate::storage::Store;
 use crate::wire::{Fault, RemoteError};
 
@@ -147,6 +148,8 @@ pub struct EntityArgs {
     pub shard: ShardId,
     /// The node's store.
     pub store: Store,
+    /// Where changes go to be confirmed on the shard's followers.
+    pub replicator: Arc<Replicator>,
 }
 
 /// Live state of an [`EntityActor`].
@@ -154,7 +157,17 @@ pub struct EntityState<E: Entity> {
     id: String,
     shard: ShardId,
     store: Store,
+    replicator: Arc<Replicator>,
     state: Option<E::State>,
+}
+
+fn load<E: Entity>(store: &Store, shard: ShardId, id: &str) -> Result<Option<E::State>, String> {
+    match store.get(shard, E::KIND, id).map_err(|e| e.to_string())? {
+        Some(bytes) => codec::decode::<E::State>(E::STATE_VERSION, &bytes)
+            .map(Some)
+            .map_err(|e| format!("stored state of {}/{id} does not decode: {e}", E::KIND)),
+        None => Ok(None),
+    }
 }
 
 impl<E: Entity> Actor for EntityActor<E> {
@@ -167,22 +180,12 @@ impl<E: Entity> Actor for EntityActor<E> {
         _myself: ActorRef<Self::Msg>,
         args: EntityArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
-        let state = match args.store.get(args.shard, E::KIND, &args.id)? {
-            Some(bytes) => Some(codec::decode::<E::State>(E::STATE_VERSION, &bytes).map_err(
-                |e| {
-                    format!(
-                        "stored state of {}/{} does not decode: {e}",
-                        E::KIND,
-                        args.id
-                    )
-                },
-            )?),
-            None => None,
-        };
+        let state = load::<E>(&args.store, args.shard, &args.id)?;
         Ok(EntityState {
             id: args.id,
             shard: args.shard,
             store: args.store,
+            replicator: args.replicator,
             state,
         })
     }
@@ -226,28 +229,17 @@ impl<E: Entity> Actor for EntityActor<E> {
             format!("{}/{} handler failed: {e}", E::KIND, st.id)
         })?;
         if done.changed {
-            let persisted = match &st.state {
-                Some(s) => codec::encode(E::STATE_VERSION, s)
-                    .map_err(|e| e.to_string())
-                    .and_then(|bytes| {
-                        st.store
-                            .put(st.shard, E::KIND, &st.id, &bytes)
-                            .map_err(|e| e.to_string())
-                    }),
-                None => st
-                    .store
-                    .delete(st.shard, E::KIND, &st.id)
-                    .map_err(|e| e.to_string()),
+            let bytes = match &st.state {
+                Some(s) => Some(codec::encode(E::STATE_VERSION, s).map_err(|e| e.to_string())?),
+                None => None,
             };
-            let committed = match persisted {
-                Ok(()) => st.store.commit().await.map_err(|e| e.to_string()),
-                Err(e) => Err(e),
-            };
-            if let Err(e) = committed {
-                // The in-memory state is now ahead of the disk: fail so the restart reloads it.
-                handled.with_label_values(&[E::KIND, "storage_error"]).inc();
-                let _ = reply.send(Err(RemoteError::Storage(e.clone())));
-                return Err(format!("{}/{} could not persist: {e}", E::KIND, st.id).into());
+            if let Err(e) = st.replicator.write(st.shard, E::KIND, &st.id, bytes.as_deref()).await {
+                // What the entity holds may now be ahead of what is confirmed: start again from
+                // what this node stored.
+                handled.with_label_values(&[E::KIND, "write_failed"]).inc();
+                st.state = load::<E>(&st.store, st.shard, &st.id)?;
+                let _ = reply.send(Err(e));
+                return Ok(());
             }
         }
         handled.with_label_values(&[E::KIND, "ok"]).inc();

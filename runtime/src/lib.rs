@@ -16,6 +16,7 @@
 //! defined only in `wire`.
 
 mod activation;
+mod catch_up;
 mod client;
 mod codec;
 pub mod config;
@@ -30,6 +31,7 @@ mod membership;
 pub mod metrics;
 pub mod node;
 mod ops;
+mod replication;
 mod restart_budget;
 mod shard_host;
 mod shard_manager;

@@ -5,7 +5,7 @@
 use std::sync::OnceLock;
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry, TextEncoder,
 };
 
@@ -46,6 +46,24 @@ pub struct Metrics {
     pub storage_flush_seconds: Histogram,
     /// Writes acknowledged per fsync (group commit size).
     pub storage_flush_batch: Histogram,
+    /// Writes confirmed by a node that had already lost the primary role: must stay 0.
+    pub duplicate_primary: IntCounter,
+    /// Writes refused because a follower knew a newer epoch (a stale primary was fenced).
+    pub stale_primary_refusals: IntCounter,
+    /// Followers dropped from an in-sync set by this node.
+    pub in_sync_shrinks: IntCounter,
+    /// Replicated writes received by this node as a follower, by result.
+    pub replica_writes: IntCounterVec,
+    /// Shard-map changes proposed by this node while leading, by kind.
+    pub map_changes: IntCounterVec,
+    /// Shards this node follows in sync.
+    pub shards_following: IntGauge,
+    /// Shards this node is copying.
+    pub shards_learning: IntGauge,
+    /// Records received by shard copies.
+    pub copy_records: IntCounter,
+    /// 1 while this node leads the consensus log.
+    pub consensus_leader: IntGauge,
 }
 
 static METRICS: OnceLock<Metrics> = OnceLock::new();
@@ -78,6 +96,12 @@ pub fn render() -> String {
 
 fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
     let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+    r.register(Box::new(c.clone())).expect("registered once");
+    c
+}
+
+fn int_counter(r: &Registry, name: &str, help: &str) -> IntCounter {
+    let c = IntCounter::new(name, help).expect("valid metric");
     r.register(Box::new(c.clone())).expect("registered once");
     c
 }
@@ -219,6 +243,15 @@ impl Metrics {
                 "Writes made durable by one fsync.",
                 vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0],
             ),
+            duplicate_primary: int_counter(&r, "keelson_duplicate_primary_total", "Writes confirmed by a node after it lost the primary role; must stay 0."),
+            stale_primary_refusals: int_counter(&r, "keelson_stale_primary_refusals_total", "Writes refused because a follower knew a newer epoch."),
+            in_sync_shrinks: int_counter(&r, "keelson_in_sync_shrinks_total", "Followers dropped from an in-sync set by this node."),
+            replica_writes: counter(&r, "keelson_replica_writes_total", "Replicated writes received as a follower, by result.", &["result"]),
+            map_changes: counter(&r, "keelson_map_changes_total", "Shard-map changes committed by this node while leading, by kind.", &["change"]),
+            shards_following: gauge(&r, "keelson_shards_following", "Shards this node follows in sync."),
+            shards_learning: gauge(&r, "keelson_shards_learning", "Shards this node is copying."),
+            copy_records: int_counter(&r, "keelson_copy_records_total", "Records received by shard copies."),
+            consensus_leader: gauge(&r, "keelson_consensus_leader", "1 while this node leads the consensus log."),
             registry: r,
         }
     }

@@ -15,7 +15,9 @@ use std::time::Duration;
 use ractor::Actor;
 
 use crate::config::ClusterConfig;
+use crate::catch_up;
 use crate::control_plane::ControlPlane;
+use crate::replication::Replicator;
 use crate::entity::EntityKinds;
 use crate::member::ClusterMember;
 use crate::metrics;
@@ -57,6 +59,14 @@ pub async fn run(
     )
     .await?;
     let map = control.map();
+    let replicator = Arc::new(Replicator::new(
+        me.name.clone(),
+        store.clone(),
+        map.clone(),
+        control.proposer(),
+        cfg.failure_timeout,
+    ));
+    let learner = catch_up::spawn(me.name.clone(), store.clone(), map.clone(), control.proposer(), cfg.request_timeout);
     let (host, _) = Actor::spawn(
         None,
         ShardHost,
@@ -70,6 +80,7 @@ pub async fn run(
             max_active: cfg.max_active,
             fault_injection: cfg.fault_injection,
             request_timeout: cfg.request_timeout,
+            replicator,
         },
     )
     .await
@@ -97,6 +108,7 @@ pub async fn run(
     tracing::info!(node = %me.name, "stopping node");
     ready.store(false, Ordering::Release);
     let _ = host.stop_and_wait(None, Some(Duration::from_secs(5))).await;
+    learner.abort();
     control.stop().await;
     member.leave().await;
     trigger.fire();

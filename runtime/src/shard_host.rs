@@ -22,10 +22,14 @@ use crate::consensus::MapWatch;
 use crate::entity::{EntityKey, EntityKinds, EntityResult};
 use crate::metrics;
 use crate::restart_budget::RestartPolicy;
+use crate::replication::Replicator;
 use crate::shard_map::{shard_for, ShardId};
 use crate::shard_supervisor::{Pending, ShardMsg, ShardSupervisor, ShardSupervisorArgs};
 use crate::storage::Store;
-use crate::wire::{self, EntityReply, EntityRequest, RemoteError, ShardHostRpc};
+use crate::wire::{
+    self, CopyPage, CopyRequest, EntityReply, EntityRequest, RemoteError, ReplicaAck, ReplicaWrite,
+    ShardHostRpc,
+};
 
 /// Start-up arguments of the shard host.
 #[derive(Debug)]
@@ -48,6 +52,8 @@ pub struct ShardHostArgs {
     pub fault_injection: bool,
     /// Longest wait for an entity's answer.
     pub request_timeout: Duration,
+    /// The node's write path.
+    pub replicator: Arc<Replicator>,
 }
 
 /// Shard host state.
@@ -57,12 +63,102 @@ pub struct ShardHostState {
     by_actor: HashMap<ActorId, ShardId>,
     active: ActivationTable<(ShardId, EntityKey)>,
     ticker: Option<JoinHandle<()>>,
+    map_task: Option<tokio::task::JoinHandle<()>>,
+    /// Highest epoch this node has accepted replicated writes at, per shard.
+    accepted: HashMap<u32, u64>,
+    /// Shards this node was primary of at the last map change.
+    primary_of: std::collections::HashSet<u32>,
 }
 
 /// The shard host actor.
 pub struct ShardHost;
 
+/// Records per copy page.
+const COPY_PAGE: usize = 512;
+
 impl ShardHostState {
+    /// Stops the entities of shards this node no longer leads: their state now lives elsewhere.
+    fn map_changed(&mut self) {
+        let map = self.args.map.borrow().clone();
+        let now: std::collections::HashSet<u32> = map.shards_of(&self.args.node).map(|s| s.0).collect();
+        let m = metrics::get();
+        m.shards_owned.set(now.len() as i64);
+        m.shards_following.set(map.iter().filter(|(_, p)| p.in_sync.contains(&self.args.node)).count() as i64);
+        for lost in self.primary_of.difference(&now) {
+            if let Some(sup) = self.supervisors.remove(&ShardId(*lost)) {
+                tracing::info!(shard = lost, "no longer primary; passivating the shard's entities");
+                self.by_actor.remove(&sup.get_id());
+                sup.stop(Some("primary role moved".to_string()));
+            }
+        }
+        self.primary_of = now;
+    }
+
+    /// A follower applies a write from the shard's primary, unless it knows a newer epoch.
+    fn replicate(&mut self, bytes: Vec<u8>, reply: RpcReplyPort<Vec<u8>>) {
+        let m = metrics::get();
+        let w: ReplicaWrite = match wire::decode(&bytes) {
+            Ok(w) => w,
+            Err(e) => {
+                let _ = reply.send(wire::encode(&ReplicaAck::Failed(format!("bad replica frame: {e}"))));
+                return;
+            }
+        };
+        let shard = ShardId(w.shard);
+        let known = self.args.map.borrow().epoch(shard).max(self.accepted.get(&w.shard).copied().unwrap_or(0));
+        if w.epoch < known {
+            m.replica_writes.with_label_values(&["stale"]).inc();
+            let _ = reply.send(wire::encode(&ReplicaAck::Stale { epoch: known }));
+            return;
+        }
+        self.accepted.insert(w.shard, w.epoch);
+        if let Err(e) = self.args.store.apply(shard, &w.kind, &w.id, w.lsn, w.value.as_deref()) {
+            m.replica_writes.with_label_values(&["failed"]).inc();
+            let _ = reply.send(wire::encode(&ReplicaAck::Failed(e.to_string())));
+            return;
+        }
+        let store = self.args.store.clone();
+        tokio::spawn(async move {
+            let ack = match store.commit().await {
+                Ok(()) => {
+                    metrics::get().replica_writes.with_label_values(&["applied"]).inc();
+                    ReplicaAck::Applied
+                }
+                Err(e) => ReplicaAck::Failed(e.to_string()),
+            };
+            let _ = reply.send(wire::encode(&ack));
+        });
+    }
+
+    /// The primary serves one page of a shard to a learner it knows about.
+    fn copy(&mut self, bytes: Vec<u8>, reply: RpcReplyPort<Vec<u8>>) {
+        let page = match wire::decode::<CopyRequest>(&bytes) {
+            Err(e) => CopyPage::Refused(format!("bad copy request: {e}")),
+            Ok(req) => {
+                let shard = ShardId(req.shard);
+                let p = self.args.map.borrow().placement(shard).clone();
+                if p.primary != self.args.node || !p.learners.contains(&req.learner) {
+                    CopyPage::Refused(format!("{} is not primary of shard {} with learner {}", self.args.node, req.shard, req.learner))
+                } else {
+                    if req.after.is_none() {
+                        // Every write from now on is sent to the learner; wait out any write
+                        // that read the map before it listed the learner.
+                        self.args.replicator.fence(shard);
+                    }
+                    match self.args.store.scan(shard, req.after.as_deref(), COPY_PAGE) {
+                        Ok((records, next)) => CopyPage::Records {
+                            records: records.into_iter().map(|(k, i, r)| (k, i, r.lsn, r.value)).collect(),
+                            done: next.is_none(),
+                            next,
+                        },
+                        Err(e) => CopyPage::Refused(format!("cannot read shard {}: {e}", req.shard)),
+                    }
+                }
+            }
+        };
+        let _ = reply.send(wire::encode(&page));
+    }
+
     fn check(&self, req: &EntityRequest) -> Result<ShardId, RemoteError> {
         let a = &self.args;
         if req.fault.is_some() && !a.fault_injection {
@@ -98,6 +194,7 @@ impl ShardHostState {
             store: self.args.store.clone(),
             kinds: self.args.kinds.clone(),
             policy: self.args.policy,
+            replicator: self.args.replicator.clone(),
         };
         let (sup, _) = Actor::spawn_linked(None, ShardSupervisor, args, myself.get_cell())
             .await
@@ -204,12 +301,25 @@ impl Actor for ShardHost {
         let tick =
             (args.idle_timeout / 10).clamp(Duration::from_millis(100), Duration::from_secs(5));
         let ticker = myself.send_interval(tick, || ShardHostRpc::Tick);
+        let mut changes = args.map.clone();
+        let me = myself.clone();
+        let map_task = tokio::spawn(async move {
+            while changes.changed().await.is_ok() {
+                if me.send_message(ShardHostRpc::MapChanged).is_err() {
+                    return;
+                }
+            }
+        });
+        let primary_of = args.map.borrow().shards_of(&args.node).map(|s| s.0).collect();
         Ok(ShardHostState {
             active: ActivationTable::new(args.max_active, args.idle_timeout),
             args,
             supervisors: HashMap::new(),
             by_actor: HashMap::new(),
             ticker: Some(ticker),
+            map_task: Some(map_task),
+            accepted: HashMap::new(),
+            primary_of,
         })
     }
 
@@ -223,6 +333,9 @@ impl Actor for ShardHost {
             vec![myself.get_cell()],
         );
         if let Some(t) = st.ticker.take() {
+            t.abort();
+        }
+        if let Some(t) = st.map_task.take() {
             t.abort();
         }
         Ok(())
@@ -243,6 +356,9 @@ impl Actor for ShardHost {
                 }
                 st.passivate(idle, "idle");
             }
+            ShardHostRpc::MapChanged => st.map_changed(),
+            ShardHostRpc::Replicate(bytes, reply) => st.replicate(bytes, reply),
+            ShardHostRpc::Copy(bytes, reply) => st.copy(bytes, reply),
         }
         Ok(())
     }

@@ -17,6 +17,7 @@ use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, Supervi
 
 use crate::entity::{EntityArgs, EntityKey, EntityKinds, EntityMsg, EntityResult};
 use crate::metrics;
+use crate::replication::Replicator;
 use crate::restart_budget::{RestartDecision, RestartPolicy, RestartTracker};
 use crate::shard_map::ShardId;
 use crate::storage::Store;
@@ -56,6 +57,8 @@ pub struct ShardSupervisorArgs {
     pub kinds: Arc<EntityKinds>,
     /// Restart budget and backoff.
     pub policy: RestartPolicy,
+    /// The node's write path.
+    pub replicator: Arc<Replicator>,
 }
 
 enum Slot {
@@ -96,6 +99,7 @@ impl ShardSupervisorState {
             id: key.id.clone(),
             shard: self.args.shard,
             store: self.args.store.clone(),
+            replicator: self.args.replicator.clone(),
         };
         match factory.spawn(args, myself.get_cell()).await {
             Ok(actor) => {

@@ -1,12 +1,18 @@
 //! One sled database per node. Each shard has its own tree (`shard-00042`) so a shard can be copied
-//! or dropped whole; an entity's value lives at `kind 0x00 id` inside its shard's tree, as a
-//! versioned [`codec`](crate::codec) blob written by its entity crate.
+//! or dropped whole; an entity's record lives at `kind 0x00 id` inside its shard's tree.
+//!
+//! A record is `lsn (u64, big-endian) · flag (0 live, 1 deleted) · value`, where the value is a
+//! versioned [`codec`](crate::codec) blob written by its entity crate. The lsn orders writes to a
+//! shard across primaries (`epoch << 40 | counter`): a replica applies a record only if its lsn
+//! is newer than the one it holds, so copies and live replication can arrive in any order.
+//! Deletions are kept as tombstones so a copy never brings a deleted entity back.
 //!
 //! With [`FlushPolicy::OnWrite`] a write is acknowledged only after an fsync. Concurrent writers
 //! share fsyncs (group commit): a single flusher task takes every waiter queued while the previous
 //! flush ran and answers them all with the next one.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -17,7 +23,7 @@ use crate::metrics;
 use crate::shard_map::ShardId;
 
 /// Layout version of the database itself (tree names, key layout, meta keys).
-pub const STORAGE_LAYOUT_VERSION: u8 = 1;
+pub const STORAGE_LAYOUT_VERSION: u8 = 2;
 
 /// Storage failures.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -66,7 +72,10 @@ pub struct Store {
 
 struct Inner {
     db: sled::Db,
+    meta: sled::Tree,
     shards: Vec<sled::Tree>,
+    /// Highest lsn applied per shard.
+    lsns: Vec<AtomicU64>,
     committer: Option<mpsc::UnboundedSender<Waiter>>,
 }
 
@@ -76,6 +85,60 @@ impl std::fmt::Debug for Store {
             .field("shards", &self.inner.shards.len())
             .finish()
     }
+}
+
+/// One stored entity: its last write's lsn and value (`None` once deleted).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    /// Log sequence number of the write.
+    pub lsn: u64,
+    /// The entity's bytes, or `None` for a tombstone.
+    pub value: Option<Vec<u8>>,
+}
+
+fn be_u64(b: &[u8]) -> u64 {
+    u64::from_be_bytes(b.get(..8).and_then(|b| b.try_into().ok()).unwrap_or([0; 8]))
+}
+
+impl Record {
+    fn encode(lsn: u64, value: Option<&[u8]>) -> Vec<u8> {
+        let mut out = Vec::with_capacity(9 + value.map_or(0, <[u8]>::len));
+        out.extend_from_slice(&lsn.to_be_bytes());
+        out.push(u8::from(value.is_none()));
+        out.extend_from_slice(value.unwrap_or_default());
+        out
+    }
+
+    fn lsn_of(raw: &[u8]) -> u64 {
+        be_u64(raw)
+    }
+
+    fn decode(raw: &[u8]) -> Self {
+        let lsn = be_u64(raw);
+        let value = match raw.get(8) {
+            Some(0) => Some(raw[9..].to_vec()),
+            _ => None,
+        };
+        Self { lsn, value }
+    }
+}
+
+fn lsn_key(shard: ShardId) -> String {
+    format!("lsn-{:05}", shard.0)
+}
+
+/// Layout 1 stored bare values: wrap each as a live record at lsn 0.
+fn migrate_v1(db: &sled::Db, shard_count: u32) -> Result<(), StorageError> {
+    for s in 0..shard_count {
+        let tree = db.open_tree(format!("shard-{s:05}"))?;
+        for item in tree.iter() {
+            let (k, v) = item?;
+            tree.insert(k, Record::encode(0, Some(&v)))?;
+        }
+    }
+    db.flush()?;
+    tracing::info!("storage migrated from layout 1 to 2");
+    Ok(())
 }
 
 fn entity_key(kind: &str, id: &str) -> Vec<u8> {
@@ -112,6 +175,10 @@ impl Store {
                     found: v[0],
                 })
             }
+            Some(v) if v.first() == Some(&1) => {
+                migrate_v1(&db, shard_count)?;
+                meta.insert("layout", &[STORAGE_LAYOUT_VERSION])?;
+            }
             Some(_) => {}
             None => {
                 meta.insert("layout", &[STORAGE_LAYOUT_VERSION])?;
@@ -140,10 +207,15 @@ impl Store {
             FlushPolicy::OnWrite => Some(spawn_flusher()),
             FlushPolicy::Periodic(_) => None,
         };
+        let lsns = (0..shard_count)
+            .map(|s| meta.get(lsn_key(ShardId(s))).map(|v| AtomicU64::new(v.map(|v| be_u64(&v)).unwrap_or(0))))
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(Self {
             inner: Arc::new(Inner {
                 db,
+                meta,
                 shards,
+                lsns,
                 committer,
             }),
         })
@@ -153,35 +225,60 @@ impl Store {
         &self.inner.shards[shard.0 as usize]
     }
 
-    /// The stored value of an entity.
-    pub fn get(
-        &self,
-        shard: ShardId,
-        kind: &str,
-        id: &str,
-    ) -> Result<Option<Vec<u8>>, StorageError> {
-        Ok(self
-            .tree(shard)
-            .get(entity_key(kind, id))?
-            .map(|v| v.to_vec()))
+    /// The live value of an entity (none if absent or deleted).
+    pub fn get(&self, shard: ShardId, kind: &str, id: &str) -> Result<Option<Vec<u8>>, StorageError> {
+        Ok(self.record(shard, kind, id)?.and_then(|r| r.value))
     }
 
-    /// Stores an entity's value; call [`Store::commit`] before acknowledging.
-    pub fn put(
-        &self,
-        shard: ShardId,
-        kind: &str,
-        id: &str,
-        value: &[u8],
-    ) -> Result<(), StorageError> {
-        self.tree(shard).insert(entity_key(kind, id), value)?;
-        Ok(())
+    /// The record of an entity, tombstones included.
+    pub fn record(&self, shard: ShardId, kind: &str, id: &str) -> Result<Option<Record>, StorageError> {
+        Ok(self.tree(shard).get(entity_key(kind, id))?.map(|v| Record::decode(&v)))
     }
 
-    /// Removes an entity's value; call [`Store::commit`] before acknowledging.
-    pub fn delete(&self, shard: ShardId, kind: &str, id: &str) -> Result<(), StorageError> {
-        self.tree(shard).remove(entity_key(kind, id))?;
-        Ok(())
+    /// Stores `value` (or a tombstone) at `lsn` if that is newer than what is stored; returns
+    /// whether it was applied. Call [`Store::commit`] before acknowledging.
+    pub fn apply(&self, shard: ShardId, kind: &str, id: &str, lsn: u64, value: Option<&[u8]>) -> Result<bool, StorageError> {
+        let new = Record::encode(lsn, value);
+        let mut applied = false;
+        self.tree(shard).fetch_and_update(entity_key(kind, id), |old| {
+            let newer = old.is_none_or(|o| Record::lsn_of(o) < lsn);
+            applied = newer;
+            if newer { Some(new.clone()) } else { old.map(<[u8]>::to_vec) }
+        })?;
+        let seen = &self.inner.lsns[shard.0 as usize];
+        if seen.fetch_max(lsn, Ordering::AcqRel) < lsn {
+            self.inner.meta.insert(lsn_key(shard), &lsn.to_be_bytes())?;
+        }
+        Ok(applied)
+    }
+
+    /// Highest lsn applied to `shard`.
+    pub fn shard_lsn(&self, shard: ShardId) -> u64 {
+        self.inner.lsns[shard.0 as usize].load(Ordering::Acquire)
+    }
+
+    /// Up to `limit` records of `shard` after key `after` (tombstones included), for copying
+    /// the shard to another node; also the key to resume after, if any remain.
+    pub fn scan(&self, shard: ShardId, after: Option<&[u8]>, limit: usize) -> Result<(Vec<(String, String, Record)>, Option<Vec<u8>>), StorageError> {
+        let tree = self.tree(shard);
+        let iter = match after {
+            Some(k) => tree.range::<&[u8], _>((std::ops::Bound::Excluded(k), std::ops::Bound::Unbounded)),
+            None => tree.iter(),
+        };
+        let mut out = Vec::new();
+        let mut last = None;
+        for item in iter {
+            if out.len() == limit {
+                return Ok((out, last));
+            }
+            let (k, v) = item?;
+            let Some(sep) = k.iter().position(|b| *b == 0) else { continue };
+            let kind = String::from_utf8_lossy(&k[..sep]).into_owned();
+            let id = String::from_utf8_lossy(&k[sep + 1..]).into_owned();
+            out.push((kind, id, Record::decode(&v)));
+            last = Some(k.to_vec());
+        }
+        Ok((out, None))
     }
 
     /// The underlying database, for the consensus log that shares it.
@@ -259,19 +356,46 @@ mod tests {
         let dir = tmp("reopen");
         {
             let s = Store::open(&dir, 8, FlushPolicy::OnWrite, 1 << 20).unwrap();
-            s.put(ShardId(3), "customer", "a", b"one").unwrap();
-            s.put(ShardId(4), "customer", "a", b"two").unwrap();
+            assert!(s.apply(ShardId(3), "customer", "a", 5, Some(b"one")).unwrap());
+            assert!(s.apply(ShardId(4), "customer", "a", 6, Some(b"two")).unwrap());
             s.commit().await.unwrap();
             assert_eq!(s.get(ShardId(3), "customer", "a").unwrap().unwrap(), b"one");
             assert_eq!(s.get(ShardId(3), "device", "a").unwrap(), None);
-            s.delete(ShardId(4), "customer", "a").unwrap();
+            assert!(s.apply(ShardId(4), "customer", "a", 7, None).unwrap());
             s.commit().await.unwrap();
         }
         let s = Store::open(&dir, 8, FlushPolicy::OnWrite, 1 << 20).unwrap();
         assert_eq!(s.get(ShardId(3), "customer", "a").unwrap().unwrap(), b"one");
         assert_eq!(s.get(ShardId(4), "customer", "a").unwrap(), None);
         assert_eq!(s.shard_len(ShardId(3)), 1);
+        assert_eq!((s.shard_lsn(ShardId(3)), s.shard_lsn(ShardId(4))), (5, 7));
+        let tomb = s.record(ShardId(4), "customer", "a").unwrap().unwrap();
+        assert_eq!(tomb, Record { lsn: 7, value: None });
         drop(s);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
+    async fn older_writes_never_overwrite_newer_ones() {
+        let dir = tmp("lsn");
+        let s = Store::open(&dir, 2, FlushPolicy::OnWrite, 1 << 20).unwrap();
+        assert!(s.apply(ShardId(1), "c", "x", 10, Some(b"new")).unwrap());
+        assert!(!s.apply(ShardId(1), "c", "x", 9, Some(b"old")).unwrap());
+        assert!(!s.apply(ShardId(1), "c", "x", 10, None).unwrap());
+        assert_eq!(s.get(ShardId(1), "c", "x").unwrap().unwrap(), b"new");
+        assert!(s.apply(ShardId(1), "c", "x", 11, None).unwrap());
+        assert!(!s.apply(ShardId(1), "c", "x", 10, Some(b"again")).unwrap(), "a copy must not resurrect a deleted entity");
+        assert_eq!(s.get(ShardId(1), "c", "x").unwrap(), None);
+        let (scanned, next) = s.scan(ShardId(1), None, 10).unwrap();
+        assert_eq!(scanned, vec![("c".to_string(), "x".to_string(), Record { lsn: 11, value: None })]);
+        assert_eq!(next, None);
+        for i in 0..5 {
+            s.apply(ShardId(0), "c", &format!("k{i}"), 20 + i, Some(b"v")).unwrap();
+        }
+        let (page, next) = s.scan(ShardId(0), None, 3).unwrap();
+        assert_eq!((page.len(), page[0].1.as_str()), (3, "k0"));
+        let (rest, end) = s.scan(ShardId(0), next.as_deref(), 3).unwrap();
+        assert_eq!((rest.len(), rest[0].1.as_str(), end), (2, "k3", None));
         let _ = std::fs::remove_dir_all(&dir);
     }
 
@@ -299,7 +423,7 @@ mod tests {
             .map(|i| {
                 let s = s.clone();
                 tokio::spawn(async move {
-                    s.put(ShardId(0), "k", &i.to_string(), b"v").unwrap();
+                    s.apply(ShardId(0), "k", &i.to_string(), i + 1, Some(b"v")).unwrap();
                     s.commit().await
                 })
             })

@@ -36,6 +36,74 @@ pub enum ShardHostRpc {
     Request(Vec<u8>, RpcReplyPort<Vec<u8>>),
     /// Periodic housekeeping (idle passivation); local only.
     Tick,
+    /// The shard map changed; local only.
+    MapChanged,
+    /// A write from a shard's primary to a follower: an encoded [`ReplicaWrite`], answered with
+    /// an encoded [`ReplicaAck`].
+    #[rpc]
+    Replicate(Vec<u8>, RpcReplyPort<Vec<u8>>),
+    /// A learner asks the primary for one page of the shard: an encoded [`CopyRequest`],
+    /// answered with an encoded [`CopyPage`].
+    #[rpc]
+    Copy(Vec<u8>, RpcReplyPort<Vec<u8>>),
+}
+
+/// One replicated write.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicaWrite {
+    /// Shard.
+    pub shard: u32,
+    /// The primary's epoch for the shard.
+    pub epoch: u64,
+    /// Log sequence number (`epoch << 40 | counter`).
+    pub lsn: u64,
+    /// Entity kind.
+    pub kind: String,
+    /// Entity id.
+    pub id: String,
+    /// New value, or `None` for a deletion.
+    pub value: Option<Vec<u8>>,
+}
+
+/// A follower's answer to a [`ReplicaWrite`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ReplicaAck {
+    /// Applied (or already newer) and durable per the flush policy.
+    Applied,
+    /// The follower knows a newer epoch: the sender is no longer primary.
+    Stale {
+        /// The follower's epoch for the shard.
+        epoch: u64,
+    },
+    /// The follower could not apply it.
+    Failed(String),
+}
+
+/// A learner's request for one page of a shard copy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CopyRequest {
+    /// Shard.
+    pub shard: u32,
+    /// The learner.
+    pub learner: String,
+    /// Resume after this key (`kind 0x00 id`), or from the start.
+    pub after: Option<Vec<u8>>,
+}
+
+/// One page of a shard copy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CopyPage {
+    /// Records `(kind, id, lsn, value)`; `done` when this is the last page.
+    Records {
+        /// The records.
+        records: Vec<(String, String, u64, Option<Vec<u8>>)>,
+        /// Key to resume after.
+        next: Option<Vec<u8>>,
+        /// True on the last page.
+        done: bool,
+    },
+    /// The node asked is not the shard's primary, or the asker is not its learner.
+    Refused(String),
 }
 
 /// Process-group name of a node's consensus endpoint.
@@ -96,6 +164,8 @@ pub struct EntityRequest {
     pub epoch: u64,
     /// Injected fault, refused unless the node allows fault injection.
     pub fault: Option<Fault>,
+    /// True when the command only reads (it may be retried, and served by a replica).
+    pub read: bool,
     /// The kind-specific command, encoded by its entity crate.
     pub payload: Vec<u8>,
 }
@@ -163,6 +233,15 @@ pub enum RemoteError {
     /// The entity did not answer in time.
     #[error("entity did not answer within {0} ms")]
     Timeout(u64),
+    /// The write may or may not have been applied: the primary applied it but could not
+    /// confirm it on its followers (lost its role, or no majority to drop a follower).
+    #[error("write on shard {shard} not confirmed: {reason}")]
+    WriteNotConfirmed {
+        /// Shard.
+        shard: u32,
+        /// Why.
+        reason: String,
+    },
 }
 
 /// Heartbeat request.
@@ -212,6 +291,7 @@ mod tests {
             shard: 7,
             epoch: 1,
             fault: Some(Fault::Panic),
+            read: false,
             payload: vec![1, 2, 3],
         };
         assert_eq!(decode::<EntityRequest>(&encode(&req)).unwrap(), req);

@@ -1,0 +1,89 @@
+//! A learner copies each shard it was added to from the shard's primary, page by page, while the
+//! primary also sends it every new write; records apply by lsn, so the two streams may interleave.
+//! When the copy is complete the learner proposes to join the in-sync set.
+//!
+//! ```text
+//! map lists me as learner of S ──▶ copy(S): Copy pages from primary ──▶ store.apply (by lsn)
+//!                                  └─ done, primary unchanged ──▶ propose Join{S, me} ──▶ in sync
+//! ```
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::consensus::MapWatch;
+use crate::control_plane::Proposer;
+use crate::metrics;
+use crate::replication::call_host;
+use crate::shard_map::{MapCommand, ShardId};
+use crate::storage::Store;
+use crate::wire::{self, CopyPage, CopyRequest, ShardHostRpc};
+
+/// Starts the learner loop of `node`.
+pub fn spawn(node: String, store: Store, mut map: MapWatch, proposer: Proposer, timeout: Duration) -> tokio::task::JoinHandle<()> {
+    let running: Arc<Mutex<HashSet<u32>>> = Arc::default();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(250));
+        loop {
+            tokio::select! {
+                r = map.changed() => if r.is_err() { return },
+                _ = tick.tick() => {}
+            }
+            let current = map.borrow().clone();
+            let learning: Vec<ShardId> = current.iter().filter(|(_, p)| p.learners.contains(&node)).map(|(s, _)| s).collect();
+            metrics::get().shards_learning.set(learning.len() as i64);
+            for shard in learning {
+                if !running.lock().expect("running lock").insert(shard.0) {
+                    continue;
+                }
+                let (node, store, map, proposer, running) = (node.clone(), store.clone(), map.clone(), proposer.clone(), running.clone());
+                tokio::spawn(async move {
+                    let started = Instant::now();
+                    match copy(&node, &store, &map, &proposer, shard, timeout).await {
+                        Ok(n) => tracing::info!(shard = shard.0, records = n, ms = started.elapsed().as_millis() as u64, "shard copied; joined the in-sync set"),
+                        Err(e) => tracing::info!(shard = shard.0, error = %e, "shard copy did not finish; will retry"),
+                    }
+                    running.lock().expect("running lock").remove(&shard.0);
+                });
+            }
+        }
+    })
+}
+
+async fn copy(node: &str, store: &Store, map: &MapWatch, proposer: &Proposer, shard: ShardId, timeout: Duration) -> Result<usize, String> {
+    let primary = map.borrow().placement(shard).primary.clone();
+    let mut after = None;
+    let mut total = 0;
+    loop {
+        let req = wire::encode(&CopyRequest { shard: shard.0, learner: node.to_string(), after: after.clone() });
+        let page = call_host(&primary, ShardHostRpc::Copy, req, timeout).await?;
+        match wire::decode::<CopyPage>(&page).map_err(|e| e.to_string())? {
+            CopyPage::Refused(why) => {
+                // The primary may not have applied the map change yet.
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                return Err(why);
+            }
+            CopyPage::Records { records, next, done } => {
+                total += records.len();
+                metrics::get().copy_records.inc_by(records.len() as u64);
+                for (kind, id, lsn, value) in records {
+                    store.apply(shard, &kind, &id, lsn, value.as_deref()).map_err(|e| e.to_string())?;
+                }
+                if done {
+                    break;
+                }
+                after = next;
+            }
+        }
+    }
+    store.commit().await.map_err(|e| e.to_string())?;
+    let p = map.borrow().placement(shard).clone();
+    if p.primary != primary || !p.learners.iter().any(|l| l == node) {
+        return Err("the shard changed during the copy".to_string());
+    }
+    proposer
+        .propose(MapCommand::Join { shard: shard.0, epoch: p.epoch, node: node.to_string() })
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(total)
+}
