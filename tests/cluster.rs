@@ -42,7 +42,10 @@ async fn create_customers(c: &Cluster, n: usize) -> HashMap<String, (Value, Stri
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cluster_forms_spreads_customers_and_survives_a_kill_and_restart() {
     let _guard = serial().await;
-    let mut c = Cluster::start("kill", Settings::default()).await;
+    // One copy of the data: a dead owner's shards must be unavailable, never served elsewhere.
+    let mut settings = Settings::default();
+    settings.cluster.push_str("replication_factor = 1\n");
+    let mut c = Cluster::start("kill", settings).await;
 
     // a. 1,000 customers spread over all four nodes.
     let created = create_customers(&c, 1000).await;

@@ -11,6 +11,9 @@ use crate::error::ApiError;
 /// Largest accepted request body.
 pub const MAX_BODY: usize = 64 * 1024;
 
+/// Largest oversized body read to the end before answering 413.
+const DRAIN_LIMIT: usize = 1024 * 1024;
+
 /// Reads the body, refusing it as soon as it passes [`MAX_BODY`].
 pub async fn read_capped<S, B>(mut body: S) -> Result<Vec<u8>, ApiError>
 where
@@ -27,6 +30,15 @@ where
             )
         })?;
         if out.len() + chunk.remaining() > MAX_BODY {
+            // Read (and drop) a moderate excess so the client, still sending, gets the 413
+            // instead of a reset connection; past DRAIN_LIMIT the connection is cut.
+            let mut seen = out.len() + chunk.remaining();
+            while seen <= DRAIN_LIMIT {
+                match body.next().await {
+                    Some(Ok(c)) => seen += c.remaining(),
+                    _ => break,
+                }
+            }
             return Err(too_large());
         }
         while chunk.has_remaining() {

@@ -124,10 +124,12 @@ impl From<RequestError> for ApiError {
                 Self::new(StatusCode::FORBIDDEN, "fault_injection_disabled", message)
             }
             RemoteError::Timeout(_) => Self::new(StatusCode::GATEWAY_TIMEOUT, "timeout", message),
-            RemoteError::WriteNotConfirmed { .. } => {
-                Self::new(StatusCode::SERVICE_UNAVAILABLE, "write_not_confirmed", format!("{message}; the write may or may not have been applied"))
-                    .retry(1)
-            }
+            RemoteError::WriteNotConfirmed { .. } => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "write_not_confirmed",
+                format!("{message}; the write may or may not have been applied"),
+            )
+            .retry(1),
             RemoteError::UnknownKind(_) | RemoteError::BadRequest(_) => {
                 Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
             }

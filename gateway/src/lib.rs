@@ -39,7 +39,8 @@ where
     S: futures_util::Stream<Item = Result<B, warp::Error>> + Send,
     B: bytes::Buf,
 {
-    let body = if len.is_some_and(|l| l > body::MAX_BODY as u64) {
+    // A declared length over the cap is refused unread unless it is small enough to drain.
+    let body = if len.is_some_and(|l| l > 1024 * 1024) {
         Err(body::too_large())
     } else {
         body::read_capped(Box::pin(stream)).await

@@ -20,7 +20,13 @@ use crate::storage::Store;
 use crate::wire::{self, CopyPage, CopyRequest, ShardHostRpc};
 
 /// Starts the learner loop of `node`.
-pub fn spawn(node: String, store: Store, mut map: MapWatch, proposer: Proposer, timeout: Duration) -> tokio::task::JoinHandle<()> {
+pub fn spawn(
+    node: String,
+    store: Store,
+    mut map: MapWatch,
+    proposer: Proposer,
+    timeout: Duration,
+) -> tokio::task::JoinHandle<()> {
     let running: Arc<Mutex<HashSet<u32>>> = Arc::default();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_millis(250));
@@ -30,18 +36,35 @@ pub fn spawn(node: String, store: Store, mut map: MapWatch, proposer: Proposer, 
                 _ = tick.tick() => {}
             }
             let current = map.borrow().clone();
-            let learning: Vec<ShardId> = current.iter().filter(|(_, p)| p.learners.contains(&node)).map(|(s, _)| s).collect();
+            let learning: Vec<ShardId> = current
+                .iter()
+                .filter(|(_, p)| p.learners.contains(&node))
+                .map(|(s, _)| s)
+                .collect();
             metrics::get().shards_learning.set(learning.len() as i64);
             for shard in learning {
                 if !running.lock().expect("running lock").insert(shard.0) {
                     continue;
                 }
-                let (node, store, map, proposer, running) = (node.clone(), store.clone(), map.clone(), proposer.clone(), running.clone());
+                let (node, store, map, proposer, running) = (
+                    node.clone(),
+                    store.clone(),
+                    map.clone(),
+                    proposer.clone(),
+                    running.clone(),
+                );
                 tokio::spawn(async move {
                     let started = Instant::now();
                     match copy(&node, &store, &map, &proposer, shard, timeout).await {
-                        Ok(n) => tracing::info!(shard = shard.0, records = n, ms = started.elapsed().as_millis() as u64, "shard copied; joined the in-sync set"),
-                        Err(e) => tracing::info!(shard = shard.0, error = %e, "shard copy did not finish; will retry"),
+                        Ok(n) => tracing::info!(
+                            shard = shard.0,
+                            records = n,
+                            ms = started.elapsed().as_millis() as u64,
+                            "shard copied; joined the in-sync set"
+                        ),
+                        Err(e) => {
+                            tracing::info!(shard = shard.0, error = %e, "shard copy did not finish; will retry")
+                        }
                     }
                     running.lock().expect("running lock").remove(&shard.0);
                 });
@@ -50,12 +73,23 @@ pub fn spawn(node: String, store: Store, mut map: MapWatch, proposer: Proposer, 
     })
 }
 
-async fn copy(node: &str, store: &Store, map: &MapWatch, proposer: &Proposer, shard: ShardId, timeout: Duration) -> Result<usize, String> {
+async fn copy(
+    node: &str,
+    store: &Store,
+    map: &MapWatch,
+    proposer: &Proposer,
+    shard: ShardId,
+    timeout: Duration,
+) -> Result<usize, String> {
     let primary = map.borrow().placement(shard).primary.clone();
     let mut after = None;
     let mut total = 0;
     loop {
-        let req = wire::encode(&CopyRequest { shard: shard.0, learner: node.to_string(), after: after.clone() });
+        let req = wire::encode(&CopyRequest {
+            shard: shard.0,
+            learner: node.to_string(),
+            after: after.clone(),
+        });
         let page = call_host(&primary, ShardHostRpc::Copy, req, timeout).await?;
         match wire::decode::<CopyPage>(&page).map_err(|e| e.to_string())? {
             CopyPage::Refused(why) => {
@@ -63,11 +97,17 @@ async fn copy(node: &str, store: &Store, map: &MapWatch, proposer: &Proposer, sh
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 return Err(why);
             }
-            CopyPage::Records { records, next, done } => {
+            CopyPage::Records {
+                records,
+                next,
+                done,
+            } => {
                 total += records.len();
                 metrics::get().copy_records.inc_by(records.len() as u64);
                 for (kind, id, lsn, value) in records {
-                    store.apply(shard, &kind, &id, lsn, value.as_deref()).map_err(|e| e.to_string())?;
+                    store
+                        .apply(shard, &kind, &id, lsn, value.as_deref())
+                        .map_err(|e| e.to_string())?;
                 }
                 if done {
                     break;
@@ -82,7 +122,11 @@ async fn copy(node: &str, store: &Store, map: &MapWatch, proposer: &Proposer, sh
         return Err("the shard changed during the copy".to_string());
     }
     proposer
-        .propose(MapCommand::Join { shard: shard.0, epoch: p.epoch, node: node.to_string() })
+        .propose(MapCommand::Join {
+            shard: shard.0,
+            epoch: p.epoch,
+            node: node.to_string(),
+        })
         .await
         .map_err(|e| e.to_string())?;
     Ok(total)

@@ -103,7 +103,17 @@ impl ClusterClient {
         let mut backoff = Duration::from_millis(10);
         loop {
             let remaining = deadline.saturating_duration_since(Instant::now());
-            let result = self.send_once(kind, id, payload.clone(), request_id, fault, read, remaining).await;
+            let result = self
+                .send_once(
+                    kind,
+                    id,
+                    payload.clone(),
+                    request_id,
+                    fault,
+                    read,
+                    remaining,
+                )
+                .await;
             let err = match result {
                 Ok(a) => return Ok(a),
                 Err(e) => e,
@@ -112,7 +122,10 @@ impl ClusterClient {
                 return Err(err);
             }
             tracing::debug!(request_id, error = %err, "retrying with the newest shard map");
-            metrics::get().routed_requests.with_label_values(&["retried"]).inc();
+            metrics::get()
+                .routed_requests
+                .with_label_values(&["retried"])
+                .inc();
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(Duration::from_millis(200));
         }
@@ -124,10 +137,17 @@ impl ClusterClient {
             RequestError::Unavailable { shard, .. } => {
                 let map = self.map();
                 let view = self.view.borrow();
-                map.placement(ShardId(*shard)).in_sync.iter().any(|n| view.is_up(n))
-                    || read && matches!(err, RequestError::Unavailable { reason, .. } if reason.contains("connection lost"))
+                map.placement(ShardId(*shard))
+                    .in_sync
+                    .iter()
+                    .any(|n| view.is_up(n))
+                    || read
+                        && matches!(err, RequestError::Unavailable { reason, .. } if reason.contains("connection lost"))
             }
-            RequestError::Remote { error: RemoteError::NotOwner { .. }, .. } => true,
+            RequestError::Remote {
+                error: RemoteError::NotOwner { .. },
+                ..
+            } => true,
             RequestError::Timeout { .. } => read,
             RequestError::Remote { .. } => false,
         }
@@ -150,7 +170,11 @@ impl ClusterClient {
         let m = metrics::get();
         let unavailable = |reason: &str| {
             m.routed_requests.with_label_values(&["unavailable"]).inc();
-            RequestError::Unavailable { shard: shard.0, owner: owner.clone(), reason: reason.to_string() }
+            RequestError::Unavailable {
+                shard: shard.0,
+                owner: owner.clone(),
+                reason: reason.to_string(),
+            }
         };
         {
             let view = self.view.borrow();
@@ -158,7 +182,10 @@ impl ClusterClient {
                 return Err(unavailable(view.state_of(&owner).unwrap_or("unknown")));
             }
         }
-        let Some(cell) = ractor::pg::get_members(&wire::shard_host_group(&owner)).into_iter().next() else {
+        let Some(cell) = ractor::pg::get_members(&wire::shard_host_group(&owner))
+            .into_iter()
+            .next()
+        else {
             return Err(unavailable("not connected"));
         };
         let host: ActorRef<ShardHostRpc> = cell.into();
@@ -172,14 +199,22 @@ impl ClusterClient {
             read,
             payload,
         });
-        let result = host.call(|r| ShardHostRpc::Request(request, r), Some(timeout)).await;
+        let result = host
+            .call(|r| ShardHostRpc::Request(request, r), Some(timeout))
+            .await;
         let bytes = match result {
             Ok(CallResult::Success(bytes)) => bytes,
             Ok(CallResult::Timeout) => {
                 m.routed_requests.with_label_values(&["timeout"]).inc();
-                return Err(RequestError::Timeout { shard: shard.0, owner, after_ms: timeout.as_millis() as u64 });
+                return Err(RequestError::Timeout {
+                    shard: shard.0,
+                    owner,
+                    after_ms: timeout.as_millis() as u64,
+                });
             }
-            Ok(CallResult::SenderError) | Err(_) => return Err(unavailable("unreachable (connection lost)")),
+            Ok(CallResult::SenderError) | Err(_) => {
+                return Err(unavailable("unreachable (connection lost)"))
+            }
         };
         let reply = wire::decode::<EntityReply>(&bytes).map_err(|e| RequestError::Remote {
             shard: shard.0,
@@ -189,11 +224,19 @@ impl ClusterClient {
         match reply {
             EntityReply::Ok(reply) => {
                 m.routed_requests.with_label_values(&["ok"]).inc();
-                Ok(Answer { node: owner, shard, reply })
+                Ok(Answer {
+                    node: owner,
+                    shard,
+                    reply,
+                })
             }
             EntityReply::Err(error) => {
                 m.routed_requests.with_label_values(&["remote_error"]).inc();
-                Err(RequestError::Remote { shard: shard.0, owner, error })
+                Err(RequestError::Remote {
+                    shard: shard.0,
+                    owner,
+                    error,
+                })
             }
         }
     }

@@ -176,7 +176,7 @@ fn default_heartbeat_interval_ms() -> u64 {
     150
 }
 fn default_replication_factor() -> usize {
-    1
+    2
 }
 fn default_request_timeout_ms() -> u64 {
     5000

@@ -23,7 +23,7 @@ use crate::consensus::{
     ProposeError, Raft, RaftNetworkFactory,
 };
 use crate::membership::ClusterView;
-use crate::shard_manager::{plan, PlanLimits};
+use crate::shard_manager::{plan, Health, PlanLimits};
 use crate::shard_map::{MapCommand, ShardMap};
 use crate::wire::RaftRpc;
 use crate::RuntimeError;
@@ -206,19 +206,40 @@ async fn planner_loop(
                 }
             }
         }
+        crate::metrics::get()
+            .consensus_leader
+            .set(i64::from(state == ServerState::Leader));
         if state != ServerState::Leader {
             continue;
         }
         elected_for = None;
-        let up = |n: &str| v.is_up(n);
-        let cmds = plan(&current, &up, PlanLimits::default());
+        let health = |n: &str| match v.state_of(n) {
+            _ if n == me => Health::Up,
+            Some("up") => Health::Up,
+            Some("down") => Health::Down,
+            _ => Health::Unknown,
+        };
+        let cmds = plan(&current, &health, PlanLimits::default());
         let mut seen = HashSet::new();
         for cmd in cmds {
             if !seen.insert(cmd.shard()) {
                 continue;
             }
             match consensus::propose(&raft, cmd.clone(), Duration::from_secs(2)).await {
-                Ok(v) => tracing::debug!(?cmd, version = v, "planned change committed"),
+                Ok(v) => {
+                    let kind = match cmd {
+                        MapCommand::Promote { .. } => "promote",
+                        MapCommand::Shrink { .. } => "shrink",
+                        MapCommand::AddLearner { .. } => "add_learner",
+                        MapCommand::Join { .. } => "join",
+                        MapCommand::Handoff { .. } => "handoff",
+                    };
+                    crate::metrics::get()
+                        .map_changes
+                        .with_label_values(&[kind])
+                        .inc();
+                    tracing::debug!(?cmd, version = v, "planned change committed");
+                }
                 Err(e) => tracing::debug!(?cmd, error = %e, "planned change not applied"),
             }
         }

@@ -20,8 +20,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::codec;
 use crate::metrics;
-use crate::shard_map::ShardId;
 use crate::replication::Replicator;
+use crate::shard_map::ShardId;
 use crate::storage::Store;
 use crate::wire::{Fault, RemoteError};
 
@@ -233,7 +233,11 @@ impl<E: Entity> Actor for EntityActor<E> {
                 Some(s) => Some(codec::encode(E::STATE_VERSION, s).map_err(|e| e.to_string())?),
                 None => None,
             };
-            if let Err(e) = st.replicator.write(st.shard, E::KIND, &st.id, bytes.as_deref()).await {
+            if let Err(e) = st
+                .replicator
+                .write(st.shard, E::KIND, &st.id, bytes.as_deref())
+                .await
+            {
                 // What the entity holds may now be ahead of what is confirmed: start again from
                 // what this node stored.
                 handled.with_label_values(&[E::KIND, "write_failed"]).inc();

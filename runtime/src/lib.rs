@@ -56,7 +56,7 @@ pub use map_follower::follow as follow_map;
 pub use member::ClusterMember;
 pub use membership::{ClusterView, MemberStatus};
 pub use restart_budget::{RestartDecision, RestartPolicy, RestartTracker};
-pub use shard_manager::{plan, PlanLimits};
+pub use shard_manager::{plan, Health, PlanLimits};
 pub use shard_map::{
     entity_hash, rendezvous_owner, shard_for, MapCommand, MapError, Placement, ShardId, ShardMap,
 };

@@ -5,8 +5,8 @@
 use std::sync::OnceLock;
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// The runtime's collectors.
@@ -243,15 +243,53 @@ impl Metrics {
                 "Writes made durable by one fsync.",
                 vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0],
             ),
-            duplicate_primary: int_counter(&r, "keelson_duplicate_primary_total", "Writes confirmed by a node after it lost the primary role; must stay 0."),
-            stale_primary_refusals: int_counter(&r, "keelson_stale_primary_refusals_total", "Writes refused because a follower knew a newer epoch."),
-            in_sync_shrinks: int_counter(&r, "keelson_in_sync_shrinks_total", "Followers dropped from an in-sync set by this node."),
-            replica_writes: counter(&r, "keelson_replica_writes_total", "Replicated writes received as a follower, by result.", &["result"]),
-            map_changes: counter(&r, "keelson_map_changes_total", "Shard-map changes committed by this node while leading, by kind.", &["change"]),
-            shards_following: gauge(&r, "keelson_shards_following", "Shards this node follows in sync."),
-            shards_learning: gauge(&r, "keelson_shards_learning", "Shards this node is copying."),
-            copy_records: int_counter(&r, "keelson_copy_records_total", "Records received by shard copies."),
-            consensus_leader: gauge(&r, "keelson_consensus_leader", "1 while this node leads the consensus log."),
+            duplicate_primary: int_counter(
+                &r,
+                "keelson_duplicate_primary_total",
+                "Writes confirmed by a node after it lost the primary role; must stay 0.",
+            ),
+            stale_primary_refusals: int_counter(
+                &r,
+                "keelson_stale_primary_refusals_total",
+                "Writes refused because a follower knew a newer epoch.",
+            ),
+            in_sync_shrinks: int_counter(
+                &r,
+                "keelson_in_sync_shrinks_total",
+                "Followers dropped from an in-sync set by this node.",
+            ),
+            replica_writes: counter(
+                &r,
+                "keelson_replica_writes_total",
+                "Replicated writes received as a follower, by result.",
+                &["result"],
+            ),
+            map_changes: counter(
+                &r,
+                "keelson_map_changes_total",
+                "Shard-map changes committed by this node while leading, by kind.",
+                &["change"],
+            ),
+            shards_following: gauge(
+                &r,
+                "keelson_shards_following",
+                "Shards this node follows in sync.",
+            ),
+            shards_learning: gauge(
+                &r,
+                "keelson_shards_learning",
+                "Shards this node is copying.",
+            ),
+            copy_records: int_counter(
+                &r,
+                "keelson_copy_records_total",
+                "Records received by shard copies.",
+            ),
+            consensus_leader: gauge(
+                &r,
+                "keelson_consensus_leader",
+                "1 while this node leads the consensus log.",
+            ),
             registry: r,
         }
     }

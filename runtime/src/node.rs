@@ -14,14 +14,14 @@ use std::time::Duration;
 
 use ractor::Actor;
 
-use crate::config::ClusterConfig;
 use crate::catch_up;
+use crate::config::ClusterConfig;
 use crate::control_plane::ControlPlane;
-use crate::replication::Replicator;
 use crate::entity::EntityKinds;
 use crate::member::ClusterMember;
 use crate::metrics;
 use crate::ops;
+use crate::replication::Replicator;
 use crate::shard_host::{ShardHost, ShardHostArgs};
 use crate::shutdown;
 use crate::storage::Store;
@@ -66,7 +66,13 @@ pub async fn run(
         control.proposer(),
         cfg.failure_timeout,
     ));
-    let learner = catch_up::spawn(me.name.clone(), store.clone(), map.clone(), control.proposer(), cfg.request_timeout);
+    let learner = catch_up::spawn(
+        me.name.clone(),
+        store.clone(),
+        map.clone(),
+        control.proposer(),
+        cfg.request_timeout,
+    );
     let (host, _) = Actor::spawn(
         None,
         ShardHost,

@@ -53,13 +53,23 @@ pub struct Replicator {
 
 impl std::fmt::Debug for Replicator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Replicator").field("node", &self.node).finish()
+        f.debug_struct("Replicator")
+            .field("node", &self.node)
+            .finish()
     }
 }
 
 /// Calls `node`'s shard host.
-pub(crate) async fn call_host(node: &str, build: fn(Vec<u8>, ractor::RpcReplyPort<Vec<u8>>) -> ShardHostRpc, body: Vec<u8>, timeout: Duration) -> Result<Vec<u8>, String> {
-    let Some(cell) = ractor::pg::get_members(&wire::shard_host_group(node)).into_iter().next() else {
+pub(crate) async fn call_host(
+    node: &str,
+    build: fn(Vec<u8>, ractor::RpcReplyPort<Vec<u8>>) -> ShardHostRpc,
+    body: Vec<u8>,
+    timeout: Duration,
+) -> Result<Vec<u8>, String> {
+    let Some(cell) = ractor::pg::get_members(&wire::shard_host_group(node))
+        .into_iter()
+        .next()
+    else {
         return Err(format!("not connected to {node}"));
     };
     let host: ActorRef<ShardHostRpc> = cell.into();
@@ -72,9 +82,25 @@ pub(crate) async fn call_host(node: &str, build: fn(Vec<u8>, ractor::RpcReplyPor
 
 impl Replicator {
     /// A replicator for `node`.
-    pub fn new(node: String, store: Store, map: MapWatch, proposer: Proposer, timeout: Duration) -> Self {
-        let fences = (0..map.borrow().shard_count()).map(|_| RwLock::new(())).collect();
-        Self { node, store, map, proposer, timeout, last: Mutex::new(HashMap::new()), fences }
+    pub fn new(
+        node: String,
+        store: Store,
+        map: MapWatch,
+        proposer: Proposer,
+        timeout: Duration,
+    ) -> Self {
+        let fences = (0..map.borrow().shard_count())
+            .map(|_| RwLock::new(()))
+            .collect();
+        Self {
+            node,
+            store,
+            map,
+            proposer,
+            timeout,
+            last: Mutex::new(HashMap::new()),
+            fences,
+        }
     }
 
     fn next_lsn(&self, shard: ShardId, epoch: u64) -> u64 {
@@ -92,12 +118,23 @@ impl Replicator {
 
     /// Writes `value` (or a deletion) for an entity of `shard`, returning once it is durable on
     /// this node and on every in-sync follower.
-    pub async fn write(&self, shard: ShardId, kind: &str, id: &str, value: Option<&[u8]>) -> Result<(), RemoteError> {
+    pub async fn write(
+        &self,
+        shard: ShardId,
+        kind: &str,
+        id: &str,
+        value: Option<&[u8]>,
+    ) -> Result<(), RemoteError> {
         let (p, lsn) = {
             let _fence = self.fences[shard.0 as usize].read().expect("fence lock");
             let p = self.map.borrow().placement(shard).clone();
             if p.primary != self.node {
-                return Err(RemoteError::NotOwner { node: self.node.clone(), shard: shard.0, epoch: p.epoch, owner: p.primary });
+                return Err(RemoteError::NotOwner {
+                    node: self.node.clone(),
+                    shard: shard.0,
+                    epoch: p.epoch,
+                    owner: p.primary,
+                });
             }
             let lsn = self.next_lsn(shard, p.epoch);
             self.store
@@ -114,10 +151,15 @@ impl Replicator {
             value: value.map(<[u8]>::to_vec),
         });
         let targets: Vec<&String> = p.in_sync.iter().chain(&p.learners).collect();
-        let sends = targets.iter().map(|t| call_host(t, ShardHostRpc::Replicate, frame.clone(), self.timeout));
+        let sends = targets
+            .iter()
+            .map(|t| call_host(t, ShardHostRpc::Replicate, frame.clone(), self.timeout));
         let (local, acks) = tokio::join!(self.store.commit(), join_all(sends));
         local.map_err(|e| RemoteError::Storage(e.to_string()))?;
-        let unconfirmed = |reason: String| RemoteError::WriteNotConfirmed { shard: shard.0, reason };
+        let unconfirmed = |reason: String| RemoteError::WriteNotConfirmed {
+            shard: shard.0,
+            reason,
+        };
         let mut failed = Vec::new();
         for (target, ack) in targets.iter().zip(acks) {
             let in_sync = p.in_sync.contains(target);
@@ -125,7 +167,9 @@ impl Replicator {
                 Ok(Ok(ReplicaAck::Applied)) => {}
                 Ok(Ok(ReplicaAck::Stale { epoch })) => {
                     metrics::get().stale_primary_refusals.inc();
-                    return Err(unconfirmed(format!("follower {target} is at epoch {epoch}; this node is no longer primary")));
+                    return Err(unconfirmed(format!(
+                        "follower {target} is at epoch {epoch}; this node is no longer primary"
+                    )));
                 }
                 other if in_sync => {
                     tracing::warn!(shard = shard.0, follower = %target, result = ?other, "follower did not confirm a write; dropping it from the in-sync set");
@@ -135,7 +179,11 @@ impl Replicator {
             }
         }
         for node in failed {
-            let cmd = MapCommand::Shrink { shard: shard.0, epoch: p.epoch, node: node.clone() };
+            let cmd = MapCommand::Shrink {
+                shard: shard.0,
+                epoch: p.epoch,
+                node: node.clone(),
+            };
             match self.proposer.propose(cmd).await {
                 Ok(_) => metrics::get().in_sync_shrinks.inc(),
                 Err(ProposeError::Refused(MapError::StaleEpoch { .. })) => {
@@ -147,7 +195,11 @@ impl Replicator {
                         return Err(unconfirmed(format!("shard changed while dropping {node}")));
                     }
                 }
-                Err(e) => return Err(unconfirmed(format!("cannot drop unresponsive follower {node}: {e}"))),
+                Err(e) => {
+                    return Err(unconfirmed(format!(
+                        "cannot drop unresponsive follower {node}: {e}"
+                    )))
+                }
             }
         }
         // Fencing check: a write confirmed after this node lost the primary role would be a

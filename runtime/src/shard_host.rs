@@ -21,8 +21,8 @@ use crate::activation::ActivationTable;
 use crate::consensus::MapWatch;
 use crate::entity::{EntityKey, EntityKinds, EntityResult};
 use crate::metrics;
-use crate::restart_budget::RestartPolicy;
 use crate::replication::Replicator;
+use crate::restart_budget::RestartPolicy;
 use crate::shard_map::{shard_for, ShardId};
 use crate::shard_supervisor::{Pending, ShardMsg, ShardSupervisor, ShardSupervisorArgs};
 use crate::storage::Store;
@@ -80,13 +80,21 @@ impl ShardHostState {
     /// Stops the entities of shards this node no longer leads: their state now lives elsewhere.
     fn map_changed(&mut self) {
         let map = self.args.map.borrow().clone();
-        let now: std::collections::HashSet<u32> = map.shards_of(&self.args.node).map(|s| s.0).collect();
+        let now: std::collections::HashSet<u32> =
+            map.shards_of(&self.args.node).map(|s| s.0).collect();
         let m = metrics::get();
         m.shards_owned.set(now.len() as i64);
-        m.shards_following.set(map.iter().filter(|(_, p)| p.in_sync.contains(&self.args.node)).count() as i64);
+        m.shards_following.set(
+            map.iter()
+                .filter(|(_, p)| p.in_sync.contains(&self.args.node))
+                .count() as i64,
+        );
         for lost in self.primary_of.difference(&now) {
             if let Some(sup) = self.supervisors.remove(&ShardId(*lost)) {
-                tracing::info!(shard = lost, "no longer primary; passivating the shard's entities");
+                tracing::info!(
+                    shard = lost,
+                    "no longer primary; passivating the shard's entities"
+                );
                 self.by_actor.remove(&sup.get_id());
                 sup.stop(Some("primary role moved".to_string()));
             }
@@ -100,19 +108,30 @@ impl ShardHostState {
         let w: ReplicaWrite = match wire::decode(&bytes) {
             Ok(w) => w,
             Err(e) => {
-                let _ = reply.send(wire::encode(&ReplicaAck::Failed(format!("bad replica frame: {e}"))));
+                let _ = reply.send(wire::encode(&ReplicaAck::Failed(format!(
+                    "bad replica frame: {e}"
+                ))));
                 return;
             }
         };
         let shard = ShardId(w.shard);
-        let known = self.args.map.borrow().epoch(shard).max(self.accepted.get(&w.shard).copied().unwrap_or(0));
+        let known = self
+            .args
+            .map
+            .borrow()
+            .epoch(shard)
+            .max(self.accepted.get(&w.shard).copied().unwrap_or(0));
         if w.epoch < known {
             m.replica_writes.with_label_values(&["stale"]).inc();
             let _ = reply.send(wire::encode(&ReplicaAck::Stale { epoch: known }));
             return;
         }
         self.accepted.insert(w.shard, w.epoch);
-        if let Err(e) = self.args.store.apply(shard, &w.kind, &w.id, w.lsn, w.value.as_deref()) {
+        if let Err(e) = self
+            .args
+            .store
+            .apply(shard, &w.kind, &w.id, w.lsn, w.value.as_deref())
+        {
             m.replica_writes.with_label_values(&["failed"]).inc();
             let _ = reply.send(wire::encode(&ReplicaAck::Failed(e.to_string())));
             return;
@@ -121,7 +140,10 @@ impl ShardHostState {
         tokio::spawn(async move {
             let ack = match store.commit().await {
                 Ok(()) => {
-                    metrics::get().replica_writes.with_label_values(&["applied"]).inc();
+                    metrics::get()
+                        .replica_writes
+                        .with_label_values(&["applied"])
+                        .inc();
                     ReplicaAck::Applied
                 }
                 Err(e) => ReplicaAck::Failed(e.to_string()),
@@ -138,7 +160,10 @@ impl ShardHostState {
                 let shard = ShardId(req.shard);
                 let p = self.args.map.borrow().placement(shard).clone();
                 if p.primary != self.args.node || !p.learners.contains(&req.learner) {
-                    CopyPage::Refused(format!("{} is not primary of shard {} with learner {}", self.args.node, req.shard, req.learner))
+                    CopyPage::Refused(format!(
+                        "{} is not primary of shard {} with learner {}",
+                        self.args.node, req.shard, req.learner
+                    ))
                 } else {
                     if req.after.is_none() {
                         // Every write from now on is sent to the learner; wait out any write
@@ -147,11 +172,16 @@ impl ShardHostState {
                     }
                     match self.args.store.scan(shard, req.after.as_deref(), COPY_PAGE) {
                         Ok((records, next)) => CopyPage::Records {
-                            records: records.into_iter().map(|(k, i, r)| (k, i, r.lsn, r.value)).collect(),
+                            records: records
+                                .into_iter()
+                                .map(|(k, i, r)| (k, i, r.lsn, r.value))
+                                .collect(),
                             done: next.is_none(),
                             next,
                         },
-                        Err(e) => CopyPage::Refused(format!("cannot read shard {}: {e}", req.shard)),
+                        Err(e) => {
+                            CopyPage::Refused(format!("cannot read shard {}: {e}", req.shard))
+                        }
                     }
                 }
             }
@@ -310,7 +340,12 @@ impl Actor for ShardHost {
                 }
             }
         });
-        let primary_of = args.map.borrow().shards_of(&args.node).map(|s| s.0).collect();
+        let primary_of = args
+            .map
+            .borrow()
+            .shards_of(&args.node)
+            .map(|s| s.0)
+            .collect();
         Ok(ShardHostState {
             active: ActivationTable::new(args.max_active, args.idle_timeout),
             args,

@@ -4,10 +4,15 @@
 //! In order of urgency:
 //! 1. a down primary is replaced by an up in-sync follower (none: the shard stays unavailable);
 //! 2. a down follower or learner is dropped, so primaries stop waiting for it;
-//! 3. an under-replicated shard gets a learner, preferred node first, at most `max_copies` copies
-//!    running cluster-wide, so a returning node does not start a storm;
+//! 3. a shard missing one of its preferred nodes (rendezvous order) gets it as a learner, or any
+//!    node if it is under-replicated, at most `max_copies` copies running cluster-wide, so a
+//!    returning node does not start a storm;
 //! 4. a shard whose preferred primary is back in sync is handed back to it, at most
-//!    `max_handoffs` per round.
+//!    `max_handoffs` per round;
+//! 5. once the preferred nodes are all in place, a spare follower beyond the replication factor
+//!    is dropped.
+//!
+//! A node not heard from yet (starting up) is neither given work nor given up on.
 
 use std::collections::HashSet;
 
@@ -31,14 +36,31 @@ impl Default for PlanLimits {
     }
 }
 
+/// What the planner knows of a node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Health {
+    /// Answering heartbeats.
+    Up,
+    /// Marked down by the failure detector.
+    Down,
+    /// Not heard from yet (starting): neither used nor given up on.
+    Unknown,
+}
+
 /// The commands to propose now.
-pub fn plan(map: &ShardMap, up: &dyn Fn(&str) -> bool, limits: PlanLimits) -> Vec<MapCommand> {
+pub fn plan(
+    map: &ShardMap,
+    health: &dyn Fn(&str) -> Health,
+    limits: PlanLimits,
+) -> Vec<MapCommand> {
+    let up = |n: &str| health(n) == Health::Up;
+    let down = |n: &str| health(n) == Health::Down;
     let mut out = Vec::new();
     let mut copies = map.iter().map(|(_, p)| p.learners.len()).sum::<usize>();
     let mut handoffs = 0;
     for (shard, p) in map.iter() {
         let (s, epoch) = (shard.0, p.epoch);
-        if !up(&p.primary) {
+        if down(&p.primary) {
             if let Some(to) = p.in_sync.iter().find(|n| up(n)) {
                 out.push(MapCommand::Promote {
                     shard: s,
@@ -48,7 +70,7 @@ pub fn plan(map: &ShardMap, up: &dyn Fn(&str) -> bool, limits: PlanLimits) -> Ve
             }
             continue;
         }
-        if let Some(node) = p.in_sync.iter().chain(&p.learners).find(|n| !up(n)) {
+        if let Some(node) = p.in_sync.iter().chain(&p.learners).find(|n| down(n)) {
             out.push(MapCommand::Shrink {
                 shard: s,
                 epoch,
@@ -56,31 +78,51 @@ pub fn plan(map: &ShardMap, up: &dyn Fn(&str) -> bool, limits: PlanLimits) -> Ve
             });
             continue;
         }
+        let preferred = map.preferred(shard);
         let holders: HashSet<&String> = p.replicas().collect();
-        if holders.len() < map.replication_factor() && copies < limits.max_copies {
-            let preferred = map.preferred(shard);
-            let candidate = preferred
-                .iter()
-                .chain(map.nodes())
-                .find(|n| !holders.contains(n) && up(n));
-            if let Some(node) = candidate {
+        // A preferred node that is up gets a copy even past the replication factor; the extra
+        // follower is dropped once the preferred ones are all in place.
+        let missing = preferred.iter().find(|n| !holders.contains(n) && up(n));
+        let spare = map.nodes().iter().find(|n| !holders.contains(n) && up(n));
+        let learner = match missing {
+            Some(n) => Some(n),
+            None if holders.len() < map.replication_factor() => spare,
+            None => None,
+        };
+        if let Some(node) = learner {
+            if copies < limits.max_copies && p.learners.is_empty() {
                 copies += 1;
                 out.push(MapCommand::AddLearner {
                     shard: s,
                     epoch,
                     node: node.clone(),
                 });
-                continue;
             }
+            continue;
         }
-        let best = &map.preferred(shard)[0];
-        if *best != p.primary && p.in_sync.contains(best) && handoffs < limits.max_handoffs {
-            handoffs += 1;
-            out.push(MapCommand::Handoff {
-                shard: s,
-                epoch,
-                to: best.clone(),
-            });
+        let best = &preferred[0];
+        if *best != p.primary && p.in_sync.contains(best) {
+            if up(best) && handoffs < limits.max_handoffs {
+                handoffs += 1;
+                out.push(MapCommand::Handoff {
+                    shard: s,
+                    epoch,
+                    to: best.clone(),
+                });
+            }
+            continue;
+        }
+        let placed = preferred
+            .iter()
+            .all(|n| *n == p.primary || p.in_sync.contains(n));
+        if placed && p.learners.is_empty() && 1 + p.in_sync.len() > map.replication_factor() {
+            if let Some(extra) = p.in_sync.iter().find(|n| !preferred.contains(n)) {
+                out.push(MapCommand::Shrink {
+                    shard: s,
+                    epoch,
+                    node: extra.clone(),
+                });
+            }
         }
     }
     out

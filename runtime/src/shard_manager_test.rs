@@ -5,8 +5,18 @@ fn names(n: usize) -> Vec<String> {
     (1..=n).map(|i| format!("n{i}")).collect()
 }
 
-fn all_up(_: &str) -> bool {
-    true
+fn all_up(_: &str) -> Health {
+    Health::Up
+}
+
+fn down(who: &'static [&'static str]) -> impl Fn(&str) -> Health {
+    move |n| {
+        if who.contains(&n) {
+            Health::Down
+        } else {
+            Health::Up
+        }
+    }
 }
 
 #[test]
@@ -18,8 +28,7 @@ fn a_healthy_map_needs_nothing() {
 #[test]
 fn a_down_node_loses_its_primaries_to_followers_and_its_follower_roles() {
     let map = ShardMap::initial(&names(4), 64, 2);
-    let down = |n: &str| n != "n2";
-    let cmds = plan(&map, &down, PlanLimits::default());
+    let cmds = plan(&map, &down(&["n2"]), PlanLimits::default());
     for (shard, p) in map.iter() {
         let for_shard: Vec<&MapCommand> = cmds.iter().filter(|c| c.shard() == shard.0).collect();
         if p.primary == "n2" {
@@ -51,8 +60,14 @@ fn with_no_up_follower_the_shard_stays_unavailable() {
     let map = ShardMap::initial(&names(4), 64, 2);
     let (shard, p) = map.iter().next().unwrap();
     let (a, b) = (p.primary.clone(), p.in_sync[0].clone());
-    let down = move |n: &str| n != a && n != b;
-    let cmds = plan(&map, &down, PlanLimits::default());
+    let health = move |n: &str| {
+        if n == a || n == b {
+            Health::Down
+        } else {
+            Health::Up
+        }
+    };
+    let cmds = plan(&map, &health, PlanLimits::default());
     assert!(
         cmds.iter()
             .all(|c| c.shard() != shard.0 || matches!(c, MapCommand::Shrink { .. })),
@@ -66,8 +81,7 @@ fn with_no_up_follower_the_shard_stays_unavailable() {
 #[test]
 fn a_returning_node_is_copied_to_within_the_limit_then_gets_its_primaries_back() {
     let mut map = ShardMap::initial(&names(4), 64, 2);
-    let down = |n: &str| n != "n2";
-    for c in plan(&map, &down, PlanLimits::default()) {
+    for c in plan(&map, &down(&["n2"]), PlanLimits::default()) {
         map.apply(&c).unwrap();
     }
     assert_eq!(map.shards_of("n2").count(), 0);
@@ -108,4 +122,71 @@ fn a_returning_node_is_copied_to_within_the_limit_then_gets_its_primaries_back()
         );
         assert_eq!(p.in_sync.len(), 1);
     }
+}
+
+#[test]
+fn starting_nodes_are_neither_used_nor_given_up_on() {
+    let map = ShardMap::initial(&names(4), 64, 2);
+    let starting = |n: &str| {
+        if n == "n1" {
+            Health::Up
+        } else {
+            Health::Unknown
+        }
+    };
+    assert!(plan(&map, &starting, PlanLimits::default()).is_empty());
+}
+
+#[test]
+fn a_node_that_missed_its_shards_gets_them_back_and_spare_copies_are_dropped() {
+    let mut map = ShardMap::initial(&names(4), 64, 2);
+    let limits = PlanLimits {
+        max_copies: 64,
+        max_handoffs: 64,
+    };
+    // n2 dies; its shards are promoted and re-replicated on other nodes while it is away.
+    for _ in 0..3 {
+        for c in plan(&map, &down(&["n2"]), limits) {
+            map.apply(&c).unwrap();
+            if let MapCommand::AddLearner { shard, node, .. } = &c {
+                let epoch = map.epoch(ShardId(*shard));
+                map.apply(&MapCommand::Join {
+                    shard: *shard,
+                    epoch,
+                    node: node.clone(),
+                })
+                .unwrap();
+            }
+        }
+    }
+    assert!(map
+        .iter()
+        .all(|(_, p)| p.replicas().all(|n| n != "n2") && p.in_sync.len() == 1));
+    // n2 returns: it is copied to, takes its primaries back, and the spares go.
+    for _ in 0..6 {
+        for c in plan(&map, &all_up, limits) {
+            map.apply(&c).unwrap();
+            if let MapCommand::AddLearner { shard, node, .. } = &c {
+                let epoch = map.epoch(ShardId(*shard));
+                map.apply(&MapCommand::Join {
+                    shard: *shard,
+                    epoch,
+                    node: node.clone(),
+                })
+                .unwrap();
+            }
+        }
+    }
+    let fresh = ShardMap::initial(&names(4), 64, 2);
+    for (shard, p) in map.iter() {
+        assert_eq!(
+            p,
+            &crate::shard_map::Placement {
+                epoch: p.epoch,
+                ..fresh.placement(shard).clone()
+            },
+            "shard {shard}"
+        );
+    }
+    assert!(plan(&map, &all_up, limits).is_empty());
 }

@@ -87,6 +87,9 @@ impl std::fmt::Debug for Store {
     }
 }
 
+/// One page of a shard scan: `(kind, id, record)` and the key to resume after, if any remain.
+pub type ScanPage = (Vec<(String, String, Record)>, Option<Vec<u8>>);
+
 /// One stored entity: its last write's lsn and value (`None` once deleted).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Record {
@@ -208,7 +211,10 @@ impl Store {
             FlushPolicy::Periodic(_) => None,
         };
         let lsns = (0..shard_count)
-            .map(|s| meta.get(lsn_key(ShardId(s))).map(|v| AtomicU64::new(v.map(|v| be_u64(&v)).unwrap_or(0))))
+            .map(|s| {
+                meta.get(lsn_key(ShardId(s)))
+                    .map(|v| AtomicU64::new(v.map(|v| be_u64(&v)).unwrap_or(0)))
+            })
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Self {
             inner: Arc::new(Inner {
@@ -226,25 +232,50 @@ impl Store {
     }
 
     /// The live value of an entity (none if absent or deleted).
-    pub fn get(&self, shard: ShardId, kind: &str, id: &str) -> Result<Option<Vec<u8>>, StorageError> {
+    pub fn get(
+        &self,
+        shard: ShardId,
+        kind: &str,
+        id: &str,
+    ) -> Result<Option<Vec<u8>>, StorageError> {
         Ok(self.record(shard, kind, id)?.and_then(|r| r.value))
     }
 
     /// The record of an entity, tombstones included.
-    pub fn record(&self, shard: ShardId, kind: &str, id: &str) -> Result<Option<Record>, StorageError> {
-        Ok(self.tree(shard).get(entity_key(kind, id))?.map(|v| Record::decode(&v)))
+    pub fn record(
+        &self,
+        shard: ShardId,
+        kind: &str,
+        id: &str,
+    ) -> Result<Option<Record>, StorageError> {
+        Ok(self
+            .tree(shard)
+            .get(entity_key(kind, id))?
+            .map(|v| Record::decode(&v)))
     }
 
     /// Stores `value` (or a tombstone) at `lsn` if that is newer than what is stored; returns
     /// whether it was applied. Call [`Store::commit`] before acknowledging.
-    pub fn apply(&self, shard: ShardId, kind: &str, id: &str, lsn: u64, value: Option<&[u8]>) -> Result<bool, StorageError> {
+    pub fn apply(
+        &self,
+        shard: ShardId,
+        kind: &str,
+        id: &str,
+        lsn: u64,
+        value: Option<&[u8]>,
+    ) -> Result<bool, StorageError> {
         let new = Record::encode(lsn, value);
         let mut applied = false;
-        self.tree(shard).fetch_and_update(entity_key(kind, id), |old| {
-            let newer = old.is_none_or(|o| Record::lsn_of(o) < lsn);
-            applied = newer;
-            if newer { Some(new.clone()) } else { old.map(<[u8]>::to_vec) }
-        })?;
+        self.tree(shard)
+            .fetch_and_update(entity_key(kind, id), |old| {
+                let newer = old.is_none_or(|o| Record::lsn_of(o) < lsn);
+                applied = newer;
+                if newer {
+                    Some(new.clone())
+                } else {
+                    old.map(<[u8]>::to_vec)
+                }
+            })?;
         let seen = &self.inner.lsns[shard.0 as usize];
         if seen.fetch_max(lsn, Ordering::AcqRel) < lsn {
             self.inner.meta.insert(lsn_key(shard), &lsn.to_be_bytes())?;
@@ -259,10 +290,17 @@ impl Store {
 
     /// Up to `limit` records of `shard` after key `after` (tombstones included), for copying
     /// the shard to another node; also the key to resume after, if any remain.
-    pub fn scan(&self, shard: ShardId, after: Option<&[u8]>, limit: usize) -> Result<(Vec<(String, String, Record)>, Option<Vec<u8>>), StorageError> {
+    pub fn scan(
+        &self,
+        shard: ShardId,
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<ScanPage, StorageError> {
         let tree = self.tree(shard);
         let iter = match after {
-            Some(k) => tree.range::<&[u8], _>((std::ops::Bound::Excluded(k), std::ops::Bound::Unbounded)),
+            Some(k) => {
+                tree.range::<&[u8], _>((std::ops::Bound::Excluded(k), std::ops::Bound::Unbounded))
+            }
             None => tree.iter(),
         };
         let mut out = Vec::new();
@@ -272,7 +310,9 @@ impl Store {
                 return Ok((out, last));
             }
             let (k, v) = item?;
-            let Some(sep) = k.iter().position(|b| *b == 0) else { continue };
+            let Some(sep) = k.iter().position(|b| *b == 0) else {
+                continue;
+            };
             let kind = String::from_utf8_lossy(&k[..sep]).into_owned();
             let id = String::from_utf8_lossy(&k[sep + 1..]).into_owned();
             out.push((kind, id, Record::decode(&v)));
@@ -356,8 +396,12 @@ mod tests {
         let dir = tmp("reopen");
         {
             let s = Store::open(&dir, 8, FlushPolicy::OnWrite, 1 << 20).unwrap();
-            assert!(s.apply(ShardId(3), "customer", "a", 5, Some(b"one")).unwrap());
-            assert!(s.apply(ShardId(4), "customer", "a", 6, Some(b"two")).unwrap());
+            assert!(s
+                .apply(ShardId(3), "customer", "a", 5, Some(b"one"))
+                .unwrap());
+            assert!(s
+                .apply(ShardId(4), "customer", "a", 6, Some(b"two"))
+                .unwrap());
             s.commit().await.unwrap();
             assert_eq!(s.get(ShardId(3), "customer", "a").unwrap().unwrap(), b"one");
             assert_eq!(s.get(ShardId(3), "device", "a").unwrap(), None);
@@ -370,7 +414,13 @@ mod tests {
         assert_eq!(s.shard_len(ShardId(3)), 1);
         assert_eq!((s.shard_lsn(ShardId(3)), s.shard_lsn(ShardId(4))), (5, 7));
         let tomb = s.record(ShardId(4), "customer", "a").unwrap().unwrap();
-        assert_eq!(tomb, Record { lsn: 7, value: None });
+        assert_eq!(
+            tomb,
+            Record {
+                lsn: 7,
+                value: None
+            }
+        );
         drop(s);
         let _ = std::fs::remove_dir_all(&dir);
     }
@@ -384,13 +434,27 @@ mod tests {
         assert!(!s.apply(ShardId(1), "c", "x", 10, None).unwrap());
         assert_eq!(s.get(ShardId(1), "c", "x").unwrap().unwrap(), b"new");
         assert!(s.apply(ShardId(1), "c", "x", 11, None).unwrap());
-        assert!(!s.apply(ShardId(1), "c", "x", 10, Some(b"again")).unwrap(), "a copy must not resurrect a deleted entity");
+        assert!(
+            !s.apply(ShardId(1), "c", "x", 10, Some(b"again")).unwrap(),
+            "a copy must not resurrect a deleted entity"
+        );
         assert_eq!(s.get(ShardId(1), "c", "x").unwrap(), None);
         let (scanned, next) = s.scan(ShardId(1), None, 10).unwrap();
-        assert_eq!(scanned, vec![("c".to_string(), "x".to_string(), Record { lsn: 11, value: None })]);
+        assert_eq!(
+            scanned,
+            vec![(
+                "c".to_string(),
+                "x".to_string(),
+                Record {
+                    lsn: 11,
+                    value: None
+                }
+            )]
+        );
         assert_eq!(next, None);
         for i in 0..5 {
-            s.apply(ShardId(0), "c", &format!("k{i}"), 20 + i, Some(b"v")).unwrap();
+            s.apply(ShardId(0), "c", &format!("k{i}"), 20 + i, Some(b"v"))
+                .unwrap();
         }
         let (page, next) = s.scan(ShardId(0), None, 3).unwrap();
         assert_eq!((page.len(), page[0].1.as_str()), (3, "k0"));
@@ -423,7 +487,8 @@ mod tests {
             .map(|i| {
                 let s = s.clone();
                 tokio::spawn(async move {
-                    s.apply(ShardId(0), "k", &i.to_string(), i + 1, Some(b"v")).unwrap();
+                    s.apply(ShardId(0), "k", &i.to_string(), i + 1, Some(b"v"))
+                        .unwrap();
                     s.commit().await
                 })
             })
