@@ -196,10 +196,16 @@ pub struct ClusterInfo {
     pub cluster: String,
     /// This gateway.
     pub gateway: String,
-    /// Shard-map epoch.
-    pub epoch: u64,
+    /// Shard-map version (consensus log index of the last change).
+    pub map_version: u64,
     /// Shard count.
     pub shards: u32,
+    /// Copies per shard.
+    pub replication_factor: usize,
+    /// Shards with fewer in-sync copies than the replication factor.
+    pub under_replicated: usize,
+    /// Shard copies in progress.
+    pub learners: usize,
     /// Every member.
     pub members: Vec<ClusterMemberInfo>,
 }

@@ -57,8 +57,8 @@ pub async fn run(cfg: ClusterConfig, stop: impl Future<Output = ()>) -> Result<(
 
     let member = ClusterMember::join(&cfg, &me).await?;
     let initial = ShardMap::initial(&cfg.node_names(), cfg.shards, cfg.replication_factor);
-    let map = keelson_runtime::follow_map(initial, member.view(), cfg.request_timeout);
-    let client = ClusterClient::new(map, member.view(), cfg.request_timeout);
+    let (map, refresh) = keelson_runtime::follow_map(initial, member.view(), cfg.failure_timeout);
+    let client = ClusterClient::new(map, member.view(), cfg.request_timeout).with_refresh(refresh);
 
     let (trigger, shutdown_rx) = shutdown::channel();
     let http_addr = cfg.gateway_http;

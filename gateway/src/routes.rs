@@ -418,13 +418,19 @@ async fn fault(
 
 fn cluster(ctx: &Ctx) -> Ok_ {
     let view = ctx.client.view();
-    let counts: std::collections::HashMap<String, usize> =
-        ctx.client.map().counts().into_iter().collect();
+    let map = ctx.client.map();
+    let counts: std::collections::HashMap<String, usize> = map.counts().into_iter().collect();
     let info = api::ClusterInfo {
         cluster: ctx.cfg.name.clone(),
         gateway: ctx.cfg.gateway.name.clone(),
-        epoch: ctx.client.map().version(),
-        shards: ctx.client.map().shard_count(),
+        map_version: map.version(),
+        shards: map.shard_count(),
+        replication_factor: map.replication_factor(),
+        under_replicated: map
+            .iter()
+            .filter(|(_, p)| 1 + p.in_sync.len() < map.replication_factor())
+            .count(),
+        learners: map.iter().map(|(_, p)| p.learners.len()).sum(),
         members: view
             .members
             .into_iter()

@@ -11,6 +11,7 @@ use ractor::ActorRef;
 use tokio::sync::watch;
 
 use crate::consensus::MapWatch;
+use crate::map_follower::Refresh;
 use crate::membership::ClusterView;
 use crate::metrics;
 use crate::shard_map::{ShardId, ShardMap};
@@ -68,12 +69,24 @@ pub struct ClusterClient {
     map: MapWatch,
     view: watch::Receiver<ClusterView>,
     timeout: Duration,
+    refresh: Option<Refresh>,
 }
 
 impl ClusterClient {
     /// A client routing with `map` and the membership `view`.
     pub fn new(map: MapWatch, view: watch::Receiver<ClusterView>, timeout: Duration) -> Self {
-        Self { map, view, timeout }
+        Self {
+            map,
+            view,
+            timeout,
+            refresh: None,
+        }
+    }
+
+    /// Asks `refresh` for a newer map whenever a request is retried.
+    pub fn with_refresh(mut self, refresh: Refresh) -> Self {
+        self.refresh = Some(refresh);
+        self
     }
 
     /// The shard map in force.
@@ -126,23 +139,28 @@ impl ClusterClient {
                 .routed_requests
                 .with_label_values(&["retried"])
                 .inc();
+            if let Some(r) = &self.refresh {
+                r.notify_one();
+            }
             tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(Duration::from_millis(200));
+            backoff = (backoff * 2).min(Duration::from_millis(50));
         }
     }
 
     fn retryable(&self, err: &RequestError, read: bool) -> bool {
         match err {
-            // A failover can only happen if an in-sync follower is up.
+            // A failover can only happen if an in-sync follower is up and a majority of nodes
+            // is there to commit it.
             RequestError::Unavailable { shard, .. } => {
                 let map = self.map();
                 let view = self.view.borrow();
-                map.placement(ShardId(*shard))
-                    .in_sync
-                    .iter()
-                    .any(|n| view.is_up(n))
-                    || read
-                        && matches!(err, RequestError::Unavailable { reason, .. } if reason.contains("connection lost"))
+                let up = map.nodes().iter().filter(|n| view.is_up(n)).count();
+                up * 2 > map.nodes().len()
+                    && map
+                        .placement(ShardId(*shard))
+                        .in_sync
+                        .iter()
+                        .any(|n| view.is_up(n))
             }
             RequestError::Remote {
                 error: RemoteError::NotOwner { .. },

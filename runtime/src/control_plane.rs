@@ -111,12 +111,13 @@ impl ControlPlane {
             version,
         ));
         tracing::info!(version = map.borrow().version(), "control plane started");
+        // Proposals wait at most a failure timeout: without a majority they fail fast.
         Ok(Self {
             raft,
             server,
             map,
             planner,
-            timeout: cfg.request_timeout,
+            timeout: cfg.failure_timeout,
         })
     }
 
@@ -221,11 +222,22 @@ async fn planner_loop(
         };
         let cmds = plan(&current, &health, PlanLimits::default());
         let mut seen = HashSet::new();
-        for cmd in cmds {
-            if !seen.insert(cmd.shard()) {
-                continue;
+        let mut cmds: Vec<MapCommand> = cmds
+            .into_iter()
+            .filter(|c| seen.insert(c.shard()))
+            .collect();
+        // Promotions first: they end unavailability; the rest only restore redundancy.
+        cmds.sort_by_key(|c| !matches!(c, MapCommand::Promote { .. }));
+        // Proposed together so openraft commits them in a few batches, not one round each.
+        let proposals = cmds.into_iter().map(|cmd| {
+            let raft = raft.clone();
+            async move {
+                let result = consensus::propose(&raft, cmd.clone(), Duration::from_secs(2)).await;
+                (cmd, result)
             }
-            match consensus::propose(&raft, cmd.clone(), Duration::from_secs(2)).await {
+        });
+        for (cmd, result) in futures_util::future::join_all(proposals).await {
+            match result {
                 Ok(v) => {
                     let kind = match cmd {
                         MapCommand::Promote { .. } => "promote",

@@ -5,46 +5,65 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 
 use crate::consensus::{fetch_map, MapWatch};
 use crate::membership::ClusterView;
 use crate::shard_map::ShardMap;
 
-/// Starts following the map from the nodes; returns the published map.
+/// Asks the follower to fetch the map now (a request just found its map stale).
+pub type Refresh = Arc<Notify>;
+
+/// Starts following the map from the nodes; returns the published map and a refresh handle.
 pub fn follow(
     initial: ShardMap,
     mut view: watch::Receiver<ClusterView>,
     timeout: Duration,
-) -> MapWatch {
+) -> (MapWatch, Refresh) {
     let (tx, rx) = watch::channel(Arc::new(initial));
+    let refresh: Refresh = Arc::new(Notify::new());
+    let nudged = refresh.clone();
     tokio::spawn(async move {
         let mut poll = tokio::time::interval(Duration::from_secs(1));
         loop {
-            tokio::select! {
-                r = view.changed() => if r.is_err() { return },
-                _ = poll.tick() => {}
-            }
-            let have = tx.borrow().version();
-            let newest = {
-                let v = view.borrow();
-                v.members
-                    .iter()
-                    .filter(|m| m.name != v.me && m.state == "up" && m.map_version > have)
-                    .max_by_key(|m| m.map_version)
-                    .map(|m| m.name.clone())
+            let everyone = tokio::select! {
+                r = view.changed() => if r.is_err() { return } else { false },
+                _ = poll.tick() => false,
+                _ = nudged.notified() => true,
             };
-            let Some(from) = newest else { continue };
-            match fetch_map(&from, timeout).await {
-                Ok(map) if map.version() > tx.borrow().version() => {
-                    tracing::info!(version = map.version(), from = %from, "learned a newer shard map");
-                    crate::metrics::get().shard_epoch.set(map.version() as i64);
-                    tx.send_replace(Arc::new(map));
+            let have = tx.borrow().version();
+            let sources: Vec<String> = {
+                let v = view.borrow();
+                let mut ahead: Vec<_> = v
+                    .members
+                    .iter()
+                    .filter(|m| {
+                        m.name != v.me
+                            && m.role == crate::config::Role::Node
+                            && m.state == "up"
+                            && (everyone || m.map_version > have)
+                    })
+                    .collect();
+                ahead.sort_by_key(|m| std::cmp::Reverse(m.map_version));
+                ahead.into_iter().map(|m| m.name.clone()).collect()
+            };
+            let fetches = sources
+                .iter()
+                .map(|from| async move { (from, fetch_map(from, timeout).await) });
+            for (from, result) in futures_util::future::join_all(fetches).await {
+                match result {
+                    Ok(map) if map.version() > tx.borrow().version() => {
+                        tracing::info!(version = map.version(), from = %from, "learned a newer shard map");
+                        crate::metrics::get().shard_epoch.set(map.version() as i64);
+                        tx.send_replace(Arc::new(map));
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::debug!(from = %from, error = %e, "cannot fetch the shard map")
+                    }
                 }
-                Ok(_) => {}
-                Err(e) => tracing::debug!(from = %from, error = %e, "cannot fetch the shard map"),
             }
         }
     });
-    rx
+    (rx, refresh)
 }

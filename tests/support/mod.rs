@@ -317,6 +317,37 @@ impl Cluster {
         v["owner"].as_str().unwrap().to_string()
     }
 
+    /// `GET /v1/cluster` as JSON.
+    pub async fn info(&self) -> Option<Value> {
+        self.http
+            .get(format!("{}/v1/cluster", self.gateway))
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()
+    }
+
+    /// Waits until every node is up and every shard has all its copies in sync.
+    pub async fn wait_replicated(&self, deadline: Duration) {
+        self.wait_all_up().await;
+        wait_for("every shard fully replicated", deadline, || async {
+            let v = self.info().await?;
+            (v["under_replicated"] == 0 && v["learners"] == 0).then_some(())
+        })
+        .await;
+    }
+
+    /// Sum of a metric over every node.
+    pub async fn metric_sum(&self, series: &str) -> f64 {
+        let mut total = 0.0;
+        for n in &self.nodes {
+            total += self.metric(n, series).await;
+        }
+        total
+    }
+
     pub fn print_logs(&self) {
         for name in self.nodes.iter().map(String::as_str).chain(["gateway"]) {
             let text = std::fs::read_to_string(self.log(name)).unwrap_or_default();

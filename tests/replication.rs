@@ -1,0 +1,291 @@
+//! Replicated shards with real processes: `kill -9`, SIGSTOP, lost majorities, catch-up.
+//! Invariants, by test: no acknowledged write is lost; a survivor serves a dead or frozen
+//! primary's shards quickly; a thawed primary is fenced (`keelson_duplicate_primary_total` 0).
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use futures_util::stream::{self, StreamExt};
+use serde_json::json;
+use support::{serial, wait_for, Cluster, Settings};
+
+async fn create(c: &Cluster, id: &str) {
+    let (s, _, v) = c
+        .req(
+            "POST",
+            "/v1/customers",
+            Some(&json!({"id": id, "name": "R"}).to_string()),
+        )
+        .await;
+    assert_eq!(s, 201, "create {id}: {v}");
+}
+
+async fn set_company(c: &Cluster, id: &str, company: &str) -> u16 {
+    c.req(
+        "PATCH",
+        &format!("/v1/customers/{id}"),
+        Some(&json!({"company": company}).to_string()),
+    )
+    .await
+    .0
+}
+
+async fn company(c: &Cluster, id: &str) -> Option<String> {
+    let (s, _, v) = c.req("GET", &format!("/v1/customers/{id}"), None).await;
+    (s == 200).then(|| v["company"].as_str().unwrap_or("").to_string())
+}
+
+/// A customer whose primary is `node`.
+async fn key_on(c: &Cluster, node: &str, prefix: &str) -> String {
+    for i in 0..10_000 {
+        let id = format!("{prefix}{i}");
+        if c.owner("customer", &id).await == node {
+            return id;
+        }
+    }
+    panic!("no key found on {node}");
+}
+
+async fn duplicates(c: &Cluster) -> f64 {
+    let mut total = 0.0;
+    for n in &c.nodes {
+        total += c.metric(n, "keelson_duplicate_primary_total").await;
+    }
+    total
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_a_primary_under_load_fails_over_within_a_second() {
+    let _guard = serial().await;
+    let mut c = Cluster::start("failover", Settings::default()).await;
+    c.wait_replicated(Duration::from_secs(30)).await;
+    for i in 0..32 {
+        create(&c, &format!("load{i}")).await;
+    }
+    let mut times = Vec::new();
+    for round in 0..20 {
+        let victim = c.nodes[round % c.nodes.len()].clone();
+        let key = key_on(&c, &victim, &format!("k{round}-")).await;
+        create(&c, &key).await;
+        let t0 = Instant::now();
+        c.kill(&victim);
+        // Background writes on other keys keep the cluster busy during the failover.
+        let load = async {
+            for i in 0..200 {
+                set_company(&c, &format!("load{}", i % 32), &format!("v{round}-{i}")).await;
+            }
+        };
+        let failover = async {
+            loop {
+                if set_company(&c, &key, "after").await == 200 {
+                    break t0.elapsed();
+                }
+                assert!(
+                    t0.elapsed() < Duration::from_secs(10),
+                    "no failover for {key} after 10 s"
+                );
+            }
+        };
+        let (took, ()) = tokio::join!(failover, load);
+        times.push(took);
+        assert_eq!(company(&c, &key).await.as_deref(), Some("after"));
+        c.spawn(&victim);
+        c.wait_replicated(Duration::from_secs(60)).await;
+    }
+    times.sort();
+    let p50 = times[times.len() / 2];
+    let p99 = times[times.len() - 1];
+    eprintln!("kill -9 of a primary to first successful write, 20 tries: p50 {p50:?}, p99 {p99:?}, all {times:?}");
+    assert!(p99 < Duration::from_secs(1), "p99 {p99:?}: {times:?}");
+    assert_eq!(duplicates(&c).await, 0.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_primary_is_replaced_fenced_and_rejoins_as_a_follower() {
+    let _guard = serial().await;
+    let c = Cluster::start("freeze-primary", Settings::default()).await;
+    c.wait_replicated(Duration::from_secs(30)).await;
+    let key = key_on(&c, "n2", "f").await;
+    create(&c, &key).await;
+    assert_eq!(set_company(&c, &key, "before").await, 200);
+
+    let t0 = Instant::now();
+    c.signal("n2", libc::SIGSTOP);
+    loop {
+        if set_company(&c, &key, "during").await == 200 {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "no survivor took over"
+        );
+    }
+    let took = t0.elapsed();
+    eprintln!("SIGSTOP of a primary to first successful write: {took:?}");
+    assert!(took < Duration::from_secs(2), "took {took:?}");
+    let new_primary = c.owner("customer", &key).await;
+    assert_ne!(new_primary, "n2");
+
+    c.signal("n2", libc::SIGCONT);
+    c.wait_replicated(Duration::from_secs(60)).await;
+    // Writes after the thaw land once, on whoever is primary now; the old one took none.
+    for i in 0..20 {
+        assert_eq!(set_company(&c, &key, &format!("after{i}")).await, 200);
+    }
+    assert_eq!(company(&c, &key).await.as_deref(), Some("after19"));
+    assert_eq!(
+        duplicates(&c).await,
+        0.0,
+        "a thawed primary confirmed a write"
+    );
+    // It is back as a replica of the shard (primary again after the handoff, or follower).
+    let (_, _, loc) = c
+        .req("GET", &format!("/v1/cluster/locate/customer/{key}"), None)
+        .await;
+    assert_eq!(loc["owner_state"], "up");
+    assert!(
+        c.metric("n2", "keelson_shards_following").await
+            + c.metric("n2", "keelson_shards_owned").await
+            > 0.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_majority_writes_fail_fast_and_nothing_acknowledged_is_lost() {
+    let _guard = serial().await;
+    let c = Cluster::start("no-majority", Settings::default()).await;
+    c.wait_replicated(Duration::from_secs(30)).await;
+    let keys: Vec<String> = (0..64).map(|i| format!("m{i}")).collect();
+    for k in &keys {
+        create(&c, k).await;
+    }
+    c.signal("n3", libc::SIGSTOP);
+    c.signal("n4", libc::SIGSTOP);
+    wait_for("n3 and n4 down", Duration::from_secs(5), || async {
+        let s = c.states().await?;
+        (s["n3"] == "down" && s["n4"] == "down").then_some(())
+    })
+    .await;
+    let mut acked = Vec::new();
+    let mut refused = 0;
+    for k in &keys {
+        let t = Instant::now();
+        let (s, h, v) = c
+            .req(
+                "PATCH",
+                &format!("/v1/customers/{k}"),
+                Some(r#"{"company":"minority"}"#),
+            )
+            .await;
+        let took = t.elapsed();
+        assert!(took < Duration::from_secs(3), "{k}: took {took:?}");
+        match s {
+            200 => acked.push(k.clone()),
+            503 => {
+                refused += 1;
+                let code = v["error"]["code"].as_str().unwrap();
+                assert!(
+                    ["shard_unavailable", "write_not_confirmed"].contains(&code),
+                    "{k}: {v}"
+                );
+                assert!(h.contains_key("retry-after"));
+            }
+            other => panic!("{k}: status {other}: {v}"),
+        }
+    }
+    eprintln!(
+        "without a majority: {} writes confirmed (both copies up), {refused} refused",
+        acked.len()
+    );
+    assert!(refused > 0, "some shards need a node that is frozen");
+    c.signal("n3", libc::SIGCONT);
+    c.signal("n4", libc::SIGCONT);
+    c.wait_replicated(Duration::from_secs(60)).await;
+    for k in &acked {
+        assert_eq!(
+            company(&c, k).await.as_deref(),
+            Some("minority"),
+            "{k} lost an acknowledged write"
+        );
+    }
+    for k in &keys {
+        assert_eq!(
+            set_company(&c, k, "healed").await,
+            200,
+            "{k} after the majority returned"
+        );
+    }
+    assert_eq!(duplicates(&c).await, 0.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_returning_follower_catches_up_and_then_losing_the_primary_loses_nothing() {
+    let _guard = serial().await;
+    let mut c = Cluster::start("catch-up", Settings::default()).await;
+    c.wait_replicated(Duration::from_secs(30)).await;
+    c.kill("n4");
+    wait_for("n4 down", Duration::from_secs(3), || async {
+        (c.state_of("n4").await.as_deref() == Some("down")).then_some(())
+    })
+    .await;
+    let n = 10_000;
+    let t = Instant::now();
+    let failures: Vec<String> = stream::iter(0..n)
+        .map(|i| {
+            let c = &c;
+            async move {
+                let body = json!({"id": format!("cu{i}"), "name": format!("C {i}")}).to_string();
+                let (s, _, v) = c.req("POST", "/v1/customers", Some(&body)).await;
+                (s != 201).then(|| format!("cu{i}: {s} {v}"))
+            }
+        })
+        .buffer_unordered(32)
+        .filter_map(|x| async move { x })
+        .collect()
+        .await;
+    assert!(
+        failures.is_empty(),
+        "{} creates failed, e.g. {:?}",
+        failures.len(),
+        &failures[..failures.len().min(3)]
+    );
+    eprintln!("{n} customers written with n4 down in {:?}", t.elapsed());
+
+    let t = Instant::now();
+    c.spawn("n4");
+    c.wait_replicated(Duration::from_secs(120)).await;
+    let took = t.elapsed();
+    let copied = c.metric("n4", "keelson_copy_records_total").await;
+    eprintln!(
+        "n4 caught up: {copied} records copied in {took:?} ({:.0} records/s)",
+        copied / took.as_secs_f64()
+    );
+    assert!(copied > 0.0);
+
+    // Lose the node holding the most primaries: every customer is still there.
+    c.kill("n1");
+    wait_for("n1 down", Duration::from_secs(3), || async {
+        (c.state_of("n1").await.as_deref() == Some("down")).then_some(())
+    })
+    .await;
+    let missing: Vec<String> = stream::iter(0..n)
+        .map(|i| {
+            let c = &c;
+            async move {
+                let (s, _, v) = c.req("GET", &format!("/v1/customers/cu{i}"), None).await;
+                (s != 200 || v["name"] != format!("C {i}")).then(|| format!("cu{i}: {s} {v}"))
+            }
+        })
+        .buffer_unordered(32)
+        .filter_map(|x| async move { x })
+        .collect()
+        .await;
+    assert!(
+        missing.is_empty(),
+        "{} customers lost, e.g. {:?}",
+        missing.len(),
+        &missing[..missing.len().min(3)]
+    );
+    assert_eq!(duplicates(&c).await, 0.0);
+}
