@@ -187,6 +187,10 @@ pub struct ClusterMemberInfo {
     pub status: keelson_runtime::MemberStatus,
     /// Shards it owns (0 for gateways).
     pub shards_owned: usize,
+    /// Shards it follows in sync.
+    pub shards_following: usize,
+    /// Shards it is copying.
+    pub shards_learning: usize,
 }
 
 /// `GET /v1/cluster`

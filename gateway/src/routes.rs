@@ -436,6 +436,14 @@ fn cluster(ctx: &Ctx) -> Ok_ {
             .into_iter()
             .map(|status| api::ClusterMemberInfo {
                 shards_owned: counts.get(&status.name).copied().unwrap_or(0),
+                shards_following: map
+                    .iter()
+                    .filter(|(_, p)| p.in_sync.contains(&status.name))
+                    .count(),
+                shards_learning: map
+                    .iter()
+                    .filter(|(_, p)| p.learners.contains(&status.name))
+                    .count(),
                 status,
             })
             .collect(),

@@ -111,6 +111,31 @@ impl Replicator {
         *e
     }
 
+    /// Waits (up to the replica timeout) for this node's map to show it still primary of
+    /// `shard` with `node` out of the in-sync set.
+    async fn dropped(&self, shard: ShardId, node: &str) -> bool {
+        let mut map = self.map.clone();
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        loop {
+            {
+                let now = map.borrow_and_update();
+                let q = now.placement(shard);
+                if q.primary != self.node {
+                    return false;
+                }
+                if !q.in_sync.iter().any(|n| n == node) {
+                    return true;
+                }
+            }
+            if tokio::time::timeout_at(deadline, map.changed())
+                .await
+                .is_err()
+            {
+                return false;
+            }
+        }
+    }
+
     /// Waits until no write that read an older map is between reading it and applying locally.
     pub fn fence(&self, shard: ShardId) {
         drop(self.fences[shard.0 as usize].write().expect("fence lock"));
@@ -144,6 +169,7 @@ impl Replicator {
         };
         let frame = wire::encode(&ReplicaWrite {
             shard: shard.0,
+            primary: self.node.clone(),
             epoch: p.epoch,
             lsn,
             kind: kind.to_string(),
@@ -187,11 +213,10 @@ impl Replicator {
             match self.proposer.propose(cmd).await {
                 Ok(_) => metrics::get().in_sync_shrinks.inc(),
                 Err(ProposeError::Refused(MapError::StaleEpoch { .. })) => {
-                    // Someone else changed the shard meanwhile: fine only if we are still primary
-                    // and the follower is out of the in-sync set.
-                    let now = self.map.borrow().clone();
-                    let q = now.placement(shard);
-                    if q.primary != self.node || q.in_sync.contains(&node) {
+                    // Someone else changed the shard meanwhile (often the planner dropping the
+                    // same follower): fine once this node's map shows it is still primary and
+                    // the follower is out of the in-sync set.
+                    if !self.dropped(shard, &node).await {
                         return Err(unconfirmed(format!("shard changed while dropping {node}")));
                     }
                 }

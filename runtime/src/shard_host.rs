@@ -64,8 +64,8 @@ pub struct ShardHostState {
     active: ActivationTable<(ShardId, EntityKey)>,
     ticker: Option<JoinHandle<()>>,
     map_task: Option<tokio::task::JoinHandle<()>>,
-    /// Highest epoch this node has accepted replicated writes at, per shard.
-    accepted: HashMap<u32, u64>,
+    /// Highest epoch (and its primary) this node has accepted replicated writes at, per shard.
+    accepted: HashMap<u32, (u64, String)>,
     /// Shards this node was primary of at the last map change.
     primary_of: std::collections::HashSet<u32>,
 }
@@ -115,18 +115,32 @@ impl ShardHostState {
             }
         };
         let shard = ShardId(w.shard);
-        let known = self
-            .args
-            .map
-            .borrow()
-            .epoch(shard)
-            .max(self.accepted.get(&w.shard).copied().unwrap_or(0));
-        if w.epoch < known {
+        // A write is stale only if a newer epoch names another primary: epochs also move when
+        // followers come and go, which does not fence the primary.
+        let (map_epoch, map_primary) = {
+            let map = self.args.map.borrow();
+            let p = map.placement(shard);
+            (p.epoch, p.primary.clone())
+        };
+        let by_map = w.epoch < map_epoch && map_primary != w.primary;
+        let by_mark = self
+            .accepted
+            .get(&w.shard)
+            .filter(|(e, p)| w.epoch < *e && *p != w.primary)
+            .map(|(e, _)| *e);
+        if by_map || by_mark.is_some() {
+            let epoch = by_mark.unwrap_or(0).max(map_epoch);
             m.replica_writes.with_label_values(&["stale"]).inc();
-            let _ = reply.send(wire::encode(&ReplicaAck::Stale { epoch: known }));
+            let _ = reply.send(wire::encode(&ReplicaAck::Stale { epoch }));
             return;
         }
-        self.accepted.insert(w.shard, w.epoch);
+        if self
+            .accepted
+            .get(&w.shard)
+            .is_none_or(|(e, _)| w.epoch >= *e)
+        {
+            self.accepted.insert(w.shard, (w.epoch, w.primary.clone()));
+        }
         if let Err(e) = self
             .args
             .store

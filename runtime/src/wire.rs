@@ -53,6 +53,8 @@ pub enum ShardHostRpc {
 pub struct ReplicaWrite {
     /// Shard.
     pub shard: u32,
+    /// The sending primary.
+    pub primary: String,
     /// The primary's epoch for the shard.
     pub epoch: u64,
     /// Log sequence number (`epoch << 40 | counter`).

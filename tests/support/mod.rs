@@ -249,16 +249,24 @@ impl Cluster {
 
     /// Value of a metric line (exact name and labels) on a process.
     pub async fn metric(&self, name: &str, series: &str) -> f64 {
+        self.try_metric(name, series)
+            .await
+            .unwrap_or_else(|| panic!("{name} did not serve /metrics"))
+    }
+
+    /// Like [`Cluster::metric`], `None` if the process does not answer (it was killed).
+    pub async fn try_metric(&self, name: &str, series: &str) -> Option<f64> {
         let text = self
             .http
             .get(self.ops_url(name, "/metrics"))
             .send()
             .await
-            .unwrap()
+            .ok()?
             .text()
             .await
-            .unwrap();
-        text.lines()
+            .ok()?;
+        let total = text
+            .lines()
             .filter(|l| !l.starts_with('#'))
             .filter(|l| {
                 let (lhs, _) = l.rsplit_once(' ').unwrap_or((l, ""));
@@ -276,7 +284,8 @@ impl Cluster {
                         .unwrap_or(true)
             })
             .map(|l| l.rsplit_once(' ').unwrap().1.parse::<f64>().unwrap())
-            .sum()
+            .sum::<f64>();
+        Some(total)
     }
 
     /// Sends a request to the gateway: (status, headers, JSON body or Null).
