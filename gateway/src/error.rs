@@ -124,6 +124,9 @@ impl From<RequestError> for ApiError {
                 Self::new(StatusCode::FORBIDDEN, "fault_injection_disabled", message)
             }
             RemoteError::Timeout(_) => Self::new(StatusCode::GATEWAY_TIMEOUT, "timeout", message),
+            RemoteError::NoLease(_) => {
+                Self::new(StatusCode::SERVICE_UNAVAILABLE, "no_majority", message).retry(1)
+            }
             RemoteError::WriteNotConfirmed { .. } => Self::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "write_not_confirmed",

@@ -148,22 +148,22 @@ impl ClusterClient {
     }
 
     fn retryable(&self, err: &RequestError, read: bool) -> bool {
+        // Nothing changes hands without a majority to commit it: fail fast instead.
+        let map = self.map();
+        let view = self.view.borrow();
+        let up = map.nodes().iter().filter(|n| view.is_up(n)).count();
+        if up * 2 <= map.nodes().len() {
+            return false;
+        }
         match err {
-            // A failover can only happen if an in-sync follower is up and a majority of nodes
-            // is there to commit it.
-            RequestError::Unavailable { shard, .. } => {
-                let map = self.map();
-                let view = self.view.borrow();
-                let up = map.nodes().iter().filter(|n| view.is_up(n)).count();
-                up * 2 > map.nodes().len()
-                    && map
-                        .placement(ShardId(*shard))
-                        .in_sync
-                        .iter()
-                        .any(|n| view.is_up(n))
-            }
+            // A failover can only happen if an in-sync follower is up.
+            RequestError::Unavailable { shard, .. } => map
+                .placement(ShardId(*shard))
+                .in_sync
+                .iter()
+                .any(|n| view.is_up(n)),
             RequestError::Remote {
-                error: RemoteError::NotOwner { .. },
+                error: RemoteError::NotOwner { .. } | RemoteError::NoLease(_),
                 ..
             } => true,
             RequestError::Timeout { .. } => read,

@@ -320,6 +320,16 @@ impl ClusterConfig {
         self.nodes.iter().chain(std::iter::once(&self.gateway))
     }
 
+    /// How long answers from a majority let a primary keep serving.
+    pub fn lease(&self) -> Duration {
+        self.failure_timeout / 4
+    }
+
+    /// How long a primary must have been down before it is replaced: longer than its lease.
+    pub fn promotion_delay(&self) -> Duration {
+        self.failure_timeout * 2 / 5
+    }
+
     /// Data directory of one node.
     pub fn node_data_dir(&self, node: &str) -> PathBuf {
         self.data_dir.join(node)

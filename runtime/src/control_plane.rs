@@ -109,6 +109,7 @@ impl ControlPlane {
             map.clone(),
             view,
             version,
+            cfg.promotion_delay(),
         ));
         tracing::info!(version = map.borrow().version(), "control plane started");
         // Proposals wait at most a failure timeout: without a majority they fail fast.
@@ -176,6 +177,7 @@ async fn planner_loop(
     mut map: MapWatch,
     mut view: watch::Receiver<ClusterView>,
     version: Arc<AtomicU64>,
+    promotion_delay: Duration,
 ) {
     let my_id = node_id(&me);
     let mut metrics = raft.metrics();
@@ -214,10 +216,13 @@ async fn planner_loop(
             continue;
         }
         elected_for = None;
-        let health = |n: &str| match v.state_of(n) {
+        // Down counts only once the node's lease has surely run out.
+        let health = |n: &str| match v.members.iter().find(|m| m.name == n) {
             _ if n == me => Health::Up,
-            Some("up") => Health::Up,
-            Some("down") => Health::Down,
+            Some(m) if m.state == "up" => Health::Up,
+            Some(m) if m.state == "down" && m.for_ms >= promotion_delay.as_millis() as u64 => {
+                Health::Down
+            }
             _ => Health::Unknown,
         };
         let cmds = plan(&current, &health, PlanLimits::default());

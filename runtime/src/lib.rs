@@ -25,6 +25,7 @@ mod control_plane;
 mod entity;
 mod failure_detector;
 mod heartbeat;
+mod lease;
 mod map_follower;
 mod member;
 mod membership;

@@ -15,6 +15,7 @@ use tokio::sync::watch;
 use crate::config::{ClusterConfig, Member, Role};
 use crate::entity::now_ms;
 use crate::heartbeat::{HeartbeatResponder, ResponderArgs};
+use crate::lease::Lease;
 use crate::membership::{
     ClusterView, Membership, MembershipArgs, MembershipMsg, Peer, SessionEvents,
 };
@@ -31,6 +32,7 @@ pub struct ClusterMember {
     membership: ActorRef<MembershipMsg>,
     view: watch::Receiver<ClusterView>,
     map_version: Arc<AtomicU64>,
+    lease: Lease,
 }
 
 impl ClusterMember {
@@ -59,6 +61,7 @@ impl ClusterMember {
             .map_err(|e| RuntimeError::Spawn("node server", e.to_string()))?;
         let incarnation = now_ms();
         let map_version = Arc::new(AtomicU64::new(0));
+        let lease = Lease::default();
         let (responder, _) = Actor::spawn(
             None,
             HeartbeatResponder,
@@ -101,6 +104,9 @@ impl ClusterMember {
                 heartbeat_interval: cfg.heartbeat_interval,
                 view: view_tx,
                 map_version: map_version.clone(),
+                lease: lease.clone(),
+                cluster_nodes: cfg.nodes.len(),
+                lease_duration: cfg.lease(),
             },
         )
         .await
@@ -119,6 +125,7 @@ impl ClusterMember {
             membership,
             view,
             map_version,
+            lease,
         })
     }
 
@@ -130,6 +137,11 @@ impl ClusterMember {
     /// Where this process records the shard-map version it has applied (told to peers in pongs).
     pub fn map_version(&self) -> Arc<AtomicU64> {
         self.map_version.clone()
+    }
+
+    /// This node's primary lease.
+    pub fn lease(&self) -> Lease {
+        self.lease.clone()
     }
 
     /// Stops membership, the responder and the transport, in that order.

@@ -27,6 +27,7 @@ use tokio::sync::watch;
 
 use crate::config::Role;
 use crate::failure_detector::{Cause, FailureDetector, PeerState};
+use crate::lease::{Lease, LeaseTracker};
 use crate::metrics;
 use crate::wire::{self, HeartbeatRpc, Ping, Pong};
 
@@ -109,7 +110,7 @@ pub enum MembershipMsg {
     /// Ping, detect, dial, publish.
     Tick,
     /// A heartbeat answer.
-    Heard(Pong, Duration),
+    Heard(Pong, Duration, Instant),
     /// A ping to `peer` failed or timed out.
     PingFailed(String),
     /// A dial attempt to `peer` finished.
@@ -139,6 +140,12 @@ pub struct MembershipArgs {
     pub view: watch::Sender<ClusterView>,
     /// This process's applied shard-map version.
     pub map_version: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// Where the primary lease is published.
+    pub lease: Lease,
+    /// Nodes in the cluster (for the lease majority).
+    pub cluster_nodes: usize,
+    /// How long a majority's answers keep the lease.
+    pub lease_duration: Duration,
 }
 
 struct Session {
@@ -162,6 +169,7 @@ pub struct MembershipState {
     dials: HashMap<String, Dial>,
     incarnations: HashMap<String, u64>,
     map_versions: HashMap<String, u64>,
+    lease_tracker: LeaseTracker,
     seq: u64,
     ticker: Option<JoinHandle<()>>,
 }
@@ -212,7 +220,9 @@ impl MembershipState {
                 .await;
             let msg = match result {
                 Ok(ractor::rpc::CallResult::Success(bytes)) => match wire::decode::<Pong>(&bytes) {
-                    Ok(pong) if pong.from == peer => MembershipMsg::Heard(pong, started.elapsed()),
+                    Ok(pong) if pong.from == peer => {
+                        MembershipMsg::Heard(pong, started.elapsed(), started)
+                    }
                     _ => MembershipMsg::PingFailed(peer),
                 },
                 _ => MembershipMsg::PingFailed(peer),
@@ -391,6 +401,7 @@ impl Actor for Membership {
             metrics::get().peer_up.with_label_values(&[&p.name]).set(0);
         }
         let ticker = myself.send_interval(args.heartbeat_interval, || MembershipMsg::Tick);
+        let lease_tracker = LeaseTracker::new(args.cluster_nodes, args.lease_duration);
         let mut st = MembershipState {
             args,
             detector,
@@ -399,6 +410,7 @@ impl Actor for Membership {
             dials: HashMap::new(),
             incarnations: HashMap::new(),
             map_versions: HashMap::new(),
+            lease_tracker,
             seq: 0,
             ticker: Some(ticker),
         };
@@ -425,7 +437,11 @@ impl Actor for Membership {
     ) -> Result<(), ActorProcessingErr> {
         match message {
             MembershipMsg::Tick => st.tick(&myself),
-            MembershipMsg::Heard(pong, rtt) => {
+            MembershipMsg::Heard(pong, rtt, sent) => {
+                if pong.role == Role::Node {
+                    st.lease_tracker.acked(&pong.from, sent);
+                    st.args.lease.set(st.lease_tracker.valid_until());
+                }
                 st.pinging.remove(&pong.from);
                 metrics::get()
                     .heartbeat_rtt

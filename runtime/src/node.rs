@@ -87,6 +87,7 @@ pub async fn run(
             fault_injection: cfg.fault_injection,
             request_timeout: cfg.request_timeout,
             replicator,
+            lease: member.lease(),
         },
     )
     .await

@@ -20,6 +20,7 @@ use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, Supervi
 use crate::activation::ActivationTable;
 use crate::consensus::MapWatch;
 use crate::entity::{EntityKey, EntityKinds, EntityResult};
+use crate::lease::Lease;
 use crate::metrics;
 use crate::replication::Replicator;
 use crate::restart_budget::RestartPolicy;
@@ -54,6 +55,8 @@ pub struct ShardHostArgs {
     pub request_timeout: Duration,
     /// The node's write path.
     pub replicator: Arc<Replicator>,
+    /// This node's primary lease.
+    pub lease: Lease,
 }
 
 /// Shard host state.
@@ -214,6 +217,9 @@ impl ShardHostState {
         let map = a.map.borrow().clone();
         let shard = shard_for(&req.kind, &req.id, map.shard_count());
         let owner = map.owner(shard);
+        if !a.lease.is_valid() {
+            return Err(RemoteError::NoLease(a.node.clone()));
+        }
         if shard.0 != req.shard || req.epoch != map.epoch(shard) || owner != a.node {
             return Err(RemoteError::NotOwner {
                 node: a.node.clone(),

@@ -235,6 +235,9 @@ pub enum RemoteError {
     /// The entity did not answer in time.
     #[error("entity did not answer within {0} ms")]
     Timeout(u64),
+    /// The node has not heard from a majority recently enough to act as primary.
+    #[error("node {0} has lost contact with the majority and stopped serving as primary")]
+    NoLease(String),
     /// The write may or may not have been applied: the primary applied it but could not
     /// confirm it on its followers (lost its role, or no majority to drop a follower).
     #[error("write on shard {shard} not confirmed: {reason}")]
