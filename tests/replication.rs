@@ -325,11 +325,16 @@ struct Op {
 }
 
 fn seq_of(v: &serde_json::Value) -> u64 {
-    v["company"].as_str().and_then(|c| c.strip_prefix('w')).and_then(|n| n.parse().ok()).unwrap_or(0)
+    v["company"]
+        .as_str()
+        .and_then(|c| c.strip_prefix('w'))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn random_kills_and_restarts_for_a_minute_lose_no_acknowledged_write_and_serve_no_stale_read() {
+async fn random_kills_and_restarts_for_a_minute_lose_no_acknowledged_write_and_serve_no_stale_read()
+{
     let _guard = serial().await;
     let mut c = Cluster::start("chaos", Settings::default()).await;
     c.wait_replicated(Duration::from_secs(30)).await;
@@ -344,7 +349,12 @@ async fn random_kills_and_restarts_for_a_minute_lose_no_acknowledged_write_and_s
     let history = std::sync::Arc::new(std::sync::Mutex::new(Vec::<Op>::new()));
     let mut tasks = Vec::new();
     for w in 0..WRITERS {
-        let (http, gw, stop, history) = (c.http.clone(), c.gateway.clone(), stop.clone(), history.clone());
+        let (http, gw, stop, history) = (
+            c.http.clone(),
+            c.gateway.clone(),
+            stop.clone(),
+            history.clone(),
+        );
         tasks.push(tokio::spawn(async move {
             let mut seq = vec![0u64; KEYS];
             let mut i = 0usize;
@@ -361,12 +371,24 @@ async fn random_kills_and_restarts_for_a_minute_lose_no_acknowledged_write_and_s
                     .send()
                     .await;
                 let ok = matches!(&r, Ok(r) if r.status() == 200);
-                history.lock().unwrap().push(Op { key, write: true, seq: s, start: t0, end: Instant::now(), ok });
+                history.lock().unwrap().push(Op {
+                    key,
+                    write: true,
+                    seq: s,
+                    start: t0,
+                    end: Instant::now(),
+                    ok,
+                });
             }
         }));
     }
     for r in 0..4usize {
-        let (http, gw, stop, history) = (c.http.clone(), c.gateway.clone(), stop.clone(), history.clone());
+        let (http, gw, stop, history) = (
+            c.http.clone(),
+            c.gateway.clone(),
+            stop.clone(),
+            history.clone(),
+        );
         tasks.push(tokio::spawn(async move {
             let mut i = r * 7919;
             let mut n = 0;
@@ -377,10 +399,20 @@ async fn random_kills_and_restarts_for_a_minute_lose_no_acknowledged_write_and_s
                 let t0 = Instant::now();
                 let r = http.get(format!("{gw}/v1/customers/ch{key}")).send().await;
                 let (ok, seq) = match r {
-                    Ok(r) if r.status() == 200 => (true, seq_of(&r.json::<serde_json::Value>().await.unwrap_or_default())),
+                    Ok(r) if r.status() == 200 => (
+                        true,
+                        seq_of(&r.json::<serde_json::Value>().await.unwrap_or_default()),
+                    ),
                     _ => (false, 0),
                 };
-                history.lock().unwrap().push(Op { key, write: false, seq, start: t0, end: Instant::now(), ok });
+                history.lock().unwrap().push(Op {
+                    key,
+                    write: false,
+                    seq,
+                    start: t0,
+                    end: Instant::now(),
+                    ok,
+                });
             }
         }));
     }
@@ -415,16 +447,27 @@ async fn random_kills_and_restarts_for_a_minute_lose_no_acknowledged_write_and_s
         writes.len(),
         reads.len()
     );
-    assert!(acked > 1000 && read_ok > 1000, "too little got through to judge");
+    assert!(
+        acked > 1000 && read_ok > 1000,
+        "too little got through to judge"
+    );
 
     // Invariant: no acknowledged write is lost.
     let mut lost = Vec::new();
     for k in 0..KEYS {
-        let last_acked = writes.iter().filter(|o| o.key == k && o.ok).map(|o| o.seq).max().unwrap_or(0);
+        let last_acked = writes
+            .iter()
+            .filter(|o| o.key == k && o.ok)
+            .map(|o| o.seq)
+            .max()
+            .unwrap_or(0);
         let (s, _, v) = c.req("GET", &format!("/v1/customers/ch{k}"), None).await;
         assert_eq!(s, 200, "ch{k} unreadable after the run: {v}");
         if seq_of(&v) < last_acked {
-            lost.push(format!("ch{k}: has w{} but w{last_acked} was acknowledged", seq_of(&v)));
+            lost.push(format!(
+                "ch{k}: has w{} but w{last_acked} was acknowledged",
+                seq_of(&v)
+            ));
         }
     }
     assert!(lost.is_empty(), "acknowledged writes lost: {lost:?}");
@@ -439,9 +482,61 @@ async fn random_kills_and_restarts_for_a_minute_lose_no_acknowledged_write_and_s
             .max()
             .unwrap_or(0);
         if r.seq < newest {
-            stale.push(format!("ch{}: read w{} after w{newest} was acknowledged", r.key, r.seq));
+            stale.push(format!(
+                "ch{}: read w{} after w{newest} was acknowledged",
+                r.key, r.seq
+            ));
         }
     }
-    assert!(stale.is_empty(), "{} stale reads, e.g. {:?}", stale.len(), &stale[..stale.len().min(5)]);
+    assert!(
+        stale.is_empty(),
+        "{} stale reads, e.g. {:?}",
+        stale.len(),
+        &stale[..stale.len().min(5)]
+    );
     assert_eq!(duplicates(&c).await, 0.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_retried_with_the_same_idempotency_key_is_applied_once_even_across_a_failover() {
+    let _guard = serial().await;
+    let mut c = Cluster::start("idempotency", Settings::default()).await;
+    c.wait_replicated(Duration::from_secs(30)).await;
+    let key = key_on(&c, "n3", "idem").await;
+    create(&c, &key).await;
+    let (http, url) = (
+        c.http.clone(),
+        format!("{}/v1/customers/{key}/interactions", c.gateway),
+    );
+    let add = |k: &'static str| {
+        let (http, url) = (http.clone(), url.clone());
+        async move {
+            let r = http
+                .post(url)
+                .header("idempotency-key", k)
+                .body(r#"{"kind":"order","item":"o-1"}"#)
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        }
+    };
+    let first = add("order-o-1").await;
+    assert_eq!(first.0, 201);
+    assert_eq!(
+        add("order-o-1").await,
+        first,
+        "a retry is answered like the first"
+    );
+    c.kill("n3");
+    // The same retry after a failover is still applied once: the key travelled with the state.
+    let after = add("order-o-1").await;
+    assert_eq!(after, first);
+    let (s, _, v) = c.req("GET", &format!("/v1/customers/{key}"), None).await;
+    assert_eq!(s, 200);
+    assert_eq!(v["interactions"].as_array().unwrap().len(), 1, "{v}");
+    // Another key is another write.
+    assert_eq!(add("order-o-2").await.0, 201);
+    let (_, _, v) = c.req("GET", &format!("/v1/customers/{key}"), None).await;
+    assert_eq!(v["interactions"].as_array().unwrap().len(), 2);
 }

@@ -8,7 +8,9 @@ use std::time::Instant;
 use keelson_actors::{
     validate_id, CustomerCommand, CustomerReply, DeviceCommand, DeviceReply, DomainError,
 };
-use keelson_runtime::{decode_payload, encode_payload, ClusterClient, ClusterConfig, Fault};
+use keelson_runtime::{
+    decode_payload, encode_payload, Access, ClusterClient, ClusterConfig, Fault,
+};
 use rand::RngExt;
 use serde::Serialize;
 use warp::http::{HeaderMap, HeaderValue, Method, Response, StatusCode};
@@ -55,6 +57,22 @@ fn request_id(headers: &HeaderMap) -> String {
         .unwrap_or_else(|| format!("{:016x}", rand::rng().random::<u64>()))
 }
 
+/// What identifies one client request.
+pub struct Rq {
+    /// `x-request-id`, given or generated.
+    id: String,
+    /// `Idempotency-Key`, if the client sent a usable one.
+    idempotency_key: Option<String>,
+}
+
+fn idempotency_key(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
+        .map(str::to_string)
+}
+
 fn new_id(prefix: &str) -> String {
     format!("{prefix}-{:016x}", rand::rng().random::<u64>())
 }
@@ -72,7 +90,10 @@ pub async fn handle(
     body: Result<Vec<u8>, ApiError>,
 ) -> Response<Bytes> {
     let started = Instant::now();
-    let rid = request_id(&headers);
+    let rid = Rq {
+        id: request_id(&headers),
+        idempotency_key: idempotency_key(&headers),
+    };
     let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
     let (route, outcome) = route(&ctx, &method, &segs, body, &rid).await;
     let (status, text, node, location, retry_after) = match outcome {
@@ -93,12 +114,12 @@ pub async fn handle(
     m.latency
         .with_label_values(&[route])
         .observe(elapsed.as_secs_f64());
-    tracing::info!(request_id = %rid, %method, %path, route, status = status.as_u16(), node = %node, latency_us = elapsed.as_micros() as u64, "request");
+    tracing::info!(request_id = %rid.id, %method, %path, route, status = status.as_u16(), node = %node, latency_us = elapsed.as_micros() as u64, "request");
     let mut resp = Response::new(Bytes::from(text));
     *resp.status_mut() = status;
     let h = resp.headers_mut();
     h.insert("content-type", HeaderValue::from_static("application/json"));
-    if let Ok(v) = HeaderValue::from_str(&rid) {
+    if let Ok(v) = HeaderValue::from_str(&rid.id) {
         h.insert("x-request-id", v);
     }
     if let Ok(v) = HeaderValue::from_str(&node) {
@@ -118,7 +139,7 @@ async fn route(
     method: &Method,
     segs: &[&str],
     body: Result<Vec<u8>, ApiError>,
-    rid: &str,
+    rid: &Rq,
 ) -> (&'static str, Outcome) {
     let m = method.clone();
     match segs {
@@ -192,13 +213,17 @@ async fn send_customer(
     ctx: &Ctx,
     id: &str,
     cmd: CustomerCommand,
-    rid: &str,
+    rid: &Rq,
     fault: Option<Fault>,
 ) -> Result<(String, CustomerReply), ApiError> {
-    let read = matches!(cmd, CustomerCommand::Get) && fault.is_none();
+    let access = if matches!(cmd, CustomerCommand::Get) && fault.is_none() {
+        Access::read()
+    } else {
+        Access::write(rid.idempotency_key.clone())
+    };
     let a = ctx
         .client
-        .send("customer", id, encode_payload(&cmd), rid, fault, read)
+        .send("customer", id, encode_payload(&cmd), &rid.id, fault, access)
         .await?;
     let reply = decode_payload::<CustomerReply>(&a.reply).map_err(|e| {
         ApiError::new(
@@ -214,12 +239,16 @@ async fn send_device(
     ctx: &Ctx,
     id: &str,
     cmd: DeviceCommand,
-    rid: &str,
+    rid: &Rq,
 ) -> Result<(String, DeviceReply), ApiError> {
-    let read = matches!(cmd, DeviceCommand::Get);
+    let access = if matches!(cmd, DeviceCommand::Get) {
+        Access::read()
+    } else {
+        Access::write(rid.idempotency_key.clone())
+    };
     let a = ctx
         .client
-        .send("device", id, encode_payload(&cmd), rid, None, read)
+        .send("device", id, encode_payload(&cmd), &rid.id, None, access)
         .await?;
     let reply = decode_payload::<DeviceReply>(&a.reply).map_err(|e| {
         ApiError::new(
@@ -242,7 +271,7 @@ async fn customer(
     ctx: &Ctx,
     id: &str,
     cmd: CustomerCommand,
-    rid: &str,
+    rid: &Rq,
     status: StatusCode,
 ) -> Outcome {
     id_ok("id", id)?;
@@ -260,7 +289,7 @@ async fn customer(
     }
 }
 
-async fn create_customer(ctx: &Ctx, body: Result<Vec<u8>, ApiError>, rid: &str) -> Outcome {
+async fn create_customer(ctx: &Ctx, body: Result<Vec<u8>, ApiError>, rid: &Rq) -> Outcome {
     let req: api::CreateCustomer = body::json(&body?)?;
     let id = match &req.id {
         Some(id) => {
@@ -281,12 +310,7 @@ async fn create_customer(ctx: &Ctx, body: Result<Vec<u8>, ApiError>, rid: &str) 
     Ok(out)
 }
 
-async fn patch_customer(
-    ctx: &Ctx,
-    id: &str,
-    body: Result<Vec<u8>, ApiError>,
-    rid: &str,
-) -> Outcome {
+async fn patch_customer(ctx: &Ctx, id: &str, body: Result<Vec<u8>, ApiError>, rid: &Rq) -> Outcome {
     id_ok("id", id)?;
     let patch = body::json::<api::PatchCustomer>(&body?)?.into_patch();
     if patch == keelson_actors::CustomerPatch::default() {
@@ -303,7 +327,7 @@ async fn add_interaction(
     ctx: &Ctx,
     id: &str,
     body: Result<Vec<u8>, ApiError>,
-    rid: &str,
+    rid: &Rq,
 ) -> Outcome {
     id_ok("id", id)?;
     let cmd =
@@ -335,7 +359,7 @@ async fn add_interaction(
     }
 }
 
-async fn device(ctx: &Ctx, id: &str, cmd: DeviceCommand, rid: &str, status: StatusCode) -> Outcome {
+async fn device(ctx: &Ctx, id: &str, cmd: DeviceCommand, rid: &Rq, status: StatusCode) -> Outcome {
     id_ok("id", id)?;
     cmd.validate()?;
     let (node, reply) = send_device(ctx, id, cmd, rid).await?;
@@ -345,7 +369,7 @@ async fn device(ctx: &Ctx, id: &str, cmd: DeviceCommand, rid: &str, status: Stat
     }
 }
 
-async fn create_device(ctx: &Ctx, body: Result<Vec<u8>, ApiError>, rid: &str) -> Outcome {
+async fn create_device(ctx: &Ctx, body: Result<Vec<u8>, ApiError>, rid: &Rq) -> Outcome {
     let req: api::CreateDevice = body::json(&body?)?;
     let id = match &req.id {
         Some(id) => {
@@ -375,7 +399,7 @@ async fn create_device(ctx: &Ctx, body: Result<Vec<u8>, ApiError>, rid: &str) ->
     Ok(out)
 }
 
-async fn telemetry(ctx: &Ctx, id: &str, body: Result<Vec<u8>, ApiError>, rid: &str) -> Outcome {
+async fn telemetry(ctx: &Ctx, id: &str, body: Result<Vec<u8>, ApiError>, rid: &Rq) -> Outcome {
     id_ok("id", id)?;
     let t = body::json::<api::PostTelemetry>(&body?)?.into_telemetry();
     device(ctx, id, DeviceCommand::Telemetry(t), rid, StatusCode::OK).await
@@ -386,7 +410,7 @@ async fn fault(
     kind: &str,
     id: &str,
     body: Result<Vec<u8>, ApiError>,
-    rid: &str,
+    rid: &Rq,
 ) -> Outcome {
     if !ctx.cfg.fault_injection {
         return Err(ApiError::new(

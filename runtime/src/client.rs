@@ -52,6 +52,38 @@ pub enum RequestError {
     },
 }
 
+/// What a request may do, which decides when it can be retried safely.
+#[derive(Debug, Clone, Default)]
+pub struct Access {
+    /// The command only reads.
+    pub read: bool,
+    /// The client's idempotency key for a write: with one, a write whose outcome is unknown
+    /// is retried, and the entity applies it once.
+    pub idempotency_key: Option<String>,
+}
+
+impl Access {
+    /// A read.
+    pub fn read() -> Self {
+        Self {
+            read: true,
+            idempotency_key: None,
+        }
+    }
+
+    /// A write, with an optional idempotency key.
+    pub fn write(idempotency_key: Option<String>) -> Self {
+        Self {
+            read: false,
+            idempotency_key,
+        }
+    }
+
+    fn idempotent(&self) -> bool {
+        self.read || self.idempotency_key.is_some()
+    }
+}
+
 /// A successful answer and where it came from.
 #[derive(Debug, Clone)]
 pub struct Answer {
@@ -110,7 +142,7 @@ impl ClusterClient {
         payload: Vec<u8>,
         request_id: &str,
         fault: Option<Fault>,
-        read: bool,
+        access: Access,
     ) -> Result<Answer, RequestError> {
         let deadline = Instant::now() + self.timeout;
         let mut backoff = Duration::from_millis(10);
@@ -123,7 +155,7 @@ impl ClusterClient {
                     payload.clone(),
                     request_id,
                     fault,
-                    read,
+                    &access,
                     remaining,
                 )
                 .await;
@@ -131,7 +163,7 @@ impl ClusterClient {
                 Ok(a) => return Ok(a),
                 Err(e) => e,
             };
-            if !self.retryable(&err, read) || Instant::now() + backoff >= deadline {
+            if !self.retryable(&err, access.idempotent()) || Instant::now() + backoff >= deadline {
                 return Err(err);
             }
             tracing::debug!(request_id, error = %err, "retrying with the newest shard map");
@@ -147,7 +179,7 @@ impl ClusterClient {
         }
     }
 
-    fn retryable(&self, err: &RequestError, read: bool) -> bool {
+    fn retryable(&self, err: &RequestError, idempotent: bool) -> bool {
         // Nothing changes hands without a majority to commit it: fail fast instead.
         let map = self.map();
         let view = self.view.borrow();
@@ -166,7 +198,11 @@ impl ClusterClient {
                 error: RemoteError::NotOwner { .. } | RemoteError::NoLease(_),
                 ..
             } => true,
-            RequestError::Timeout { .. } => read,
+            RequestError::Timeout { .. } => idempotent,
+            RequestError::Remote {
+                error: RemoteError::WriteNotConfirmed { .. } | RemoteError::EntityFailed { .. },
+                ..
+            } => idempotent,
             RequestError::Remote { .. } => false,
         }
     }
@@ -179,7 +215,7 @@ impl ClusterClient {
         payload: Vec<u8>,
         request_id: &str,
         fault: Option<Fault>,
-        read: bool,
+        access: &Access,
         timeout: Duration,
     ) -> Result<Answer, RequestError> {
         let map = self.map();
@@ -214,7 +250,8 @@ impl ClusterClient {
             shard: shard.0,
             epoch: map.epoch(shard),
             fault,
-            read,
+            read: access.read,
+            idempotency_key: access.idempotency_key.clone(),
             payload,
         });
         let result = host

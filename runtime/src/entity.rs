@@ -6,7 +6,7 @@
 //! [`EntityKinds`] maps kind names to type-erased factories so the shard supervisor can start any
 //! kind without knowing it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::marker::PhantomData;
 use std::pin::Pin;
@@ -108,14 +108,35 @@ pub type EntityResult = Result<Vec<u8>, RemoteError>;
 #[derive(RactorMessage)]
 pub enum EntityMsg {
     /// Run one encoded command.
-    Handle {
-        /// Encoded `E::Command`.
-        payload: Vec<u8>,
-        /// Injected fault, already authorised by the shard host.
-        fault: Option<Fault>,
-        /// Where the encoded `E::Reply` goes.
-        reply: RpcReplyPort<EntityResult>,
-    },
+    Handle(Call),
+}
+
+/// One command for an entity, on its way from the shard host.
+#[derive(Debug)]
+pub struct Call {
+    /// Encoded `E::Command`.
+    pub payload: Vec<u8>,
+    /// Injected fault, already authorised by the shard host.
+    pub fault: Option<Fault>,
+    /// A client key: a command seen with the same key is answered from memory, not re-run.
+    pub idempotency_key: Option<String>,
+    /// Where the encoded `E::Reply` goes.
+    pub reply: RpcReplyPort<EntityResult>,
+}
+
+/// Version byte of the runtime's envelope around an entity's persisted state.
+const ENVELOPE_V1: u8 = 0xE0;
+
+/// How many idempotency keys each entity remembers (with their replies).
+const RECENT_KEYS: usize = 32;
+
+/// What the runtime persists for an entity: its state (in the entity crate's own versioned
+/// encoding) and the replies to the last writes made with idempotency keys, so a retried write
+/// is applied once even across a failover.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Envelope {
+    state: Option<Vec<u8>>,
+    recent: VecDeque<(String, Vec<u8>)>,
 }
 
 /// Encodes a command or reply payload.
@@ -159,15 +180,48 @@ pub struct EntityState<E: Entity> {
     store: Store,
     replicator: Arc<Replicator>,
     state: Option<E::State>,
+    recent: VecDeque<(String, Vec<u8>)>,
 }
 
-fn load<E: Entity>(store: &Store, shard: ShardId, id: &str) -> Result<Option<E::State>, String> {
-    match store.get(shard, E::KIND, id).map_err(|e| e.to_string())? {
-        Some(bytes) => codec::decode::<E::State>(E::STATE_VERSION, &bytes)
-            .map(Some)
-            .map_err(|e| format!("stored state of {}/{id} does not decode: {e}", E::KIND)),
-        None => Ok(None),
+type Loaded<S> = (Option<S>, VecDeque<(String, Vec<u8>)>);
+
+fn load<E: Entity>(store: &Store, shard: ShardId, id: &str) -> Result<Loaded<E::State>, String> {
+    let bad =
+        |e: codec::CodecError| format!("stored state of {}/{id} does not decode: {e}", E::KIND);
+    let Some(bytes) = store.get(shard, E::KIND, id).map_err(|e| e.to_string())? else {
+        return Ok((None, VecDeque::new()));
+    };
+    // Values written before the envelope existed are the bare state.
+    let env = if bytes.first() == Some(&ENVELOPE_V1) {
+        codec::decode::<Envelope>(ENVELOPE_V1, &bytes).map_err(bad)?
+    } else {
+        Envelope {
+            state: Some(bytes),
+            recent: VecDeque::new(),
+        }
+    };
+    let state = match env.state {
+        Some(b) => Some(codec::decode::<E::State>(E::STATE_VERSION, &b).map_err(bad)?),
+        None => None,
+    };
+    Ok((state, env.recent))
+}
+
+fn persisted<E: Entity>(st: &EntityState<E>) -> Result<Option<Vec<u8>>, String> {
+    let state = match &st.state {
+        Some(s) => Some(codec::encode(E::STATE_VERSION, s).map_err(|e| e.to_string())?),
+        None => None,
+    };
+    if state.is_none() && st.recent.is_empty() {
+        return Ok(None);
     }
+    let env = Envelope {
+        state,
+        recent: st.recent.clone(),
+    };
+    codec::encode(ENVELOPE_V1, &env)
+        .map(Some)
+        .map_err(|e| e.to_string())
 }
 
 impl<E: Entity> Actor for EntityActor<E> {
@@ -180,13 +234,14 @@ impl<E: Entity> Actor for EntityActor<E> {
         _myself: ActorRef<Self::Msg>,
         args: EntityArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
-        let state = load::<E>(&args.store, args.shard, &args.id)?;
+        let (state, recent) = load::<E>(&args.store, args.shard, &args.id)?;
         Ok(EntityState {
             id: args.id,
             shard: args.shard,
             store: args.store,
             replicator: args.replicator,
             state,
+            recent,
         })
     }
 
@@ -196,11 +251,12 @@ impl<E: Entity> Actor for EntityActor<E> {
         message: Self::Msg,
         st: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        let EntityMsg::Handle {
+        let EntityMsg::Handle(Call {
             payload,
             fault,
+            idempotency_key,
             reply,
-        } = message;
+        }) = message;
         let handled = metrics::get().messages_handled.clone();
         match fault {
             Some(Fault::Panic) => panic!("injected panic in {}/{}", E::KIND, st.id),
@@ -208,6 +264,13 @@ impl<E: Entity> Actor for EntityActor<E> {
                 return Err(format!("injected error in {}/{}", E::KIND, st.id).into());
             }
             None => {}
+        }
+        if let Some(key) = &idempotency_key {
+            if let Some((_, answer)) = st.recent.iter().find(|(k, _)| k == key) {
+                handled.with_label_values(&[E::KIND, "deduplicated"]).inc();
+                let _ = reply.send(Ok(answer.clone()));
+                return Ok(());
+            }
         }
         let command: E::Command = match decode_payload(&payload) {
             Ok(c) => c,
@@ -228,11 +291,15 @@ impl<E: Entity> Actor for EntityActor<E> {
             handled.with_label_values(&[E::KIND, "failed"]).inc();
             format!("{}/{} handler failed: {e}", E::KIND, st.id)
         })?;
+        let answer = encode_payload(&done.reply);
         if done.changed {
-            let bytes = match &st.state {
-                Some(s) => Some(codec::encode(E::STATE_VERSION, s).map_err(|e| e.to_string())?),
-                None => None,
-            };
+            if let Some(key) = idempotency_key {
+                st.recent.push_back((key, answer.clone()));
+                while st.recent.len() > RECENT_KEYS {
+                    st.recent.pop_front();
+                }
+            }
+            let bytes = persisted(st)?;
             if let Err(e) = st
                 .replicator
                 .write(st.shard, E::KIND, &st.id, bytes.as_deref())
@@ -241,13 +308,13 @@ impl<E: Entity> Actor for EntityActor<E> {
                 // What the entity holds may now be ahead of what is confirmed: start again from
                 // what this node stored.
                 handled.with_label_values(&[E::KIND, "write_failed"]).inc();
-                st.state = load::<E>(&st.store, st.shard, &st.id)?;
+                (st.state, st.recent) = load::<E>(&st.store, st.shard, &st.id)?;
                 let _ = reply.send(Err(e));
                 return Ok(());
             }
         }
         handled.with_label_values(&[E::KIND, "ok"]).inc();
-        let _ = reply.send(Ok(encode_payload(&done.reply)));
+        let _ = reply.send(Ok(answer));
         Ok(())
     }
 }

@@ -43,7 +43,7 @@ mod storage;
 mod wire;
 
 pub use activation::ActivationTable;
-pub use client::{Answer, ClusterClient, RequestError};
+pub use client::{Access, Answer, ClusterClient, RequestError};
 pub use codec::CodecError;
 pub use config::{ClusterConfig, ConfigError, Member, Role};
 pub use consensus::{MapWatch, ProposeError};

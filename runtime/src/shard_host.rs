@@ -314,6 +314,7 @@ impl ShardHostState {
                 Pending {
                     payload: req.payload,
                     fault: req.fault,
+                    idempotency_key: req.idempotency_key,
                     reply: tx.into(),
                 },
             ))

@@ -13,27 +13,19 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
 
-use crate::entity::{EntityArgs, EntityKey, EntityKinds, EntityMsg, EntityResult};
+use crate::entity::{Call, EntityArgs, EntityKey, EntityKinds, EntityMsg};
 use crate::metrics;
 use crate::replication::Replicator;
 use crate::restart_budget::{RestartDecision, RestartPolicy, RestartTracker};
 use crate::shard_map::ShardId;
 use crate::storage::Store;
-use crate::wire::{Fault, RemoteError};
+use crate::wire::RemoteError;
 use ractor_cluster::RactorMessage;
 
 /// A request waiting for its entity.
-#[derive(Debug)]
-pub struct Pending {
-    /// Encoded command.
-    pub payload: Vec<u8>,
-    /// Injected fault.
-    pub fault: Option<Fault>,
-    /// Reply port.
-    pub reply: RpcReplyPort<EntityResult>,
-}
+pub type Pending = Call;
 
 /// Messages to a shard supervisor.
 #[derive(RactorMessage)]
@@ -124,27 +116,11 @@ impl ShardSupervisorState {
     async fn deliver(&mut self, myself: &ActorRef<ShardMsg>, key: EntityKey, p: Pending) {
         match self.slots.get_mut(&key) {
             Some(Slot::Active(actor)) => {
-                if let Err(ractor::MessagingErr::SendErr(EntityMsg::Handle {
-                    payload,
-                    fault,
-                    reply,
-                })) = actor.send_message(EntityMsg::Handle {
-                    payload: p.payload,
-                    fault: p.fault,
-                    reply: p.reply,
-                }) {
+                if let Err(ractor::MessagingErr::SendErr(EntityMsg::Handle(p))) =
+                    actor.send_message(EntityMsg::Handle(p))
+                {
                     // It died and its exit event is still on the way: hold the request for it.
-                    self.slots.insert(
-                        key,
-                        Slot::Stopping(
-                            vec![Pending {
-                                payload,
-                                fault,
-                                reply,
-                            }],
-                            "died",
-                        ),
-                    );
+                    self.slots.insert(key, Slot::Stopping(vec![p], "died"));
                 }
             }
             Some(Slot::Stopping(queue, _)) | Some(Slot::Restarting(queue)) => queue.push(p),
@@ -237,11 +213,7 @@ impl ShardSupervisorState {
 }
 
 fn send(actor: &ActorRef<EntityMsg>, p: Pending) {
-    let _ = actor.send_message(EntityMsg::Handle {
-        payload: p.payload,
-        fault: p.fault,
-        reply: p.reply,
-    });
+    let _ = actor.send_message(EntityMsg::Handle(p));
 }
 
 impl Actor for ShardSupervisor {

@@ -168,6 +168,8 @@ pub struct EntityRequest {
     pub fault: Option<Fault>,
     /// True when the command only reads (it may be retried, and served by a replica).
     pub read: bool,
+    /// The client's idempotency key: the entity applies a write with the same key once.
+    pub idempotency_key: Option<String>,
     /// The kind-specific command, encoded by its entity crate.
     pub payload: Vec<u8>,
 }
@@ -297,6 +299,7 @@ mod tests {
             epoch: 1,
             fault: Some(Fault::Panic),
             read: false,
+            idempotency_key: Some("k".into()),
             payload: vec![1, 2, 3],
         };
         assert_eq!(decode::<EntityRequest>(&encode(&req)).unwrap(), req);
