@@ -43,9 +43,7 @@ async fn create_customers(c: &Cluster, n: usize) -> HashMap<String, (Value, Stri
 async fn a_cluster_forms_spreads_customers_and_survives_a_kill_and_restart() {
     let _guard = serial().await;
     // One copy of the data: a dead owner's shards must be unavailable, never served elsewhere.
-    let mut settings = Settings::default();
-    settings.cluster.push_str("replication_factor = 1\n");
-    let mut c = Cluster::start("kill", settings).await;
+    let mut c = Cluster::start("kill", Settings::single_copy()).await;
 
     // a. 1,000 customers spread over all four nodes.
     let created = create_customers(&c, 1000).await;
@@ -185,10 +183,11 @@ async fn same_shard_neighbour(c: &Cluster, id: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panicking_entity_restarts_from_its_state_then_is_quarantined_alone() {
     let _guard = serial().await;
+    // One copy, so every request reaches the entity actor (no follower reads).
     let settings = Settings {
         nodes: 2,
         entities: "max_restarts = 3\nrestart_window_secs = 30\nbackoff_base_ms = 20\nbackoff_max_ms = 200\nquarantine_secs = 3\n".into(),
-        ..Settings::default()
+        ..Settings::single_copy()
     };
     let c = Cluster::start("supervision", settings).await;
     let body = |id: &str| json!({"id": id, "name": "Grace"}).to_string();
@@ -291,10 +290,11 @@ async fn a_panicking_entity_restarts_from_its_state_then_is_quarantined_alone() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn passivated_entities_come_back_with_their_state() {
     let _guard = serial().await;
+    // One copy, so every read reaches the entity actor (no follower reads).
     let settings = Settings {
         nodes: 2,
         entities: "idle_timeout_secs = 1\nmax_active = 5\n".into(),
-        ..Settings::default()
+        ..Settings::single_copy()
     };
     let c = Cluster::start("passivation", settings).await;
     let mut want = HashMap::new();

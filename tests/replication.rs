@@ -47,6 +47,15 @@ async fn key_on(c: &Cluster, node: &str, prefix: &str) -> String {
     panic!("no key found on {node}");
 }
 
+/// `keelson_reads_served_total` of each node, in node order.
+async fn reads_served(c: &Cluster) -> Vec<f64> {
+    let mut v = Vec::new();
+    for n in &c.nodes {
+        v.push(c.metric(n, "keelson_reads_served_total").await);
+    }
+    v
+}
+
 /// `keelson_duplicate_primary_total` summed over the nodes that are running.
 async fn duplicates(c: &Cluster) -> f64 {
     let mut total = 0.0;
@@ -539,4 +548,74 @@ async fn a_write_retried_with_the_same_idempotency_key_is_applied_once_even_acro
     assert_eq!(add("order-o-2").await.0, 201);
     let (_, _, v) = c.req("GET", &format!("/v1/customers/{key}"), None).await;
     assert_eq!(v["interactions"].as_array().unwrap().len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_go_to_the_least_loaded_in_sync_copy_and_avoid_a_slow_node() {
+    let _guard = serial().await;
+    let c = Cluster::start("slow-node", Settings::default()).await;
+    c.wait_replicated(Duration::from_secs(30)).await;
+    const KEYS: usize = 64;
+    for k in 0..KEYS {
+        create(&c, &format!("s{k}")).await;
+    }
+    let before = reads_served(&c).await;
+    // n3 stalls for 100 ms in every 250 ms: alive (never marked down), but slow.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let pid = c.pid("n3");
+    let stopper = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                // SAFETY: pauses and resumes a child of this test.
+                unsafe { libc::kill(pid, libc::SIGSTOP) };
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                unsafe { libc::kill(pid, libc::SIGCONT) };
+                tokio::time::sleep(Duration::from_millis(150)).await;
+            }
+            unsafe { libc::kill(pid, libc::SIGCONT) };
+        })
+    };
+    let readers: Vec<_> = (0..8)
+        .map(|r| {
+            let (http, gw) = (c.http.clone(), c.gateway.clone());
+            tokio::spawn(async move {
+                let t = Instant::now();
+                let mut ok = 0;
+                for i in 0..4000 {
+                    if t.elapsed() > Duration::from_secs(8) {
+                        break;
+                    }
+                    let k = (i * 7 + r * 13) % KEYS;
+                    if let Ok(resp) = http.get(format!("{gw}/v1/customers/s{k}")).send().await {
+                        ok += usize::from(resp.status() == 200);
+                    }
+                }
+                ok
+            })
+        })
+        .collect();
+    let mut ok = 0;
+    for r in readers {
+        ok += r.await.unwrap();
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    stopper.await.unwrap();
+    let after = reads_served(&c).await;
+    let share: Vec<f64> = before.iter().zip(&after).map(|(b, a)| a - b).collect();
+    let total: f64 = share.iter().sum();
+    eprintln!(
+        "reads served per node while n3 stalls (n1..n4): {share:?} of {total} ({ok} answered)"
+    );
+    assert!(total > 500.0, "too few reads to judge");
+    let others = (share[0] + share[1] + share[3]) / 3.0;
+    assert!(
+        share[2] < 0.75 * others,
+        "slow n3 served {} reads, the others {others} on average",
+        share[2]
+    );
+    assert!(
+        share.iter().all(|s| *s > 0.0),
+        "every node serves some reads: {share:?}"
+    );
 }

@@ -3,8 +3,12 @@
 //! shard with one copy is unavailable, never served empty elsewhere), and otherwise calls the
 //! owner's shard host directly: one hop.
 
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use rand::RngExt;
 
 use ractor::rpc::CallResult;
 use ractor::ActorRef;
@@ -102,12 +106,73 @@ pub struct ClusterClient {
     view: watch::Receiver<ClusterView>,
     timeout: Duration,
     refresh: Option<Refresh>,
+    /// Requests this process has outstanding to each node.
+    outstanding: Arc<HashMap<String, Arc<AtomicU32>>>,
+    /// Recent answer latency of each node, as this process saw it.
+    latency: Arc<HashMap<String, std::sync::Mutex<Ewma>>>,
+}
+
+/// An exponentially weighted latency that fades back toward zero when not refreshed, so a node
+/// avoided for being slow is tried again later.
+#[derive(Debug, Default)]
+struct Ewma {
+    us: f64,
+    at: Option<Instant>,
+}
+
+impl Ewma {
+    fn add(&mut self, sample: Duration) {
+        let s = sample.as_micros() as f64;
+        self.us = if self.at.is_none() {
+            s
+        } else {
+            0.8 * self.us + 0.2 * s
+        };
+        self.at = Some(Instant::now());
+    }
+
+    fn now(&self) -> f64 {
+        match self.at {
+            Some(t) => self.us / (1.0 + t.elapsed().as_secs_f64()),
+            None => 0.0,
+        }
+    }
+}
+
+/// Counts one outstanding request to a node until dropped.
+struct Outstanding(Arc<AtomicU32>);
+
+impl Outstanding {
+    fn new(c: Arc<AtomicU32>) -> Self {
+        c.fetch_add(1, Ordering::AcqRel);
+        Self(c)
+    }
+}
+
+impl Drop for Outstanding {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl ClusterClient {
     /// A client routing with `map` and the membership `view`.
     pub fn new(map: MapWatch, view: watch::Receiver<ClusterView>, timeout: Duration) -> Self {
+        let latency = map
+            .borrow()
+            .nodes()
+            .iter()
+            .map(|n| (n.clone(), std::sync::Mutex::new(Ewma::default())))
+            .collect();
+        let outstanding = map
+            .borrow()
+            .nodes()
+            .iter()
+            .map(|n| (n.clone(), Arc::new(AtomicU32::new(0))))
+            .collect();
         Self {
+            latency: Arc::new(latency),
+            outstanding: Arc::new(outstanding),
             map,
             view,
             timeout,
@@ -146,8 +211,11 @@ impl ClusterClient {
     ) -> Result<Answer, RequestError> {
         let deadline = Instant::now() + self.timeout;
         let mut backoff = Duration::from_millis(10);
+        let mut first = true;
         loop {
             let remaining = deadline.saturating_duration_since(Instant::now());
+            // A first read may go to any in-sync copy; a retried one goes to the primary.
+            let spread = access.read && std::mem::take(&mut first);
             let result = self
                 .send_once(
                     kind,
@@ -156,6 +224,7 @@ impl ClusterClient {
                     request_id,
                     fault,
                     &access,
+                    spread,
                     remaining,
                 )
                 .await;
@@ -177,6 +246,42 @@ impl ClusterClient {
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(Duration::from_millis(50));
         }
+    }
+
+    /// The in-sync copy of `shard` (primary included) that looks least loaded: requests this
+    /// process has outstanding to it first (a stalled node piles them up at once), then the load
+    /// it reports and its heartbeat round trip; a little jitter spreads ties.
+    fn least_loaded(&self, map: &ShardMap, shard: ShardId) -> String {
+        let p = map.placement(shard);
+        let view = self.view.borrow();
+        let score = |n: &String| -> u64 {
+            let out = self
+                .outstanding
+                .get(n)
+                .map(|c| c.load(Ordering::Acquire))
+                .unwrap_or(0) as u64;
+            let m = view.members.iter().find(|m| &m.name == n);
+            let (load, rtt) = m
+                .map(|m| (m.load, m.rtt_us.unwrap_or(0)))
+                .unwrap_or_default();
+            let slow = self
+                .latency
+                .get(n)
+                .map(|l| l.lock().expect("latency lock").now())
+                .unwrap_or(0.0) as u64;
+            out * 1000
+                + slow / 10
+                + load.inflight as u64 * 100
+                + load.cpu_permille as u64
+                + rtt / 10
+                + rand::rng().random_range(0..50)
+        };
+        std::iter::once(&p.primary)
+            .chain(&p.in_sync)
+            .filter(|n| view.is_up(n))
+            .min_by_key(|n| score(n))
+            .unwrap_or(&p.primary)
+            .clone()
     }
 
     fn retryable(&self, err: &RequestError, idempotent: bool) -> bool {
@@ -216,11 +321,16 @@ impl ClusterClient {
         request_id: &str,
         fault: Option<Fault>,
         access: &Access,
+        spread: bool,
         timeout: Duration,
     ) -> Result<Answer, RequestError> {
         let map = self.map();
-        let (shard, owner) = map.locate(kind, id);
-        let owner = owner.to_string();
+        let (shard, primary) = map.locate(kind, id);
+        let owner = if spread {
+            self.least_loaded(&map, shard)
+        } else {
+            primary.to_string()
+        };
         let m = metrics::get();
         let unavailable = |reason: &str| {
             m.routed_requests.with_label_values(&["unavailable"]).inc();
@@ -254,9 +364,17 @@ impl ClusterClient {
             idempotency_key: access.idempotency_key.clone(),
             payload,
         });
+        let _outstanding = self
+            .outstanding
+            .get(&owner)
+            .map(|c| Outstanding::new(c.clone()));
+        let sent = Instant::now();
         let result = host
             .call(|r| ShardHostRpc::Request(request, r), Some(timeout))
             .await;
+        if let Some(l) = self.latency.get(&owner) {
+            l.lock().expect("latency lock").add(sent.elapsed());
+        }
         let bytes = match result {
             Ok(CallResult::Success(bytes)) => bytes,
             Ok(CallResult::Timeout) => {

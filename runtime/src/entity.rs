@@ -328,6 +328,8 @@ pub trait EntityFactory: Send + Sync {
     fn kind(&self) -> &'static str;
     /// Starts the entity `id` linked to `supervisor`.
     fn spawn(&self, args: EntityArgs, supervisor: ActorCell) -> SpawnFuture<'_>;
+    /// Runs a read-only command against the stored state, without an actor (a follower read).
+    fn read(&self, store: &Store, shard: ShardId, id: &str, payload: &[u8]) -> EntityResult;
 }
 
 struct Factory<E>(PhantomData<E>);
@@ -335,6 +337,29 @@ struct Factory<E>(PhantomData<E>);
 impl<E: Entity> EntityFactory for Factory<E> {
     fn kind(&self) -> &'static str {
         E::KIND
+    }
+
+    fn read(&self, store: &Store, shard: ShardId, id: &str, payload: &[u8]) -> EntityResult {
+        let (mut state, _) = load::<E>(store, shard, id).map_err(RemoteError::Storage)?;
+        let command: E::Command = decode_payload(payload).map_err(|e| {
+            RemoteError::BadRequest(format!("{} command does not decode: {e}", E::KIND))
+        })?;
+        let ctx = EntityContext {
+            id,
+            now_ms: now_ms(),
+        };
+        let done = E::handle(&ctx, &mut state, command).map_err(|e| RemoteError::EntityFailed {
+            kind: E::KIND.to_string(),
+            id: id.to_string(),
+            reason: e.to_string(),
+        })?;
+        if done.changed {
+            return Err(RemoteError::BadRequest(format!(
+                "{} command is not a read",
+                E::KIND
+            )));
+        }
+        Ok(encode_payload(&done.reply))
     }
 
     fn spawn(&self, args: EntityArgs, supervisor: ActorCell) -> SpawnFuture<'_> {

@@ -17,6 +17,8 @@ pub struct ResponderArgs {
     pub incarnation: u64,
     /// Version of the shard map this process has applied.
     pub map_version: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// This process's load.
+    pub load: crate::load::Load,
 }
 
 /// The heartbeat responder actor.
@@ -60,6 +62,7 @@ impl Actor for HeartbeatResponder {
                 seq: ping.seq,
                 incarnation: st.incarnation,
                 map_version: st.map_version.load(std::sync::atomic::Ordering::Acquire),
+                load: st.load.report(),
             }));
         }
         Ok(())

@@ -16,6 +16,7 @@ use crate::config::{ClusterConfig, Member, Role};
 use crate::entity::now_ms;
 use crate::heartbeat::{HeartbeatResponder, ResponderArgs};
 use crate::lease::Lease;
+use crate::load::Load;
 use crate::membership::{
     ClusterView, Membership, MembershipArgs, MembershipMsg, Peer, SessionEvents,
 };
@@ -33,6 +34,7 @@ pub struct ClusterMember {
     view: watch::Receiver<ClusterView>,
     map_version: Arc<AtomicU64>,
     lease: Lease,
+    load: Load,
 }
 
 impl ClusterMember {
@@ -62,6 +64,7 @@ impl ClusterMember {
         let incarnation = now_ms();
         let map_version = Arc::new(AtomicU64::new(0));
         let lease = Lease::default();
+        let load = Load::default();
         let (responder, _) = Actor::spawn(
             None,
             HeartbeatResponder,
@@ -70,6 +73,7 @@ impl ClusterMember {
                 role: me.role,
                 incarnation,
                 map_version: map_version.clone(),
+                load: load.clone(),
             },
         )
         .await
@@ -126,6 +130,7 @@ impl ClusterMember {
             view,
             map_version,
             lease,
+            load,
         })
     }
 
@@ -137,6 +142,11 @@ impl ClusterMember {
     /// Where this process records the shard-map version it has applied (told to peers in pongs).
     pub fn map_version(&self) -> Arc<AtomicU64> {
         self.map_version.clone()
+    }
+
+    /// This process's load counters (reported in heartbeat answers).
+    pub fn load(&self) -> Load {
+        self.load.clone()
     }
 
     /// This node's primary lease.

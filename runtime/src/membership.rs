@@ -28,6 +28,7 @@ use tokio::sync::watch;
 use crate::config::Role;
 use crate::failure_detector::{Cause, FailureDetector, PeerState};
 use crate::lease::{Lease, LeaseTracker};
+use crate::load::LoadReport;
 use crate::metrics;
 use crate::wire::{self, HeartbeatRpc, Ping, Pong};
 
@@ -50,6 +51,8 @@ pub struct MemberStatus {
     pub incarnation: Option<u64>,
     /// Shard-map version the member last reported.
     pub map_version: u64,
+    /// Load the member last reported.
+    pub load: LoadReport,
 }
 
 /// The membership as seen by this process.
@@ -169,6 +172,7 @@ pub struct MembershipState {
     dials: HashMap<String, Dial>,
     incarnations: HashMap<String, u64>,
     map_versions: HashMap<String, u64>,
+    loads: HashMap<String, LoadReport>,
     lease_tracker: LeaseTracker,
     seq: u64,
     ticker: Option<JoinHandle<()>>,
@@ -350,6 +354,7 @@ impl MembershipState {
                 .args
                 .map_version
                 .load(std::sync::atomic::Ordering::Acquire),
+            load: LoadReport::default(),
         }];
         for (name, h) in self.detector.snapshot(now) {
             members.push(MemberStatus {
@@ -360,6 +365,7 @@ impl MembershipState {
                 rtt_us: h.rtt.map(|d| d.as_micros() as u64),
                 incarnation: self.incarnations.get(&name).copied(),
                 map_version: self.map_versions.get(&name).copied().unwrap_or(0),
+                load: self.loads.get(&name).copied().unwrap_or_default(),
                 name,
             });
         }
@@ -410,6 +416,7 @@ impl Actor for Membership {
             dials: HashMap::new(),
             incarnations: HashMap::new(),
             map_versions: HashMap::new(),
+            loads: HashMap::new(),
             lease_tracker,
             seq: 0,
             ticker: Some(ticker),
@@ -447,6 +454,7 @@ impl Actor for Membership {
                     .heartbeat_rtt
                     .with_label_values(&[&pong.from])
                     .observe(rtt.as_secs_f64());
+                st.loads.insert(pong.from.clone(), pong.load);
                 let newer_map = st.map_versions.insert(pong.from.clone(), pong.map_version)
                     != Some(pong.map_version);
                 if let Some(old) = st.incarnations.insert(pong.from.clone(), pong.incarnation) {

@@ -64,6 +64,8 @@ pub struct Metrics {
     pub copy_records: IntCounter,
     /// 1 while this node leads the consensus log.
     pub consensus_leader: IntGauge,
+    /// Reads served by this node, as primary or as in-sync follower.
+    pub reads_served: IntCounterVec,
 }
 
 static METRICS: OnceLock<Metrics> = OnceLock::new();
@@ -289,6 +291,12 @@ impl Metrics {
                 &r,
                 "keelson_consensus_leader",
                 "1 while this node leads the consensus log.",
+            ),
+            reads_served: counter(
+                &r,
+                "keelson_reads_served_total",
+                "Reads served by this node, by role (primary or follower).",
+                &["role"],
             ),
             registry: r,
         }

@@ -49,6 +49,7 @@ pub async fn run(
     tracing::info!(path = %dir.display(), flush = ?cfg.flush, "store open");
 
     let member = ClusterMember::join(&cfg, &me).await?;
+    let sampler = member.load().spawn_sampler();
 
     let control = ControlPlane::start(
         &cfg,
@@ -88,6 +89,7 @@ pub async fn run(
             request_timeout: cfg.request_timeout,
             replicator,
             lease: member.lease(),
+            load: member.load(),
         },
     )
     .await
@@ -116,6 +118,7 @@ pub async fn run(
     ready.store(false, Ordering::Release);
     let _ = host.stop_and_wait(None, Some(Duration::from_secs(5))).await;
     learner.abort();
+    sampler.abort();
     control.stop().await;
     member.leave().await;
     trigger.fire();

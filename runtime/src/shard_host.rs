@@ -21,6 +21,7 @@ use crate::activation::ActivationTable;
 use crate::consensus::MapWatch;
 use crate::entity::{EntityKey, EntityKinds, EntityResult};
 use crate::lease::Lease;
+use crate::load::Load;
 use crate::metrics;
 use crate::replication::Replicator;
 use crate::restart_budget::RestartPolicy;
@@ -28,8 +29,8 @@ use crate::shard_map::{shard_for, ShardId};
 use crate::shard_supervisor::{Pending, ShardMsg, ShardSupervisor, ShardSupervisorArgs};
 use crate::storage::Store;
 use crate::wire::{
-    self, CopyPage, CopyRequest, EntityReply, EntityRequest, RemoteError, ReplicaAck, ReplicaWrite,
-    ShardHostRpc,
+    self, CopyPage, CopyRequest, EntityReply, EntityRequest, ReadIndex, RemoteError, ReplicaAck,
+    ReplicaWrite, ShardHostRpc,
 };
 
 /// Start-up arguments of the shard host.
@@ -57,6 +58,8 @@ pub struct ShardHostArgs {
     pub replicator: Arc<Replicator>,
     /// This node's primary lease.
     pub lease: Lease,
+    /// This node's load counters.
+    pub load: Load,
 }
 
 /// Shard host state.
@@ -75,6 +78,14 @@ pub struct ShardHostState {
 
 /// The shard host actor.
 pub struct ShardHost;
+
+/// Where a request is served on this node.
+enum Route {
+    /// As the shard's primary, by the entity actor.
+    Primary(ShardId),
+    /// As an in-sync follower, a read against the stored state (the primary's name).
+    Follower(ShardId, String),
+}
 
 /// Records per copy page.
 const COPY_PAGE: usize = 512;
@@ -206,7 +217,7 @@ impl ShardHostState {
         let _ = reply.send(wire::encode(&page));
     }
 
-    fn check(&self, req: &EntityRequest) -> Result<ShardId, RemoteError> {
+    fn check(&self, req: &EntityRequest) -> Result<Route, RemoteError> {
         let a = &self.args;
         if req.fault.is_some() && !a.fault_injection {
             return Err(RemoteError::FaultInjectionDisabled(a.node.clone()));
@@ -216,19 +227,90 @@ impl ShardHostState {
         }
         let map = a.map.borrow().clone();
         let shard = shard_for(&req.kind, &req.id, map.shard_count());
-        let owner = map.owner(shard);
+        let p = map.placement(shard);
         if !a.lease.is_valid() {
             return Err(RemoteError::NoLease(a.node.clone()));
         }
-        if shard.0 != req.shard || req.epoch != map.epoch(shard) || owner != a.node {
-            return Err(RemoteError::NotOwner {
-                node: a.node.clone(),
-                shard: shard.0,
-                epoch: req.epoch,
-                owner: owner.to_string(),
-            });
+        // The sender's epoch may trail ours by follower changes; what fences is that this node
+        // leads the shard in its own map while it holds its lease.
+        if shard.0 == req.shard && p.primary == a.node {
+            return Ok(Route::Primary(shard));
         }
-        Ok(shard)
+        if shard.0 == req.shard && req.read && req.fault.is_none() && p.in_sync.contains(&a.node) {
+            return Ok(Route::Follower(shard, p.primary.clone()));
+        }
+        Err(RemoteError::NotOwner {
+            node: a.node.clone(),
+            shard: shard.0,
+            epoch: req.epoch,
+            owner: p.primary.clone(),
+        })
+    }
+
+    /// A read on an in-sync follower: the primary confirms the follower is still in sync (so it
+    /// holds every acknowledged write), then the command runs against the stored state.
+    fn follower_read(
+        &self,
+        shard: ShardId,
+        primary: String,
+        req: EntityRequest,
+        reply: RpcReplyPort<Vec<u8>>,
+    ) {
+        let (node, store, kinds, timeout) = (
+            self.args.node.clone(),
+            self.args.store.clone(),
+            self.args.kinds.clone(),
+            self.args.request_timeout,
+        );
+        let guard = self.args.load.begin();
+        tokio::spawn(async move {
+            let _guard = guard;
+            let ask = wire::encode(&ReadIndex {
+                shard: shard.0,
+                follower: node.clone(),
+            });
+            let confirmed = crate::replication::call_host(
+                &primary,
+                ShardHostRpc::ReadIndex,
+                ask,
+                timeout.min(Duration::from_millis(500)),
+            )
+            .await
+            .ok()
+            .and_then(|b| wire::decode::<bool>(&b).ok())
+            .unwrap_or(false);
+            let answer = if !confirmed {
+                EntityReply::Err(RemoteError::NotOwner {
+                    node,
+                    shard: shard.0,
+                    epoch: req.epoch,
+                    owner: primary,
+                })
+            } else {
+                let factory = kinds.get(&req.kind).expect("checked").clone();
+                metrics::get()
+                    .reads_served
+                    .with_label_values(&["follower"])
+                    .inc();
+                match factory.read(&store, shard, &req.id, &req.payload) {
+                    Ok(b) => EntityReply::Ok(b),
+                    Err(e) => EntityReply::Err(e),
+                }
+            };
+            let _ = reply.send(wire::encode(&answer));
+        });
+    }
+
+    /// The primary answers a follower's [`ReadIndex`].
+    fn read_index(&self, bytes: Vec<u8>, reply: RpcReplyPort<Vec<u8>>) {
+        let ok = wire::decode::<ReadIndex>(&bytes).is_ok_and(|q| {
+            let map = self.args.map.borrow();
+            let p = map.placement(ShardId(q.shard));
+            self.args.lease.is_valid()
+                && p.primary == self.args.node
+                && p.in_sync.contains(&q.follower)
+        });
+        let _ = reply.send(wire::encode(&ok));
     }
 
     async fn supervisor(
@@ -280,13 +362,18 @@ impl ShardHostState {
             }
         };
         let shard = match self.check(&req) {
-            Ok(s) => s,
+            Ok(Route::Primary(s)) => s,
+            Ok(Route::Follower(s, primary)) => {
+                self.follower_read(s, primary, req, reply);
+                return;
+            }
             Err(e) => {
                 tracing::warn!(request_id = %req.request_id, kind = %req.kind, id = %req.id, error = %e, "request refused");
                 let _ = reply.send(wire::encode(&EntityReply::Err(e)));
                 return;
             }
         };
+        let req_read = req.read;
         let key = EntityKey {
             kind: req.kind,
             id: req.id,
@@ -323,7 +410,15 @@ impl ShardHostState {
             let _ = reply.send(wire::encode(&EntityReply::Err(failed)));
             return;
         }
+        let guard = self.args.load.begin();
+        if req_read {
+            metrics::get()
+                .reads_served
+                .with_label_values(&["primary"])
+                .inc();
+        }
         tokio::spawn(async move {
+            let _guard = guard;
             let answer = match tokio::time::timeout(timeout, rx).await {
                 Ok(Ok(Ok(bytes))) => EntityReply::Ok(bytes),
                 Ok(Ok(Err(e))) => EntityReply::Err(e),
@@ -415,6 +510,7 @@ impl Actor for ShardHost {
             ShardHostRpc::MapChanged => st.map_changed(),
             ShardHostRpc::Replicate(bytes, reply) => st.replicate(bytes, reply),
             ShardHostRpc::Copy(bytes, reply) => st.copy(bytes, reply),
+            ShardHostRpc::ReadIndex(bytes, reply) => st.read_index(bytes, reply),
         }
         Ok(())
     }

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::codec::{self, CodecError};
 use crate::config::Role;
+use crate::load::LoadReport;
 
 /// Version byte of every frame in this module.
 pub const WIRE_VERSION: u8 = 2;
@@ -42,6 +43,10 @@ pub enum ShardHostRpc {
     /// an encoded [`ReplicaAck`].
     #[rpc]
     Replicate(Vec<u8>, RpcReplyPort<Vec<u8>>),
+    /// A follower asks the primary whether it is still in sync before serving a read: an encoded
+    /// [`ReadIndex`], answered with an encoded `bool`.
+    #[rpc]
+    ReadIndex(Vec<u8>, RpcReplyPort<Vec<u8>>),
     /// A learner asks the primary for one page of the shard: an encoded [`CopyRequest`],
     /// answered with an encoded [`CopyPage`].
     #[rpc]
@@ -65,6 +70,15 @@ pub struct ReplicaWrite {
     pub id: String,
     /// New value, or `None` for a deletion.
     pub value: Option<Vec<u8>>,
+}
+
+/// A follower's question before it serves a read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReadIndex {
+    /// Shard.
+    pub shard: u32,
+    /// The follower asking.
+    pub follower: String,
 }
 
 /// A follower's answer to a [`ReplicaWrite`].
@@ -273,6 +287,8 @@ pub struct Pong {
     pub incarnation: u64,
     /// Version of the shard map the responder has applied (0 for a gateway).
     pub map_version: u64,
+    /// The responder's load.
+    pub load: LoadReport,
 }
 
 /// Encodes a frame.

@@ -67,6 +67,15 @@ impl Default for Settings {
     }
 }
 
+impl Settings {
+    /// The defaults with one copy of every shard.
+    pub fn single_copy() -> Self {
+        let mut s = Self::default();
+        s.cluster.push_str("replication_factor = 1\n");
+        s
+    }
+}
+
 /// A running test cluster.
 pub struct Cluster {
     pub dir: PathBuf,
