@@ -3,6 +3,7 @@
 //!
 //! - single-client GET latency through the gateway vs. a bare warp server answering the same JSON;
 //! - `kill -9` to "marked down" (median of 5) vs. the failure timeout;
+//! - write throughput with replication_factor 2 vs. 1;
 //! - RSS per active customer actor vs. a bare ractor actor spawned in this process.
 //!
 //! Run: `cargo bench --bench cluster`.
@@ -187,6 +188,36 @@ async fn memory() {
     );
 }
 
+async fn write_throughput(settings: Settings, label: &str, n: usize) -> f64 {
+    let c = Cluster::start(label, settings).await;
+    let t = Instant::now();
+    stream::iter(0..n)
+        .map(|i| {
+            let c = &c;
+            async move {
+                let body = json!({"id": format!("w{i}"), "name": "W"}).to_string();
+                let (s, _, v) = c.req("POST", "/v1/customers", Some(&body)).await;
+                assert_eq!(s, 201, "{v}");
+            }
+        })
+        .buffer_unordered(32)
+        .collect::<Vec<_>>()
+        .await;
+    n as f64 / t.elapsed().as_secs_f64()
+}
+
+async fn replication_cost() {
+    let n = 20_000;
+    let one = write_throughput(Settings::single_copy(), "bench-rf1", n).await;
+    let two = write_throughput(Settings::default(), "bench-rf2", n).await;
+    println!("writes through the gateway, 4 nodes, 32 concurrent, {n} creates each:");
+    println!("  replication_factor 1: {one:.0}/s");
+    println!(
+        "  replication_factor 2: {two:.0}/s  ({:.2}x of rf 1)",
+        two / one
+    );
+}
+
 fn main() {
     if std::env::args().any(|a| a == "--list") {
         return; // `cargo test --benches` lists benches; nothing to list here.
@@ -199,6 +230,7 @@ fn main() {
     rt.block_on(async {
         latency().await;
         kill_to_down().await;
+        replication_cost().await;
         memory().await;
     });
 }

@@ -19,6 +19,22 @@ fn down(who: &'static [&'static str]) -> impl Fn(&str) -> Health {
     }
 }
 
+/// Applies a planning round, with every copy it starts finishing at once.
+fn apply_round(map: &mut ShardMap, round: Vec<MapCommand>) {
+    for c in round {
+        map.apply(&c).unwrap();
+        if let MapCommand::AddLearner { shard, node, .. } = &c {
+            let epoch = map.epoch(ShardId(*shard));
+            map.apply(&MapCommand::Join {
+                shard: *shard,
+                epoch,
+                node: node.clone(),
+            })
+            .unwrap();
+        }
+    }
+}
+
 #[test]
 fn a_healthy_map_needs_nothing() {
     let map = ShardMap::initial(&names(4), 64, 2);
@@ -100,18 +116,7 @@ fn a_returning_node_is_copied_to_within_the_limit_then_gets_its_primaries_back()
         if round.is_empty() {
             break;
         }
-        for c in round {
-            map.apply(&c).unwrap();
-            if let MapCommand::AddLearner { shard, node, .. } = &c {
-                let epoch = map.epoch(ShardId(*shard));
-                map.apply(&MapCommand::Join {
-                    shard: *shard,
-                    epoch,
-                    node: node.clone(),
-                })
-                .unwrap();
-            }
-        }
+        apply_round(&mut map, round);
     }
     let fresh = ShardMap::initial(&names(4), 64, 2);
     for (shard, p) in map.iter() {
@@ -146,36 +151,14 @@ fn a_node_that_missed_its_shards_gets_them_back_and_spare_copies_are_dropped() {
     };
     // n2 dies; its shards are promoted and re-replicated on other nodes while it is away.
     for _ in 0..3 {
-        for c in plan(&map, &down(&["n2"]), limits) {
-            map.apply(&c).unwrap();
-            if let MapCommand::AddLearner { shard, node, .. } = &c {
-                let epoch = map.epoch(ShardId(*shard));
-                map.apply(&MapCommand::Join {
-                    shard: *shard,
-                    epoch,
-                    node: node.clone(),
-                })
-                .unwrap();
-            }
-        }
+        apply_round(&mut map, plan(&map, &down(&["n2"]), limits));
     }
     assert!(map
         .iter()
         .all(|(_, p)| p.replicas().all(|n| n != "n2") && p.in_sync.len() == 1));
     // n2 returns: it is copied to, takes its primaries back, and the spares go.
     for _ in 0..6 {
-        for c in plan(&map, &all_up, limits) {
-            map.apply(&c).unwrap();
-            if let MapCommand::AddLearner { shard, node, .. } = &c {
-                let epoch = map.epoch(ShardId(*shard));
-                map.apply(&MapCommand::Join {
-                    shard: *shard,
-                    epoch,
-                    node: node.clone(),
-                })
-                .unwrap();
-            }
-        }
+        apply_round(&mut map, plan(&map, &all_up, limits));
     }
     let fresh = ShardMap::initial(&names(4), 64, 2);
     for (shard, p) in map.iter() {

@@ -50,6 +50,21 @@ impl LogStore {
         }
     }
 
+    fn remove_entries<R: RangeBounds<[u8; 8]>>(&self, range: R) -> Result<(), Err> {
+        let keys: Vec<_> = self
+            .log
+            .range(range)
+            .keys()
+            .collect::<Result<_, _>>()
+            .map_err(|e| StorageIOError::write_logs(&e))?;
+        for k in keys {
+            self.log
+                .remove(k)
+                .map_err(|e| StorageIOError::write_logs(&e))?;
+        }
+        Ok(())
+    }
+
     async fn put_state<T: Serialize>(&self, key: &str, v: &T) -> Result<(), Err> {
         self.state
             .insert(key, enc(v))
@@ -140,17 +155,7 @@ impl RaftLogStorage<MapRaft> for LogStore {
     }
 
     async fn truncate(&mut self, log_id: LogId<u64>) -> Result<(), Err> {
-        let keys: Vec<_> = self
-            .log
-            .range(log_id.index.to_be_bytes()..)
-            .keys()
-            .collect::<Result<_, _>>()
-            .map_err(|e| StorageIOError::write_logs(&e))?;
-        for k in keys {
-            self.log
-                .remove(k)
-                .map_err(|e| StorageIOError::write_logs(&e))?;
-        }
+        self.remove_entries(log_id.index.to_be_bytes()..)?;
         self.db
             .flush_async()
             .await
@@ -160,17 +165,7 @@ impl RaftLogStorage<MapRaft> for LogStore {
 
     async fn purge(&mut self, log_id: LogId<u64>) -> Result<(), Err> {
         self.put_state("last_purged", &log_id).await?;
-        let keys: Vec<_> = self
-            .log
-            .range(..=log_id.index.to_be_bytes())
-            .keys()
-            .collect::<Result<_, _>>()
-            .map_err(|e| StorageIOError::write_logs(&e))?;
-        for k in keys {
-            self.log
-                .remove(k)
-                .map_err(|e| StorageIOError::write_logs(&e))?;
-        }
+        self.remove_entries(..=log_id.index.to_be_bytes())?;
         Ok(())
     }
 }
