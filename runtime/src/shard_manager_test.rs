@@ -151,14 +151,16 @@ fn a_node_that_missed_its_shards_gets_them_back_and_spare_copies_are_dropped() {
     };
     // n2 dies; its shards are promoted and re-replicated on other nodes while it is away.
     for _ in 0..3 {
-        apply_round(&mut map, plan(&map, &down(&["n2"]), limits));
+        let round = plan(&map, &down(&["n2"]), limits);
+        apply_round(&mut map, round);
     }
     assert!(map
         .iter()
         .all(|(_, p)| p.replicas().all(|n| n != "n2") && p.in_sync.len() == 1));
     // n2 returns: it is copied to, takes its primaries back, and the spares go.
     for _ in 0..6 {
-        apply_round(&mut map, plan(&map, &all_up, limits));
+        let round = plan(&map, &all_up, limits);
+        apply_round(&mut map, round);
     }
     let fresh = ShardMap::initial(&names(4), 64, 2);
     for (shard, p) in map.iter() {
