@@ -276,10 +276,13 @@ impl ClusterClient {
                 + rtt / 10
                 + rand::rng().random_range(0..50)
         };
+        // A follower read costs one more hop (the primary confirms it is in sync): prefer the
+        // primary until it is busier by about one outstanding request.
+        let penalty = |n: &String| if *n == p.primary { 0 } else { 200 };
         std::iter::once(&p.primary)
             .chain(&p.in_sync)
             .filter(|n| view.is_up(n))
-            .min_by_key(|n| score(n))
+            .min_by_key(|n| score(n) + penalty(n))
             .unwrap_or(&p.primary)
             .clone()
     }

@@ -309,6 +309,8 @@ impl MembershipState {
 
     fn tick(&mut self, myself: &ActorRef<MembershipMsg>) {
         let now = Instant::now();
+        // Also without answers: a single-node cluster holds its lease on its own.
+        self.args.lease.set(self.lease_tracker.valid_until());
         let peers = self.args.peers.clone();
         for peer in &peers {
             if self.connected(&peer.name) {
