@@ -122,6 +122,16 @@ async fn up_runs_restarts_and_stops_the_cluster_and_a_second_up_sees_the_data() 
         (c.state_of("n2").await.as_deref() == Some("up")).then_some(())
     })
     .await;
+    // The kill changed the shard map (failover, then catch-up and handoff back).
+    let version = wait_for(
+        "the map to change after the kill",
+        Duration::from_secs(15),
+        || async {
+            let v = c.info().await?["map_version"].as_u64()?;
+            (v > 0).then_some(v)
+        },
+    )
+    .await;
     let pids: Vec<i32> = ["n1", "n2", "n3", "gateway"]
         .iter()
         .map(|n| read_pid(&c, n).unwrap())
@@ -139,6 +149,16 @@ async fn up_runs_restarts_and_stops_the_cluster_and_a_second_up_sees_the_data() 
     let (s, _, again) = c.req("GET", "/v1/customers/kept", None).await;
     assert_eq!(s, 200);
     assert_eq!(again, kept);
+    // ...and resumes from the newest committed shard map, not from the initial placement.
+    wait_for(
+        "the restarted cluster's map version",
+        Duration::from_secs(15),
+        || async {
+            let v = c.info().await?["map_version"].as_u64()?;
+            (v >= version).then_some(())
+        },
+    )
+    .await;
     stop_up(up);
 }
 

@@ -672,8 +672,21 @@ async fn devices_register_and_record_telemetry() {
 async fn a_single_node_cluster_serves_reads_and_writes() {
     let _guard = serial().await;
     // One node is its own majority: it must hold its lease without any heartbeat answers.
-    let c = Cluster::start("single", Settings { nodes: 1, ..Settings::default() }).await;
-    let (s, _, v) = c.req("POST", "/v1/customers", Some(r#"{"id":"solo","name":"Solo"}"#)).await;
+    let c = Cluster::start(
+        "single",
+        Settings {
+            nodes: 1,
+            ..Settings::default()
+        },
+    )
+    .await;
+    let (s, _, v) = c
+        .req(
+            "POST",
+            "/v1/customers",
+            Some(r#"{"id":"solo","name":"Solo"}"#),
+        )
+        .await;
     assert_eq!(s, 201, "{v}");
     let (s, h, v) = c.req("GET", "/v1/customers/solo", None).await;
     assert_eq!((s, v["name"].as_str()), (200, Some("Solo")));
