@@ -503,6 +503,37 @@ async fn random_kills_and_restarts_for_a_minute_lose_no_acknowledged_write_and_s
         stale.len(),
         &stale[..stale.len().min(5)]
     );
+
+    // And the whole history, key by key, has a legal sequential order (writes that did not get
+    // a 200 count as of unknown outcome; unanswered reads carry no information).
+    let mut h = keelson_chaos::History::default();
+    for o in &history {
+        let (kind, outcome) = match (o.write, o.ok) {
+            (true, true) => (
+                keelson_chaos::OpKind::Write(o.seq),
+                keelson_chaos::Outcome::Ok,
+            ),
+            (true, false) => (
+                keelson_chaos::OpKind::Write(o.seq),
+                keelson_chaos::Outcome::Unknown,
+            ),
+            (false, true) => (
+                keelson_chaos::OpKind::Read(o.seq),
+                keelson_chaos::Outcome::Ok,
+            ),
+            (false, false) => continue,
+        };
+        let us = |t: Instant| t.duration_since(start).as_micros() as u64;
+        h.push(
+            &format!("ch{}", o.key),
+            kind,
+            us(o.start),
+            us(o.end),
+            outcome,
+        );
+    }
+    let violations = keelson_chaos::check_linearizable(&h);
+    assert!(violations.is_empty(), "not linearizable: {violations:?}");
     assert_eq!(duplicates(&c).await, 0.0);
 }
 

@@ -1,0 +1,19 @@
+//! keelson-chaos: break a running cluster on purpose and prove what happened. This crate drives
+//! the cluster from outside; it never reaches into the runtime.
+//!
+//! ```text
+//! workload ──records──▶ History (one Op per request: invoke, complete, key, value, outcome)
+//!                          │
+//!                          ├─▶ lost_writes      every acknowledged write is there at the end
+//!                          └─▶ linearizable     per-key register history has a legal order
+//! ```
+//!
+//! So far: the history and its checkers. Fault injection, scenarios and reports come next.
+
+mod history;
+mod linearizable;
+mod lost;
+
+pub use history::{History, Op, OpKind, Outcome};
+pub use linearizable::{check_key, check_linearizable, Violation};
+pub use lost::{lost_writes, LostWrite};
