@@ -8,12 +8,18 @@
 //!                          └─▶ linearizable     per-key register history has a legal order
 //! ```
 //!
-//! So far: the history and its checkers. Fault injection, scenarios and reports come next.
+//!
+//! proxy: a fault-injecting TCP proxy (latency with jitter, one-way or symmetric partitions).
+//!
+//! So far: the history, its checkers and the proxy. The fault commands, scenarios and reports
+//! come next.
 
 mod history;
 mod linearizable;
 mod lost;
+mod proxy;
 
 pub use history::{History, Op, OpKind, Outcome};
 pub use linearizable::{check_key, check_linearizable, Violation};
 pub use lost::{lost_writes, LostWrite};
+pub use proxy::{Faults, LinkFaults, Proxy};
