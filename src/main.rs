@@ -2,6 +2,7 @@
 //! the HTTP gateway, `up` a whole local cluster as child processes, `check-config` validates a
 //! nodes.toml.
 
+mod chaos_cmd;
 mod logging;
 mod probe;
 mod up;
@@ -47,6 +48,14 @@ enum Command {
         #[arg(long, short, default_value = "nodes.toml")]
         config: PathBuf,
     },
+    /// Break a cluster started by `keelson up` on purpose: kill, freeze, thaw, restart members.
+    Chaos {
+        /// Cluster configuration (locates the cluster's run file under its data dir).
+        #[arg(long, short, default_value = "nodes.toml", global = true)]
+        config: PathBuf,
+        #[command(subcommand)]
+        command: chaos_cmd::ChaosCommand,
+    },
     /// Check a configuration file and print every problem found (exit code 2 if any).
     CheckConfig {
         /// Configuration file.
@@ -65,6 +74,10 @@ fn load(path: &std::path::Path) -> Result<keelson_runtime::ClusterConfig, ExitCo
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Chaos { config, command } => match load(&config) {
+            Ok(cfg) => chaos_cmd::run(&cfg, command),
+            Err(code) => code,
+        },
         Command::CheckConfig { file } => match config::load(&file) {
             Ok(cfg) => {
                 println!(

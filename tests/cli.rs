@@ -230,6 +230,8 @@ fn check_config_reports_every_problem_with_its_path_and_exits_2() {
 fn every_subcommand_has_help() {
     for sub in [
         vec![],
+        vec!["chaos"],
+        vec!["chaos", "kill"],
         vec!["up"],
         vec!["node"],
         vec!["gateway"],
@@ -240,4 +242,84 @@ fn every_subcommand_has_help() {
         let text = String::from_utf8_lossy(&out.stdout);
         assert!(text.contains("Usage: keelson"), "{sub:?}: {text}");
     }
+}
+
+fn chaos(c: &Cluster, args: &[&str]) -> (i32, String, String) {
+    let out = keelson()
+        .arg("chaos")
+        .args(args)
+        .arg("--config")
+        .arg(&c.config)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chaos_commands_break_an_up_cluster_and_refuse_impossible_faults() {
+    let _guard = serial().await;
+    let c = Cluster::configure(
+        "chaos-cli",
+        &Settings {
+            nodes: 3,
+            ..Settings::default()
+        },
+    );
+    let (code, _, err) = chaos(&c, &["status"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("no cluster is running"), "{err}");
+
+    let up = start_up(&c).await;
+    let (code, out, _) = chaos(&c, &["status"]);
+    assert_eq!(code, 0);
+    assert_eq!(out.matches("running").count(), 4, "{out}");
+
+    // Freeze: alive but silent, so the cluster marks it down; thaw brings it back.
+    let (code, out, err) = chaos(&c, &["freeze", "n2"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with("froze n2"), "{out}");
+    wait_for("frozen n2 down", Duration::from_secs(3), || async {
+        (c.state_of("n2").await.as_deref() == Some("down")).then_some(())
+    })
+    .await;
+    assert!(chaos(&c, &["status"])
+        .1
+        .lines()
+        .any(|l| l.starts_with("n2") && l.ends_with("frozen")));
+    let (code, _, err) = chaos(&c, &["freeze", "n2"]);
+    assert_eq!((code, err.contains("already frozen")), (2, true), "{err}");
+    assert_eq!(chaos(&c, &["thaw", "n2"]).0, 0);
+    wait_for("thawed n2 up", Duration::from_secs(10), || async {
+        (c.state_of("n2").await.as_deref() == Some("up")).then_some(())
+    })
+    .await;
+
+    // Unknown names and members that are not running are refused, and nothing is signalled.
+    let (code, _, err) = chaos(&c, &["kill", "n9"]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("unknown node \"n9\"") && err.contains("n1, n2, n3, gateway"),
+        "{err}"
+    );
+    let (code, _, err) = chaos(&c, &["thaw", "n1"]);
+    assert_eq!((code, err.contains("not frozen")), (2, true), "{err}");
+    assert_eq!(chaos(&c, &["kill", "n3"]).0, 0);
+    let (code, _, err) = chaos(&c, &["kill", "n3"]);
+    assert_eq!(code, 2, "a second kill before the restart: {err}");
+    assert!(err.contains("\"n3\" is not running"), "{err}");
+    wait_for("n3 restarted by up", Duration::from_secs(15), || async {
+        (c.state_of("n3").await.as_deref() == Some("up")).then_some(())
+    })
+    .await;
+    stop_up(up);
+    let (code, _, err) = chaos(&c, &["kill", "n1"]);
+    assert_eq!(
+        (code, err.contains("no cluster is running")),
+        (2, true),
+        "{err}"
+    );
 }

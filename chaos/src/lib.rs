@@ -9,16 +9,21 @@
 //! ```
 //!
 //!
+//! faults: kill, freeze, thaw and restart members of a cluster started by `keelson up`, found
+//! through its run file.
+//!
 //! proxy: a fault-injecting TCP proxy (latency with jitter, one-way or symmetric partitions).
 //!
 //! So far: the history, its checkers and the proxy. The fault commands, scenarios and reports
 //! come next.
 
+mod faults;
 mod history;
 mod linearizable;
 mod lost;
 mod proxy;
 
+pub use faults::{apply as apply_fault, status, FaultError, MemberProcess, ProcessFault};
 pub use history::{History, Op, OpKind, Outcome};
 pub use linearizable::{check_key, check_linearizable, Violation};
 pub use lost::{lost_writes, LostWrite};

@@ -36,12 +36,18 @@ where
     }
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// Hands out free loopback ports, never the same one twice: each stays bound until the
+/// allocator is dropped (after the config naming them is written).
+#[derive(Default)]
+struct Ports(Vec<TcpListener>);
+
+impl Ports {
+    fn next(&mut self) -> u16 {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        self.0.push(l);
+        port
+    }
 }
 
 /// Extra settings for a test cluster.
@@ -93,9 +99,10 @@ impl Cluster {
         let dir = std::env::temp_dir().join(format!("keelson-it-{test}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(dir.join("logs")).unwrap();
-        let http_port = free_port();
+        let mut ports = Ports::default();
+        let http_port = ports.next();
         let mut ops = HashMap::new();
-        let gw_ops = free_port();
+        let gw_ops = ports.next();
         ops.insert("gateway".to_string(), gw_ops);
         let mut text = format!(
             "[cluster]\nname = \"it\"\ncookie = \"it-cookie-123\"\nshards = 64\ndata_dir = \"{}\"\n{}\n\
@@ -103,21 +110,22 @@ impl Cluster {
             dir.join("data").display(),
             settings.cluster,
             settings.entities,
-            free_port(),
+            ports.next(),
         );
         let mut nodes = Vec::new();
         for i in 1..=settings.nodes {
             let name = format!("n{i}");
-            let port = free_port();
+            let port = ports.next();
             text.push_str(&format!(
                 "[[node]]\nname = \"{name}\"\nhost = \"127.0.0.1\"\ncluster_port = {}\nops_port = {port}\n",
-                free_port()
+                ports.next()
             ));
             ops.insert(name.clone(), port);
             nodes.push(name);
         }
         let config = dir.join("nodes.toml");
         std::fs::write(&config, text).unwrap();
+        drop(ports);
         Self {
             dir,
             config,

@@ -1,0 +1,154 @@
+//! Process faults against a cluster started by `keelson up`: kill, freeze, thaw, restart, and the
+//! status of each member. Processes are found only through the run file `up` keeps
+//! (`<data_dir>/run/cluster.json`), never by process name, and a fault that cannot apply (no
+//! cluster, unknown node, node not running) changes nothing and says why.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// A fault on one process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProcessFault {
+    /// SIGKILL; `up` restarts it after its backoff.
+    Kill,
+    /// SIGSTOP: alive but silent.
+    Freeze,
+    /// SIGCONT.
+    Thaw,
+    /// SIGTERM: a clean stop; `up` restarts it after its backoff.
+    Restart,
+}
+
+impl ProcessFault {
+    fn signal(self) -> i32 {
+        match self {
+            ProcessFault::Kill => libc::SIGKILL,
+            ProcessFault::Freeze => libc::SIGSTOP,
+            ProcessFault::Thaw => libc::SIGCONT,
+            ProcessFault::Restart => libc::SIGTERM,
+        }
+    }
+}
+
+/// Why a fault was not applied.
+#[derive(Debug, thiserror::Error)]
+pub enum FaultError {
+    /// No run file, or its `up` is gone.
+    #[error("no cluster is running from {0} (start one with `keelson up`)")]
+    NoCluster(PathBuf),
+    /// The run file does not parse.
+    #[error("{0}: unreadable run file: {1}")]
+    BadRunFile(PathBuf, String),
+    /// Not a member.
+    #[error("unknown node \"{0}\" (members: {1})")]
+    UnknownNode(String, String),
+    /// The member has no live process right now.
+    #[error("\"{0}\" is not running (keelson up is restarting it); nothing was done")]
+    NotRunning(String),
+    /// Thawing a process that is not frozen, or freezing one that is.
+    #[error("\"{0}\" is {1}; nothing was done")]
+    Pointless(String, &'static str),
+}
+
+#[derive(Debug, Deserialize)]
+struct RunFile {
+    supervisor_pid: u32,
+    members: Vec<RunMember>,
+}
+
+#[derive(Debug, Deserialize)]
+struct RunMember {
+    name: String,
+    role: String,
+    pid: Option<u32>,
+}
+
+/// A member's process as seen now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberProcess {
+    /// Name.
+    pub name: String,
+    /// `node` or `gateway`.
+    pub role: String,
+    /// Live pid, if any.
+    pub pid: Option<u32>,
+    /// `running`, `frozen` or `down`.
+    pub state: &'static str,
+}
+
+/// The one-letter process state from `/proc/<pid>/stat` (`R`, `S`, `T`, `Z`...).
+fn proc_state(pid: u32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?.1.trim_start().chars().next()
+}
+
+fn alive(pid: u32) -> bool {
+    // SAFETY: signal 0 only checks that the process exists.
+    let exists = unsafe { libc::kill(pid as i32, 0) == 0 };
+    // A killed child not yet reaped by `up` is a zombie: not running.
+    exists && proc_state(pid) != Some('Z')
+}
+
+fn frozen(pid: u32) -> bool {
+    proc_state(pid) == Some('T')
+}
+
+/// Every member of the cluster running from `data_dir`, with its process state.
+pub fn status(data_dir: &Path) -> Result<Vec<MemberProcess>, FaultError> {
+    let path = data_dir.join("run").join("cluster.json");
+    let text = std::fs::read_to_string(&path)
+        .map_err(|_| FaultError::NoCluster(data_dir.to_path_buf()))?;
+    let run: RunFile = serde_json::from_str(&text)
+        .map_err(|e| FaultError::BadRunFile(path.clone(), e.to_string()))?;
+    if !alive(run.supervisor_pid) {
+        return Err(FaultError::NoCluster(data_dir.to_path_buf()));
+    }
+    Ok(run
+        .members
+        .into_iter()
+        .map(|m| {
+            let pid = m.pid.filter(|p| alive(*p));
+            let state = match pid {
+                None => "down",
+                Some(p) if frozen(p) => "frozen",
+                Some(_) => "running",
+            };
+            MemberProcess {
+                name: m.name,
+                role: m.role,
+                pid,
+                state,
+            }
+        })
+        .collect())
+}
+
+/// Applies `fault` to member `name` of the cluster running from `data_dir`; returns its pid.
+pub fn apply(data_dir: &Path, name: &str, fault: ProcessFault) -> Result<u32, FaultError> {
+    let members = status(data_dir)?;
+    let Some(m) = members.iter().find(|m| m.name == name) else {
+        let names: Vec<&str> = members.iter().map(|m| m.name.as_str()).collect();
+        return Err(FaultError::UnknownNode(name.to_string(), names.join(", ")));
+    };
+    let Some(pid) = m.pid else {
+        return Err(FaultError::NotRunning(name.to_string()));
+    };
+    match (fault, m.state) {
+        (ProcessFault::Thaw, "running") => {
+            return Err(FaultError::Pointless(name.to_string(), "not frozen"))
+        }
+        (ProcessFault::Freeze, "frozen") => {
+            return Err(FaultError::Pointless(name.to_string(), "already frozen"))
+        }
+        _ => {}
+    }
+    if fault == ProcessFault::Restart && m.state == "frozen" {
+        // A stopped process cannot act on SIGTERM until it runs again.
+        // SAFETY: signals a member of the cluster the run file names.
+        unsafe { libc::kill(pid as i32, libc::SIGCONT) };
+    }
+    // SAFETY: signals a member of the cluster the run file names.
+    unsafe { libc::kill(pid as i32, fault.signal()) };
+    Ok(pid)
+}
