@@ -227,14 +227,17 @@ impl Replicator {
                 }
             }
         }
-        // Fencing check: a write confirmed after this node lost the primary role would be a
-        // second primary. Every follower that could have been promoted has the write, so it is
-        // not lost, but the overlap is counted and must stay 0.
+        // Fencing check. A write that straddles a handoff or promotion is confirmed by the new
+        // primary too (it was an in-sync follower and acknowledged it before taking over), so it
+        // is ordered before anything the new primary writes. Two primaries at once would be a
+        // new primary that never confirmed this write: counted, and it must stay 0.
         let now = self.map.borrow().clone();
         let q = now.placement(shard);
-        if q.primary != self.node && epoch_of(lsn) < q.epoch {
+        if q.primary != self.node && epoch_of(lsn) < q.epoch && !p.in_sync.contains(&q.primary) {
             metrics::get().duplicate_primary.inc();
-            tracing::error!(shard = shard.0, epoch = p.epoch, new_primary = %q.primary, "write confirmed after the primary role moved");
+            tracing::error!(shard = shard.0, epoch = p.epoch, new_primary = %q.primary, "write confirmed while another node, without it, had become primary");
+        } else if q.primary != self.node {
+            tracing::debug!(shard = shard.0, new_primary = %q.primary, "write confirmed across a primary change; the new primary has it");
         }
         Ok(())
     }
