@@ -106,10 +106,15 @@ pub struct ClusterClient {
     view: watch::Receiver<ClusterView>,
     timeout: Duration,
     refresh: Option<Refresh>,
-    /// Requests this process has outstanding to each node.
-    outstanding: Arc<HashMap<String, Arc<AtomicU32>>>,
-    /// Recent answer latency of each node, as this process saw it.
-    latency: Arc<HashMap<String, std::sync::Mutex<Ewma>>>,
+    /// What this process has seen of each node's answers.
+    stats: Arc<HashMap<String, Arc<NodeStats>>>,
+}
+
+/// One node as this process sees it: requests outstanding to it and its recent latency.
+#[derive(Debug, Default)]
+struct NodeStats {
+    outstanding: AtomicU32,
+    latency: std::sync::Mutex<Ewma>,
 }
 
 /// An exponentially weighted latency that fades back toward zero when not refreshed, so a node
@@ -139,40 +144,38 @@ impl Ewma {
     }
 }
 
-/// Counts one outstanding request to a node until dropped.
-struct Outstanding(Arc<AtomicU32>);
+/// One request to a node: counted as outstanding until dropped, when its latency is recorded.
+struct InFlight(Arc<NodeStats>, Instant);
 
-impl Outstanding {
-    fn new(c: Arc<AtomicU32>) -> Self {
-        c.fetch_add(1, Ordering::AcqRel);
-        Self(c)
+impl InFlight {
+    fn new(stats: Arc<NodeStats>) -> Self {
+        stats.outstanding.fetch_add(1, Ordering::AcqRel);
+        Self(stats, Instant::now())
     }
 }
 
-impl Drop for Outstanding {
+impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
+        self.0.outstanding.fetch_sub(1, Ordering::AcqRel);
+        self.0
+            .latency
+            .lock()
+            .expect("latency lock")
+            .add(self.1.elapsed());
     }
 }
 
 impl ClusterClient {
     /// A client routing with `map` and the membership `view`.
     pub fn new(map: MapWatch, view: watch::Receiver<ClusterView>, timeout: Duration) -> Self {
-        let latency = map
+        let stats = map
             .borrow()
             .nodes()
             .iter()
-            .map(|n| (n.clone(), std::sync::Mutex::new(Ewma::default())))
-            .collect();
-        let outstanding = map
-            .borrow()
-            .nodes()
-            .iter()
-            .map(|n| (n.clone(), Arc::new(AtomicU32::new(0))))
+            .map(|n| (n.clone(), Arc::default()))
             .collect();
         Self {
-            latency: Arc::new(latency),
-            outstanding: Arc::new(outstanding),
+            stats: Arc::new(stats),
             map,
             view,
             timeout,
@@ -255,20 +258,14 @@ impl ClusterClient {
         let p = map.placement(shard);
         let view = self.view.borrow();
         let score = |n: &String| -> u64 {
-            let out = self
-                .outstanding
-                .get(n)
-                .map(|c| c.load(Ordering::Acquire))
-                .unwrap_or(0) as u64;
+            let (out, slow) = self.stats.get(n).map_or((0, 0), |s| {
+                let out = s.outstanding.load(Ordering::Acquire) as u64;
+                (out, s.latency.lock().expect("latency lock").now() as u64)
+            });
             let m = view.members.iter().find(|m| &m.name == n);
             let (load, rtt) = m
                 .map(|m| (m.load, m.rtt_us.unwrap_or(0)))
                 .unwrap_or_default();
-            let slow = self
-                .latency
-                .get(n)
-                .map(|l| l.lock().expect("latency lock").now())
-                .unwrap_or(0.0) as u64;
             out * 1000
                 + slow / 10
                 + load.inflight as u64 * 100
@@ -367,17 +364,11 @@ impl ClusterClient {
             idempotency_key: access.idempotency_key.clone(),
             payload,
         });
-        let _outstanding = self
-            .outstanding
-            .get(&owner)
-            .map(|c| Outstanding::new(c.clone()));
-        let sent = Instant::now();
+        let in_flight = self.stats.get(&owner).map(|s| InFlight::new(s.clone()));
         let result = host
             .call(|r| ShardHostRpc::Request(request, r), Some(timeout))
             .await;
-        if let Some(l) = self.latency.get(&owner) {
-            l.lock().expect("latency lock").add(sent.elapsed());
-        }
+        drop(in_flight);
         let bytes = match result {
             Ok(CallResult::Success(bytes)) => bytes,
             Ok(CallResult::Timeout) => {
