@@ -32,6 +32,10 @@ enum Command {
         /// Cluster configuration.
         #[arg(long, short, default_value = "nodes.toml")]
         config: PathBuf,
+        /// Route every link between members through a fault-injecting proxy, so that
+        /// `keelson chaos latency|partition|heal` can slow or cut them (no root needed).
+        #[arg(long)]
+        chaos: bool,
     },
     /// Run one shard-hosting node in this process.
     Node {
@@ -41,12 +45,20 @@ enum Command {
         /// Cluster configuration.
         #[arg(long, short, default_value = "nodes.toml")]
         config: PathBuf,
+        /// Dial node NAME at ADDR instead of its cluster port (repeatable; `keelson up --chaos`
+        /// uses it to route links through its fault-injecting proxies).
+        #[arg(long, value_name = "NAME=ADDR", value_parser = parse_dial_via)]
+        dial_via: Vec<(String, std::net::SocketAddr)>,
     },
     /// Run the HTTP gateway in this process.
     Gateway {
         /// Cluster configuration.
         #[arg(long, short, default_value = "nodes.toml")]
         config: PathBuf,
+        /// Dial node NAME at ADDR instead of its cluster port (repeatable; `keelson up --chaos`
+        /// uses it to route links through its fault-injecting proxies).
+        #[arg(long, value_name = "NAME=ADDR", value_parser = parse_dial_via)]
+        dial_via: Vec<(String, std::net::SocketAddr)>,
     },
     /// Break a cluster started by `keelson up` on purpose: kill, freeze, thaw, restart members.
     Chaos {
@@ -69,6 +81,35 @@ fn load(path: &std::path::Path) -> Result<keelson_runtime::ClusterConfig, ExitCo
         eprintln!("error: {e}");
         ExitCode::from(2)
     })
+}
+
+fn parse_dial_via(s: &str) -> Result<(String, std::net::SocketAddr), String> {
+    let (name, addr) = s
+        .split_once('=')
+        .ok_or_else(|| format!("\"{s}\" is not NAME=ADDR (e.g. n2=127.0.0.1:47012)"))?;
+    let addr = addr
+        .parse()
+        .map_err(|e| format!("\"{addr}\" is not a socket address: {e}"))?;
+    Ok((name.to_string(), addr))
+}
+
+/// Loads the config and applies `--dial-via`, refusing names that are not nodes.
+fn load_with_links(
+    path: &std::path::Path,
+    dial_via: Vec<(String, std::net::SocketAddr)>,
+) -> Result<keelson_runtime::ClusterConfig, ExitCode> {
+    let mut cfg = load(path)?;
+    for (name, addr) in dial_via {
+        if !cfg.nodes.iter().any(|n| n.name == name) {
+            eprintln!(
+                "error: --dial-via {name}={addr}: \"{name}\" is not a node of {}",
+                path.display()
+            );
+            return Err(ExitCode::from(2));
+        }
+        cfg.dial_via.insert(name, addr);
+    }
+    Ok(cfg)
 }
 
 fn main() -> ExitCode {
@@ -101,8 +142,12 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
-        Command::Node { name, config } => {
-            let cfg = match load(&config) {
+        Command::Node {
+            name,
+            config,
+            dial_via,
+        } => {
+            let cfg = match load_with_links(&config, dial_via) {
                 Ok(c) => c,
                 Err(code) => return code,
             };
@@ -118,8 +163,8 @@ fn main() -> ExitCode {
                 .map_err(anyhow::Error::from)
             })
         }
-        Command::Gateway { config } => {
-            let cfg = match load(&config) {
+        Command::Gateway { config, dial_via } => {
+            let cfg = match load_with_links(&config, dial_via) {
                 Ok(c) => c,
                 Err(code) => return code,
             };
@@ -130,13 +175,13 @@ fn main() -> ExitCode {
                     .map_err(anyhow::Error::from)
             })
         }
-        Command::Up { config } => {
+        Command::Up { config, chaos } => {
             let cfg = match load(&config) {
                 Ok(c) => c,
                 Err(code) => return code,
             };
             logging::init(cli.log_format, &cfg.log_level);
-            run_async(up::run(cfg, config, cli.log_format))
+            run_async(up::run(cfg, config, cli.log_format, chaos))
         }
     }
 }

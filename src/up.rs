@@ -13,7 +13,11 @@ use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+use std::net::SocketAddr;
+use std::sync::Arc;
+
 use anyhow::{bail, Context};
+use keelson_chaos::{LinkControl, LinkMember};
 use keelson_runtime::{ClusterConfig, Member, Role};
 use serde::Serialize;
 use tokio::sync::mpsc;
@@ -43,6 +47,8 @@ struct Child {
 struct RunFile<'a> {
     supervisor_pid: u32,
     config: &'a Path,
+    /// The link-fault control, under `--chaos`.
+    chaos_control: Option<String>,
     members: Vec<RunMember<'a>>,
 }
 
@@ -68,6 +74,8 @@ struct Up {
     run_dir: PathBuf,
     children: Vec<Child>,
     events: mpsc::UnboundedSender<Event>,
+    /// Link proxies and the address of their control, under `--chaos`.
+    links: Option<(Arc<LinkControl>, SocketAddr)>,
 }
 
 fn describe(status: &std::io::Result<ExitStatus>) -> String {
@@ -108,6 +116,11 @@ impl Up {
             Role::Node => cmd.arg("node").arg("--name").arg(&c.member.name),
             Role::Gateway => cmd.arg("gateway"),
         };
+        if let Some((links, _)) = &self.links {
+            for (node, addr) in links.dial_via(&c.member.name) {
+                cmd.arg("--dial-via").arg(format!("{node}={addr}"));
+            }
+        }
         cmd.arg("--config")
             .arg(&self.config_path)
             .stdin(Stdio::null())
@@ -140,6 +153,7 @@ impl Up {
         let run = RunFile {
             supervisor_pid: std::process::id(),
             config: &self.config_path,
+            chaos_control: self.links.as_ref().map(|(_, a)| a.to_string()),
             members: self
                 .children
                 .iter()
@@ -338,8 +352,43 @@ fn check_not_running(run_dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Runs the local cluster until Ctrl-C or SIGTERM.
-pub async fn run(cfg: ClusterConfig, config_path: PathBuf, format: Format) -> anyhow::Result<()> {
+/// Starts a proxy in front of every node for every member that dials it, and their control on
+/// loopback (stopped with the cluster).
+async fn start_links(
+    cfg: &ClusterConfig,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<(Arc<LinkControl>, SocketAddr)> {
+    let members: Vec<LinkMember> = cfg
+        .members()
+        .map(|m| LinkMember {
+            name: m.name.clone(),
+            node: m.role == Role::Node,
+            cluster_addr: m.cluster_addr,
+        })
+        .collect();
+    let links = LinkControl::start(&members)
+        .await
+        .context("cannot start the link proxies")?;
+    let mut stop = stop;
+    let (addr, _task) = links
+        .clone()
+        .serve(SocketAddr::from(([127, 0, 0, 1], 0)), async move {
+            let _ = stop.wait_for(|s| *s).await;
+        })
+        .await
+        .context("cannot start the link-fault control")?;
+    tracing::info!(%addr, proxies = members.len(), "links go through fault proxies (--chaos)");
+    Ok((links, addr))
+}
+
+/// Runs the local cluster until Ctrl-C or SIGTERM; with `chaos`, every link between members goes
+/// through a fault-injecting proxy that `keelson chaos latency|partition|heal` controls.
+pub async fn run(
+    cfg: ClusterConfig,
+    config_path: PathBuf,
+    format: Format,
+    chaos: bool,
+) -> anyhow::Result<()> {
     let config_path = config_path
         .canonicalize()
         .with_context(|| format!("cannot resolve {}", config_path.display()))?;
@@ -349,6 +398,12 @@ pub async fn run(cfg: ClusterConfig, config_path: PathBuf, format: Format) -> an
         std::fs::create_dir_all(d).with_context(|| format!("cannot create {}", d.display()))?;
     }
     check_not_running(&run_dir)?;
+    let (stop_links, links_stop) = tokio::sync::watch::channel(false);
+    let links = if chaos {
+        Some(start_links(&cfg, links_stop).await?)
+    } else {
+        None
+    };
     let (tx, mut rx) = mpsc::unbounded_channel();
     let children = cfg
         .members()
@@ -367,6 +422,7 @@ pub async fn run(cfg: ClusterConfig, config_path: PathBuf, format: Format) -> an
         run_dir,
         children,
         events: tx,
+        links,
     };
     tracing::info!(cluster = %cfg.name, nodes = cfg.nodes.len(), data_dir = %cfg.data_dir.display(), "starting the cluster");
     for i in 0..up.children.len() {
@@ -409,6 +465,7 @@ pub async fn run(cfg: ClusterConfig, config_path: PathBuf, format: Format) -> an
     }
     eprintln!("stopping the cluster...");
     up.stop_all().await;
+    let _ = stop_links.send(true);
     eprintln!("cluster stopped");
     Ok(())
 }
@@ -431,6 +488,11 @@ fn print_banner(up: &Up) {
             c.pid.map(|p| p.to_string()).unwrap_or_default(),
             c.member.ops_addr,
             c.log.display()
+        ));
+    }
+    if let Some((_, addr)) = &up.links {
+        out.push_str(&format!(
+            "\n  links between members go through fault proxies (control http://{addr}):\n  try `keelson chaos latency n1 n2 25ms` or `keelson chaos partition n1 n2,n3,n4`\n"
         ));
     }
     out.push_str(&format!(

@@ -49,19 +49,53 @@ pub enum FaultError {
     /// Thawing a process that is not frozen, or freezing one that is.
     #[error("\"{0}\" is {1}; nothing was done")]
     Pointless(String, &'static str),
+    /// A link fault on a cluster whose links do not go through proxies.
+    #[error("the cluster running from {0} was not started with `keelson up --chaos`, so its links have no fault proxies; restart it with --chaos")]
+    NoLinkProxies(PathBuf),
+    /// The link-fault control refused or failed.
+    #[error("{0}")]
+    Links(String),
 }
 
-#[derive(Debug, Deserialize)]
-struct RunFile {
-    supervisor_pid: u32,
-    members: Vec<RunMember>,
+/// What `keelson up` records about the cluster it runs (`<data_dir>/run/cluster.json`).
+#[derive(Debug, Clone, Deserialize)]
+pub struct RunFile {
+    /// Pid of `keelson up`.
+    pub supervisor_pid: u32,
+    /// Address of the link-fault control, when started with `--chaos`.
+    #[serde(default)]
+    pub chaos_control: Option<String>,
+    /// Every member.
+    pub members: Vec<RunMember>,
 }
 
-#[derive(Debug, Deserialize)]
-struct RunMember {
-    name: String,
-    role: String,
-    pid: Option<u32>,
+/// One member in the run file.
+#[derive(Debug, Clone, Deserialize)]
+pub struct RunMember {
+    /// Name.
+    pub name: String,
+    /// `node` or `gateway`.
+    pub role: String,
+    /// Live pid, if running.
+    pub pid: Option<u32>,
+    /// Cluster (transport) address.
+    pub cluster_addr: String,
+    /// Ops address (`/metrics`, `/view`).
+    pub ops_addr: String,
+}
+
+/// Reads the run file of the cluster running from `data_dir`; fails when there is none or its
+/// `keelson up` is gone.
+pub fn read_run_file(data_dir: &Path) -> Result<RunFile, FaultError> {
+    let path = data_dir.join("run").join("cluster.json");
+    let text = std::fs::read_to_string(&path)
+        .map_err(|_| FaultError::NoCluster(data_dir.to_path_buf()))?;
+    let run: RunFile = serde_json::from_str(&text)
+        .map_err(|e| FaultError::BadRunFile(path.clone(), e.to_string()))?;
+    if !alive(run.supervisor_pid) {
+        return Err(FaultError::NoCluster(data_dir.to_path_buf()));
+    }
+    Ok(run)
 }
 
 /// A member's process as seen now.
@@ -96,14 +130,7 @@ fn frozen(pid: u32) -> bool {
 
 /// Every member of the cluster running from `data_dir`, with its process state.
 pub fn status(data_dir: &Path) -> Result<Vec<MemberProcess>, FaultError> {
-    let path = data_dir.join("run").join("cluster.json");
-    let text = std::fs::read_to_string(&path)
-        .map_err(|_| FaultError::NoCluster(data_dir.to_path_buf()))?;
-    let run: RunFile = serde_json::from_str(&text)
-        .map_err(|e| FaultError::BadRunFile(path.clone(), e.to_string()))?;
-    if !alive(run.supervisor_pid) {
-        return Err(FaultError::NoCluster(data_dir.to_path_buf()));
-    }
+    let run = read_run_file(data_dir)?;
     Ok(run
         .members
         .into_iter()

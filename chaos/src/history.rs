@@ -11,6 +11,13 @@ pub enum OpKind {
     Read(u64),
 }
 
+impl OpKind {
+    /// True for a write.
+    pub fn is_write(&self) -> bool {
+        matches!(self, OpKind::Write(_))
+    }
+}
+
 /// How an operation ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Outcome {

@@ -17,14 +17,34 @@
 //! So far: the history, its checkers and the proxy. The fault commands, scenarios and reports
 //! come next.
 
+mod chart;
+mod control;
 mod faults;
 mod history;
 mod linearizable;
+mod links;
 mod lost;
 mod proxy;
+mod render;
+mod report;
+mod scenario;
+mod stats;
 
-pub use faults::{apply as apply_fault, status, FaultError, MemberProcess, ProcessFault};
+pub use control::{
+    LatencyRequest, LinkClient, LinkControl, LinkMember, LinkState, PartitionRequest,
+};
+pub use faults::{
+    apply as apply_fault, read_run_file, status, FaultError, MemberProcess, ProcessFault, RunFile,
+    RunMember,
+};
 pub use history::{History, Op, OpKind, Outcome};
 pub use linearizable::{check_key, check_linearizable, Violation};
+pub use links::{LinkError, LinkFault, LinkTable};
 pub use lost::{lost_writes, LostWrite};
 pub use proxy::{Faults, LinkFaults, Proxy};
+pub use render::{markdown, write_report, Written};
+pub use report::{
+    Checks, FaultReport, Gate, Phase, Report, Second, Spread, Stage, Totals, Verdict,
+    REPORT_VERSION,
+};
+pub use scenario::{Action, FaultSpec, Gates, Mix, OpChoice, Scenario, ScenarioError, Workload};

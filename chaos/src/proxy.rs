@@ -1,20 +1,24 @@
 //! A fault-injecting TCP proxy: it forwards one listening address to one target and, per
-//! direction, can add latency (with jitter) or black-hole the traffic, the way a partition does:
+//! direction, can add latency (with jitter) or cut the traffic, the way a partition does:
 //! connections stay open but nothing arrives. No root and no iptables needed.
 //!
 //! ```text
 //! client ──▶ listen ──[to_target: delay ± jitter | blocked]──▶ target
 //!        ◀──        ◀─[to_client: delay ± jitter | blocked]──
 //! ```
+//!
+//! A blocked direction holds its bytes rather than dropping them, as TCP's retransmissions do
+//! across a real partition: the stream stays intact, and whatever was sent arrives after the heal
+//! unless one end gave up on the connection first (which is what a failure detector does).
 
 use std::net::SocketAddr;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use rand::RngExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 /// Faults on one direction of a link.
@@ -24,7 +28,7 @@ pub struct LinkFaults {
     pub delay: Duration,
     /// Uniform jitter around the delay.
     pub jitter: Duration,
-    /// Drop everything (a partition).
+    /// Deliver nothing until healed (a partition).
     pub blocked: bool,
 }
 
@@ -41,7 +45,7 @@ pub struct Faults {
 #[derive(Debug)]
 pub struct Proxy {
     addr: SocketAddr,
-    faults: Arc<RwLock<Faults>>,
+    faults: Arc<watch::Sender<Faults>>,
     accept: tokio::task::JoinHandle<()>,
 }
 
@@ -56,7 +60,7 @@ impl Proxy {
     pub async fn start(listen: SocketAddr, target: SocketAddr) -> std::io::Result<Self> {
         let listener = TcpListener::bind(listen).await?;
         let addr = listener.local_addr()?;
-        let faults: Arc<RwLock<Faults>> = Arc::default();
+        let faults = Arc::new(watch::Sender::new(Faults::default()));
         let f = faults.clone();
         let accept = tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
@@ -69,8 +73,8 @@ impl Proxy {
                     let _ = server.set_nodelay(true);
                     let (cr, cw) = client.into_split();
                     let (sr, sw) = server.into_split();
-                    let a = tokio::spawn(pump(cr, sw, f.clone(), true));
-                    let b = tokio::spawn(pump(sr, cw, f, false));
+                    let a = tokio::spawn(pump(cr, sw, f.subscribe(), true));
+                    let b = tokio::spawn(pump(sr, cw, f.subscribe(), false));
                     let _ = tokio::join!(a, b);
                 });
             }
@@ -89,12 +93,12 @@ impl Proxy {
 
     /// Replaces the faults (applies to data read from now on).
     pub fn set(&self, faults: Faults) {
-        *self.faults.write().expect("faults lock") = faults;
+        self.faults.send_replace(faults);
     }
 
     /// The faults in force.
     pub fn faults(&self) -> Faults {
-        *self.faults.read().expect("faults lock")
+        *self.faults.borrow()
     }
 
     /// Removes every fault.
@@ -103,16 +107,33 @@ impl Proxy {
     }
 }
 
-/// Copies one direction, applying that direction's faults to each chunk read.
+fn direction(all: &Faults, to_target: bool) -> LinkFaults {
+    if to_target {
+        all.to_target
+    } else {
+        all.to_client
+    }
+}
+
+/// Copies one direction, delaying each chunk read by that direction's latency and holding it
+/// while the direction is blocked.
 async fn pump(
     mut from: tokio::net::tcp::OwnedReadHalf,
     mut to: tokio::net::tcp::OwnedWriteHalf,
-    faults: Arc<RwLock<Faults>>,
+    faults: watch::Receiver<Faults>,
     to_target: bool,
 ) {
     let (tx, mut rx) = mpsc::unbounded_channel::<(Instant, Vec<u8>)>();
+    let mut held = faults.clone();
     let writer = tokio::spawn(async move {
         while let Some((at, bytes)) = rx.recv().await {
+            if held
+                .wait_for(|f| !direction(f, to_target).blocked)
+                .await
+                .is_err()
+            {
+                return;
+            }
             tokio::time::sleep_until(at).await;
             if to.write_all(&bytes).await.is_err() {
                 return;
@@ -127,17 +148,7 @@ async fn pump(
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
-        let f = {
-            let all = faults.read().expect("faults lock");
-            if to_target {
-                all.to_target
-            } else {
-                all.to_client
-            }
-        };
-        if f.blocked {
-            continue;
-        }
+        let f = direction(&faults.borrow(), to_target);
         let jitter = if f.jitter.is_zero() {
             0.0
         } else {
@@ -257,10 +268,17 @@ mod tests {
         assert!(round_trip(&mut s, Duration::from_millis(300))
             .await
             .is_none());
-        // Healed: a new connection works (data sent during the partition is gone, as on a
-        // real network whose TCP connection would have to be re-established).
+        // Healed: what was held arrives (the stream stays intact, as TCP keeps it across a
+        // partition), and new connections work.
         proxy.heal();
         assert_eq!(proxy.faults(), Faults::default());
+        let mut held = [0u8; 8];
+        tokio::time::timeout(Duration::from_secs(1), s.read_exact(&mut held))
+            .await
+            .expect("held bytes delivered after the heal")
+            .unwrap();
+        assert_eq!(&held, b"pingping");
+        assert!(round_trip(&mut s, Duration::from_secs(1)).await.is_some());
         let mut fresh = TcpStream::connect(proxy.addr()).await.unwrap();
         assert!(round_trip(&mut fresh, Duration::from_secs(1))
             .await

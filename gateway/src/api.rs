@@ -214,6 +214,25 @@ pub struct ClusterInfo {
     pub members: Vec<ClusterMemberInfo>,
 }
 
+/// One shard in `GET /v1/cluster/shards`.
+#[derive(Debug, Serialize)]
+pub struct ShardInfo<'a> {
+    /// Shard number.
+    pub shard: u32,
+    /// Epoch, primary, in-sync followers and learners.
+    #[serde(flatten)]
+    pub placement: &'a keelson_runtime::Placement,
+}
+
+/// `GET /v1/cluster/shards`: the shard map as this gateway follows it.
+#[derive(Debug, Serialize)]
+pub struct ShardsInfo<'a> {
+    /// Shard-map version.
+    pub map_version: u64,
+    /// Every shard.
+    pub shards: Vec<ShardInfo<'a>>,
+}
+
 /// `GET /v1/cluster/locate/{kind}/{id}`
 #[derive(Debug, Serialize)]
 pub struct Location<'a> {

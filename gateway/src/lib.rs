@@ -89,13 +89,14 @@ pub async fn run(cfg: ClusterConfig, stop: impl Future<Output = ()>) -> Result<(
     );
 
     let ready = Arc::new(AtomicBool::new(false));
-    let ops_task = keelson_runtime::serve_ops(me.ops_addr, ready.clone(), shutdown_rx)
-        .await
-        .map_err(|e| RuntimeError::Bind {
-            what: "ops",
-            addr: me.ops_addr,
-            source: e,
-        })?;
+    let ops_task =
+        keelson_runtime::serve_ops(me.ops_addr, ready.clone(), member.view(), shutdown_rx)
+            .await
+            .map_err(|e| RuntimeError::Bind {
+                what: "ops",
+                addr: me.ops_addr,
+                source: e,
+            })?;
     ready.store(true, Ordering::Release);
     tracing::info!(http = %http_addr, ops = %me.ops_addr, "gateway ready");
 

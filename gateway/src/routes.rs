@@ -176,6 +176,7 @@ async fn route(
             ("telemetry", telemetry(ctx, id, body, rid).await)
         }
         ["v1", "cluster"] if m == Method::GET => ("cluster", Ok(cluster(ctx))),
+        ["v1", "cluster", "shards"] if m == Method::GET => ("shards", Ok(shards(ctx))),
         ["v1", "cluster", "locate", kind, id] if m == Method::GET => {
             ("locate", locate(ctx, kind, id))
         }
@@ -189,6 +190,7 @@ async fn route(
         | ["v1", "devices", _]
         | ["v1", "devices", _, "telemetry"]
         | ["v1", "cluster"]
+        | ["v1", "cluster", "shards"]
         | ["v1", "cluster", "locate", _, _]
         | ["v1", "debug", "fault", _, _] => (
             "other",
@@ -469,6 +471,26 @@ fn cluster(ctx: &Ctx) -> Ok_ {
                     .filter(|(_, p)| p.learners.contains(&status.name))
                     .count(),
                 status,
+            })
+            .collect(),
+    };
+    Ok_ {
+        status: StatusCode::OK,
+        body: serde_json::to_string(&info).expect("serialises"),
+        node: ctx.cfg.gateway.name.clone(),
+        location: None,
+    }
+}
+
+fn shards(ctx: &Ctx) -> Ok_ {
+    let map = ctx.client.map();
+    let info = api::ShardsInfo {
+        map_version: map.version(),
+        shards: map
+            .iter()
+            .map(|(shard, p)| api::ShardInfo {
+                shard: shard.0,
+                placement: p,
             })
             .collect(),
     };

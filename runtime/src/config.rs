@@ -299,6 +299,9 @@ pub struct ClusterConfig {
     pub gateway: Member,
     /// Gateway HTTP address.
     pub gateway_http: SocketAddr,
+    /// Addresses to dial peers at instead of their cluster ports (not in nodes.toml: `keelson up
+    /// --chaos` routes every link through a fault-injecting proxy this way).
+    pub dial_via: std::collections::BTreeMap<String, SocketAddr>,
 }
 
 impl ClusterConfig {
@@ -313,6 +316,14 @@ impl ClusterConfig {
             .iter()
             .chain(std::iter::once(&self.gateway))
             .find(|m| m.name == name)
+    }
+
+    /// Where this process dials the node `m`: its cluster port, or the proxy in front of it.
+    pub fn dial_addr(&self, m: &Member) -> SocketAddr {
+        self.dial_via
+            .get(&m.name)
+            .copied()
+            .unwrap_or(m.cluster_addr)
     }
 
     /// Every member: nodes then the gateway.
@@ -639,6 +650,7 @@ pub fn validate(raw: &RawConfig, base_dir: &Path) -> Result<ClusterConfig, Vec<S
         nodes: members,
         gateway,
         gateway_http: gateway_http.expect("no problems, so the http port was claimed"),
+        dial_via: Default::default(),
     })
 }
 

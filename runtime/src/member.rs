@@ -87,7 +87,7 @@ impl ClusterMember {
             .map(|n| Peer {
                 name: n.name.clone(),
                 role: Role::Node,
-                addr: n.cluster_addr,
+                addr: cfg.dial_addr(n),
                 dial: true,
             })
             .collect();

@@ -102,7 +102,7 @@ pub async fn run(
 
     let ready = Arc::new(AtomicBool::new(false));
     let (trigger, shutdown_rx) = shutdown::channel();
-    let ops_task = ops::serve(me.ops_addr, ready.clone(), shutdown_rx)
+    let ops_task = ops::serve(me.ops_addr, ready.clone(), member.view(), shutdown_rx)
         .await
         .map_err(|e| RuntimeError::Bind {
             what: "ops",

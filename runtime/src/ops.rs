@@ -1,5 +1,6 @@
 //! The ops endpoint every process serves: `/metrics` (Prometheus text), `/health` (the process is
-//! running) and `/ready` (it has finished starting and can take traffic).
+//! running), `/ready` (it has finished starting and can take traffic) and `/view` (who this
+//! process believes is up, as JSON: what chaos runs use to time failure detection).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,6 +16,7 @@ use crate::shutdown::Shutdown;
 pub async fn serve(
     addr: SocketAddr,
     ready: Arc<AtomicBool>,
+    view: tokio::sync::watch::Receiver<crate::membership::ClusterView>,
     shutdown: Shutdown,
 ) -> std::io::Result<tokio::task::JoinHandle<()>> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
@@ -33,7 +35,10 @@ pub async fn serve(
             warp::reply::with_status("starting\n", StatusCode::SERVICE_UNAVAILABLE)
         }
     });
-    let routes = metrics_route.or(health).or(ready_route);
+    let view_route = warp::path!("view")
+        .and(warp::get())
+        .map(move || warp::reply::json(&*view.borrow()));
+    let routes = metrics_route.or(health).or(ready_route).or(view_route);
     Ok(tokio::spawn(
         warp::serve(routes)
             .incoming(listener)
