@@ -3,6 +3,7 @@
 //! nodes.toml.
 
 mod chaos_cmd;
+mod chaos_run;
 mod logging;
 mod probe;
 mod up;
@@ -60,7 +61,8 @@ enum Command {
         #[arg(long, value_name = "NAME=ADDR", value_parser = parse_dial_via)]
         dial_via: Vec<(String, std::net::SocketAddr)>,
     },
-    /// Break a cluster started by `keelson up` on purpose: kill, freeze, thaw, restart members.
+    /// Break a cluster on purpose: kill, freeze, thaw and restart members, slow or cut the links
+    /// between them, or run a whole scenario and get a verdict.
     Chaos {
         /// Cluster configuration (locates the cluster's run file under its data dir).
         #[arg(long, short, default_value = "nodes.toml", global = true)]
@@ -116,7 +118,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Chaos { config, command } => match load(&config) {
-            Ok(cfg) => chaos_cmd::run(&cfg, command),
+            Ok(cfg) => chaos_cmd::run(&cfg, &config, command),
             Err(code) => code,
         },
         Command::CheckConfig { file } => match config::load(&file) {

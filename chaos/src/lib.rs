@@ -24,11 +24,14 @@ mod history;
 mod linearizable;
 mod links;
 mod lost;
+mod observer;
 mod proxy;
 mod render;
 mod report;
+mod runner;
 mod scenario;
 mod stats;
+mod workload;
 
 pub use control::{
     LatencyRequest, LinkClient, LinkControl, LinkMember, LinkState, PartitionRequest,
@@ -47,4 +50,5 @@ pub use report::{
     Checks, FaultReport, Gate, Phase, Report, Second, Spread, Stage, Totals, Verdict,
     REPORT_VERSION,
 };
+pub use runner::{run as run_scenario, Progress, RunError, Target};
 pub use scenario::{Action, FaultSpec, Gates, Mix, OpChoice, Scenario, ScenarioError, Workload};

@@ -1,0 +1,354 @@
+//! The scenario workload: creates, updates and reads of customer registers through the gateway,
+//! paced to a rate, each one recorded in the history.
+//!
+//! ```text
+//! worker w (of C) ──every C/rate s──▶ pick create|update|read (Mix)
+//!     create: POST /v1/customers {id: <new key>, company: "w1"}        → owned by w
+//!     update: PATCH /v1/customers/<key w owns> {company: "w<seq>"}     (Idempotency-Key)
+//!     read:   GET /v1/customers/<any created key>                      → value seq
+//!     ──▶ History (invoke, complete, key, value, outcome) + per-shard op counts
+//! ```
+//!
+//! A key is written by one worker only, so its values rise; reads go to any key. A write that
+//! got no definite answer is recorded as of unknown outcome, which is what the checkers expect.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use rand::RngExt;
+use serde_json::json;
+
+use crate::history::{History, OpKind, Outcome};
+use crate::scenario::OpChoice;
+
+/// The register value a customer document holds (`company = "w<seq>"`; 0 when absent).
+pub fn value_of(doc: &serde_json::Value) -> u64 {
+    doc["company"]
+        .as_str()
+        .and_then(|c| c.strip_prefix('w'))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The gateway and how to reach it.
+#[derive(Debug, Clone)]
+pub struct Gateway {
+    /// `http://host:port`.
+    pub base: String,
+    /// Shared client.
+    pub http: reqwest::Client,
+}
+
+/// How a write attempt ended.
+fn write_outcome(r: &Result<reqwest::Response, reqwest::Error>) -> Outcome {
+    match r {
+        Ok(r) if r.status().is_success() => Outcome::Ok,
+        // Refused as invalid, missing or conflicting: it did not happen.
+        Ok(r) if matches!(r.status().as_u16(), 400 | 404 | 409 | 413 | 422) => Outcome::Failed,
+        // 503, 504, timeouts, lost connections: it may have happened.
+        _ => Outcome::Unknown,
+    }
+}
+
+impl Gateway {
+    /// A client with the workload's request timeout.
+    pub fn new(addr: std::net::SocketAddr, timeout: Duration) -> Self {
+        Self {
+            base: format!("http://{addr}"),
+            http: reqwest::Client::builder()
+                .timeout(timeout)
+                .pool_max_idle_per_host(256)
+                .build()
+                .expect("an HTTP client"),
+        }
+    }
+
+    /// Creates customer `id` with value `value`.
+    pub async fn create(&self, id: &str, value: u64) -> Outcome {
+        let r = self
+            .http
+            .post(format!("{}/v1/customers", self.base))
+            .header("idempotency-key", format!("{id}-create"))
+            .json(&json!({"id": id, "name": "chaos register", "company": format!("w{value}")}))
+            .send()
+            .await;
+        write_outcome(&r)
+    }
+
+    /// Sets customer `id`'s value.
+    pub async fn update(&self, id: &str, value: u64) -> Outcome {
+        let r = self
+            .http
+            .patch(format!("{}/v1/customers/{id}", self.base))
+            .header("idempotency-key", format!("{id}-{value}"))
+            .json(&json!({"company": format!("w{value}")}))
+            .send()
+            .await;
+        write_outcome(&r)
+    }
+
+    /// Reads customer `id`'s value: `Some(0)` when it does not exist, `None` without an answer.
+    pub async fn read(&self, id: &str) -> Option<u64> {
+        let r = self
+            .http
+            .get(format!("{}/v1/customers/{id}", self.base))
+            .send()
+            .await
+            .ok()?;
+        match r.status().as_u16() {
+            200 => r
+                .json::<serde_json::Value>()
+                .await
+                .ok()
+                .map(|v| value_of(&v)),
+            404 => Some(0),
+            _ => None,
+        }
+    }
+
+    /// `GET path` as JSON, if it answers 200.
+    pub async fn get_json(&self, path: &str) -> Option<serde_json::Value> {
+        let r = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .ok()?;
+        if r.status() != 200 {
+            return None;
+        }
+        r.json().await.ok()
+    }
+
+    /// The shard of customer `id`.
+    pub async fn shard_of(&self, id: &str) -> Option<u32> {
+        let v = self
+            .get_json(&format!("/v1/cluster/locate/customer/{id}"))
+            .await?;
+        v["shard"].as_u64().map(|s| s as u32)
+    }
+}
+
+/// The running workload, shared with the runner.
+pub struct Load {
+    spec: crate::scenario::Workload,
+    gateway: Gateway,
+    prefix: String,
+    stop: AtomicBool,
+    history: Mutex<History>,
+    /// Created keys, and the shard of each.
+    keys: RwLock<Vec<(String, u32)>>,
+    /// Operations begun per shard (which shard is busiest).
+    per_shard: Vec<AtomicU64>,
+    /// Operations begun / succeeded (for the progress bar).
+    pub begun: AtomicU64,
+    /// Operations that succeeded.
+    pub succeeded: AtomicU64,
+}
+
+impl Load {
+    /// Creates the scenario's keys (before the clock starts) and learns their shards.
+    pub async fn prepare(
+        spec: &crate::scenario::Workload,
+        gateway: Gateway,
+        prefix: &str,
+        shards: u32,
+    ) -> Result<Arc<Self>, String> {
+        let ids: Vec<String> = (0..spec.keys).map(|i| format!("{prefix}-k{i}")).collect();
+        let mut keys = Vec::with_capacity(ids.len());
+        let gateway = &gateway;
+        for chunk in ids.chunks(32) {
+            let results = futures_util::future::join_all(chunk.iter().map(|id| async move {
+                let deadline = Instant::now() + Duration::from_secs(30);
+                loop {
+                    // Failed means it exists already (an earlier attempt took effect).
+                    if gateway.create(id, 1).await != Outcome::Unknown
+                        && gateway.read(id).await == Some(1)
+                    {
+                        if let Some(s) = gateway.shard_of(id).await {
+                            return Ok((id.clone(), s));
+                        }
+                    }
+                    if Instant::now() > deadline {
+                        return Err(format!("cannot create {id} through {}", gateway.base));
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }))
+            .await;
+            for r in results {
+                keys.push(r?);
+            }
+        }
+        Ok(Arc::new(Self {
+            spec: spec.clone(),
+            gateway: gateway.clone(),
+            prefix: prefix.to_string(),
+            stop: AtomicBool::new(false),
+            history: Mutex::new(History::default()),
+            keys: RwLock::new(keys),
+            per_shard: (0..shards).map(|_| AtomicU64::new(0)).collect(),
+            begun: AtomicU64::new(0),
+            succeeded: AtomicU64::new(0),
+        }))
+    }
+
+    /// Runs the workers from `start` until `stop` (or a count bound); returns when all ended.
+    pub async fn run(self: Arc<Self>, start: Instant, duration: Duration) {
+        let workers = self.spec.concurrency as usize;
+        let period = Duration::from_secs_f64(workers as f64 / self.spec.rate as f64);
+        // Bounded in count as well as in time.
+        let max_per_worker =
+            (self.spec.rate as f64 * duration.as_secs_f64() * 1.2 / workers as f64) as u64 + 10;
+        let mut tasks = Vec::new();
+        for w in 0..workers {
+            let me = self.clone();
+            tasks.push(tokio::spawn(async move {
+                me.worker(w, workers, start, period, max_per_worker).await
+            }));
+        }
+        for t in tasks {
+            let _ = t.await;
+        }
+    }
+
+    async fn worker(
+        &self,
+        w: usize,
+        workers: usize,
+        start: Instant,
+        period: Duration,
+        max_ops: u64,
+    ) {
+        let mut owned: Vec<(String, u32)> = self
+            .keys
+            .read()
+            .expect("keys lock")
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| i % workers == w)
+            .map(|(_, k)| k.clone())
+            .collect();
+        let mut seq: HashMap<String, u64> = owned.iter().map(|(k, _)| (k.clone(), 1)).collect();
+        let mut created = 0u64;
+        // Spread the workers' ticks over one period.
+        let mut next = start + period.mul_f64(w as f64 / workers as f64);
+        for _ in 0..max_ops {
+            tokio::time::sleep_until(next.into()).await;
+            next += period;
+            if self.stop.load(Ordering::Relaxed) {
+                break;
+            }
+            let choice = {
+                let total = self.spec.mix.total();
+                let r = rand::rng().random_range(0..total);
+                self.spec.mix.pick(r)
+            };
+            let t0 = Instant::now();
+            let (key, shard, kind, outcome) = match choice {
+                OpChoice::Create => {
+                    created += 1;
+                    let id = format!("{}-w{w}n{created}", self.prefix);
+                    let outcome = self.gateway.create(&id, 1).await;
+                    let shard = self.gateway.shard_of(&id).await.unwrap_or(0);
+                    if outcome == Outcome::Ok {
+                        owned.push((id.clone(), shard));
+                        seq.insert(id.clone(), 1);
+                        self.keys
+                            .write()
+                            .expect("keys lock")
+                            .push((id.clone(), shard));
+                    }
+                    (id, shard, OpKind::Write(1), outcome)
+                }
+                OpChoice::Update if !owned.is_empty() => {
+                    let (id, shard) = owned[rand::rng().random_range(0..owned.len())].clone();
+                    let s = seq.entry(id.clone()).or_insert(1);
+                    *s += 1;
+                    let v = *s;
+                    (
+                        id.clone(),
+                        shard,
+                        OpKind::Write(v),
+                        self.gateway.update(&id, v).await,
+                    )
+                }
+                _ => {
+                    let (id, shard) = {
+                        let keys = self.keys.read().expect("keys lock");
+                        keys[rand::rng().random_range(0..keys.len())].clone()
+                    };
+                    match self.gateway.read(&id).await {
+                        Some(v) => (id, shard, OpKind::Read(v), Outcome::Ok),
+                        None => (id, shard, OpKind::Read(0), Outcome::Failed),
+                    }
+                }
+            };
+            let t1 = Instant::now();
+            self.begun.fetch_add(1, Ordering::Relaxed);
+            if outcome == Outcome::Ok {
+                self.succeeded.fetch_add(1, Ordering::Relaxed);
+            }
+            if let Some(c) = self.per_shard.get(shard as usize) {
+                c.fetch_add(1, Ordering::Relaxed);
+            }
+            let us = |t: Instant| t.saturating_duration_since(start).as_micros() as u64;
+            self.history
+                .lock()
+                .expect("history lock")
+                .push(&key, kind, us(t0), us(t1), outcome);
+        }
+    }
+
+    /// Asks every worker to stop after its current operation.
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+
+    /// The shard with the most operations so far.
+    pub fn busiest_shard(&self) -> u32 {
+        self.per_shard
+            .iter()
+            .enumerate()
+            .max_by_key(|(_, c)| c.load(Ordering::Relaxed))
+            .map(|(i, _)| i as u32)
+            .unwrap_or(0)
+    }
+
+    /// The history the checkers need: the preloaded keys' first writes (acknowledged before
+    /// the clock started) followed by the workload's operations.
+    pub fn history_with_preload(&self) -> History {
+        let mut h = History::default();
+        for i in 0..self.spec.keys {
+            h.push(
+                &format!("{}-k{i}", self.prefix),
+                OpKind::Write(1),
+                0,
+                0,
+                Outcome::Ok,
+            );
+        }
+        for o in &self.history.lock().expect("history lock").ops {
+            h.push(
+                &o.key,
+                o.kind.clone(),
+                o.invoke_us,
+                o.complete_us,
+                o.outcome,
+            );
+        }
+        h
+    }
+
+    /// Every created key with its shard.
+    pub fn keys(&self) -> Vec<(String, u32)> {
+        self.keys.read().expect("keys lock").clone()
+    }
+
+    /// The history recorded so far.
+    pub fn history(&self) -> History {
+        self.history.lock().expect("history lock").clone()
+    }
+}
