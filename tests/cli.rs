@@ -39,9 +39,15 @@ impl Drop for Up {
 }
 
 async fn start_up(c: &Cluster) -> Up {
+    start_up_with(c, &[]).await
+}
+
+async fn start_up_with(c: &Cluster, flags: &[&str]) -> Up {
     let log = std::fs::File::create(c.dir.join("logs/up.log")).unwrap();
     let child = keelson()
-        .args(["up", "--config"])
+        .arg("up")
+        .args(flags)
+        .arg("--config")
         .arg(&c.config)
         .stdin(Stdio::null())
         .stdout(log.try_clone().unwrap())
@@ -307,6 +313,13 @@ async fn chaos_commands_break_an_up_cluster_and_refuse_impossible_faults() {
     );
     let (code, _, err) = chaos(&c, &["thaw", "n1"]);
     assert_eq!((code, err.contains("not frozen")), (2, true), "{err}");
+    // Link faults need the proxies of `up --chaos`.
+    let (code, _, err) = chaos(&c, &["partition", "n1", "n2"]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("not started with `keelson up --chaos`"),
+        "{err}"
+    );
     assert_eq!(chaos(&c, &["kill", "n3"]).0, 0);
     let (code, _, err) = chaos(&c, &["kill", "n3"]);
     assert_eq!(code, 2, "a second kill before the restart: {err}");
@@ -322,4 +335,108 @@ async fn chaos_commands_break_an_up_cluster_and_refuse_impossible_faults() {
         (2, true),
         "{err}"
     );
+}
+
+/// n1's view of `peer` (its `/view` on the ops port): state and heartbeat round trip.
+async fn view_of(c: &Cluster, from: &str, peer: &str) -> Option<(String, u64)> {
+    let v: Value = c
+        .http
+        .get(c.ops_url(from, "/view"))
+        .send()
+        .await
+        .ok()?
+        .json()
+        .await
+        .ok()?;
+    let m = v["members"]
+        .as_array()?
+        .iter()
+        .find(|m| m["name"] == peer)?
+        .clone();
+    Some((
+        m["state"].as_str()?.to_string(),
+        m["rtt_us"].as_u64().unwrap_or(0),
+    ))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn link_faults_slow_and_cut_real_cluster_links_and_heal_restores_them() {
+    let _guard = serial().await;
+    let c = Cluster::configure(
+        "chaos-links",
+        &Settings {
+            nodes: 3,
+            ..Settings::default()
+        },
+    );
+    let up = start_up_with(&c, &["--chaos"]).await;
+    let (code, out, _) = chaos(&c, &["status"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("links: no faults"), "{out}");
+
+    // Latency: 100 ms each way between n1 and n2 shows in their heartbeat round trip, and
+    // nowhere else.
+    let (code, out, err) = chaos(&c, &["latency", "n1", "n2", "100ms"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.matches(" 100 ms").count(), 2, "{out}");
+    let rtt = wait_for(
+        "n1 to see the delay to n2",
+        Duration::from_secs(10),
+        || async {
+            let (_, rtt) = view_of(&c, "n1", "n2").await?;
+            (rtt > 150_000).then_some(rtt)
+        },
+    )
+    .await;
+    assert!(rtt < 400_000, "asked 200 ms round trip, saw {rtt} µs");
+    let (_, to_n3) = view_of(&c, "n1", "n3").await.unwrap();
+    assert!(to_n3 < 100_000, "n1-n3 untouched, saw {to_n3} µs");
+
+    // A symmetric partition cuts n3 off from everyone: the gateway marks it down.
+    assert_eq!(chaos(&c, &["heal"]).0, 0);
+    let (code, out, err) = chaos(&c, &["partition", "n3", "n1,n2,gateway"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.matches("yes").count(), 6, "{out}");
+    wait_for(
+        "n3 cut off and marked down",
+        Duration::from_secs(5),
+        || async { (c.state_of("n3").await.as_deref() == Some("down")).then_some(()) },
+    )
+    .await;
+    assert_eq!(chaos(&c, &["heal"]).0, 0);
+    wait_for(
+        "n3 back after the heal",
+        Duration::from_secs(15),
+        || async { (c.state_of("n3").await.as_deref() == Some("up")).then_some(()) },
+    )
+    .await;
+
+    // One way, node to node only: n1 stops hearing n3 while the gateway still reaches it.
+    let (code, _, err) = chaos(&c, &["partition", "n3", "n1", "--one-way"]);
+    assert_eq!(code, 0, "{err}");
+    wait_for("n1 to mark n3 down", Duration::from_secs(5), || async {
+        let (state, _) = view_of(&c, "n1", "n3").await?;
+        (state == "down").then_some(())
+    })
+    .await;
+    assert_eq!(c.state_of("n3").await.as_deref(), Some("up"));
+
+    // Bad requests are refused and change nothing.
+    let before = chaos(&c, &["status"]).1;
+    let (code, _, err) = chaos(&c, &["partition", "n1", "n9"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("unknown member \"n9\""), "{err}");
+    let (code, _, err) = chaos(&c, &["latency", "n1", "n2", "5ms", "--jitter", "10ms"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("jitter"), "{err}");
+    assert_eq!(chaos(&c, &["status"]).1, before);
+
+    assert_eq!(chaos(&c, &["heal"]).0, 0);
+    assert!(chaos(&c, &["status"]).1.contains("links: no faults"));
+    wait_for("n1 to see n3 again", Duration::from_secs(15), || async {
+        let (state, _) = view_of(&c, "n1", "n3").await?;
+        (state == "up").then_some(())
+    })
+    .await;
+    stop_up(up);
 }

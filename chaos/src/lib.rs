@@ -1,21 +1,23 @@
 //! keelson-chaos: break a running cluster on purpose and prove what happened. This crate drives
-//! the cluster from outside; it never reaches into the runtime.
+//! the cluster from outside (processes, links, HTTP); it never reaches into the runtime.
 //!
 //! ```text
-//! workload ──records──▶ History (one Op per request: invoke, complete, key, value, outcome)
-//!                          │
-//!                          ├─▶ lost_writes      every acknowledged write is there at the end
-//!                          └─▶ linearizable     per-key register history has a legal order
+//! scenario (TOML) ─▶ runner ─┬─ workload ──HTTP──▶ gateway    ──▶ History ─┬─▶ lost_writes
+//!                            ├─ faults: process signals (run file)          └─▶ linearizable
+//!                            │          link faults (control ─▶ proxies)
+//!                            ├─ probes: one write per affected shard until it is served again
+//!                            └─ observer: views, shard map, CPU, duplicate primaries
+//!                  ─▶ stats (per second, per phase, per fault) ─▶ gates ─▶ Report
+//!                  ─▶ render: report.json, report.md, chart (SVG)
 //! ```
 //!
-//!
-//! faults: kill, freeze, thaw and restart members of a cluster started by `keelson up`, found
-//! through its run file.
-//!
-//! proxy: a fault-injecting TCP proxy (latency with jitter, one-way or symmetric partitions).
-//!
-//! So far: the history, its checkers and the proxy. The fault commands, scenarios and reports
-//! come next.
+//! - `faults`: kill, freeze, thaw, restart members found through `keelson up`'s run file.
+//! - `proxy`, `links`, `control`: a fault-injecting TCP proxy per (member, node) link under
+//!   `keelson up --chaos`, the per-direction fault table, and the HTTP control that sets it.
+//! - `scenario`: the scenario file and its validation.
+//! - `workload`, `observer`, `runner`: running a scenario; `stats`: its figures.
+//! - `history`, `lost`, `linearizable`: the operation history and its checkers.
+//! - `report`, `render`, `chart`: the report and its files.
 
 mod chart;
 mod control;

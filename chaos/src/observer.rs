@@ -78,6 +78,19 @@ fn derive_state(m: &serde_json::Value, heartbeat: Duration) -> Option<(String, S
     Some((name, state.to_string()))
 }
 
+async fn fetch_json(http: &reqwest::Client, url: &str) -> Option<serde_json::Value> {
+    let r = http
+        .get(url)
+        .timeout(Duration::from_millis(300))
+        .send()
+        .await
+        .ok()?;
+    if r.status() != 200 {
+        return None;
+    }
+    r.json().await.ok()
+}
+
 /// Sum of every sample of `metric` in Prometheus text.
 fn metric_sum(text: &str, metric: &str) -> f64 {
     text.lines()
@@ -123,60 +136,80 @@ impl Observer {
         }
     }
 
-    async fn watch(self: Arc<Self>, src: Sources, start: Instant) {
-        let client = &src.gateway.1;
-        let ms = || start.elapsed().as_millis() as u64;
-        let mut tick = 0u64;
+    /// Calls `f` every `period` until stopped (bounded: a scenario lasts at most an hour).
+    async fn every<F, Fut>(&self, period: Duration, mut f: F)
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = ()>,
+    {
         let mut next = Instant::now();
-        // Bounded: a scenario lasts at most an hour.
-        while !self.stop.load(Ordering::Relaxed) && tick < 200_000 {
+        let limit = (3600 * 1000 / period.as_millis().max(1)) as u64 + 1;
+        for _ in 0..limit {
+            if self.stop.load(Ordering::Relaxed) {
+                return;
+            }
             tokio::time::sleep_until(next.into()).await;
-            next += Duration::from_millis(25);
-            tick += 1;
-            let views = futures_util::future::join_all(src.nodes.iter().map(|(name, ops)| {
-                let http = client.http.clone();
-                async move {
-                    let r = http
-                        .get(format!("http://{ops}/view"))
-                        .timeout(Duration::from_millis(500))
-                        .send()
-                        .await
-                        .ok()?;
-                    let v: serde_json::Value = r.json().await.ok()?;
-                    Some((name.clone(), v))
-                }
-            }));
-            let (views, gw) = tokio::join!(views, client.get_json("/v1/cluster"));
-            let t = ms();
-            if let Some(gw) = gw {
-                if let Some(members) = gw["members"].as_array() {
-                    self.record(t, &src.gateway.0, members, src.heartbeat);
-                }
-            }
-            for (name, v) in views.into_iter().flatten() {
-                if let Some(members) = v["members"].as_array() {
-                    self.record(t, &name, members, src.heartbeat);
-                }
-            }
-            if tick % 2 == 0 {
-                if let Some(map) = client.get_json("/v1/cluster/shards").await {
-                    let primaries: Vec<String> = map["shards"]
-                        .as_array()
-                        .map(|s| {
-                            s.iter()
-                                .map(|p| p["primary"].as_str().unwrap_or("").to_string())
-                                .collect()
-                        })
-                        .unwrap_or_default();
-                    let mut seen = self.seen.lock().expect("observer lock");
-                    if seen.maps.last().map(|(_, p)| p) != Some(&primaries) {
-                        seen.maps.push((ms(), primaries));
+            // A slow answer delays only its own source, and never causes a burst.
+            next = (next + period).max(Instant::now());
+            f().await;
+        }
+    }
+
+    /// One polling loop per source, so a frozen member stalls only its own.
+    async fn watch(self: Arc<Self>, src: Sources, start: Instant) {
+        let src = Arc::new(src);
+        let ms = move || start.elapsed().as_millis() as u64;
+        let mut loops = Vec::new();
+        let mut sources: Vec<(String, String)> = src
+            .nodes
+            .iter()
+            .map(|(name, ops)| (name.clone(), format!("http://{ops}/view")))
+            .collect();
+        sources.push((
+            src.gateway.0.clone(),
+            format!("{}/v1/cluster", src.gateway.1.base),
+        ));
+        for (name, url) in sources {
+            let (me, src) = (self.clone(), src.clone());
+            loops.push(tokio::spawn(async move {
+                me.every(Duration::from_millis(25), || async {
+                    if let Some(v) = fetch_json(&src.gateway.1.http, &url).await {
+                        if let Some(members) = v["members"].as_array() {
+                            me.record(ms(), &name, members, src.heartbeat);
+                        }
                     }
+                })
+                .await
+            }));
+        }
+        let (me, s) = (self.clone(), src.clone());
+        loops.push(tokio::spawn(async move {
+            me.every(Duration::from_millis(50), || async {
+                let Some(map) = s.gateway.1.get_json("/v1/cluster/shards").await else {
+                    return;
+                };
+                let primaries: Vec<String> = map["shards"]
+                    .as_array()
+                    .map(|s| {
+                        s.iter()
+                            .map(|p| p["primary"].as_str().unwrap_or("").to_string())
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                let mut seen = me.seen.lock().expect("observer lock");
+                if seen.maps.last().map(|(_, p)| p) != Some(&primaries) {
+                    seen.maps.push((ms(), primaries));
                 }
-            }
-            if tick % 40 == 1 {
-                self.sample_processes(&src, ms()).await;
-            }
+            })
+            .await
+        }));
+        let (me, s) = (self.clone(), src.clone());
+        loops.push(tokio::spawn(async move {
+            me.every(Duration::from_secs(1), || me.sample_processes(&s, ms()))
+                .await
+        }));
+        for l in loops {
+            let _ = l.await;
         }
     }
 
@@ -189,6 +222,24 @@ impl Observer {
                     .collect()
             })
             .unwrap_or_default();
+        {
+            let mut seen = self.seen.lock().expect("observer lock");
+            for (name, _) in &src.nodes {
+                let Some(&pid) = pids.get(name) else { continue };
+                let Some(cpu) = cpu_time(pid) else { continue };
+                let cpu = cpu.as_secs_f64();
+                // A restarted node is a new process: count its CPU from zero.
+                let delta = match seen.cpu_last.get(name) {
+                    Some(&(p, last)) if p == pid => (cpu - last).max(0.0),
+                    _ => cpu,
+                };
+                seen.cpu_last.insert(name.clone(), (pid, cpu));
+                let total = seen.cpu_total.entry(name.clone()).or_default();
+                *total += delta;
+                let total = *total;
+                seen.cpu.entry(name.clone()).or_default().push((t, total));
+            }
+        }
         let metrics = futures_util::future::join_all(src.nodes.iter().map(|(name, ops)| {
             let http = src.gateway.1.http.clone();
             async move {
@@ -203,21 +254,6 @@ impl Observer {
         }))
         .await;
         let mut seen = self.seen.lock().expect("observer lock");
-        for (name, _) in &src.nodes {
-            let Some(&pid) = pids.get(name) else { continue };
-            let Some(cpu) = cpu_time(pid) else { continue };
-            let cpu = cpu.as_secs_f64();
-            // A restarted node is a new process: count its CPU from zero.
-            let delta = match seen.cpu_last.get(name) {
-                Some(&(p, last)) if p == pid => (cpu - last).max(0.0),
-                _ => cpu,
-            };
-            seen.cpu_last.insert(name.clone(), (pid, cpu));
-            let total = seen.cpu_total.entry(name.clone()).or_default();
-            *total += delta;
-            let total = *total;
-            seen.cpu.entry(name.clone()).or_default().push((t, total));
-        }
         for (name, text) in metrics.into_iter().flatten() {
             let v = metric_sum(&text, "keelson_duplicate_primary_total");
             // Counters restart from zero with their process.
