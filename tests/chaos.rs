@@ -3,32 +3,15 @@
 
 mod support;
 
-use std::process::Command;
-
 use serde_json::Value;
 use support::{serial, Cluster, Settings};
-
-fn keelson() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_keelson"))
-}
 
 fn scenario(name: &str) -> String {
     format!("{}/chaos/scenarios/{name}.toml", env!("CARGO_MANIFEST_DIR"))
 }
 
 fn run(c: &Cluster, args: &[&str]) -> (i32, String, String) {
-    let out = keelson()
-        .args(["chaos", "run"])
-        .args(args)
-        .arg("--config")
-        .arg(&c.config)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    c.keelson(&[&["chaos", "run"], args].concat())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

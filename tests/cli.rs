@@ -255,18 +255,7 @@ fn every_subcommand_has_help() {
 }
 
 fn chaos(c: &Cluster, args: &[&str]) -> (i32, String, String) {
-    let out = keelson()
-        .arg("chaos")
-        .args(args)
-        .arg("--config")
-        .arg(&c.config)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    c.keelson(&[&["chaos"], args].concat())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

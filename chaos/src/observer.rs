@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::faults::{cpu_time, read_run_file};
-use crate::workload::Gateway;
+use crate::workload::{fetch_json, Gateway};
 
 /// One observer's view of one member changed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,19 +76,6 @@ fn derive_state(m: &serde_json::Value, heartbeat: Duration) -> Option<(String, S
         state
     };
     Some((name, state.to_string()))
-}
-
-async fn fetch_json(http: &reqwest::Client, url: &str) -> Option<serde_json::Value> {
-    let r = http
-        .get(url)
-        .timeout(Duration::from_millis(300))
-        .send()
-        .await
-        .ok()?;
-    if r.status() != 200 {
-        return None;
-    }
-    r.json().await.ok()
 }
 
 /// Sum of every sample of `metric` in Prometheus text.
@@ -173,7 +160,10 @@ impl Observer {
             let (me, src) = (self.clone(), src.clone());
             loops.push(tokio::spawn(async move {
                 me.every(Duration::from_millis(25), || async {
-                    if let Some(v) = fetch_json(&src.gateway.1.http, &url).await {
+                    if let Some(v) =
+                        fetch_json(&src.gateway.1.http, &url, Some(Duration::from_millis(300)))
+                            .await
+                    {
                         if let Some(members) = v["members"].as_array() {
                             me.record(ms(), &name, members, src.heartbeat);
                         }

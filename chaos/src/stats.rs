@@ -130,6 +130,33 @@ pub fn spread(samples: &[u64]) -> Option<Spread> {
     })
 }
 
+/// The worst of one timing over the faults that should have it, and whether it is within
+/// `max`. A fault that took primaries away but was never detected or recovered from fails.
+fn worst_timing(
+    faults: &[FaultReport],
+    max: u64,
+    which: fn(&FaultReport) -> Option<u64>,
+    never: &str,
+) -> (String, bool) {
+    let relevant: Vec<&FaultReport> = faults
+        .iter()
+        .filter(|f| {
+            matches!(
+                f.action.as_str(),
+                "kill" | "freeze" | "restart" | "partition"
+            ) && f.shards_affected > 0
+                || which(f).is_some()
+        })
+        .collect();
+    let missing = relevant.iter().any(|f| which(f).is_none());
+    let worst = relevant.iter().filter_map(|f| which(f)).max();
+    match (missing, worst) {
+        (true, _) => (never.to_string(), false),
+        (false, Some(w)) => (w.to_string(), w <= max),
+        (false, None) => ("no faults".to_string(), true),
+    }
+}
+
 /// Judges the run against the scenario's gates.
 pub fn verdict(gates: &Gates, totals: &Totals, faults: &[FaultReport], checks: &Checks) -> Verdict {
     let mut out = Vec::new();
@@ -157,49 +184,13 @@ pub fn verdict(gates: &Gates, totals: &Totals, faults: &[FaultReport], checks: &
             totals.p99_ms <= max,
         );
     }
-    // A fault that should be detected or recovered from but never was fails its gate.
-    let timed = |f: &FaultReport, which: fn(&FaultReport) -> Option<u64>| {
-        matches!(
-            f.action.as_str(),
-            "kill" | "freeze" | "restart" | "partition"
-        ) && f.shards_affected > 0
-            || which(f).is_some()
-    };
     if let Some(max) = gates.max_detection_ms {
-        let relevant: Vec<&FaultReport> = faults
-            .iter()
-            .filter(|f| timed(f, |f| f.detection_ms))
-            .collect();
-        let worst = relevant.iter().map(|f| f.detection_ms).max().flatten();
-        let missing = relevant.iter().any(|f| f.detection_ms.is_none());
-        gate(
-            "max_detection_ms",
-            format!("<= {max}"),
-            match (missing, worst) {
-                (true, _) => "not detected".to_string(),
-                (false, Some(w)) => w.to_string(),
-                (false, None) => "no faults".to_string(),
-            },
-            !missing && worst.is_none_or(|w| w <= max),
-        );
+        let (actual, passed) = worst_timing(faults, max, |f| f.detection_ms, "not detected");
+        gate("max_detection_ms", format!("<= {max}"), actual, passed);
     }
     if let Some(max) = gates.max_recovery_ms {
-        let relevant: Vec<&FaultReport> = faults
-            .iter()
-            .filter(|f| timed(f, |f| f.recovery_ms))
-            .collect();
-        let worst = relevant.iter().map(|f| f.recovery_ms).max().flatten();
-        let missing = relevant.iter().any(|f| f.recovery_ms.is_none());
-        gate(
-            "max_recovery_ms",
-            format!("<= {max}"),
-            match (missing, worst) {
-                (true, _) => "did not recover".to_string(),
-                (false, Some(w)) => w.to_string(),
-                (false, None) => "no faults".to_string(),
-            },
-            !missing && worst.is_none_or(|w| w <= max),
-        );
+        let (actual, passed) = worst_timing(faults, max, |f| f.recovery_ms, "did not recover");
+        gate("max_recovery_ms", format!("<= {max}"), actual, passed);
     }
     let lost = checks.lost_writes.len() as u64;
     gate(

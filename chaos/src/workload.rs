@@ -32,6 +32,23 @@ pub fn value_of(doc: &serde_json::Value) -> u64 {
         .unwrap_or(0)
 }
 
+/// `GET url` as JSON, if it answers 200 (within `timeout`, else the client's).
+pub async fn fetch_json(
+    http: &reqwest::Client,
+    url: &str,
+    timeout: Option<Duration>,
+) -> Option<serde_json::Value> {
+    let mut req = http.get(url);
+    if let Some(t) = timeout {
+        req = req.timeout(t);
+    }
+    let r = req.send().await.ok()?;
+    if r.status() != 200 {
+        return None;
+    }
+    r.json().await.ok()
+}
+
 /// The gateway and how to reach it.
 #[derive(Debug, Clone)]
 pub struct Gateway {
@@ -110,16 +127,7 @@ impl Gateway {
 
     /// `GET path` as JSON, if it answers 200.
     pub async fn get_json(&self, path: &str) -> Option<serde_json::Value> {
-        let r = self
-            .http
-            .get(format!("{}{path}", self.base))
-            .send()
-            .await
-            .ok()?;
-        if r.status() != 200 {
-            return None;
-        }
-        r.json().await.ok()
+        fetch_json(&self.http, &format!("{}{path}", self.base), None).await
     }
 
     /// The shard of customer `id`.

@@ -207,6 +207,21 @@ impl Cluster {
         format!("http://127.0.0.1:{}{path}", self.ops[name])
     }
 
+    /// Runs `keelson <args> --config <this cluster's config>`: exit code, stdout, stderr.
+    pub fn keelson(&self, args: &[&str]) -> (i32, String, String) {
+        let out = Command::new(env!("CARGO_BIN_EXE_keelson"))
+            .args(args)
+            .arg("--config")
+            .arg(&self.config)
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
     /// Each member's state as the gateway sees it.
     pub async fn states(&self) -> Option<HashMap<String, String>> {
         let v: Value = self
