@@ -4,6 +4,7 @@
 
 mod chaos_cmd;
 mod chaos_run;
+mod devices_cmd;
 mod logging;
 mod probe;
 mod up;
@@ -50,6 +51,20 @@ enum Command {
         /// uses it to route links through its fault-injecting proxies).
         #[arg(long, value_name = "NAME=ADDR", value_parser = parse_dial_via)]
         dial_via: Vec<(String, std::net::SocketAddr)>,
+    },
+    /// Run the embedded MQTT broker of nodes.toml's [mqtt] in this process (`up` starts it).
+    Broker {
+        /// Cluster configuration.
+        #[arg(long, short, default_value = "nodes.toml")]
+        config: PathBuf,
+    },
+    /// Simulated devices: register them and publish telemetry over MQTT.
+    Devices {
+        /// Cluster configuration (gateway and broker addresses).
+        #[arg(long, short, default_value = "nodes.toml", global = true)]
+        config: PathBuf,
+        #[command(subcommand)]
+        command: devices_cmd::DevicesCommand,
     },
     /// Run the HTTP gateway in this process.
     Gateway {
@@ -155,10 +170,12 @@ fn main() -> ExitCode {
             };
             logging::init(cli.log_format, &cfg.log_level);
             run_async(async move {
-                keelson_runtime::node::run(
+                let services = keelson_bridge::service(&cfg).into_iter().collect();
+                keelson_runtime::node::run_with(
                     cfg,
                     &name,
                     keelson_actors::kinds(),
+                    services,
                     keelson_runtime::shutdown::os_signal(),
                 )
                 .await
@@ -177,6 +194,22 @@ fn main() -> ExitCode {
                     .map_err(anyhow::Error::from)
             })
         }
+        Command::Broker { config } => {
+            let cfg = match load(&config) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            logging::init(cli.log_format, &cfg.log_level);
+            run_async(async move {
+                keelson_bridge::run_broker(cfg, keelson_runtime::shutdown::os_signal())
+                    .await
+                    .map_err(anyhow::Error::from)
+            })
+        }
+        Command::Devices { config, command } => match load(&config) {
+            Ok(cfg) => devices_cmd::run(&cfg, command),
+            Err(code) => code,
+        },
         Command::Up { config, chaos } => {
             let cfg = match load(&config) {
                 Ok(c) => c,

@@ -115,6 +115,7 @@ impl Up {
         match c.member.role {
             Role::Node => cmd.arg("node").arg("--name").arg(&c.member.name),
             Role::Gateway => cmd.arg("gateway"),
+            Role::Broker => cmd.arg("broker"),
         };
         if let Some((links, _)) = &self.links {
             for (node, addr) in links.dial_via(&c.member.name) {
@@ -299,7 +300,7 @@ impl Up {
 
     async fn stop_all(&mut self) {
         // Gateway first so no new requests arrive, then every node at once.
-        for role in [Role::Gateway, Role::Node] {
+        for role in [Role::Gateway, Role::Node, Role::Broker] {
             let pids: Vec<u32> = self
                 .children
                 .iter()
@@ -405,8 +406,11 @@ pub async fn run(
         None
     };
     let (tx, mut rx) = mpsc::unbounded_channel();
-    let children = cfg
-        .members()
+    // The broker first: the nodes' bridge connects to it as soon as they are up.
+    let broker = cfg.broker();
+    let children = broker
+        .iter()
+        .chain(cfg.members())
         .map(|m| Child {
             member: m.clone(),
             pid: None,
@@ -488,6 +492,12 @@ fn print_banner(up: &Up) {
             c.pid.map(|p| p.to_string()).unwrap_or_default(),
             c.member.ops_addr,
             c.log.display()
+        ));
+    }
+    if let Some(m) = &cfg.mqtt {
+        out.push_str(&format!(
+            "  mqtt     mqtt://{}   (devices publish to keelson/devices/<id>/telemetry)\n",
+            m.addr
         ));
     }
     if let Some((_, addr)) = &up.links {

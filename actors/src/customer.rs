@@ -1,9 +1,17 @@
-//! The Customer entity: contact details, tags, consent flags and an append-only list of
-//! interactions. Persisted as [`CustomerState`] behind `STATE_VERSION`.
+//! The Customer entity: contact details, tags, consent flags, an append-only list of
+//! interactions, and the support tickets opened for its devices' alerts. Persisted as
+//! [`CustomerState`] behind `STATE_VERSION`; version 1 states are upgraded on load.
+//!
+//! ```text
+//! gateway ──Create / Get / Update / Delete / AddInteraction──▶ contact record ──▶ CustomerView
+//! bridge ──OpenTicket{alert_id}──▶ ticket "t-{alert_id}" (again: the same ticket)
+//!        ──RecordTicketAck{alert_id}──▶ acknowledged, first acknowledgement wins
+//! ```
 
 use keelson_runtime::{Entity, EntityContext, EntityError, Handled};
 use serde::{Deserialize, Serialize};
 
+use crate::device::validate_ref;
 use crate::validate::{self, invalid, DomainError};
 
 /// Which channels the customer agreed to be contacted on.
@@ -34,9 +42,67 @@ pub struct Interaction {
     pub at_ms: u64,
 }
 
-/// A customer as stored and as returned.
+/// A support ticket opened for a device alert.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ticket {
+    /// `t-{alert_id}`: one ticket per alert.
+    pub id: String,
+    /// The alert it is about.
+    pub alert_id: String,
+    /// The device that raised it.
+    pub device_id: String,
+    /// What happened, for a person.
+    pub summary: String,
+    /// `open`, or `acknowledged` once the device acknowledged the command sent for it.
+    pub status: String,
+    /// When it was opened, ms since the Unix epoch.
+    pub opened_ms: u64,
+    /// The command whose acknowledgement was recorded.
+    pub command_id: Option<String>,
+    /// That acknowledgement's status, e.g. `ok`.
+    pub ack_status: Option<String>,
+    /// What happened since, oldest first.
+    pub notes: Vec<String>,
+}
+
+/// Status of a ticket just opened.
+pub const TICKET_OPEN: &str = "open";
+
+/// Status of a ticket whose command the device acknowledged.
+pub const TICKET_ACKNOWLEDGED: &str = "acknowledged";
+
+/// A customer as stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CustomerState {
+    /// Id.
+    pub id: String,
+    /// Full name.
+    pub name: String,
+    /// E-mail address.
+    pub email: Option<String>,
+    /// Phone number.
+    pub phone: Option<String>,
+    /// Company.
+    pub company: Option<String>,
+    /// Tags.
+    pub tags: Vec<String>,
+    /// Consent flags.
+    pub consent: Consent,
+    /// Interactions, oldest first.
+    pub interactions: Vec<Interaction>,
+    /// Incremented on every change.
+    pub version: u64,
+    /// Creation time, ms since the Unix epoch.
+    pub created_ms: u64,
+    /// Last change, ms since the Unix epoch.
+    pub updated_ms: u64,
+    /// The last [`MAX_TICKETS`] tickets, oldest first.
+    pub tickets: Vec<Ticket>,
+}
+
+/// A customer as returned: everything but its tickets, which are read with `ListTickets`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CustomerView {
     /// Id.
     pub id: String,
     /// Full name.
@@ -106,26 +172,70 @@ pub struct NewInteraction {
     pub at_ms: Option<u64>,
 }
 
-/// Commands a customer accepts.
+/// Commands a customer accepts. New variants go at the end: the index is on the wire.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum CustomerCommand {
-    /// Create; fails if it exists.
+    /// Create; fails if it exists. Answers `Customer`.
     Create(NewCustomer),
-    /// Read.
+    /// Read. Answers `Customer`.
     Get,
-    /// Change some fields.
+    /// Change some fields. Answers `Customer`.
     Update(CustomerPatch),
-    /// Delete.
+    /// Delete. Answers `Deleted`.
     Delete,
-    /// Append an interaction.
+    /// Append an interaction. Answers `Customer`.
     AddInteraction(NewInteraction),
+    /// Open a ticket for a device alert; the ticket for that alert, if among the last
+    /// [`MAX_TICKETS`], is returned as is. Answers `Ticket`.
+    OpenTicket {
+        /// The alert.
+        alert_id: String,
+        /// The device that raised it.
+        device_id: String,
+        /// What happened, for a person.
+        summary: String,
+    },
+    /// Record that the device acknowledged the command sent for the alert; only the first
+    /// acknowledgement counts. Answers `Ticket`.
+    RecordTicketAck {
+        /// The alert whose ticket it is.
+        alert_id: String,
+        /// The command acknowledged.
+        command_id: String,
+        /// What the device said, e.g. `ok`.
+        status: String,
+    },
+    /// Read the tickets kept. Answers `Tickets`.
+    ListTickets,
 }
 
-/// The answer: the customer after the command (`None` after a delete) or why it was refused.
-pub type CustomerReply = Result<Option<CustomerState>, DomainError>;
+/// What a customer command answers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CustomerAnswer {
+    /// The customer after the command.
+    Customer(CustomerView),
+    /// The customer was deleted.
+    Deleted,
+    /// One ticket.
+    Ticket(Ticket),
+    /// Every ticket kept, oldest first.
+    Tickets(Vec<Ticket>),
+}
+
+/// The answer, or why the command was refused.
+pub type CustomerReply = Result<CustomerAnswer, DomainError>;
 
 /// Most interactions kept per customer; the oldest are not dropped, the append is refused.
 pub const MAX_INTERACTIONS: usize = 10_000;
+
+/// Tickets kept per customer; the oldest are dropped.
+pub const MAX_TICKETS: usize = 200;
+
+/// Longest ticket summary, in characters.
+pub const MAX_TICKET_SUMMARY: usize = 500;
+
+/// Longest acknowledgement status, in characters.
+pub const MAX_TICKET_ACK_STATUS: usize = 64;
 
 /// The customer entity kind.
 pub struct Customer;
@@ -174,14 +284,127 @@ impl CustomerCommand {
                 validate::text("kind", &i.kind, 40)?;
                 validate::text("item", &i.item, 500)
             }
-            CustomerCommand::Get | CustomerCommand::Delete => Ok(()),
+            CustomerCommand::OpenTicket {
+                alert_id,
+                device_id,
+                summary,
+            } => {
+                validate_ref("alert_id", alert_id)?;
+                validate::validate_id("device_id", device_id)?;
+                validate::text("summary", summary, MAX_TICKET_SUMMARY)
+            }
+            CustomerCommand::RecordTicketAck {
+                alert_id,
+                command_id,
+                status,
+            } => {
+                validate_ref("alert_id", alert_id)?;
+                validate_ref("command_id", command_id)?;
+                validate::text("status", status, MAX_TICKET_ACK_STATUS)
+            }
+            CustomerCommand::Get | CustomerCommand::Delete | CustomerCommand::ListTickets => Ok(()),
         }
+    }
+
+    /// Whether the command only reads (and so may be served by a follower).
+    pub fn is_read(&self) -> bool {
+        matches!(self, CustomerCommand::Get | CustomerCommand::ListTickets)
+    }
+}
+
+/// The id of the ticket for `alert_id`.
+pub fn ticket_id(alert_id: &str) -> String {
+    format!("t-{alert_id}")
+}
+
+impl CustomerState {
+    /// The customer as returned.
+    pub fn view(&self) -> CustomerView {
+        CustomerView {
+            id: self.id.clone(),
+            name: self.name.clone(),
+            email: self.email.clone(),
+            phone: self.phone.clone(),
+            company: self.company.clone(),
+            tags: self.tags.clone(),
+            consent: self.consent,
+            interactions: self.interactions.clone(),
+            version: self.version,
+            created_ms: self.created_ms,
+            updated_ms: self.updated_ms,
+        }
+    }
+
+    fn touch(&mut self, now_ms: u64) {
+        self.version += 1;
+        self.updated_ms = now_ms;
+    }
+
+    /// Opens the ticket for `alert_id` unless it is kept already; returns it and whether it is new.
+    fn open_ticket(
+        &mut self,
+        alert_id: String,
+        device_id: String,
+        summary: String,
+        now_ms: u64,
+    ) -> (Ticket, bool) {
+        if let Some(t) = self.tickets.iter().find(|t| t.alert_id == alert_id) {
+            return (t.clone(), false);
+        }
+        let ticket = Ticket {
+            id: ticket_id(&alert_id),
+            alert_id,
+            device_id,
+            summary,
+            status: TICKET_OPEN.into(),
+            opened_ms: now_ms,
+            command_id: None,
+            ack_status: None,
+            notes: Vec::new(),
+        };
+        self.tickets.push(ticket.clone());
+        if self.tickets.len() > MAX_TICKETS {
+            self.tickets.remove(0);
+        }
+        self.touch(now_ms);
+        (ticket, true)
+    }
+
+    /// Records the first acknowledgement on the ticket for `alert_id`; returns it and whether it
+    /// changed.
+    fn record_ticket_ack(
+        &mut self,
+        alert_id: &str,
+        command_id: String,
+        status: String,
+        now_ms: u64,
+    ) -> Result<(Ticket, bool), DomainError> {
+        let ticket = self
+            .tickets
+            .iter_mut()
+            .find(|t| t.alert_id == alert_id)
+            .ok_or_else(|| DomainError::NotFound {
+                kind: "ticket".into(),
+                id: ticket_id(alert_id),
+            })?;
+        if ticket.ack_status.is_some() {
+            return Ok((ticket.clone(), false));
+        }
+        ticket
+            .notes
+            .push(format!("command {command_id} acknowledged: {status}"));
+        ticket.status = TICKET_ACKNOWLEDGED.into();
+        ticket.command_id = Some(command_id);
+        ticket.ack_status = Some(status);
+        let ticket = ticket.clone();
+        self.touch(now_ms);
+        Ok((ticket, true))
     }
 }
 
 impl Entity for Customer {
     const KIND: &'static str = "customer";
-    const STATE_VERSION: u8 = 1;
+    const STATE_VERSION: u8 = 2;
     type State = CustomerState;
     type Command = CustomerCommand;
     type Reply = CustomerReply;
@@ -218,12 +441,16 @@ impl Entity for Customer {
                     version: 1,
                     created_ms: ctx.now_ms,
                     updated_ms: ctx.now_ms,
+                    tickets: Vec::new(),
                 };
-                *state = Some(created.clone());
-                Handled::wrote(Ok(Some(created)))
+                let view = created.view();
+                *state = Some(created);
+                Handled::wrote(Ok(CustomerAnswer::Customer(view)))
             }
             (_, None) => Handled::read(Err(not_found())),
-            (CustomerCommand::Get, Some(s)) => Handled::read(Ok(Some(s.clone()))),
+            (CustomerCommand::Get, Some(s)) => {
+                Handled::read(Ok(CustomerAnswer::Customer(s.view())))
+            }
             (CustomerCommand::Update(p), Some(s)) => {
                 if let Some(n) = p.name {
                     s.name = n;
@@ -243,13 +470,12 @@ impl Entity for Customer {
                 if let Some(c) = p.consent {
                     s.consent = c;
                 }
-                s.version += 1;
-                s.updated_ms = ctx.now_ms;
-                Handled::wrote(Ok(Some(s.clone())))
+                s.touch(ctx.now_ms);
+                Handled::wrote(Ok(CustomerAnswer::Customer(s.view())))
             }
             (CustomerCommand::Delete, Some(_)) => {
                 *state = None;
-                Handled::wrote(Ok(None))
+                Handled::wrote(Ok(CustomerAnswer::Deleted))
             }
             (CustomerCommand::AddInteraction(i), Some(s)) => {
                 if s.interactions.len() >= MAX_INTERACTIONS {
@@ -266,11 +492,96 @@ impl Entity for Customer {
                     item: i.item,
                     at_ms: i.at_ms.unwrap_or(ctx.now_ms),
                 });
-                s.version += 1;
-                s.updated_ms = ctx.now_ms;
-                Handled::wrote(Ok(Some(s.clone())))
+                s.touch(ctx.now_ms);
+                Handled::wrote(Ok(CustomerAnswer::Customer(s.view())))
+            }
+            (
+                CustomerCommand::OpenTicket {
+                    alert_id,
+                    device_id,
+                    summary,
+                },
+                Some(s),
+            ) => {
+                let (ticket, opened) = s.open_ticket(alert_id, device_id, summary, ctx.now_ms);
+                Handled {
+                    reply: Ok(CustomerAnswer::Ticket(ticket)),
+                    changed: opened,
+                }
+            }
+            (
+                CustomerCommand::RecordTicketAck {
+                    alert_id,
+                    command_id,
+                    status,
+                },
+                Some(s),
+            ) => match s.record_ticket_ack(&alert_id, command_id, status, ctx.now_ms) {
+                Ok((ticket, changed)) => Handled {
+                    reply: Ok(CustomerAnswer::Ticket(ticket)),
+                    changed,
+                },
+                Err(e) => Handled::read(Err(e)),
+            },
+            (CustomerCommand::ListTickets, Some(s)) => {
+                Handled::read(Ok(CustomerAnswer::Tickets(s.tickets.clone())))
             }
         })
+    }
+
+    fn upgrade(version: u8, body: &[u8]) -> Option<CustomerState> {
+        match version {
+            v1::VERSION => Self::decode_body::<v1::CustomerState>(version, body)
+                .ok()
+                .map(CustomerState::from),
+            _ => None,
+        }
+    }
+}
+
+/// Version 1 of the persisted customer state, before tickets. Frozen: loaded states of this
+/// version are converted by [`From`] with no tickets.
+pub(crate) mod v1 {
+    use serde::{Deserialize, Serialize};
+
+    use super::{Consent, Interaction};
+
+    /// `STATE_VERSION` of this shape.
+    pub(crate) const VERSION: u8 = 1;
+
+    /// A customer as version 1 stored it.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    pub(crate) struct CustomerState {
+        pub id: String,
+        pub name: String,
+        pub email: Option<String>,
+        pub phone: Option<String>,
+        pub company: Option<String>,
+        pub tags: Vec<String>,
+        pub consent: Consent,
+        pub interactions: Vec<Interaction>,
+        pub version: u64,
+        pub created_ms: u64,
+        pub updated_ms: u64,
+    }
+
+    impl From<CustomerState> for super::CustomerState {
+        fn from(old: CustomerState) -> Self {
+            Self {
+                id: old.id,
+                name: old.name,
+                email: old.email,
+                phone: old.phone,
+                company: old.company,
+                tags: old.tags,
+                consent: old.consent,
+                interactions: old.interactions,
+                version: old.version,
+                created_ms: old.created_ms,
+                updated_ms: old.updated_ms,
+                tickets: Vec::new(),
+            }
+        }
     }
 }
 

@@ -1,14 +1,50 @@
-//! The Device entity: which customer owns it, its kind and firmware, and its last telemetry.
-//! Persisted as [`DeviceState`] behind `STATE_VERSION`.
+//! The Device entity: which customer owns it, its telemetry (deduplicated by sequence number,
+//! a recent window and a per-minute history), the alerts its readings raise, its twin, and the
+//! commands sent to it. Persisted as [`DeviceState`] behind `STATE_VERSION`; version 1 states
+//! are upgraded on load.
+//!
+//! ```text
+//! bridge ──Ingest{seq}──▶ telemetry (SeqWindow drops redeliveries) ──▶ anomaly::Detector
+//!                                                                      └─▶ Alert{id = "{device}-{seq}"}
+//! bridge ──AlertTicket / IssueCommand / CommandSent / CommandAck / AlertAckRecorded──▶ alerts, commands
+//! device ──ReportTwin──▶ twin.reported      operator ──PatchDesired──▶ twin.desired ──▶ delta
+//! gateway ──Register / Get / Telemetry (HTTP, no seq)──▶ the same paths
+//! ```
+//!
+//! Every write is idempotent: a redelivered message finds its effect already recorded and
+//! changes nothing, answering what the first delivery answered.
 
-use std::collections::BTreeMap;
+mod alerts;
+mod anomaly;
+mod commands;
+mod telemetry;
+mod twin;
+mod v1;
+
+use std::collections::{BTreeMap, VecDeque};
 
 use keelson_runtime::{Entity, EntityContext, EntityError, Handled};
 use serde::{Deserialize, Serialize};
 
 use crate::validate::{self, invalid, DomainError};
 
-/// A device as stored and as returned.
+pub(crate) use alerts::validate_ref;
+pub use alerts::{Alert, MAX_ALERTS, MAX_REF_LEN};
+pub use anomaly::{AnomalyConfig, Range, ALERT_COOLDOWN_MS, MAX_TRACKED_READINGS};
+pub use commands::{CommandAck, CommandRecord, MAX_COMMANDS};
+pub use telemetry::{
+    Bucket, ReadingStats, Sample, TelemetryView, BUCKET_MS, HISTORY_BUCKETS, RECENT_SAMPLES,
+    SEQ_WINDOW,
+};
+pub use twin::{twin_map_to_json, Twin, TwinValue, TwinView, MAX_TWIN_KEYS, MAX_TWIN_TEXT};
+
+/// Most readings in one telemetry message.
+pub const MAX_READINGS_PER_MESSAGE: usize = 64;
+
+/// Alerts included in a [`DeviceView`], newest last.
+pub const VIEW_ALERTS: usize = 10;
+
+/// A device as stored.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DeviceState {
     /// Id.
@@ -19,16 +55,57 @@ pub struct DeviceState {
     pub kind: String,
     /// Firmware version.
     pub firmware: String,
-    /// Last value of each reading.
+    /// Latest value of each reading, by sample time.
     pub last_readings: BTreeMap<String, f64>,
-    /// When the last telemetry was taken, ms since the Unix epoch.
+    /// When the latest telemetry was taken, ms since the Unix epoch.
     pub last_telemetry_ms: Option<u64>,
-    /// Telemetry messages received.
+    /// Telemetry messages accepted (duplicates not counted).
     pub telemetry_count: u64,
     /// Incremented on every change.
     pub version: u64,
     /// Registration time.
     pub created_ms: u64,
+    /// Sequence numbers seen, recent samples and history.
+    pub(crate) telemetry: telemetry::TelemetryLog,
+    /// Anomaly detector memory.
+    pub(crate) detector: anomaly::Detector,
+    /// The last [`MAX_ALERTS`] alerts, newest last.
+    pub(crate) alerts: VecDeque<Alert>,
+    /// Reported and desired configuration.
+    pub(crate) twin: Twin,
+    /// The last [`MAX_COMMANDS`] commands, newest last.
+    pub(crate) commands: VecDeque<CommandRecord>,
+}
+
+/// A device as returned by `Get`, `Register` and `Telemetry`: its summary.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeviceView {
+    /// Id.
+    pub id: String,
+    /// Owning customer's id.
+    pub customer_id: String,
+    /// Kind.
+    pub kind: String,
+    /// Firmware version.
+    pub firmware: String,
+    /// Latest value of each reading.
+    pub last_readings: BTreeMap<String, f64>,
+    /// When the latest telemetry was taken, ms since the Unix epoch.
+    pub last_telemetry_ms: Option<u64>,
+    /// Telemetry messages accepted.
+    pub telemetry_count: u64,
+    /// Incremented on every change.
+    pub version: u64,
+    /// Registration time.
+    pub created_ms: u64,
+    /// Highest telemetry sequence number accepted.
+    pub highest_seq: Option<u64>,
+    /// Version of the twin's reported state.
+    pub twin_reported_version: u64,
+    /// Version of the twin's desired state.
+    pub twin_desired_version: u64,
+    /// The last [`VIEW_ALERTS`] alerts, newest last.
+    pub alerts: Vec<Alert>,
 }
 
 /// Fields of a new device.
@@ -42,7 +119,7 @@ pub struct NewDevice {
     pub firmware: String,
 }
 
-/// One telemetry message.
+/// One telemetry message posted over HTTP, without a sequence number.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Telemetry {
     /// Reading name to value.
@@ -51,22 +128,148 @@ pub struct Telemetry {
     pub at_ms: Option<u64>,
 }
 
-/// Commands a device accepts.
+/// Commands a device accepts. New variants go at the end: the index is on the wire.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum DeviceCommand {
-    /// Register; fails if it exists.
+    /// Register; fails if it exists. Answers `Device`.
     Register(NewDevice),
-    /// Read.
+    /// Read the summary. Answers `Device`.
     Get,
-    /// Record telemetry.
+    /// Record telemetry that has no sequence number (HTTP): an ingest numbered after the highest
+    /// seen, judged with the default anomaly configuration. Answers `Device`.
     Telemetry(Telemetry),
+    /// Record one telemetry message; a sequence number seen before changes nothing. Answers
+    /// `Ingested`.
+    Ingest {
+        /// Sequence number, per device, from the edge.
+        seq: u64,
+        /// When the readings were taken, ms since the Unix epoch.
+        at_ms: u64,
+        /// Reading name to value, already in canonical units (°C, %, bpm...).
+        readings: BTreeMap<String, f64>,
+        /// How to judge the readings.
+        anomaly: AnomalyConfig,
+    },
+    /// Read recent samples and history from `since_ms` on. Answers `Telemetry`.
+    GetTelemetry {
+        /// Earliest sample time wanted, ms since the Unix epoch.
+        since_ms: u64,
+    },
+    /// The device reports its state; merged into `reported`. Answers `Twin`.
+    ReportTwin {
+        /// Keys to set.
+        state: BTreeMap<String, TwinValue>,
+        /// The device's version of this report; one not above the stored version is stale.
+        version: Option<u64>,
+    },
+    /// Change the desired state. Answers `Twin`.
+    PatchDesired {
+        /// Keys to set, or to delete with `None`.
+        patch: BTreeMap<String, Option<TwinValue>>,
+        /// Refuse unless the desired state is at this version.
+        expected_version: Option<u64>,
+    },
+    /// Read the twin. Answers `Twin`.
+    GetTwin,
+    /// Record a command to the device; the same id again changes nothing. Answers `Command`.
+    IssueCommand {
+        /// Id chosen by the issuer.
+        id: String,
+        /// What to do, e.g. `maintenance-check`.
+        name: String,
+        /// Parameters.
+        params: BTreeMap<String, TwinValue>,
+        /// The alert it answers, if any.
+        alert_id: Option<String>,
+    },
+    /// The command was sent to the device. Answers `Command`.
+    CommandSent {
+        /// Command id.
+        id: String,
+    },
+    /// The device acknowledged the command; only the first acknowledgement counts. Answers
+    /// `Command`.
+    CommandAck {
+        /// Command id.
+        id: String,
+        /// What the device said, e.g. `ok`, `failed`, `rejected`.
+        status: String,
+    },
+    /// A ticket was opened for the alert. Answers `Alert`.
+    AlertTicket {
+        /// Alert id.
+        alert_id: String,
+        /// Ticket id.
+        ticket_id: String,
+    },
+    /// The alert's acknowledgement was recorded on its ticket. Answers `Alert`.
+    AlertAckRecorded {
+        /// Alert id.
+        alert_id: String,
+    },
+    /// Read the alerts kept. Answers `Alerts`.
+    ListAlerts,
+    /// Read the commands kept. Answers `Commands`.
+    ListCommands,
 }
 
-/// The answer: the device after the command, or why it was refused.
-pub type DeviceReply = Result<DeviceState, DomainError>;
+/// The outcome of an `Ingest`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IngestOutcome {
+    /// The sequence number was seen before: nothing changed.
+    pub duplicate: bool,
+    /// The alert this sample raised (on a duplicate: raised earlier, if still kept).
+    pub alert: Option<Alert>,
+}
+
+/// What a device command answers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum DeviceAnswer {
+    /// The device's summary.
+    Device(DeviceView),
+    /// An ingest's outcome.
+    Ingested(IngestOutcome),
+    /// The twin.
+    Twin(TwinView),
+    /// Recent samples and history.
+    Telemetry(TelemetryView),
+    /// One command.
+    Command(CommandRecord),
+    /// One alert.
+    Alert(Alert),
+    /// Every alert kept, newest last.
+    Alerts(Vec<Alert>),
+    /// Every command kept, newest last.
+    Commands(Vec<CommandRecord>),
+}
+
+/// The answer, or why the command was refused.
+pub type DeviceReply = Result<DeviceAnswer, DomainError>;
 
 /// The device entity kind.
 pub struct Device;
+
+fn check_readings(readings: &BTreeMap<String, f64>) -> Result<(), DomainError> {
+    if readings.is_empty() {
+        return Err(invalid("readings", "must hold at least one reading"));
+    }
+    if readings.len() > MAX_READINGS_PER_MESSAGE {
+        return Err(invalid(
+            "readings",
+            format!("at most {MAX_READINGS_PER_MESSAGE} readings per message"),
+        ));
+    }
+    for (name, v) in readings {
+        validate::validate_id(&format!("readings.{name}"), name)?;
+        if !v.is_finite() {
+            return Err(invalid(
+                format!("readings.{name}"),
+                "must be a finite number",
+            ));
+        }
+    }
+    Ok(())
+}
 
 impl DeviceCommand {
     /// Checks the command's fields without any state.
@@ -82,32 +285,338 @@ impl DeviceCommand {
                 }
                 validate::text("firmware", &d.firmware, 64)
             }
-            DeviceCommand::Telemetry(t) => {
-                if t.readings.is_empty() {
-                    return Err(invalid("readings", "must hold at least one reading"));
-                }
-                if t.readings.len() > 64 {
-                    return Err(invalid("readings", "at most 64 readings per message"));
-                }
-                for (name, v) in &t.readings {
-                    validate::validate_id(&format!("readings.{name}"), name)?;
-                    if !v.is_finite() {
-                        return Err(invalid(
-                            format!("readings.{name}"),
-                            "must be a finite number",
-                        ));
-                    }
-                }
-                Ok(())
+            DeviceCommand::Telemetry(t) => check_readings(&t.readings),
+            DeviceCommand::Ingest {
+                readings, anomaly, ..
+            } => {
+                check_readings(readings)?;
+                anomaly.validate("anomaly")
             }
-            DeviceCommand::Get => Ok(()),
+            DeviceCommand::ReportTwin { state, .. } => twin::check_report(state),
+            DeviceCommand::PatchDesired { patch, .. } => twin::check_patch(patch),
+            DeviceCommand::IssueCommand {
+                id,
+                name,
+                params,
+                alert_id,
+            } => commands::check_issue(id, name, params, alert_id.as_deref()),
+            DeviceCommand::CommandSent { id } => validate_ref("id", id),
+            DeviceCommand::CommandAck { id, status } => commands::check_ack(id, status),
+            DeviceCommand::AlertTicket {
+                alert_id,
+                ticket_id,
+            } => {
+                validate_ref("alert_id", alert_id)?;
+                validate_ref("ticket_id", ticket_id)
+            }
+            DeviceCommand::AlertAckRecorded { alert_id } => validate_ref("alert_id", alert_id),
+            DeviceCommand::Get
+            | DeviceCommand::GetTelemetry { .. }
+            | DeviceCommand::GetTwin
+            | DeviceCommand::ListAlerts
+            | DeviceCommand::ListCommands => Ok(()),
         }
+    }
+
+    /// Whether the command only reads (and so may be served by a follower).
+    pub fn is_read(&self) -> bool {
+        matches!(
+            self,
+            DeviceCommand::Get
+                | DeviceCommand::GetTelemetry { .. }
+                | DeviceCommand::GetTwin
+                | DeviceCommand::ListAlerts
+                | DeviceCommand::ListCommands
+        )
+    }
+}
+
+/// An answer and whether the state changed to give it.
+type Applied = Result<(DeviceAnswer, bool), DomainError>;
+
+impl DeviceState {
+    fn new(id: &str, d: NewDevice, now_ms: u64) -> Self {
+        Self {
+            id: id.to_string(),
+            customer_id: d.customer_id,
+            kind: d.kind,
+            firmware: d.firmware,
+            last_readings: BTreeMap::new(),
+            last_telemetry_ms: None,
+            telemetry_count: 0,
+            version: 1,
+            created_ms: now_ms,
+            telemetry: Default::default(),
+            detector: Default::default(),
+            alerts: VecDeque::new(),
+            twin: Twin::default(),
+            commands: VecDeque::new(),
+        }
+    }
+
+    /// The summary returned to callers.
+    pub fn view(&self) -> DeviceView {
+        DeviceView {
+            id: self.id.clone(),
+            customer_id: self.customer_id.clone(),
+            kind: self.kind.clone(),
+            firmware: self.firmware.clone(),
+            last_readings: self.last_readings.clone(),
+            last_telemetry_ms: self.last_telemetry_ms,
+            telemetry_count: self.telemetry_count,
+            version: self.version,
+            created_ms: self.created_ms,
+            highest_seq: self.telemetry.seqs.highest,
+            twin_reported_version: self.twin.reported_version,
+            twin_desired_version: self.twin.desired_version,
+            alerts: self
+                .alerts
+                .iter()
+                .skip(self.alerts.len().saturating_sub(VIEW_ALERTS))
+                .cloned()
+                .collect(),
+        }
+    }
+
+    fn apply(&mut self, now_ms: u64, command: DeviceCommand) -> Applied {
+        use DeviceAnswer as A;
+        match command {
+            DeviceCommand::Register(_) => Err(DomainError::AlreadyExists {
+                kind: Device::KIND.into(),
+                id: self.id.clone(),
+            }),
+            DeviceCommand::Get => Ok((A::Device(self.view()), false)),
+            DeviceCommand::Telemetry(t) => {
+                let seq = self.telemetry.seqs.next();
+                let at_ms = t.at_ms.unwrap_or(now_ms);
+                let (_, changed) =
+                    self.ingest(seq, at_ms, t.readings, &AnomalyConfig::default())?;
+                Ok((A::Device(self.view()), changed))
+            }
+            DeviceCommand::Ingest {
+                seq,
+                at_ms,
+                readings,
+                anomaly,
+            } => {
+                let (outcome, changed) = self.ingest(seq, at_ms, readings, &anomaly)?;
+                Ok((A::Ingested(outcome), changed))
+            }
+            DeviceCommand::GetTelemetry { since_ms } => {
+                Ok((A::Telemetry(self.telemetry.view(since_ms)), false))
+            }
+            DeviceCommand::ReportTwin { state, version } => {
+                let changed = self.twin.report(state, version, now_ms)?;
+                self.bump(changed);
+                Ok((A::Twin(self.twin.view()), changed))
+            }
+            DeviceCommand::PatchDesired {
+                patch,
+                expected_version,
+            } => {
+                let changed = self.twin.patch_desired(patch, expected_version, now_ms)?;
+                self.bump(changed);
+                Ok((A::Twin(self.twin.view()), changed))
+            }
+            DeviceCommand::GetTwin => Ok((A::Twin(self.twin.view()), false)),
+            DeviceCommand::IssueCommand {
+                id,
+                name,
+                params,
+                alert_id,
+            } => self.issue_command(id, name, params, alert_id, now_ms),
+            DeviceCommand::CommandSent { id } => self.command_sent(&id),
+            DeviceCommand::CommandAck { id, status } => self.command_ack(&id, status, now_ms),
+            DeviceCommand::AlertTicket {
+                alert_id,
+                ticket_id,
+            } => {
+                let (alert, changed) = alerts::update(&mut self.alerts, &alert_id, |a| {
+                    alerts::set_once(&mut a.ticket_id, ticket_id)
+                })?;
+                self.bump(changed);
+                Ok((A::Alert(alert), changed))
+            }
+            DeviceCommand::AlertAckRecorded { alert_id } => {
+                let (alert, changed) = alerts::update(&mut self.alerts, &alert_id, |a| {
+                    alerts::set_flag(&mut a.ack_recorded)
+                })?;
+                self.bump(changed);
+                Ok((A::Alert(alert), changed))
+            }
+            DeviceCommand::ListAlerts => {
+                Ok((A::Alerts(self.alerts.iter().cloned().collect()), false))
+            }
+            DeviceCommand::ListCommands => {
+                Ok((A::Commands(self.commands.iter().cloned().collect()), false))
+            }
+        }
+    }
+
+    fn bump(&mut self, changed: bool) {
+        if changed {
+            self.version += 1;
+        }
+    }
+
+    fn ingest(
+        &mut self,
+        seq: u64,
+        at_ms: u64,
+        readings: BTreeMap<String, f64>,
+        cfg: &AnomalyConfig,
+    ) -> Result<(IngestOutcome, bool), DomainError> {
+        if self.telemetry.seqs.is_duplicate(seq) {
+            let id = self.alert_id(seq);
+            let alert = self.alerts.iter().find(|a| a.id == id).cloned();
+            return Ok((
+                IngestOutcome {
+                    duplicate: true,
+                    alert,
+                },
+                false,
+            ));
+        }
+        let new_names = readings
+            .keys()
+            .filter(|k| !self.last_readings.contains_key(*k))
+            .count();
+        if self.last_readings.len() + new_names > MAX_TRACKED_READINGS {
+            return Err(invalid(
+                "readings",
+                format!("a device tracks at most {MAX_TRACKED_READINGS} distinct readings"),
+            ));
+        }
+        self.telemetry.seqs.accept(seq);
+        if self.last_telemetry_ms.is_none_or(|last| at_ms >= last) {
+            self.last_readings
+                .extend(readings.iter().map(|(k, v)| (k.clone(), *v)));
+            self.last_telemetry_ms = Some(at_ms);
+        } else {
+            // An older sample only fills in readings never seen.
+            for (k, v) in &readings {
+                self.last_readings.entry(k.clone()).or_insert(*v);
+            }
+        }
+        self.telemetry_count += 1;
+        let alert = self
+            .detector
+            .observe(cfg, at_ms, &readings)
+            .map(|trip| Alert {
+                id: self.alert_id(seq),
+                seq,
+                at_ms,
+                reading: trip.reading,
+                value: trip.value,
+                reason: trip.reason,
+                customer_id: self.customer_id.clone(),
+                ticket_id: None,
+                command_id: None,
+                command_sent: false,
+                ack_status: None,
+                ack_recorded: false,
+            });
+        if let Some(a) = &alert {
+            alerts::push(&mut self.alerts, a.clone());
+        }
+        self.telemetry.record(Sample {
+            seq,
+            at_ms,
+            readings,
+        });
+        self.bump(true);
+        Ok((
+            IngestOutcome {
+                duplicate: false,
+                alert,
+            },
+            true,
+        ))
+    }
+
+    fn alert_id(&self, seq: u64) -> String {
+        format!("{}-{seq}", self.id)
+    }
+
+    fn issue_command(
+        &mut self,
+        id: String,
+        name: String,
+        params: BTreeMap<String, TwinValue>,
+        alert_id: Option<String>,
+        now_ms: u64,
+    ) -> Applied {
+        if let Some(existing) = commands::find(&self.commands, &id) {
+            return Ok((DeviceAnswer::Command(existing.clone()), false));
+        }
+        if let Some(a) = &alert_id {
+            alerts::update(&mut self.alerts, a, |alert| {
+                alerts::set_once(&mut alert.command_id, id.clone())
+            })?;
+        }
+        let record = CommandRecord {
+            id,
+            name,
+            params,
+            alert_id,
+            created_ms: now_ms,
+            sent: false,
+            ack: None,
+        };
+        commands::push(&mut self.commands, record.clone());
+        self.bump(true);
+        Ok((DeviceAnswer::Command(record), true))
+    }
+
+    /// Applies `step` to the alert the command `command_id` answers, if that alert is still kept
+    /// and names this command; returns whether it changed.
+    fn alert_of_command(
+        &mut self,
+        alert_id: Option<&str>,
+        command_id: &str,
+        step: impl FnOnce(&mut Alert) -> bool,
+    ) -> bool {
+        let Some(alert) = alert_id.and_then(|a| self.alerts.iter_mut().find(|x| x.id == a)) else {
+            return false;
+        };
+        alert.command_id.as_deref() == Some(command_id) && step(alert)
+    }
+
+    fn command_sent(&mut self, id: &str) -> Applied {
+        let command = commands::find_mut(&mut self.commands, id)?;
+        let mut changed = alerts::set_flag(&mut command.sent);
+        let record = command.clone();
+        changed |= self.alert_of_command(record.alert_id.as_deref(), id, |a| {
+            alerts::set_flag(&mut a.command_sent)
+        });
+        self.bump(changed);
+        Ok((DeviceAnswer::Command(record), changed))
+    }
+
+    fn command_ack(&mut self, id: &str, status: String, now_ms: u64) -> Applied {
+        let command = commands::find_mut(&mut self.commands, id)?;
+        if command.ack.is_some() {
+            return Ok((DeviceAnswer::Command(command.clone()), false));
+        }
+        // An acknowledged command was evidently sent, even if that step was never recorded.
+        command.sent = true;
+        command.ack = Some(CommandAck {
+            status: status.clone(),
+            at_ms: now_ms,
+        });
+        let record = command.clone();
+        self.alert_of_command(record.alert_id.as_deref(), id, |a| {
+            a.command_sent = true;
+            alerts::set_once(&mut a.ack_status, status)
+        });
+        self.bump(true);
+        Ok((DeviceAnswer::Command(record), true))
     }
 }
 
 impl Entity for Device {
     const KIND: &'static str = "device";
-    const STATE_VERSION: u8 = 1;
+    const STATE_VERSION: u8 = 2;
     type State = DeviceState;
     type Command = DeviceCommand;
     type Reply = DeviceReply;
@@ -121,105 +630,34 @@ impl Entity for Device {
             return Ok(Handled::read(Err(e)));
         }
         Ok(match (command, state.as_mut()) {
-            (DeviceCommand::Register(_), Some(_)) => {
-                Handled::read(Err(DomainError::AlreadyExists {
-                    kind: Self::KIND.into(),
-                    id: ctx.id.into(),
-                }))
-            }
             (DeviceCommand::Register(d), None) => {
-                let created = DeviceState {
-                    id: ctx.id.to_string(),
-                    customer_id: d.customer_id,
-                    kind: d.kind,
-                    firmware: d.firmware,
-                    last_readings: BTreeMap::new(),
-                    last_telemetry_ms: None,
-                    telemetry_count: 0,
-                    version: 1,
-                    created_ms: ctx.now_ms,
-                };
-                *state = Some(created.clone());
-                Handled::wrote(Ok(created))
+                let created = DeviceState::new(ctx.id, d, ctx.now_ms);
+                let view = created.view();
+                *state = Some(created);
+                Handled::wrote(Ok(DeviceAnswer::Device(view)))
             }
             (_, None) => Handled::read(Err(DomainError::NotFound {
                 kind: Self::KIND.into(),
                 id: ctx.id.into(),
             })),
-            (DeviceCommand::Get, Some(s)) => Handled::read(Ok(s.clone())),
-            (DeviceCommand::Telemetry(t), Some(s)) => {
-                s.last_readings.extend(t.readings);
-                s.last_telemetry_ms = Some(t.at_ms.unwrap_or(ctx.now_ms));
-                s.telemetry_count += 1;
-                s.version += 1;
-                Handled::wrote(Ok(s.clone()))
-            }
+            (command, Some(s)) => match s.apply(ctx.now_ms, command) {
+                Ok((answer, true)) => Handled::wrote(Ok(answer)),
+                Ok((answer, false)) => Handled::read(Ok(answer)),
+                Err(e) => Handled::read(Err(e)),
+            },
         })
+    }
+
+    fn upgrade(version: u8, body: &[u8]) -> Option<DeviceState> {
+        match version {
+            v1::VERSION => Self::decode_body::<v1::DeviceState>(version, body)
+                .ok()
+                .map(DeviceState::from),
+            _ => None,
+        }
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn ctx() -> EntityContext<'static> {
-        EntityContext {
-            id: "d1",
-            now_ms: 50,
-        }
-    }
-
-    fn register() -> DeviceCommand {
-        DeviceCommand::Register(NewDevice {
-            customer_id: "c1".into(),
-            kind: "temperature".into(),
-            firmware: "1.0.3".into(),
-        })
-    }
-
-    #[test]
-    fn register_then_telemetry_updates_last_readings() {
-        let mut s = None;
-        assert!(Device::handle(&ctx(), &mut s, register()).unwrap().changed);
-        let t = Telemetry {
-            readings: [("celsius".to_string(), 21.5)].into(),
-            at_ms: Some(40),
-        };
-        let d = Device::handle(&ctx(), &mut s, DeviceCommand::Telemetry(t))
-            .unwrap()
-            .reply
-            .unwrap();
-        assert_eq!(d.last_readings["celsius"], 21.5);
-        assert_eq!(
-            (d.last_telemetry_ms, d.telemetry_count, d.version),
-            (Some(40), 1, 2)
-        );
-    }
-
-    #[test]
-    fn bad_telemetry_is_refused_and_changes_nothing() {
-        let mut s = None;
-        Device::handle(&ctx(), &mut s, register()).unwrap();
-        let before = s.clone();
-        let t = Telemetry {
-            readings: [("celsius".to_string(), f64::NAN)].into(),
-            at_ms: None,
-        };
-        let h = Device::handle(&ctx(), &mut s, DeviceCommand::Telemetry(t)).unwrap();
-        assert!(!h.changed);
-        assert!(
-            matches!(h.reply, Err(DomainError::Invalid { ref field, .. }) if field == "readings.celsius")
-        );
-        assert_eq!(s, before);
-    }
-
-    #[test]
-    fn telemetry_for_an_unregistered_device_is_not_found() {
-        let t = Telemetry {
-            readings: [("x".to_string(), 1.0)].into(),
-            at_ms: None,
-        };
-        let h = Device::handle(&ctx(), &mut None, DeviceCommand::Telemetry(t)).unwrap();
-        assert!(matches!(h.reply, Err(DomainError::NotFound { .. })));
-    }
-}
+#[path = "device_test.rs"]
+mod tests;

@@ -5,17 +5,33 @@
 //! ```text
 //! gateway ──CustomerCommand──▶ runtime ──▶ Customer::handle(state, cmd) ──▶ CustomerReply
 //! gateway ──DeviceCommand────▶ runtime ──▶ Device::handle(state, cmd)   ──▶ DeviceReply
+//! bridge  ──Ingest{seq}──▶ device: telemetry + anomaly ──▶ Alert{id}
+//!         ──OpenTicket{alert_id}──▶ customer ──▶ Ticket ──AlertTicket──▶ device
+//!         ──IssueCommand / CommandSent / CommandAck──▶ device ──RecordTicketAck──▶ customer
 //! ```
+//!
+//! Every write is idempotent (the bridge redelivers after a node dies): ids are derived from the
+//! message (`{device}-{seq}` alerts, `t-{alert}` tickets) and each follow-up step is set once.
+//! Persisted states carry `STATE_VERSION`; older shapes are kept in `v1` modules and upgraded on
+//! load.
 
 mod customer;
 mod device;
 mod validate;
 
 pub use customer::{
-    Consent, Customer, CustomerCommand, CustomerPatch, CustomerReply, CustomerState, Interaction,
-    NewCustomer, NewInteraction,
+    ticket_id, Consent, Customer, CustomerAnswer, CustomerCommand, CustomerPatch, CustomerReply,
+    CustomerState, CustomerView, Interaction, NewCustomer, NewInteraction, Ticket,
+    MAX_INTERACTIONS, MAX_TICKETS, TICKET_ACKNOWLEDGED, TICKET_OPEN,
 };
-pub use device::{Device, DeviceCommand, DeviceReply, DeviceState, NewDevice, Telemetry};
+pub use device::{
+    twin_map_to_json, Alert, AnomalyConfig, Bucket, CommandAck, CommandRecord, Device,
+    DeviceAnswer, DeviceCommand, DeviceReply, DeviceState, DeviceView, IngestOutcome, NewDevice,
+    Range, ReadingStats, Sample, Telemetry, TelemetryView, Twin, TwinValue, TwinView,
+    ALERT_COOLDOWN_MS, BUCKET_MS, HISTORY_BUCKETS, MAX_ALERTS, MAX_COMMANDS,
+    MAX_READINGS_PER_MESSAGE, MAX_REF_LEN, MAX_TRACKED_READINGS, MAX_TWIN_KEYS, MAX_TWIN_TEXT,
+    RECENT_SAMPLES, SEQ_WINDOW, VIEW_ALERTS,
+};
 pub use validate::{validate_id, DomainError};
 
 use keelson_runtime::EntityKinds;

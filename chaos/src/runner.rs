@@ -163,7 +163,7 @@ impl Ctx<'_> {
                 chunk.iter().map(|(_, id)| self.gateway.create(id, 1)),
             )
             .await;
-            if created.iter().any(|o| *o == Outcome::Unknown) {
+            if created.contains(&Outcome::Unknown) {
                 return Err("could not create the probe keys".to_string());
             }
         }

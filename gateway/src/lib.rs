@@ -12,6 +12,7 @@
 mod api;
 mod body;
 mod error;
+mod iot;
 mod metrics;
 mod routes;
 
@@ -31,6 +32,7 @@ async fn serve_one<S, B>(
     ctx: Arc<routes::Ctx>,
     method: warp::http::Method,
     path: String,
+    query: String,
     headers: warp::http::HeaderMap,
     len: Option<u64>,
     stream: S,
@@ -45,7 +47,7 @@ where
     } else {
         body::read_capped(Box::pin(stream)).await
     };
-    routes::handle(ctx, method, path, headers, body).await
+    routes::handle(ctx, method, path, query, headers, body).await
 }
 
 /// Runs the gateway until `stop` resolves.
@@ -69,14 +71,23 @@ pub async fn run(cfg: ClusterConfig, stop: impl Future<Output = ()>) -> Result<(
             addr: http_addr,
             source: e,
         })?;
+    let publisher = cfg.mqtt.as_ref().map(|m| {
+        keelson_bridge::Publisher::start(
+            m.addr,
+            &format!("keelson-pub-{}", me.name),
+            m.max_payload_bytes * 64,
+        )
+    });
     let ctx = Arc::new(routes::Ctx {
         client,
         cfg: cfg.clone(),
+        publisher,
     });
     let api = warp::any()
         .map(move || ctx.clone())
         .and(warp::method())
         .and(warp::path::full().map(|p: warp::path::FullPath| p.as_str().to_string()))
+        .and(warp::query::raw().or(warp::any().map(String::new)).unify())
         .and(warp::header::headers_cloned())
         .and(warp::header::optional::<u64>("content-length"))
         .and(warp::body::stream())

@@ -2,11 +2,13 @@
 //! path, reads the body under a cap, calls the owning entity through the cluster client, and maps
 //! every outcome to JSON. One place sets `x-request-id` and `x-keelson-node`, logs, and counts.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
 use keelson_actors::{
-    validate_id, CustomerCommand, CustomerReply, DeviceCommand, DeviceReply, DomainError,
+    validate_id, CustomerAnswer, CustomerCommand, CustomerReply, DeviceAnswer, DeviceCommand,
+    DeviceReply, DomainError,
 };
 use keelson_runtime::{
     decode_payload, encode_payload, Access, ClusterClient, ClusterConfig, Fault,
@@ -19,6 +21,7 @@ use warp::hyper::body::Bytes;
 use crate::api;
 use crate::body;
 use crate::error::ApiError;
+use crate::iot;
 use crate::metrics;
 
 /// What every handler needs.
@@ -27,19 +30,21 @@ pub struct Ctx {
     pub client: ClusterClient,
     /// Configuration.
     pub cfg: ClusterConfig,
+    /// Publishes desired state and commands to devices; `None` without `[mqtt]`.
+    pub publisher: Option<keelson_bridge::Publisher>,
 }
 
 /// A successful answer.
-struct Ok_ {
+pub(crate) struct Ok_ {
     status: StatusCode,
     body: String,
     node: String,
-    location: Option<String>,
+    pub(crate) location: Option<String>,
 }
 
-type Outcome = Result<Ok_, ApiError>;
+pub(crate) type Outcome = Result<Ok_, ApiError>;
 
-fn ok<T: Serialize>(status: StatusCode, node: &str, value: &T) -> Outcome {
+pub(crate) fn ok<T: Serialize>(status: StatusCode, node: &str, value: &T) -> Outcome {
     Ok(Ok_ {
         status,
         body: serde_json::to_string(value).expect("API types serialise"),
@@ -73,11 +78,11 @@ fn idempotency_key(headers: &HeaderMap) -> Option<String> {
         .map(str::to_string)
 }
 
-fn new_id(prefix: &str) -> String {
+pub(crate) fn new_id(prefix: &str) -> String {
     format!("{prefix}-{:016x}", rand::rng().random::<u64>())
 }
 
-fn id_ok(field: &str, id: &str) -> Result<(), ApiError> {
+pub(crate) fn id_ok(field: &str, id: &str) -> Result<(), ApiError> {
     validate_id(field, id).map_err(ApiError::from)
 }
 
@@ -86,6 +91,7 @@ pub async fn handle(
     ctx: Arc<Ctx>,
     method: Method,
     path: String,
+    query: String,
     headers: HeaderMap,
     body: Result<Vec<u8>, ApiError>,
 ) -> Response<Bytes> {
@@ -95,7 +101,15 @@ pub async fn handle(
         idempotency_key: idempotency_key(&headers),
     };
     let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
-    let (route, outcome) = route(&ctx, &method, &segs, body, &rid).await;
+    let query: HashMap<String, String> = query
+        .split('&')
+        .filter(|kv| !kv.is_empty())
+        .map(|kv| match kv.split_once('=') {
+            Some((k, v)) => (k.to_string(), v.to_string()),
+            None => (kv.to_string(), String::new()),
+        })
+        .collect();
+    let (route, outcome) = route(&ctx, &method, &segs, &query, body, &rid).await;
     let (status, text, node, location, retry_after) = match outcome {
         Ok(o) => (o.status, o.body, o.node, o.location, None),
         Err(e) => {
@@ -138,6 +152,7 @@ async fn route(
     ctx: &Ctx,
     method: &Method,
     segs: &[&str],
+    query: &HashMap<String, String>,
     body: Result<Vec<u8>, ApiError>,
     rid: &Rq,
 ) -> (&'static str, Outcome) {
@@ -175,6 +190,28 @@ async fn route(
         ["v1", "devices", id, "telemetry"] if m == Method::POST => {
             ("telemetry", telemetry(ctx, id, body, rid).await)
         }
+        ["v1", "devices", id, "telemetry"] if m == Method::GET => (
+            "telemetry_history",
+            iot::telemetry(ctx, id, query, rid).await,
+        ),
+        ["v1", "devices", id, "twin"] if m == Method::GET => {
+            ("twin", iot::twin(ctx, id, rid).await)
+        }
+        ["v1", "devices", id, "twin", "desired"] if m == Method::PATCH => {
+            ("twin_desired", iot::patch_desired(ctx, id, body, rid).await)
+        }
+        ["v1", "devices", id, "commands"] if m == Method::POST => {
+            ("commands", iot::post_command(ctx, id, body, rid).await)
+        }
+        ["v1", "devices", id, "commands"] if m == Method::GET => {
+            ("commands", iot::commands(ctx, id, rid).await)
+        }
+        ["v1", "devices", id, "alerts"] if m == Method::GET => {
+            ("alerts", iot::alerts(ctx, id, rid).await)
+        }
+        ["v1", "customers", id, "tickets"] if m == Method::GET => {
+            ("tickets", iot::tickets(ctx, id, rid).await)
+        }
         ["v1", "cluster"] if m == Method::GET => ("cluster", Ok(cluster(ctx))),
         ["v1", "cluster", "shards"] if m == Method::GET => ("shards", Ok(shards(ctx))),
         ["v1", "cluster", "locate", kind, id] if m == Method::GET => {
@@ -189,6 +226,11 @@ async fn route(
         | ["v1", "devices"]
         | ["v1", "devices", _]
         | ["v1", "devices", _, "telemetry"]
+        | ["v1", "devices", _, "twin"]
+        | ["v1", "devices", _, "twin", "desired"]
+        | ["v1", "devices", _, "commands"]
+        | ["v1", "devices", _, "alerts"]
+        | ["v1", "customers", _, "tickets"]
         | ["v1", "cluster"]
         | ["v1", "cluster", "shards"]
         | ["v1", "cluster", "locate", _, _]
@@ -211,14 +253,14 @@ async fn route(
     }
 }
 
-async fn send_customer(
+pub(crate) async fn send_customer(
     ctx: &Ctx,
     id: &str,
     cmd: CustomerCommand,
     rid: &Rq,
     fault: Option<Fault>,
 ) -> Result<(String, CustomerReply), ApiError> {
-    let access = if matches!(cmd, CustomerCommand::Get) && fault.is_none() {
+    let access = if cmd.is_read() && fault.is_none() {
         Access::read()
     } else {
         Access::write(rid.idempotency_key.clone())
@@ -237,13 +279,13 @@ async fn send_customer(
     Ok((a.node, reply))
 }
 
-async fn send_device(
+pub(crate) async fn send_device(
     ctx: &Ctx,
     id: &str,
     cmd: DeviceCommand,
     rid: &Rq,
 ) -> Result<(String, DeviceReply), ApiError> {
-    let access = if matches!(cmd, DeviceCommand::Get) {
+    let access = if cmd.is_read() {
         Access::read()
     } else {
         Access::write(rid.idempotency_key.clone())
@@ -262,10 +304,22 @@ async fn send_device(
     Ok((a.node, reply))
 }
 
-fn with_node(e: DomainError, node: &str) -> ApiError {
+pub(crate) fn with_node(e: DomainError, node: &str) -> ApiError {
     ApiError {
         node: Some(node.to_string()),
         ..ApiError::from(e)
+    }
+}
+
+/// A 500 for an entity that answered a command with the wrong kind of answer.
+fn unexpected_answer(kind: &str, node: &str) -> ApiError {
+    ApiError {
+        node: Some(node.to_string()),
+        ..ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            format!("{kind} answered with an unexpected kind of reply"),
+        )
     }
 }
 
@@ -280,13 +334,14 @@ async fn customer(
     cmd.validate()?;
     let (node, reply) = send_customer(ctx, id, cmd, rid, None).await?;
     match reply {
-        Ok(Some(c)) => ok(status, &node, &c),
-        Ok(None) => Ok(Ok_ {
+        Ok(CustomerAnswer::Customer(c)) => ok(status, &node, &c),
+        Ok(CustomerAnswer::Deleted) => Ok(Ok_ {
             status,
             body: String::new(),
             node,
             location: None,
         }),
+        Ok(_) => Err(unexpected_answer("customer", &node)),
         Err(e) => Err(with_node(e, &node)),
     }
 }
@@ -337,7 +392,7 @@ async fn add_interaction(
     cmd.validate()?;
     let (node, reply) = send_customer(ctx, id, cmd, rid, None).await?;
     match reply {
-        Ok(Some(c)) => {
+        Ok(CustomerAnswer::Customer(c)) => {
             let last = c
                 .interactions
                 .last()
@@ -352,11 +407,12 @@ async fn add_interaction(
                 },
             )
         }
-        Ok(None) => Err(ApiError::new(
+        Ok(CustomerAnswer::Deleted) => Err(ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "internal",
             "customer vanished while adding an interaction",
         )),
+        Ok(_) => Err(unexpected_answer("customer", &node)),
         Err(e) => Err(with_node(e, &node)),
     }
 }
@@ -366,7 +422,8 @@ async fn device(ctx: &Ctx, id: &str, cmd: DeviceCommand, rid: &Rq, status: Statu
     cmd.validate()?;
     let (node, reply) = send_device(ctx, id, cmd, rid).await?;
     match reply {
-        Ok(d) => ok(status, &node, &d),
+        Ok(DeviceAnswer::Device(d)) => ok(status, &node, &d),
+        Ok(_) => Err(unexpected_answer("device", &node)),
         Err(e) => Err(with_node(e, &node)),
     }
 }
@@ -474,9 +531,14 @@ fn cluster(ctx: &Ctx) -> Ok_ {
             })
             .collect(),
     };
+    local_json(ctx, &info)
+}
+
+/// A 200 the gateway answers itself, from what it knows of the cluster.
+fn local_json(ctx: &Ctx, body: &impl serde::Serialize) -> Ok_ {
     Ok_ {
         status: StatusCode::OK,
-        body: serde_json::to_string(&info).expect("serialises"),
+        body: serde_json::to_string(body).expect("serialises"),
         node: ctx.cfg.gateway.name.clone(),
         location: None,
     }
@@ -494,12 +556,7 @@ fn shards(ctx: &Ctx) -> Ok_ {
             })
             .collect(),
     };
-    Ok_ {
-        status: StatusCode::OK,
-        body: serde_json::to_string(&info).expect("serialises"),
-        node: ctx.cfg.gateway.name.clone(),
-        location: None,
-    }
+    local_json(ctx, &info)
 }
 
 fn locate(ctx: &Ctx, kind: &str, id: &str) -> Outcome {

@@ -12,6 +12,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::restart_budget::RestartPolicy;
 
+mod iot;
+pub use iot::{BrokerLocation, IotConfig, MqttConfig, RawIot, RawMqtt, RawRange};
+
 /// The file as written. Every field is documented in `nodes.toml`.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -29,6 +32,12 @@ pub struct RawConfig {
     /// The shard-hosting nodes.
     #[serde(default, rename = "node")]
     pub nodes: Vec<RawNode>,
+    /// Devices' MQTT broker and the bridge's edge limits; absent: no MQTT.
+    #[serde(default)]
+    pub mqtt: Option<RawMqtt>,
+    /// Anomaly detection.
+    #[serde(default)]
+    pub iot: RawIot,
 }
 
 /// `[cluster]`
@@ -235,6 +244,8 @@ pub enum Role {
     Node,
     /// Routes HTTP requests; hosts no shards.
     Gateway,
+    /// The embedded MQTT broker run by `keelson up`; not a cluster member.
+    Broker,
 }
 
 impl Role {
@@ -243,6 +254,7 @@ impl Role {
         match self {
             Role::Node => "node",
             Role::Gateway => "gateway",
+            Role::Broker => "broker",
         }
     }
 }
@@ -299,6 +311,10 @@ pub struct ClusterConfig {
     pub gateway: Member,
     /// Gateway HTTP address.
     pub gateway_http: SocketAddr,
+    /// MQTT, when configured.
+    pub mqtt: Option<MqttConfig>,
+    /// Anomaly detection settings.
+    pub iot: IotConfig,
     /// Addresses to dial peers at instead of their cluster ports (not in nodes.toml: `keelson up
     /// --chaos` routes every link through a fault-injecting proxy this way).
     pub dial_via: std::collections::BTreeMap<String, SocketAddr>,
@@ -316,6 +332,21 @@ impl ClusterConfig {
             .iter()
             .chain(std::iter::once(&self.gateway))
             .find(|m| m.name == name)
+    }
+
+    /// The embedded broker as a process of `keelson up` (its "cluster address" is the MQTT
+    /// address), when `[mqtt] broker = "embedded"`.
+    pub fn broker(&self) -> Option<Member> {
+        let m = self.mqtt.as_ref()?;
+        match m.broker {
+            BrokerLocation::Embedded { ops_addr } => Some(Member {
+                name: "broker".to_string(),
+                role: Role::Broker,
+                cluster_addr: m.addr,
+                ops_addr,
+            }),
+            BrokerLocation::External => None,
+        }
     }
 
     /// Where this process dials the node `m`: its cluster port, or the proxy in front of it.
@@ -616,6 +647,22 @@ pub fn validate(raw: &RawConfig, base_dir: &Path) -> Result<ClusterConfig, Vec<S
             });
         }
     }
+    let mqtt = raw
+        .mqtt
+        .as_ref()
+        .and_then(|m| iot::validate_mqtt(m, &mut problems));
+    if let Some(m) = &mqtt {
+        for (what, addr) in m.listens() {
+            if let Some(owner) = ports.get(&addr) {
+                let owner_name = owner.split(" (").next().unwrap_or(owner);
+                problems.push(format!(
+                    "mqtt.{what}: {} already used by {owner_name}",
+                    addr.port()
+                ));
+            }
+        }
+    }
+    let iot = iot::validate_iot(&raw.iot, &mut problems);
     if !problems.is_empty() {
         return Err(problems);
     }
@@ -650,6 +697,8 @@ pub fn validate(raw: &RawConfig, base_dir: &Path) -> Result<ClusterConfig, Vec<S
         nodes: members,
         gateway,
         gateway_http: gateway_http.expect("no problems, so the http port was claimed"),
+        mqtt,
+        iot,
         dial_via: Default::default(),
     })
 }

@@ -140,6 +140,27 @@ impl ControlPlane {
         }
     }
 
+    /// True while this node is the consensus leader (at most one per term): where a cluster-wide
+    /// singleton such as the MQTT bridge runs.
+    pub fn leader(&self, me: &str) -> watch::Receiver<bool> {
+        let id = crate::consensus::node_id(me);
+        let mut metrics = self.raft.metrics();
+        let (tx, rx) = watch::channel(false);
+        tokio::spawn(async move {
+            loop {
+                let is = {
+                    let m = metrics.borrow_and_update();
+                    m.current_leader == Some(id) && m.state.is_leader()
+                };
+                tx.send_if_modified(|old| std::mem::replace(old, is) != is);
+                if metrics.changed().await.is_err() || tx.is_closed() {
+                    return;
+                }
+            }
+        });
+        rx
+    }
+
     /// Stops the planner, the endpoint and openraft.
     pub async fn stop(self) {
         self.planner.abort();

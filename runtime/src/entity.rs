@@ -99,6 +99,23 @@ pub trait Entity: Send + Sync + 'static {
         state: &mut Option<Self::State>,
         command: Self::Command,
     ) -> Result<Handled<Self::Reply>, EntityError>;
+
+    /// Reads a state persisted under an older `STATE_VERSION`: `version` is the stored version
+    /// byte and `body` the bytes after it. An entity that changed its state's shape keeps the old
+    /// shape, decodes it with [`Entity::decode_body`] and converts it. `None` (the default) means
+    /// the version is unknown and loading the entity fails.
+    fn upgrade(_version: u8, _body: &[u8]) -> Option<Self::State> {
+        None
+    }
+
+    /// Decodes the `body` of a value persisted under `version` as `T`, in the runtime's encoding:
+    /// what [`Entity::upgrade`] uses to read an older state shape. Not meant to be overridden.
+    fn decode_body<T: DeserializeOwned>(version: u8, body: &[u8]) -> Result<T, codec::CodecError> {
+        let mut bytes = Vec::with_capacity(body.len() + 1);
+        bytes.push(version);
+        bytes.extend_from_slice(body);
+        codec::decode(version, &bytes)
+    }
 }
 
 /// Result of one entity request: the encoded reply or a runtime error.
@@ -201,10 +218,20 @@ fn load<E: Entity>(store: &Store, shard: ShardId, id: &str) -> Result<Loaded<E::
         }
     };
     let state = match env.state {
-        Some(b) => Some(codec::decode::<E::State>(E::STATE_VERSION, &b).map_err(bad)?),
+        Some(b) => Some(decode_state::<E>(&b).map_err(bad)?),
         None => None,
     };
     Ok((state, env.recent))
+}
+
+/// Decodes a persisted state, upgrading one written under an older `STATE_VERSION`.
+fn decode_state<E: Entity>(bytes: &[u8]) -> Result<E::State, codec::CodecError> {
+    match codec::decode::<E::State>(E::STATE_VERSION, bytes) {
+        Err(refused @ codec::CodecError::UnsupportedVersion { found, .. }) => {
+            E::upgrade(found, &bytes[1..]).ok_or(refused)
+        }
+        decoded => decoded,
+    }
 }
 
 fn persisted<E: Entity>(st: &EntityState<E>) -> Result<Option<Vec<u8>>, String> {
@@ -400,5 +427,77 @@ impl EntityKinds {
     /// The factory of `kind`.
     pub fn get(&self, kind: &str) -> Option<&Arc<dyn EntityFactory>> {
         self.kinds.get(kind)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Version 1 stored a bare number; version 2 stores it with a unit.
+    struct Meter;
+
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    struct Reading {
+        value: u32,
+        unit: String,
+    }
+
+    impl Entity for Meter {
+        const KIND: &'static str = "meter";
+        const STATE_VERSION: u8 = 2;
+        type State = Reading;
+        type Command = ();
+        type Reply = ();
+
+        fn handle(
+            _ctx: &EntityContext<'_>,
+            _state: &mut Option<Reading>,
+            _command: (),
+        ) -> Result<Handled<()>, EntityError> {
+            Ok(Handled::read(()))
+        }
+
+        fn upgrade(version: u8, body: &[u8]) -> Option<Reading> {
+            match version {
+                1 => Self::decode_body::<u32>(version, body)
+                    .ok()
+                    .map(|value| Reading {
+                        value,
+                        unit: "kWh".into(),
+                    }),
+                _ => None,
+            }
+        }
+    }
+
+    #[test]
+    fn current_state_decodes_as_is() {
+        let r = Reading {
+            value: 7,
+            unit: "Wh".into(),
+        };
+        let bytes = codec::encode(2, &r).unwrap();
+        assert_eq!(decode_state::<Meter>(&bytes).unwrap(), r);
+    }
+
+    #[test]
+    fn older_state_is_upgraded_and_unknown_versions_are_refused() {
+        let v1 = codec::encode(1, &42u32).unwrap();
+        assert_eq!(
+            decode_state::<Meter>(&v1).unwrap(),
+            Reading {
+                value: 42,
+                unit: "kWh".into()
+            }
+        );
+        let v3 = codec::encode(3, &42u32).unwrap();
+        assert_eq!(
+            decode_state::<Meter>(&v3),
+            Err(codec::CodecError::UnsupportedVersion {
+                found: 3,
+                expected: 2
+            })
+        );
     }
 }

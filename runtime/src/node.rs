@@ -13,25 +13,59 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ractor::Actor;
+use tokio::sync::watch;
 
 use crate::catch_up;
+use crate::client::ClusterClient;
 use crate::config::ClusterConfig;
 use crate::control_plane::ControlPlane;
 use crate::entity::EntityKinds;
+use crate::lease::Lease;
 use crate::member::ClusterMember;
 use crate::metrics;
 use crate::ops;
 use crate::replication::Replicator;
 use crate::shard_host::{ShardHost, ShardHostArgs};
 use crate::shutdown;
+use crate::shutdown::Shutdown;
 use crate::storage::Store;
 use crate::RuntimeError;
 
-/// Runs node `name` until `stop` resolves.
+/// What a node lends the services the binary runs beside its shards (the MQTT bridge).
+#[derive(Clone)]
+pub struct NodeContext {
+    /// The cluster configuration.
+    pub cfg: ClusterConfig,
+    /// This node.
+    pub name: String,
+    /// Calls any entity in the cluster.
+    pub client: ClusterClient,
+    /// True while this node should run the cluster's singletons: it is the consensus leader and
+    /// a majority answers its heartbeats.
+    pub singleton: watch::Receiver<bool>,
+    /// Resolves when the node stops; a service must end its task then.
+    pub shutdown: Shutdown,
+}
+
+/// A service started once the node is ready; its task is awaited (5 s at most) at shutdown.
+pub type NodeService = Box<dyn FnOnce(NodeContext) -> tokio::task::JoinHandle<()> + Send>;
+
+/// Runs node `name` with no extra services until `stop` resolves.
 pub async fn run(
     cfg: ClusterConfig,
     name: &str,
     kinds: EntityKinds,
+    stop: impl Future<Output = ()>,
+) -> Result<(), RuntimeError> {
+    run_with(cfg, name, kinds, Vec::new(), stop).await
+}
+
+/// Runs node `name` and `services` until `stop` resolves.
+pub async fn run_with(
+    cfg: ClusterConfig,
+    name: &str,
+    kinds: EntityKinds,
+    services: Vec<NodeService>,
     stop: impl Future<Output = ()>,
 ) -> Result<(), RuntimeError> {
     let me = cfg
@@ -109,13 +143,27 @@ pub async fn run(
             addr: me.ops_addr,
             source: e,
         })?;
+    let (services_stop, services_shutdown) = shutdown::channel();
+    let singleton = singleton_watch(control.leader(&me.name), member.lease());
+    let ctx = NodeContext {
+        cfg: cfg.clone(),
+        name: me.name.clone(),
+        client: ClusterClient::new(map.clone(), member.view(), cfg.request_timeout),
+        singleton,
+        shutdown: services_shutdown,
+    };
+    let service_tasks: Vec<_> = services.into_iter().map(|s| s(ctx.clone())).collect();
     ready.store(true, Ordering::Release);
-    tracing::info!(node = %me.name, ops = %me.ops_addr, cluster = %me.cluster_addr, "node ready");
+    tracing::info!(node = %me.name, ops = %me.ops_addr, cluster = %me.cluster_addr, services = service_tasks.len(), "node ready");
 
     stop.await;
 
     tracing::info!(node = %me.name, "stopping node");
     ready.store(false, Ordering::Release);
+    services_stop.fire();
+    for t in service_tasks {
+        let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
+    }
     let _ = host.stop_and_wait(None, Some(Duration::from_secs(5))).await;
     learner.abort();
     sampler.abort();
@@ -126,4 +174,24 @@ pub async fn run(
     store.flush_blocking()?;
     tracing::info!(node = %me.name, "node stopped");
     Ok(())
+}
+
+/// Leader and lease holder at once, re-checked every 100 ms (a lease runs out without an event).
+fn singleton_watch(mut leader: watch::Receiver<bool>, lease: Lease) -> watch::Receiver<bool> {
+    let (tx, rx) = watch::channel(false);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                r = leader.changed() => if r.is_err() { return },
+            }
+            let is = *leader.borrow() && lease.is_valid();
+            tx.send_if_modified(|old| std::mem::replace(old, is) != is);
+            if tx.is_closed() {
+                return;
+            }
+        }
+    });
+    rx
 }

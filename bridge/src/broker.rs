@@ -1,0 +1,142 @@
+//! The embedded MQTT broker (rumqttd), run by `keelson up` as its own `broker` process when
+//! `[mqtt] broker = "embedded"`.
+//!
+//! ```text
+//! keelson broker: check the port is free → rumqttd (own threads, MQTT 3.1.1 on mqtt.port)
+//!                 → wait until it accepts connections → ops endpoint ready → run until stopped
+//! ```
+//!
+//! rumqttd keeps sessions and undelivered QoS 1 messages in memory: a broker restart loses
+//! them, which is why devices publish at QoS 1 with a persistent session and resend what the
+//! broker never confirmed.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use keelson_runtime::config::BrokerLocation;
+use keelson_runtime::{ClusterConfig, ClusterView};
+
+/// Why the broker could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    /// No `[mqtt]`, or an outside broker is configured.
+    #[error("{0}")]
+    NotEmbedded(&'static str),
+    /// The MQTT port is taken.
+    #[error("cannot listen for MQTT on {addr}: {source}")]
+    Bind {
+        /// Address.
+        addr: SocketAddr,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// rumqttd did not start accepting connections.
+    #[error("the embedded MQTT broker did not accept connections on {0} within 10 s")]
+    NotListening(SocketAddr),
+    /// The ops endpoint could not bind.
+    #[error("cannot serve the broker's ops endpoint on {addr}: {source}")]
+    Ops {
+        /// Address.
+        addr: SocketAddr,
+        /// Cause.
+        source: std::io::Error,
+    },
+}
+
+/// rumqttd's configuration for one MQTT 3.1.1 listener on `addr`.
+fn rumqttd_config(addr: SocketAddr, max_payload: usize) -> rumqttd::Config {
+    let connections = rumqttd::ConnectionSettings {
+        connection_timeout_ms: 5_000,
+        // The broker refuses (and disconnects) anything larger; the bridge dead-letters what
+        // passes the broker but fails its own checks.
+        max_payload_size: max_payload.max(1024) * 64,
+        max_inflight_count: 100,
+        auth: None,
+        external_auth: None,
+        dynamic_filters: true,
+    };
+    let server = rumqttd::ServerSettings {
+        name: "v4".to_string(),
+        listen: addr,
+        tls: None,
+        next_connection_delay_ms: 1,
+        connections,
+    };
+    rumqttd::Config {
+        id: 0,
+        router: rumqttd::RouterConfig {
+            max_connections: 10_000,
+            max_outgoing_packet_count: 200,
+            // Per filter: 8 segments of 8 MiB of messages kept for slow or absent sessions.
+            max_segment_size: 8 << 20,
+            max_segment_count: 8,
+            ..Default::default()
+        },
+        v4: Some(HashMap::from([("1".to_string(), server)])),
+        ..Default::default()
+    }
+}
+
+/// Starts rumqttd on its own threads and waits until it accepts connections.
+pub fn start_embedded(addr: SocketAddr, max_payload: usize) -> Result<(), BrokerError> {
+    // rumqttd logs a bind failure and carries on: find out first.
+    std::net::TcpListener::bind(addr).map_err(|source| BrokerError::Bind { addr, source })?;
+    let config = rumqttd_config(addr, max_payload);
+    std::thread::Builder::new()
+        .name("mqtt-broker".to_string())
+        .spawn(move || {
+            let mut broker = rumqttd::Broker::new(config);
+            if let Err(e) = broker.start() {
+                tracing::error!(error = %e, "embedded MQTT broker stopped");
+            }
+        })
+        .map_err(|source| BrokerError::Bind { addr, source })?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Err(BrokerError::NotListening(addr))
+}
+
+/// Runs the `broker` process of `keelson up` until `stop`.
+pub async fn run(cfg: ClusterConfig, stop: impl Future<Output = ()>) -> Result<(), BrokerError> {
+    let mqtt = cfg.mqtt.as_ref().ok_or(BrokerError::NotEmbedded(
+        "nodes.toml has no [mqtt] section: there is no broker to run",
+    ))?;
+    let BrokerLocation::Embedded { ops_addr } = mqtt.broker else {
+        return Err(BrokerError::NotEmbedded(
+            "mqtt.broker names an outside broker: nothing to run here",
+        ));
+    };
+    keelson_runtime::metrics::init("broker", "broker");
+    let addr = mqtt.addr;
+    let max = mqtt.max_payload_bytes;
+    tokio::task::spawn_blocking(move || start_embedded(addr, max))
+        .await
+        .map_err(|_| BrokerError::NotListening(addr))??;
+    let ready = Arc::new(AtomicBool::new(true));
+    let (_view_tx, view) = tokio::sync::watch::channel(ClusterView {
+        me: "broker".to_string(),
+        members: vec![],
+    });
+    let (trigger, shutdown) = keelson_runtime::shutdown::channel();
+    let ops = keelson_runtime::serve_ops(ops_addr, ready, view, shutdown)
+        .await
+        .map_err(|source| BrokerError::Ops {
+            addr: ops_addr,
+            source,
+        })?;
+    tracing::info!(%addr, ops = %ops_addr, "embedded MQTT broker ready");
+    stop.await;
+    tracing::info!("stopping the embedded MQTT broker");
+    trigger.fire();
+    let _ = ops.await;
+    Ok(())
+}

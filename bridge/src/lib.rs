@@ -1,0 +1,39 @@
+//! keelson-bridge: the only crate that speaks MQTT.
+//!
+//! ```text
+//! devices ──MQTT──▶ broker (embedded rumqttd `broker` process, or Mosquitto)
+//!                     │ one persistent QoS 1 session, held by the consensus leader
+//!                     ▼
+//!                   bridge ──edge (schema, units, ranges, duplicates, rate)──▶ device actors
+//!                     │  alert ─▶ ticket (customer actor) ─▶ command (publisher) ─▶ device
+//!                     └─ rejects ─▶ keelson/deadletter
+//! gateway ──publisher──▶ desired state and commands from the HTTP API
+//! ```
+//!
+//! - `broker`: the embedded broker process.
+//! - `bridge`: the singleton session and the anomaly chain.
+//! - `edge`: the checks every message passes before an actor sees it.
+//! - `publisher`: QoS 1 publishes confirmed by the broker.
+//! - `topics`: topic names.
+//! - `simulator`: simulated devices for the tour and benchmarks.
+
+mod bridge;
+mod broker;
+mod edge;
+mod metrics;
+mod publisher;
+mod simulator;
+pub mod topics;
+
+pub use bridge::{command_payload, publish_command, service, BridgeSettings, ALERT_COMMAND};
+pub use broker::{run as run_broker, start_embedded, BrokerError};
+pub use edge::{
+    deadletter, parse_topic, Accepted, AckStatus, CommandAckMsg, DeviceTopic, Edge, EdgeConfig,
+    EdgeConfigError, Reason, Rejected, ReportedTwin, Scalar, ACK_SUFFIX, ANY_KIND,
+    DEADLETTER_TOPIC, DEVICE_TOPIC_PREFIX, REPORTED_SUFFIX, TELEMETRY_SUFFIX,
+};
+pub use publisher::{PublishError, Publisher};
+pub use simulator::{
+    devices as simulated_devices, register, simulate, SimulateError, SimulateOptions,
+    SimulateReport,
+};

@@ -1,0 +1,130 @@
+//! The bridge's collectors, registered once in the process registry.
+
+use std::sync::OnceLock;
+
+use keelson_runtime::metrics::{latency_buckets, registry};
+use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts};
+
+/// MQTT collectors.
+#[derive(Debug)]
+pub struct MqttMetrics {
+    /// Messages received from the broker, by topic kind.
+    pub received: IntCounterVec,
+    /// Messages delivered to their device actor (and acknowledged to the broker).
+    pub delivered: IntCounterVec,
+    /// Messages dead-lettered, by reason.
+    pub deadletter: IntCounterVec,
+    /// QoS 1 messages published and confirmed by the broker.
+    pub published: IntCounter,
+    /// QoS 1 messages received and not yet acknowledged.
+    pub backlog: IntGauge,
+    /// 1 while this process holds the bridge's MQTT session.
+    pub active: IntGauge,
+    /// Bridge sessions started (the singleton moved or reconnected).
+    pub sessions: IntCounter,
+    /// Anomaly alerts raised.
+    pub anomalies: IntCounter,
+    /// Tickets opened for alerts.
+    pub tickets: IntCounter,
+    /// Commands sent to devices, by origin (`alert`, `api`).
+    pub commands: IntCounterVec,
+    /// Command acknowledgements received from devices, by status.
+    pub command_acks: IntCounterVec,
+    /// Receive to acknowledgement, seconds.
+    pub latency: Histogram,
+}
+
+static METRICS: OnceLock<MqttMetrics> = OnceLock::new();
+
+fn counter_vec(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+    registry()
+        .register(Box::new(c.clone()))
+        .expect("registered once");
+    c
+}
+
+fn counter(name: &str, help: &str) -> IntCounter {
+    let c = IntCounter::new(name, help).expect("valid metric");
+    registry()
+        .register(Box::new(c.clone()))
+        .expect("registered once");
+    c
+}
+
+fn gauge(name: &str, help: &str) -> IntGauge {
+    let g = IntGauge::new(name, help).expect("valid metric");
+    registry()
+        .register(Box::new(g.clone()))
+        .expect("registered once");
+    g
+}
+
+/// The bridge's collectors.
+pub fn get() -> &'static MqttMetrics {
+    METRICS.get_or_init(|| {
+        let latency = Histogram::with_opts(
+            HistogramOpts::new(
+                "keelson_mqtt_processing_seconds",
+                "From a message's arrival at the bridge to its acknowledgement.",
+            )
+            .buckets(latency_buckets()),
+        )
+        .expect("valid metric");
+        registry()
+            .register(Box::new(latency.clone()))
+            .expect("registered once");
+        MqttMetrics {
+            received: counter_vec(
+                "keelson_mqtt_messages_in_total",
+                "MQTT messages received by the bridge, by topic kind.",
+                &["topic"],
+            ),
+            delivered: counter_vec(
+                "keelson_mqtt_messages_delivered_total",
+                "MQTT messages delivered to their device actor and acknowledged, by topic kind.",
+                &["topic"],
+            ),
+            deadletter: counter_vec(
+                "keelson_mqtt_deadletter_total",
+                "MQTT messages rejected to keelson/deadletter, by reason.",
+                &["reason"],
+            ),
+            published: counter(
+                "keelson_mqtt_messages_out_total",
+                "MQTT messages published at QoS 1 and confirmed by the broker.",
+            ),
+            backlog: gauge(
+                "keelson_mqtt_qos1_backlog",
+                "QoS 1 messages received by the bridge and not yet acknowledged.",
+            ),
+            active: gauge(
+                "keelson_mqtt_bridge_active",
+                "1 while this process holds the bridge's MQTT session.",
+            ),
+            sessions: counter(
+                "keelson_mqtt_bridge_sessions_total",
+                "Bridge sessions started on this process.",
+            ),
+            anomalies: counter(
+                "keelson_anomalies_total",
+                "Anomaly alerts raised by device actors.",
+            ),
+            tickets: counter(
+                "keelson_tickets_opened_total",
+                "Support tickets opened for alerts (first opening only).",
+            ),
+            commands: counter_vec(
+                "keelson_commands_sent_total",
+                "Commands published to devices, by origin.",
+                &["origin"],
+            ),
+            command_acks: counter_vec(
+                "keelson_command_acks_total",
+                "Command acknowledgements received from devices, by status.",
+                &["status"],
+            ),
+            latency,
+        }
+    })
+}

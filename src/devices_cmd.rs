@@ -1,0 +1,92 @@
+//! `keelson devices`: simulated devices for the tour and the benchmarks.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Subcommand;
+use keelson_bridge::{register, simulate, SimulateOptions};
+use keelson_runtime::ClusterConfig;
+
+/// A devices command.
+#[derive(Debug, Subcommand)]
+pub enum DevicesCommand {
+    /// Register N devices through the gateway and publish their telemetry over MQTT (QoS 1),
+    /// answering the commands they receive; prints what happened as JSON.
+    Simulate {
+        /// Number of devices (half DHT22-like temperature/humidity sensors, half wearables).
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+        count: u32,
+        /// Telemetry messages per second over all devices.
+        #[arg(long, default_value_t = 100.0)]
+        rate: f64,
+        /// Probability that a reading is anomalous (0 to 1).
+        #[arg(long, default_value_t = 0.0)]
+        anomaly_rate: f64,
+        /// Seconds to publish for (at most an hour).
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
+        duration: u64,
+        /// Device id prefix.
+        #[arg(long, default_value = "sim")]
+        prefix: String,
+    },
+}
+
+/// Runs a devices command; exit 2 on bad arguments or an unusable cluster.
+pub fn run(cfg: &ClusterConfig, cmd: DevicesCommand) -> ExitCode {
+    let DevicesCommand::Simulate {
+        count,
+        rate,
+        anomaly_rate,
+        duration,
+        prefix,
+    } = cmd;
+    let Some(mqtt) = &cfg.mqtt else {
+        eprintln!("error: nodes.toml has no [mqtt] section: there is no broker to publish to");
+        return ExitCode::from(2);
+    };
+    if !(rate > 0.0 && rate <= 1_000_000.0) {
+        eprintln!("error: --rate {rate}: must be above 0 and at most 1000000");
+        return ExitCode::from(2);
+    }
+    if !(0.0..=1.0).contains(&anomaly_rate) {
+        eprintln!("error: --anomaly-rate {anomaly_rate}: must be between 0 and 1");
+        return ExitCode::from(2);
+    }
+    if keelson_actors::validate_id("prefix", &prefix).is_err() || prefix.len() > 40 {
+        eprintln!("error: --prefix \"{prefix}\": use up to 40 letters, digits, '-' or '_'");
+        return ExitCode::from(2);
+    }
+    let opts = SimulateOptions {
+        gateway: cfg.gateway_http,
+        broker: mqtt.addr,
+        count: count as usize,
+        rate,
+        anomaly_rate,
+        duration: Duration::from_secs(duration),
+        prefix,
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    rt.block_on(async {
+        eprintln!(
+            "registering {} devices through http://{}",
+            opts.count, opts.gateway
+        );
+        if let Err(e) = register(&opts).await {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+        eprintln!(
+            "publishing {rate} msg/s to mqtt://{} for {duration} s",
+            opts.broker
+        );
+        let report = simulate(&opts).await;
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).expect("serialises")
+        );
+        ExitCode::SUCCESS
+    })
+}
