@@ -50,9 +50,20 @@ impl Ports {
     }
 }
 
+/// Which MQTT broker a test cluster uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Broker {
+    /// `keelson broker` (rumqttd), as `keelson up` runs it.
+    Embedded,
+    /// A real Mosquitto from the system (`mosquitto -p PORT`), as `[mqtt] broker = "mqtt://..."`.
+    Mosquitto,
+}
+
 /// Extra settings for a test cluster.
 #[derive(Clone)]
 pub struct Settings {
+    /// MQTT broker, if any, and extra `[mqtt]` lines.
+    pub mqtt: Option<(Broker, String)>,
     /// Number of nodes.
     pub nodes: usize,
     /// Lines appended to `[cluster]`.
@@ -69,6 +80,7 @@ impl Default for Settings {
                 "fault_injection = true\nfailure_timeout_ms = 1000\nheartbeat_interval_ms = 150\n"
                     .into(),
             entities: String::new(),
+            mqtt: None,
         }
     }
 }
@@ -90,6 +102,8 @@ pub struct Cluster {
     pub nodes: Vec<String>,
     ops: HashMap<String, u16>,
     procs: HashMap<String, Child>,
+    /// The MQTT broker's address and kind, when configured.
+    pub mqtt: Option<(std::net::SocketAddr, Broker)>,
     pub http: reqwest::Client,
 }
 
@@ -123,6 +137,20 @@ impl Cluster {
             ops.insert(name.clone(), port);
             nodes.push(name);
         }
+        let mqtt = settings.mqtt.as_ref().map(|(kind, extra)| {
+            let port = ports.next();
+            let broker_ops = ports.next();
+            match kind {
+                Broker::Embedded => text.push_str(&format!(
+                    "[mqtt]\nbroker = \"embedded\"\nport = {port}\nops_port = {broker_ops}\n{extra}\n"
+                )),
+                Broker::Mosquitto => text.push_str(&format!(
+                    "[mqtt]\nbroker = \"mqtt://127.0.0.1:{port}\"\n{extra}\n"
+                )),
+            }
+            ops.insert("broker".to_string(), broker_ops);
+            (std::net::SocketAddr::from(([127, 0, 0, 1], port)), *kind)
+        });
         let config = dir.join("nodes.toml");
         std::fs::write(&config, text).unwrap();
         drop(ports);
@@ -133,6 +161,7 @@ impl Cluster {
             nodes,
             ops,
             procs: HashMap::new(),
+            mqtt,
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(15))
                 .build()
@@ -144,6 +173,15 @@ impl Cluster {
     /// node up.
     pub async fn start(test: &str, settings: Settings) -> Self {
         let mut c = Self::configure(test, &settings);
+        if let Some((addr, _)) = c.mqtt {
+            c.spawn("broker");
+            wait_for(
+                "the MQTT broker to listen",
+                Duration::from_secs(20),
+                || async { tokio::net::TcpStream::connect(addr).await.ok().map(|_| ()) },
+            )
+            .await;
+        }
         for n in c.nodes.clone() {
             c.spawn(&n);
         }
@@ -164,14 +202,25 @@ impl Cluster {
             .open(self.log(name))
             .unwrap();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_keelson"));
-        if name == "gateway" {
-            cmd.arg("gateway");
-        } else {
-            cmd.args(["node", "--name", name]);
+        match (name, self.mqtt) {
+            ("broker", Some((addr, Broker::Mosquitto))) => {
+                cmd = Command::new("mosquitto");
+                cmd.args(["-p", &addr.port().to_string()]);
+            }
+            ("broker", _) => {
+                cmd.arg("broker");
+            }
+            ("gateway", _) => {
+                cmd.arg("gateway");
+            }
+            _ => {
+                cmd.args(["node", "--name", name]);
+            }
+        }
+        if !matches!(self.mqtt, Some((_, Broker::Mosquitto))) || name != "broker" {
+            cmd.arg("--config").arg(&self.config);
         }
         let child = cmd
-            .arg("--config")
-            .arg(&self.config)
             .env("RUST_LOG", "info,sled=warn,ractor=warn,ractor_cluster=warn")
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())

@@ -1,0 +1,601 @@
+//! Devices over MQTT, end to end with real processes and a real broker: the embedded one
+//! (rumqttd, `keelson broker`) in the default test run, and the same tests against a system
+//! Mosquitto, run by `.ci/run` (`cargo test --test iot -- --ignored`).
+
+mod support;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use serde_json::{json, Value};
+use support::{serial, wait_for, Broker, Cluster, Settings};
+use tokio::sync::mpsc;
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+/// A cluster of `nodes` nodes with MQTT on `broker`; generous per-device rates so tests can
+/// publish in bursts.
+async fn cluster(test: &str, broker: Broker, nodes: usize) -> Cluster {
+    let c = Cluster::start(
+        test,
+        Settings {
+            nodes,
+            mqtt: Some((
+                broker,
+                "rate_per_device = 10000.0\nburst = 10000.0\n".to_string(),
+            )),
+            ..Settings::default()
+        },
+    )
+    .await;
+    c.wait_replicated(Duration::from_secs(30)).await;
+    wait_for(
+        "a node to hold the bridge session",
+        Duration::from_secs(20),
+        || async { bridge_node(&c).await },
+    )
+    .await;
+    c
+}
+
+/// The node whose bridge holds the MQTT session.
+async fn bridge_node(c: &Cluster) -> Option<String> {
+    for n in &c.nodes {
+        if c.try_metric(n, "keelson_mqtt_bridge_active").await == Some(1.0) {
+            return Some(n.clone());
+        }
+    }
+    None
+}
+
+/// A test MQTT client: everything received on `filters` arrives on the channel.
+struct Client {
+    client: AsyncClient,
+    inbox: mpsc::UnboundedReceiver<(String, Vec<u8>)>,
+    confirmed: tokio::sync::watch::Receiver<u64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Client {
+    async fn connect(c: &Cluster, id: &str, filters: &[&str]) -> Self {
+        let (addr, _) = c.mqtt.expect("mqtt configured");
+        let mut opts = MqttOptions::new(id, addr.ip().to_string(), addr.port());
+        opts.set_keep_alive(Duration::from_secs(5))
+            .set_max_packet_size(4 << 20, 4 << 20)
+            .set_inflight(100);
+        let (client, mut eventloop) = AsyncClient::new(opts, 1024);
+        for f in filters {
+            client.subscribe(*f, QoS::AtLeastOnce).await.unwrap();
+        }
+        let (tx, inbox) = mpsc::unbounded_channel();
+        let (confirm_tx, confirmed) = tokio::sync::watch::channel(0u64);
+        let (suback_tx, mut subacks) = mpsc::unbounded_channel();
+        let task = tokio::spawn(async move {
+            loop {
+                match eventloop.poll().await {
+                    Ok(Event::Incoming(Packet::Publish(p))) => {
+                        let _ = tx.send((p.topic.clone(), p.payload.to_vec()));
+                    }
+                    Ok(Event::Incoming(Packet::PubAck(_))) => {
+                        confirm_tx.send_modify(|n| *n += 1);
+                    }
+                    Ok(Event::Incoming(Packet::SubAck(_))) => {
+                        let _ = suback_tx.send(());
+                    }
+                    Ok(_) => {}
+                    Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                }
+            }
+        });
+        for _ in filters {
+            tokio::time::timeout(Duration::from_secs(10), subacks.recv())
+                .await
+                .expect("subscription confirmed");
+        }
+        Self {
+            client,
+            inbox,
+            confirmed,
+            task,
+        }
+    }
+
+    async fn publish(&self, topic: &str, payload: impl Into<Vec<u8>>) {
+        self.client
+            .publish(topic, QoS::AtLeastOnce, false, payload.into())
+            .await
+            .unwrap();
+    }
+
+    /// Waits for a message on a topic matching `pred`.
+    async fn expect(&mut self, what: &str, pred: impl Fn(&str, &[u8]) -> bool) -> Vec<u8> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match tokio::time::timeout(left, self.inbox.recv()).await {
+                Ok(Some((topic, payload))) if pred(&topic, &payload) => return payload,
+                Ok(Some(_)) => {}
+                _ => panic!("no MQTT message: {what}"),
+            }
+        }
+    }
+}
+
+async fn register(c: &Cluster, owner: &str, devices: &[(&str, &str)]) {
+    let (s, _, v) = c
+        .req(
+            "POST",
+            "/v1/customers",
+            Some(&json!({"id": owner, "name": "Device Owner"}).to_string()),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    for (id, kind) in devices {
+        let (s, _, v) = c
+            .req(
+                "POST",
+                "/v1/devices",
+                Some(
+                    &json!({"id": id, "customer_id": owner, "kind": kind, "firmware": "1.0"})
+                        .to_string(),
+                ),
+            )
+            .await;
+        assert_eq!(s, 201, "{v}");
+    }
+}
+
+async fn device(c: &Cluster, id: &str) -> Value {
+    let (s, _, v) = c.req("GET", &format!("/v1/devices/{id}"), None).await;
+    assert_eq!(s, 200, "{v}");
+    v
+}
+
+fn reading(id: &str, seq: u64, readings: Value) -> String {
+    json!({"device_id": id, "seq": seq, "ts": now_ms(), "readings": readings}).to_string()
+}
+
+macro_rules! both_brokers {
+    ($embedded:ident, $mosquitto:ident, $body:ident) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $embedded() {
+            let _guard = serial().await;
+            $body(Broker::Embedded).await
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        #[ignore = "needs mosquitto; run by .ci/run"]
+        async fn $mosquitto() {
+            let _guard = serial().await;
+            $body(Broker::Mosquitto).await
+        }
+    };
+}
+
+both_brokers!(
+    telemetry_twin_and_commands_flow_through_the_embedded_broker,
+    telemetry_twin_and_commands_flow_through_mosquitto,
+    telemetry_twin_and_commands
+);
+
+async fn telemetry_twin_and_commands(broker: Broker) {
+    let c = cluster("iot-flow", broker, 3).await;
+    register(&c, "owner1", &[("t1", "temperature"), ("w1", "wearable")]).await;
+    let mut dev = Client::connect(
+        &c,
+        "it-device",
+        &[
+            "keelson/devices/+/commands",
+            "keelson/devices/+/twin/desired",
+        ],
+    )
+    .await;
+
+    // Telemetry: every message persisted once, units normalised, duplicates dropped.
+    for seq in 1..=30u64 {
+        dev.publish(
+            "keelson/devices/t1/telemetry",
+            reading(
+                "t1",
+                seq,
+                json!({"temperature": 20.0 + seq as f64 / 10.0, "humidity": 40}),
+            ),
+        )
+        .await;
+    }
+    dev.publish(
+        "keelson/devices/w1/telemetry",
+        json!({"device_id": "w1", "seq": 1, "ts": now_ms(),
+               "readings": {"heart_rate": 1.2}, "units": {"heart_rate": "Hz"}})
+        .to_string(),
+    )
+    .await;
+    dev.publish(
+        "keelson/devices/t1/telemetry",
+        reading("t1", 7, json!({"temperature": 99.0})),
+    )
+    .await;
+    wait_for(
+        "30 readings of t1 stored",
+        Duration::from_secs(20),
+        || async { (device(&c, "t1").await["telemetry_count"] == 30).then_some(()) },
+    )
+    .await;
+    let w1 = wait_for("w1's reading stored", Duration::from_secs(20), || async {
+        let d = device(&c, "w1").await;
+        (d["telemetry_count"] == 1).then_some(d)
+    })
+    .await;
+    assert_eq!(w1["last_readings"]["heart_rate"], 72.0, "1.2 Hz is 72 bpm");
+    let (s, _, hist) = c.req("GET", "/v1/devices/t1/telemetry?since=0", None).await;
+    assert_eq!(s, 200, "{hist}");
+    let recent = hist["recent"].as_array().unwrap();
+    assert_eq!(
+        recent.len(),
+        30,
+        "the duplicate of seq 7 was not stored again"
+    );
+    let seq7 = recent.iter().find(|r| r["seq"] == 7).unwrap();
+    assert_eq!(seq7["readings"]["temperature"], 20.7);
+    assert!(!hist["history"].as_array().unwrap().is_empty());
+
+    // Twin: reported over MQTT, desired over HTTP and published (retained) to the device.
+    dev.publish(
+        "keelson/devices/t1/twin/reported",
+        json!({"version": 1, "state": {"mode": "eco", "interval_s": 30}}).to_string(),
+    )
+    .await;
+    wait_for("reported state stored", Duration::from_secs(20), || async {
+        let (_, _, t) = c.req("GET", "/v1/devices/t1/twin", None).await;
+        (t["reported"]["mode"] == "eco").then_some(())
+    })
+    .await;
+    let (s, _, t) = c
+        .req(
+            "PATCH",
+            "/v1/devices/t1/twin/desired",
+            Some(&json!({"state": {"mode": "turbo"}}).to_string()),
+        )
+        .await;
+    assert_eq!(s, 200, "{t}");
+    assert_eq!(t["published"], true);
+    assert_eq!(t["delta"], json!({"mode": "turbo"}));
+    let desired = dev
+        .expect("desired state for t1", |topic, _| {
+            topic == "keelson/devices/t1/twin/desired"
+        })
+        .await;
+    let desired: Value = serde_json::from_slice(&desired).unwrap();
+    assert_eq!(desired, json!({"version": 1, "state": {"mode": "turbo"}}));
+
+    // Commands: published to the device, its acknowledgement recorded.
+    let (s, _, cmd) = c
+        .req(
+            "POST",
+            "/v1/devices/t1/commands",
+            Some(
+                &json!({"id": "reboot-1", "name": "reboot", "params": {"delay_s": 5}}).to_string(),
+            ),
+        )
+        .await;
+    assert_eq!(s, 202, "{cmd}");
+    assert_eq!(cmd["sent"], true);
+    let got = dev
+        .expect("the reboot command", |topic, _| {
+            topic == "keelson/devices/t1/commands"
+        })
+        .await;
+    let got: Value = serde_json::from_slice(&got).unwrap();
+    assert_eq!(got["command_id"], "reboot-1");
+    assert_eq!(got["params"]["delay_s"], 5.0);
+    dev.publish(
+        "keelson/devices/t1/acks",
+        json!({"command_id": "reboot-1", "status": "ok"}).to_string(),
+    )
+    .await;
+    wait_for(
+        "the command's ack recorded",
+        Duration::from_secs(20),
+        || async {
+            let (_, _, list) = c.req("GET", "/v1/devices/t1/commands", None).await;
+            (list["commands"][0]["ack"]["status"] == "ok").then_some(())
+        },
+    )
+    .await;
+}
+
+both_brokers!(
+    garbage_on_every_topic_is_dead_lettered_and_changes_nothing,
+    garbage_on_every_topic_is_dead_lettered_and_changes_nothing_with_mosquitto,
+    garbage_is_dead_lettered
+);
+
+async fn garbage_is_dead_lettered(broker: Broker) {
+    let c = cluster("iot-garbage", broker, 2).await;
+    register(&c, "owner2", &[("g1", "temperature")]).await;
+    let mut watcher = Client::connect(&c, "it-deadletter", &["keelson/deadletter"]).await;
+    let dev = Client::connect(&c, "it-garbage", &[]).await;
+    dev.publish(
+        "keelson/devices/g1/telemetry",
+        reading("g1", 1, json!({"temperature": 21.0})),
+    )
+    .await;
+    wait_for(
+        "the good reading stored",
+        Duration::from_secs(20),
+        || async { (device(&c, "g1").await["telemetry_count"] == 1).then_some(()) },
+    )
+    .await;
+    let before = device(&c, "g1").await;
+    let (_, _, twin_before) = c.req("GET", "/v1/devices/g1/twin", None).await;
+
+    let random: Vec<u8> = (0..200u32).map(|i| (i * 7919 % 251) as u8).collect();
+    let huge = vec![b'x'; 200 * 1024];
+    let mut sent = Vec::new();
+    for suffix in ["telemetry", "twin/reported", "acks"] {
+        let topic = format!("keelson/devices/g1/{suffix}");
+        for (what, payload) in [
+            ("random bytes", random.clone()),
+            ("invalid UTF-8", vec![0xff, 0xfe, b'{', 0xc3, 0x28]),
+            ("huge", huge.clone()),
+            (
+                "wrong types",
+                br#"{"device_id": 5, "seq": "x", "state": 3, "command_id": []}"#.to_vec(),
+            ),
+            ("empty", Vec::new()),
+        ] {
+            dev.publish(&topic, payload).await;
+            sent.push(format!("{topic}: {what}"));
+        }
+    }
+    // Out of range, unknown unit, wrong device id, unknown device.
+    for (topic, payload) in [
+        (
+            "keelson/devices/g1/telemetry",
+            reading("g1", 2, json!({"temperature": 412.0})),
+        ),
+        (
+            "keelson/devices/g1/telemetry",
+            json!({"device_id": "g1", "seq": 3, "ts": now_ms(), "readings": {"temperature": 20}, "units": {"temperature": "furlongs"}}).to_string(),
+        ),
+        (
+            "keelson/devices/g1/telemetry",
+            reading("someone-else", 4, json!({"temperature": 20.0})),
+        ),
+        (
+            "keelson/devices/nobody/telemetry",
+            reading("nobody", 1, json!({"temperature": 20.0})),
+        ),
+    ] {
+        dev.publish(topic, payload).await;
+        sent.push(topic.to_string());
+    }
+    let mut reasons: HashMap<String, usize> = HashMap::new();
+    for _ in 0..sent.len() {
+        let d = watcher
+            .expect("a dead letter", |topic, _| topic == "keelson/deadletter")
+            .await;
+        let d: Value = serde_json::from_slice(&d).unwrap();
+        assert!(d["detail"].as_str().is_some_and(|s| !s.is_empty()), "{d}");
+        *reasons
+            .entry(d["reason"].as_str().unwrap().to_string())
+            .or_default() += 1;
+    }
+    for r in [
+        "too_large",
+        "not_utf8",
+        "bad_json",
+        "bad_schema",
+        "out_of_range",
+        "bad_unit",
+        "device_mismatch",
+        "unknown_device",
+    ] {
+        assert!(reasons.contains_key(r), "no {r} among {reasons:?}");
+    }
+    assert_eq!(reasons.values().sum::<usize>(), sent.len());
+    let counted = c.metric_sum("keelson_mqtt_deadletter_total").await;
+    assert_eq!(
+        counted as usize,
+        sent.len(),
+        "dead letters counted by reason"
+    );
+
+    // Nothing changed, and the bridge still delivers.
+    let after = device(&c, "g1").await;
+    assert_eq!(after, before);
+    let (_, _, twin_after) = c.req("GET", "/v1/devices/g1/twin", None).await;
+    assert_eq!(twin_after, twin_before);
+    dev.publish(
+        "keelson/devices/g1/telemetry",
+        reading("g1", 5, json!({"temperature": 22.0})),
+    )
+    .await;
+    wait_for(
+        "a good reading after the garbage",
+        Duration::from_secs(20),
+        || async { (device(&c, "g1").await["telemetry_count"] == 2).then_some(()) },
+    )
+    .await;
+}
+
+both_brokers!(
+    killing_the_bridge_node_loses_no_acknowledged_telemetry,
+    killing_the_bridge_node_loses_no_acknowledged_telemetry_with_mosquitto,
+    kill_bridge_node
+);
+
+async fn kill_bridge_node(broker: Broker) {
+    let mut c = cluster("iot-kill", broker, 4).await;
+    let ids: Vec<String> = (0..40).map(|i| format!("k{i}")).collect();
+    let devices: Vec<(&str, &str)> = ids.iter().map(|i| (i.as_str(), "temperature")).collect();
+    register(&c, "owner3", &devices).await;
+    let dev = Client::connect(&c, "it-publisher", &[]).await;
+    let holder = bridge_node(&c).await.unwrap();
+
+    // 250 messages/s for 8 s; the bridge's node is killed after 3 s.
+    let start = Instant::now();
+    let mut published = 0u64;
+    let mut killed = false;
+    for n in 0..2000u64 {
+        let id = &ids[(n % 40) as usize];
+        dev.publish(
+            &format!("keelson/devices/{id}/telemetry"),
+            reading(
+                id,
+                n / 40 + 1,
+                json!({"temperature": 21.0, "humidity": 40.0}),
+            ),
+        )
+        .await;
+        published += 1;
+        if !killed && start.elapsed() > Duration::from_secs(3) {
+            c.kill(&holder);
+            killed = true;
+        }
+        let due = start + Duration::from_millis(4 * (n + 1));
+        tokio::time::sleep_until(due.into()).await;
+    }
+    let mut confirmed = dev.confirmed.clone();
+    wait_for(
+        "the broker to confirm every publish",
+        Duration::from_secs(20),
+        || {
+            let v = *confirmed.borrow_and_update();
+            async move { (v == published).then_some(()) }
+        },
+    )
+    .await;
+    let new_holder = wait_for(
+        "another node to take the bridge",
+        Duration::from_secs(20),
+        || async { bridge_node(&c).await.filter(|n| *n != holder) },
+    )
+    .await;
+    let stored = wait_for(
+        "every confirmed reading stored",
+        Duration::from_secs(60),
+        || async {
+            let mut total = 0u64;
+            for id in &ids {
+                let (s, _, d) = c.req("GET", &format!("/v1/devices/{id}"), None).await;
+                if s != 200 {
+                    return None;
+                }
+                total += d["telemetry_count"].as_u64().unwrap();
+            }
+            (total >= published).then_some(total)
+        },
+    )
+    .await;
+    eprintln!(
+        "bridge moved {holder} -> {new_holder}; {published} published and confirmed, {stored} stored"
+    );
+    assert_eq!(stored, published, "stored exactly once each");
+}
+
+both_brokers!(
+    a_node_killed_mid_chain_leaves_one_ticket_and_one_command_per_alert,
+    a_node_killed_mid_chain_leaves_one_ticket_and_one_command_per_alert_with_mosquitto,
+    kill_mid_chain
+);
+
+async fn kill_mid_chain(broker: Broker) {
+    let mut c = cluster("iot-chain", broker, 4).await;
+    let ids: Vec<String> = (0..12).map(|i| format!("a{i}")).collect();
+    let devices: Vec<(&str, &str)> = ids.iter().map(|i| (i.as_str(), "temperature")).collect();
+    register(&c, "owner4", &devices).await;
+    // The devices: answer every command, and remember every command id received.
+    let mut dev = Client::connect(&c, "it-devices", &["keelson/devices/+/commands"]).await;
+    let holder = bridge_node(&c).await.unwrap();
+    for id in &ids {
+        dev.publish(
+            &format!("keelson/devices/{id}/telemetry"),
+            reading(id, 1, json!({"temperature": 75.0, "humidity": 40.0})),
+        )
+        .await;
+    }
+    // Kill the bridge's node while the chains are running.
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    c.kill(&holder);
+
+    let mut commands: BTreeMap<String, HashSet<String>> = BTreeMap::new();
+    let mut received = 0;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        let all_acked = {
+            let mut done = true;
+            for id in &ids {
+                let (s, _, a) = c
+                    .req("GET", &format!("/v1/devices/{id}/alerts"), None)
+                    .await;
+                let alerts = a["alerts"].as_array().cloned().unwrap_or_default();
+                if s != 200 || alerts.len() != 1 || alerts[0]["ack_recorded"] != true {
+                    done = false;
+                    break;
+                }
+            }
+            done
+        };
+        if all_acked {
+            break;
+        }
+        while let Ok((topic, payload)) = dev.inbox.try_recv() {
+            let cmd: Value = serde_json::from_slice(&payload).unwrap();
+            let device = topic.split('/').nth(2).unwrap().to_string();
+            let cid = cmd["command_id"].as_str().unwrap().to_string();
+            commands
+                .entry(device.clone())
+                .or_default()
+                .insert(cid.clone());
+            received += 1;
+            dev.publish(
+                &format!("keelson/devices/{device}/acks"),
+                json!({"command_id": cid, "status": "ok"}).to_string(),
+            )
+            .await;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (_, _, tickets) = c.req("GET", "/v1/customers/owner4/tickets", None).await;
+    let tickets = tickets["tickets"].as_array().unwrap().clone();
+    eprintln!(
+        "{} alerts, {} tickets, {received} command messages, killed {holder}",
+        ids.len(),
+        tickets.len()
+    );
+    for id in &ids {
+        let (_, _, a) = c
+            .req("GET", &format!("/v1/devices/{id}/alerts"), None)
+            .await;
+        let alerts = a["alerts"].as_array().unwrap();
+        assert_eq!(alerts.len(), 1, "{id}: one alert: {a}");
+        let alert = &alerts[0];
+        assert_eq!(alert["ack_recorded"], true, "{id}: chain finished: {alert}");
+        let alert_id = alert["id"].as_str().unwrap();
+        let mine: Vec<&Value> = tickets
+            .iter()
+            .filter(|t| t["alert_id"] == alert_id)
+            .collect();
+        assert_eq!(mine.len(), 1, "{id}: exactly one ticket for {alert_id}");
+        assert_eq!(mine[0]["status"], "acknowledged");
+        assert_eq!(
+            commands.get(id).map(HashSet::len),
+            Some(1),
+            "{id}: exactly one command (distinct ids) for {alert_id}: {commands:?}"
+        );
+    }
+    assert_eq!(tickets.len(), ids.len());
+}
