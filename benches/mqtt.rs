@@ -64,7 +64,7 @@ async fn register(c: &Cluster) {
     for chunk in ids.chunks(50) {
         futures_util::future::join_all(chunk.iter().map(|i| {
             let body = json!({"id": format!("b{i}"), "customer_id": "bench-owner",
-                              "kind": if i % 2 == 0 { "temperature" } else { "wearable" },
+                              "kind": if i.is_multiple_of(2) { "temperature" } else { "wearable" },
                               "firmware": "1"})
             .to_string();
             async move {
@@ -101,7 +101,7 @@ async fn ingest(c: &Cluster) {
     for n in 0..MESSAGES {
         let d = n as usize % DEVICES;
         let body = json!({"device_id": format!("b{d}"), "seq": n / DEVICES as u64 + 1, "ts": now_ms(),
-                          "readings": if d % 2 == 0 { json!({"temperature": 21.5, "humidity": 40.0}) }
+                          "readings": if d.is_multiple_of(2) { json!({"temperature": 21.5, "humidity": 40.0}) }
                                       else { json!({"heart_rate": 70.0}) }});
         publisher
             .publish(
