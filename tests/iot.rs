@@ -599,3 +599,60 @@ async fn kill_mid_chain(broker: Broker) {
     }
     assert_eq!(tickets.len(), ids.len());
 }
+
+both_brokers!(
+    the_bridge_reconnects_after_a_broker_restart,
+    the_bridge_reconnects_after_a_mosquitto_restart,
+    broker_restart
+);
+
+async fn broker_restart(broker: Broker) {
+    let mut c = cluster("iot-broker-restart", broker, 2).await;
+    register(&c, "owner5", &[("r1", "temperature")]).await;
+    {
+        let dev = Client::connect(&c, "it-before", &[]).await;
+        dev.publish(
+            "keelson/devices/r1/telemetry",
+            reading("r1", 1, json!({"temperature": 20.0})),
+        )
+        .await;
+        wait_for("the first reading", Duration::from_secs(20), || async {
+            (device(&c, "r1").await["telemetry_count"] == 1).then_some(())
+        })
+        .await;
+    }
+    let sessions_before = c.metric_sum("keelson_mqtt_bridge_sessions_total").await;
+    c.kill("broker");
+    c.spawn("broker");
+    let (addr, _) = c.mqtt.unwrap();
+    wait_for("the broker back", Duration::from_secs(20), || async {
+        tokio::net::TcpStream::connect(addr).await.ok().map(|_| ())
+    })
+    .await;
+    // The bridge reconnects and subscribes again by itself: new readings arrive.
+    let dev = Client::connect(&c, "it-after", &[]).await;
+    let mut seq = 2;
+    wait_for(
+        "a reading after the broker restart",
+        Duration::from_secs(30),
+        || {
+            seq += 1;
+            let (c, dev, s) = (&c, &dev, seq);
+            async move {
+                dev.publish(
+                    "keelson/devices/r1/telemetry",
+                    reading("r1", s, json!({"temperature": 21.0})),
+                )
+                .await;
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                (device(c, "r1").await["telemetry_count"].as_u64() > Some(1)).then_some(())
+            }
+        },
+    )
+    .await;
+    // The same bridge session kept going (no leader change was needed).
+    assert_eq!(
+        c.metric_sum("keelson_mqtt_bridge_sessions_total").await,
+        sessions_before
+    );
+}

@@ -118,10 +118,30 @@ impl BridgeSettings {
 }
 
 /// The node service that runs the bridge (active only on the leader); `None` without `[mqtt]`.
+/// Supervised: if the bridge task panics it is restarted after a backoff (1 s doubling to 30 s),
+/// leaving its session so the broker redelivers what it had not acknowledged.
 pub fn service(cfg: &ClusterConfig) -> Option<NodeService> {
     let settings = BridgeSettings::from_config(cfg)?;
     Some(Box::new(move |ctx: NodeContext| {
-        tokio::spawn(async move { run(ctx, settings).await })
+        tokio::spawn(async move {
+            let mut backoff = Duration::from_secs(1);
+            loop {
+                let task = tokio::spawn(run(ctx.clone(), settings.clone()));
+                match task.await {
+                    Ok(()) => return,
+                    Err(e) if e.is_panic() => {
+                        metrics::get().active.set(0);
+                        tracing::error!(error = %e, restart_in_ms = backoff.as_millis() as u64, "the MQTT bridge failed; restarting it");
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(30));
+                    }
+                    Err(_) => return,
+                }
+                if ctx.shutdown.is_signalled() {
+                    return;
+                }
+            }
+        })
     }))
 }
 
