@@ -40,10 +40,15 @@ pub(crate) fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Do
 
 /// Ids are 1-64 characters of `A-Z a-z 0-9 _ - . :`: safe in URLs, topics and logs.
 pub fn validate_id(field: &str, id: &str) -> Result<(), DomainError> {
-    if id.is_empty() || id.len() > 64 {
+    validate_id_up_to(field, id, 64)
+}
+
+/// An id of 1-`max` characters of `A-Z a-z 0-9 _ - . :`.
+pub(crate) fn validate_id_up_to(field: &str, id: &str, max: usize) -> Result<(), DomainError> {
+    if id.is_empty() || id.len() > max {
         return Err(invalid(
             field,
-            format!("must be 1-64 characters, got {}", id.len()),
+            format!("must be 1-{max} characters, got {}", id.len()),
         ));
     }
     if let Some(c) = id

@@ -14,7 +14,7 @@ use std::collections::VecDeque;
 
 use serde::{Deserialize, Serialize};
 
-use crate::validate::{invalid, DomainError};
+use crate::validate::DomainError;
 
 /// Alerts kept per device, newest last.
 pub const MAX_ALERTS: usize = 50;
@@ -53,22 +53,7 @@ pub struct Alert {
 
 /// Checks an id built from other ids: 1-[`MAX_REF_LEN`] characters of `A-Z a-z 0-9 _ - . :`.
 pub(crate) fn validate_ref(field: &str, id: &str) -> Result<(), DomainError> {
-    if id.is_empty() || id.len() > MAX_REF_LEN {
-        return Err(invalid(
-            field,
-            format!("must be 1-{MAX_REF_LEN} characters, got {}", id.len()),
-        ));
-    }
-    if let Some(c) = id
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || "_-.:".contains(*c)))
-    {
-        return Err(invalid(
-            field,
-            format!("character {c:?} is not allowed (use A-Z a-z 0-9 _ - . :)"),
-        ));
-    }
-    Ok(())
+    crate::validate::validate_id_up_to(field, id, MAX_REF_LEN)
 }
 
 /// Adds `alert`, dropping the oldest beyond [`MAX_ALERTS`].
