@@ -7,6 +7,7 @@ mod chaos_run;
 mod devices_cmd;
 mod logging;
 mod probe;
+mod prometheus_cmd;
 mod up;
 
 use std::path::PathBuf;
@@ -84,6 +85,18 @@ enum Command {
         config: PathBuf,
         #[command(subcommand)]
         command: chaos_cmd::ChaosCommand,
+    },
+    /// Print a Prometheus scrape configuration for every process of nodes.toml.
+    PrometheusConfig {
+        /// Cluster configuration.
+        #[arg(long, short, default_value = "nodes.toml")]
+        config: PathBuf,
+        /// Alert rules to load (included when the file exists).
+        #[arg(long, default_value = "dashboards/alerts.yml")]
+        rules: PathBuf,
+        /// Scrape and rule evaluation interval, seconds.
+        #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=300))]
+        interval: u32,
     },
     /// Check a configuration file and print every problem found (exit code 2 if any).
     CheckConfig {
@@ -194,6 +207,24 @@ fn main() -> ExitCode {
                     .map_err(anyhow::Error::from)
             })
         }
+        Command::PrometheusConfig {
+            config,
+            rules,
+            interval,
+        } => match load(&config) {
+            Ok(cfg) => {
+                let rules = rules.canonicalize().ok();
+                if rules.is_none() {
+                    eprintln!("note: no alert rules file found; the config loads none");
+                }
+                print!(
+                    "{}",
+                    prometheus_cmd::scrape_config(&cfg, rules.as_deref(), interval)
+                );
+                ExitCode::SUCCESS
+            }
+            Err(code) => code,
+        },
         Command::Broker { config } => {
             let cfg = match load(&config) {
                 Ok(c) => c,

@@ -533,6 +533,17 @@ async fn random_kills_and_restarts_for_a_minute_lose_no_acknowledged_write_and_s
         );
     }
     let violations = keelson_chaos::check_linearizable(&h);
+    for v in &violations {
+        // The key's whole history, for whoever has to find out why.
+        let mut ops: Vec<&keelson_chaos::Op> = h.of_key(&v.key).collect();
+        ops.sort_by_key(|o| o.invoke_us);
+        for o in ops {
+            eprintln!(
+                "{} op {:>6} {:>10}..{:<10} {:?} {:?}",
+                v.key, o.id, o.invoke_us, o.complete_us, o.kind, o.outcome
+            );
+        }
+    }
     assert!(violations.is_empty(), "not linearizable: {violations:?}");
     assert_eq!(duplicates(&c).await, 0.0);
 }

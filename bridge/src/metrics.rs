@@ -74,7 +74,7 @@ pub fn get() -> &'static MqttMetrics {
         registry()
             .register(Box::new(latency.clone()))
             .expect("registered once");
-        MqttMetrics {
+        let m = MqttMetrics {
             received: counter_vec(
                 "keelson_mqtt_messages_in_total",
                 "MQTT messages received by the bridge, by topic kind.",
@@ -125,6 +125,22 @@ pub fn get() -> &'static MqttMetrics {
                 &["status"],
             ),
             latency,
+        };
+        // Known label values start at 0, so dashboards and alerts see the series before the
+        // first event.
+        for r in crate::edge::Reason::ALL {
+            m.deadletter.with_label_values(&[r.as_str()]);
         }
+        for t in ["telemetry", "twin_reported", "acks"] {
+            m.received.with_label_values(&[t]);
+            m.delivered.with_label_values(&[t]);
+        }
+        for o in ["alert", "api"] {
+            m.commands.with_label_values(&[o]);
+        }
+        for s in ["ok", "failed", "rejected"] {
+            m.command_acks.with_label_values(&[s]);
+        }
+        m
     })
 }

@@ -61,6 +61,7 @@ pub async fn run(cfg: ClusterConfig, stop: impl Future<Output = ()>) -> Result<(
     let initial = ShardMap::initial(&cfg.node_names(), cfg.shards, cfg.replication_factor);
     let (map, refresh) = keelson_runtime::follow_map(initial, member.view(), cfg.failure_timeout);
     let client = ClusterClient::new(map, member.view(), cfg.request_timeout).with_refresh(refresh);
+    let health_watch = client.spawn_health_watch();
 
     let (trigger, shutdown_rx) = shutdown::channel();
     let http_addr = cfg.gateway_http;
@@ -118,6 +119,7 @@ pub async fn run(cfg: ClusterConfig, stop: impl Future<Output = ()>) -> Result<(
     trigger.fire();
     let _ = http_task.await;
     let _ = ops_task.await;
+    health_watch.abort();
     member.leave().await;
     tracing::info!("gateway stopped");
     Ok(())

@@ -108,6 +108,8 @@ pub struct ClusterClient {
     refresh: Option<Refresh>,
     /// What this process has seen of each node's answers.
     stats: Arc<HashMap<String, Arc<NodeStats>>>,
+    /// Nodes far slower or failing more than their peers: avoided where there is a choice.
+    degraded: Arc<std::sync::RwLock<std::collections::BTreeSet<String>>>,
 }
 
 /// One node as this process sees it: requests outstanding to it and its recent latency.
@@ -115,6 +117,10 @@ pub struct ClusterClient {
 struct NodeStats {
     outstanding: AtomicU32,
     latency: std::sync::Mutex<Ewma>,
+    /// Requests completed, and of those failed (timeout or connection lost): for gray-failure
+    /// detection.
+    requests: std::sync::atomic::AtomicU64,
+    errors: std::sync::atomic::AtomicU64,
 }
 
 /// An exponentially weighted latency that fades back toward zero when not refreshed, so a node
@@ -176,6 +182,7 @@ impl ClusterClient {
             .collect();
         Self {
             stats: Arc::new(stats),
+            degraded: Arc::default(),
             map,
             view,
             timeout,
@@ -275,13 +282,62 @@ impl ClusterClient {
         };
         // A follower read costs one more hop (the primary confirms it is in sync): prefer the
         // primary until it is busier by about one outstanding request.
-        let penalty = |n: &String| if *n == p.primary { 0 } else { 200 };
+        let degraded = self.degraded.read().expect("degraded lock");
+        let penalty = |n: &String| {
+            let hop = if *n == p.primary { 0 } else { 200 };
+            hop + if degraded.contains(n) { 1_000_000 } else { 0 }
+        };
         std::iter::once(&p.primary)
             .chain(&p.in_sync)
             .filter(|n| view.is_up(n))
             .min_by_key(|n| score(n) + penalty(n))
             .unwrap_or(&p.primary)
             .clone()
+    }
+
+    /// Watches every node's latency and errors once a second: marks the degraded ones (see
+    /// `slow_nodes`), and exports them with each node's latency and the shards whose primary is
+    /// down, as this process sees them.
+    pub fn spawn_health_watch(&self) -> tokio::task::JoinHandle<()> {
+        let me = self.clone();
+        tokio::spawn(async move {
+            let mut detector = crate::slow_nodes::SlowNodeDetector::default();
+            let mut last: HashMap<String, (u64, u64)> = HashMap::new();
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                let m = metrics::get();
+                let mut samples = std::collections::BTreeMap::new();
+                for (name, s) in me.stats.iter() {
+                    let req = s.requests.load(Ordering::Acquire);
+                    let err = s.errors.load(Ordering::Acquire);
+                    let (r0, e0) = last.insert(name.clone(), (req, err)).unwrap_or((req, err));
+                    let latency_us = s.latency.lock().expect("latency lock").now();
+                    m.node_latency
+                        .with_label_values(&[name])
+                        .set(latency_us / 1e6);
+                    samples.insert(
+                        name.clone(),
+                        crate::slow_nodes::NodeSample {
+                            latency_us,
+                            requests: req - r0,
+                            errors: err - e0,
+                        },
+                    );
+                }
+                let degraded = detector.observe(&samples);
+                for name in me.stats.keys() {
+                    m.node_degraded
+                        .with_label_values(&[name])
+                        .set(i64::from(degraded.contains(name)));
+                }
+                *me.degraded.write().expect("degraded lock") = degraded;
+                let map = me.map();
+                let view = me.view.borrow().clone();
+                m.shards_unavailable
+                    .set(map.iter().filter(|(_, p)| !view.is_up(&p.primary)).count() as i64);
+            }
+        })
     }
 
     fn retryable(&self, err: &RequestError, idempotent: bool) -> bool {
@@ -369,6 +425,12 @@ impl ClusterClient {
             .call(|r| ShardHostRpc::Request(request, r), Some(timeout))
             .await;
         drop(in_flight);
+        if let Some(s) = self.stats.get(&owner) {
+            s.requests.fetch_add(1, Ordering::AcqRel);
+            if !matches!(result, Ok(CallResult::Success(_))) {
+                s.errors.fetch_add(1, Ordering::AcqRel);
+            }
+        }
         let bytes = match result {
             Ok(CallResult::Success(bytes)) => bytes,
             Ok(CallResult::Timeout) => {

@@ -24,7 +24,7 @@ use crate::consensus::{
 };
 use crate::membership::ClusterView;
 use crate::shard_manager::{plan, Health, PlanLimits};
-use crate::shard_map::{MapCommand, ShardMap};
+use crate::shard_map::{MapCommand, ShardId, ShardMap};
 use crate::wire::RaftRpc;
 use crate::RuntimeError;
 
@@ -246,6 +246,7 @@ async fn planner_loop(
             }
             _ => Health::Unknown,
         };
+        let started = std::time::Instant::now();
         let cmds = plan(&current, &health, PlanLimits::default());
         let mut seen = HashSet::new();
         let mut cmds: Vec<MapCommand> = cmds
@@ -257,14 +258,26 @@ async fn planner_loop(
         // Proposed together so openraft commits them in a few batches, not one round each.
         let proposals = cmds.into_iter().map(|cmd| {
             let raft = raft.clone();
+            let old_primary = current.placement(ShardId(cmd.shard())).primary.clone();
             async move {
-                let result = consensus::propose(&raft, cmd.clone(), Duration::from_secs(2)).await;
+                let result = match &cmd {
+                    // A planned move: the primary gives the shard up itself, so it stops
+                    // writing before the new primary starts.
+                    MapCommand::Handoff { shard, epoch, to } => {
+                        hand_over(&old_primary, *shard, *epoch, to)
+                            .await
+                            .map(|()| 0)
+                    }
+                    _ => consensus::propose(&raft, cmd.clone(), Duration::from_secs(2))
+                        .await
+                        .map_err(|e| e.to_string()),
+                };
                 (cmd, result)
             }
         });
         for (cmd, result) in futures_util::future::join_all(proposals).await {
             match result {
-                Ok(v) => {
+                Ok(committed) => {
                     let kind = match cmd {
                         MapCommand::Promote { .. } => "promote",
                         MapCommand::Shrink { .. } => "shrink",
@@ -272,14 +285,47 @@ async fn planner_loop(
                         MapCommand::Join { .. } => "join",
                         MapCommand::Handoff { .. } => "handoff",
                     };
-                    crate::metrics::get()
-                        .map_changes
-                        .with_label_values(&[kind])
-                        .inc();
-                    tracing::debug!(?cmd, version = v, "planned change committed");
+                    let m = crate::metrics::get();
+                    m.map_changes.with_label_values(&[kind]).inc();
+                    if let MapCommand::Promote { .. } = cmd {
+                        // The old primary was down for at least the promotion delay; `for_ms`
+                        // says since when, as this leader saw it.
+                        m.failovers.inc();
+                        if let Some(since) = down_for(&v, &current, &cmd) {
+                            m.failover_seconds
+                                .observe(since.as_secs_f64() + started.elapsed().as_secs_f64());
+                        }
+                    }
+                    tracing::debug!(?cmd, version = committed, "planned change committed");
                 }
                 Err(e) => tracing::debug!(?cmd, error = %e, "planned change not applied"),
             }
         }
     }
+}
+
+/// How long the primary that `cmd` replaces had been down when the plan was made.
+fn down_for(view: &ClusterView, map: &ShardMap, cmd: &MapCommand) -> Option<Duration> {
+    let old = &map.placement(ShardId(cmd.shard())).primary;
+    view.members
+        .iter()
+        .find(|m| &m.name == old && m.state == "down")
+        .map(|m| Duration::from_millis(m.for_ms))
+}
+
+/// Asks `primary` to hand `shard` over to `to` (see `Replicator::hand_over`).
+async fn hand_over(primary: &str, shard: u32, epoch: u64, to: &str) -> Result<(), String> {
+    let req = crate::wire::encode(&crate::wire::HandOver {
+        shard,
+        epoch,
+        to: to.to_string(),
+    });
+    let bytes = crate::replication::call_host(
+        primary,
+        crate::wire::ShardHostRpc::HandOver,
+        req,
+        Duration::from_secs(3),
+    )
+    .await?;
+    crate::wire::decode::<Result<(), String>>(&bytes).map_err(|e| e.to_string())?
 }

@@ -137,6 +137,8 @@ pub struct Call {
     pub fault: Option<Fault>,
     /// A client key: a command seen with the same key is answered from memory, not re-run.
     pub idempotency_key: Option<String>,
+    /// The request's `x-request-id`, carried from the gateway into this entity's logs.
+    pub request_id: String,
     /// Where the encoded `E::Reply` goes.
     pub reply: RpcReplyPort<EntityResult>,
 }
@@ -282,8 +284,12 @@ impl<E: Entity> Actor for EntityActor<E> {
             payload,
             fault,
             idempotency_key,
+            request_id,
             reply,
         }) = message;
+        let span =
+            tracing::debug_span!("entity", request_id = %request_id, kind = E::KIND, id = %st.id);
+        let _enter = span.enter();
         let handled = metrics::get().messages_handled.clone();
         match fault {
             Some(Fault::Panic) => panic!("injected panic in {}/{}", E::KIND, st.id),
@@ -319,6 +325,7 @@ impl<E: Entity> Actor for EntityActor<E> {
             format!("{}/{} handler failed: {e}", E::KIND, st.id)
         })?;
         let answer = encode_payload(&done.reply);
+        tracing::debug!(changed = done.changed, "command applied");
         if done.changed {
             if let Some(key) = idempotency_key {
                 st.recent.push_back((key, answer.clone()));

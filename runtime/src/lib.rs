@@ -40,6 +40,7 @@ mod shard_manager;
 mod shard_map;
 mod shard_supervisor;
 pub mod shutdown;
+mod slow_nodes;
 mod storage;
 mod wire;
 
@@ -62,6 +63,7 @@ pub use shard_manager::{plan, Health, PlanLimits};
 pub use shard_map::{
     entity_hash, rendezvous_owner, shard_for, MapCommand, MapError, Placement, ShardId, ShardMap,
 };
+pub use slow_nodes::{NodeSample, SlowNodeDetector};
 pub use storage::{StorageError, Store};
 pub use wire::{Fault, RemoteError};
 

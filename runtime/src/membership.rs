@@ -311,6 +311,11 @@ impl MembershipState {
         let now = Instant::now();
         // Also without answers: a single-node cluster holds its lease on its own.
         self.args.lease.set(self.lease_tracker.valid_until());
+        if self.args.role == Role::Node {
+            metrics::get()
+                .lease_valid
+                .set(i64::from(self.args.lease.is_valid()));
+        }
         let peers = self.args.peers.clone();
         for peer in &peers {
             if self.connected(&peer.name) {

@@ -22,10 +22,12 @@ pub struct Metrics {
     pub entity_passivations: IntCounterVec,
     /// Failures (panic or error) by kind.
     pub entity_failures: IntCounterVec,
-    /// Restarts by kind.
+    /// Restarts by kind and reason (`panic` or `error`).
     pub entity_restarts: IntCounterVec,
-    /// Quarantines by kind.
+    /// Quarantines by kind and reason (`restart_budget`).
     pub entity_quarantines: IntCounterVec,
+    /// Requests handed to entity actors and not yet answered, by kind (the mailboxes' depth).
+    pub entity_requests_in_flight: IntGaugeVec,
     /// Entities currently quarantined, by kind.
     pub entities_quarantined: IntGaugeVec,
     /// Entity requests handled by this node, by kind and outcome.
@@ -66,6 +68,22 @@ pub struct Metrics {
     pub consensus_leader: IntGauge,
     /// Reads served by this node, as primary or as in-sync follower.
     pub reads_served: IntCounterVec,
+    /// How long a primary waits for its in-sync followers' acks: the replication lag.
+    pub replication_ack: Histogram,
+    /// Shards this node leads with fewer in-sync copies than the replication factor.
+    pub shards_under_replicated: IntGauge,
+    /// Primaries replaced after failing, committed by this node while leading.
+    pub failovers: IntCounter,
+    /// From a primary seen down by the leader to its replacement committed.
+    pub failover_seconds: Histogram,
+    /// 1 while answers from a majority keep this node's primary lease.
+    pub lease_valid: IntGauge,
+    /// Shards whose primary this process sees down.
+    pub shards_unavailable: IntGauge,
+    /// 1 for a node this process marks degraded (far slower or failing more than its peers).
+    pub node_degraded: IntGaugeVec,
+    /// This process's latency EWMA per node, seconds.
+    pub node_latency: prometheus::GaugeVec,
 }
 
 static METRICS: OnceLock<Metrics> = OnceLock::new();
@@ -187,13 +205,19 @@ impl Metrics {
             entity_restarts: counter(
                 &r,
                 "keelson_entity_restarts_total",
-                "Entity restarts by kind.",
-                &["kind"],
+                "Entity restarts scheduled after a failure, by kind and reason (panic or error).",
+                &["kind", "reason"],
             ),
             entity_quarantines: counter(
                 &r,
                 "keelson_entity_quarantines_total",
-                "Entities quarantined after spending their restart budget, by kind.",
+                "Entities quarantined, by kind and reason (restart_budget: it kept failing).",
+                &["kind", "reason"],
+            ),
+            entity_requests_in_flight: gauge_vec(
+                &r,
+                "keelson_entity_requests_in_flight",
+                "Requests handed to entity actors and not yet answered, by kind.",
                 &["kind"],
             ),
             entities_quarantined: gauge_vec(
@@ -295,9 +319,59 @@ impl Metrics {
             reads_served: counter(
                 &r,
                 "keelson_reads_served_total",
-                "Reads served by this node, by role (primary or follower).",
-                &["role"],
+                "Reads served by this node, by what it served them as (primary or follower).",
+                &["served_as"],
             ),
+            replication_ack: histogram(
+                &r,
+                "keelson_replication_ack_seconds",
+                "How long a primary waits for its in-sync followers to acknowledge a write.",
+                latency_buckets(),
+            ),
+            shards_under_replicated: gauge(
+                &r,
+                "keelson_shards_under_replicated",
+                "Shards this node leads with fewer in-sync copies than the replication factor.",
+            ),
+            failovers: int_counter(
+                &r,
+                "keelson_failovers_total",
+                "Failed primaries replaced by an in-sync follower, committed by this node while leading.",
+            ),
+            failover_seconds: histogram(
+                &r,
+                "keelson_failover_seconds",
+                "From the leader seeing a primary down to its replacement committed.",
+                latency_buckets(),
+            ),
+            lease_valid: gauge(
+                &r,
+                "keelson_lease_valid",
+                "1 while answers from a majority keep this node's primary lease.",
+            ),
+            shards_unavailable: gauge(
+                &r,
+                "keelson_shards_unavailable",
+                "Shards whose primary this process sees down.",
+            ),
+            node_degraded: gauge_vec(
+                &r,
+                "keelson_node_degraded",
+                "1 for a node marked degraded: far slower or failing more than its peers.",
+                &["peer"],
+            ),
+            node_latency: {
+                let g = prometheus::GaugeVec::new(
+                    Opts::new(
+                        "keelson_node_latency_seconds",
+                        "Latency EWMA of requests to each node, as this process sees it.",
+                    ),
+                    &["peer"],
+                )
+                .expect("valid metric");
+                r.register(Box::new(g.clone())).expect("registered once");
+                g
+            },
             registry: r,
         }
     }

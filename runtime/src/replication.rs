@@ -49,6 +49,26 @@ pub struct Replicator {
     /// Held (shared) from reading the map to applying a write locally; taken exclusively once
     /// before a shard copy starts, so no write that missed a new learner is still in flight.
     fences: Vec<RwLock<()>>,
+    /// Per shard, an epoch at which another node is known to lead it although this node's map
+    /// may still say otherwise (0: none). This node must not serve the shard as primary until
+    /// its map reaches that epoch.
+    deposed: Vec<std::sync::atomic::AtomicU64>,
+    /// Per shard, in-sync followers that failed to confirm a write that this node could not
+    /// drop them for: they may lack a value reads here would show, or hold one taken back here,
+    /// so they serve no follower read until they confirm a later write.
+    suspects: Mutex<HashMap<u32, std::collections::HashSet<String>>>,
+    /// Writes between passing the ownership check and their outcome, per shard: a hand-over
+    /// waits for them.
+    in_flight: Vec<std::sync::atomic::AtomicU32>,
+}
+
+/// Counts a write in flight on a shard until dropped.
+struct WriteInFlight<'a>(&'a std::sync::atomic::AtomicU32);
+
+impl Drop for WriteInFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
 }
 
 impl std::fmt::Debug for Replicator {
@@ -92,6 +112,12 @@ impl Replicator {
         let fences = (0..map.borrow().shard_count())
             .map(|_| RwLock::new(()))
             .collect();
+        let in_flight = (0..map.borrow().shard_count())
+            .map(|_| std::sync::atomic::AtomicU32::new(0))
+            .collect();
+        let deposed = (0..map.borrow().shard_count())
+            .map(|_| std::sync::atomic::AtomicU64::new(0))
+            .collect();
         Self {
             node,
             store,
@@ -100,7 +126,83 @@ impl Replicator {
             timeout,
             last: Mutex::new(HashMap::new()),
             fences,
+            deposed,
+            suspects: Mutex::new(HashMap::new()),
+            in_flight,
         }
+    }
+
+    /// Hands `shard` (at `epoch`) to the in-sync follower `to`: stops taking writes, waits for
+    /// the ones in flight to finish (each confirmed by `to` or taken back), then commits the
+    /// change. The new primary therefore starts with every write this node ever acknowledged,
+    /// and no write of this node can reach a follower after it. On failure this node resumes.
+    pub async fn hand_over(&self, shard: ShardId, epoch: u64, to: &str) -> Result<(), String> {
+        {
+            let _fence = self.fences[shard.0 as usize].write().expect("fence lock");
+            let p = self.map.borrow().placement(shard).clone();
+            if p.primary != self.node || p.epoch != epoch {
+                return Err(format!(
+                    "{} is not primary of shard {} at epoch {epoch}",
+                    self.node, shard.0
+                ));
+            }
+            self.depose(shard, epoch + 1);
+        }
+        let counter = &self.in_flight[shard.0 as usize];
+        let deadline = std::time::Instant::now() + self.timeout;
+        while counter.load(std::sync::atomic::Ordering::Acquire) > 0 {
+            if std::time::Instant::now() > deadline {
+                self.resume(shard, epoch + 1);
+                return Err(format!("writes on shard {} did not finish", shard.0));
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        let cmd = MapCommand::Handoff {
+            shard: shard.0,
+            epoch,
+            to: to.to_string(),
+        };
+        match self.proposer.propose(cmd).await {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                self.resume(shard, epoch + 1);
+                Err(e.to_string())
+            }
+        }
+    }
+
+    /// Undoes a [`Replicator::depose`] at `epoch` that did not lead to a map change.
+    fn resume(&self, shard: ShardId, epoch: u64) {
+        let _ = self.deposed[shard.0 as usize].compare_exchange(
+            epoch,
+            0,
+            std::sync::atomic::Ordering::AcqRel,
+            std::sync::atomic::Ordering::Acquire,
+        );
+    }
+
+    /// False for a follower that may have diverged from this primary on `shard` (see
+    /// `suspects`): it must not serve follower reads yet.
+    pub fn may_serve_reads(&self, shard: ShardId, follower: &str) -> bool {
+        self.suspects
+            .lock()
+            .expect("suspects lock")
+            .get(&shard.0)
+            .is_none_or(|s| !s.contains(follower))
+    }
+
+    /// Records that another node leads `shard` at `epoch`: this node stops serving it as
+    /// primary until its own map catches up. Returns true the first time for that epoch.
+    pub fn depose(&self, shard: ShardId, epoch: u64) -> bool {
+        let prev =
+            self.deposed[shard.0 as usize].fetch_max(epoch, std::sync::atomic::Ordering::AcqRel);
+        prev < epoch
+    }
+
+    /// True while this node must not act as primary of `shard` although its map (at
+    /// `map_epoch`) says it is.
+    pub fn is_deposed(&self, shard: ShardId, map_epoch: u64) -> bool {
+        self.deposed[shard.0 as usize].load(std::sync::atomic::Ordering::Acquire) > map_epoch
     }
 
     fn next_lsn(&self, shard: ShardId, epoch: u64) -> u64 {
@@ -150,7 +252,7 @@ impl Replicator {
         id: &str,
         value: Option<&[u8]>,
     ) -> Result<(), RemoteError> {
-        let (p, lsn) = {
+        let (p, lsn, prev, _in_flight) = {
             let _fence = self.fences[shard.0 as usize].read().expect("fence lock");
             let p = self.map.borrow().placement(shard).clone();
             if p.primary != self.node {
@@ -161,13 +263,28 @@ impl Replicator {
                     owner: p.primary,
                 });
             }
+            if self.is_deposed(shard, p.epoch) {
+                return Err(RemoteError::NotOwner {
+                    node: self.node.clone(),
+                    shard: shard.0,
+                    epoch: p.epoch,
+                    owner: p.primary,
+                });
+            }
+            self.in_flight[shard.0 as usize].fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+            let guard = WriteInFlight(&self.in_flight[shard.0 as usize]);
+            let prev = self
+                .store
+                .record(shard, kind, id)
+                .map_err(|e| RemoteError::Storage(e.to_string()))?;
             let lsn = self.next_lsn(shard, p.epoch);
             self.store
                 .apply(shard, kind, id, lsn, value)
                 .map_err(|e| RemoteError::Storage(e.to_string()))?;
-            (p, lsn)
+            (p, lsn, prev, guard)
         };
-        let frame = wire::encode(&ReplicaWrite {
+        let applied_elsewhere = std::sync::atomic::AtomicBool::new(false);
+        let write = ReplicaWrite {
             shard: shard.0,
             primary: self.node.clone(),
             epoch: p.epoch,
@@ -175,17 +292,70 @@ impl Replicator {
             kind: kind.to_string(),
             id: id.to_string(),
             value: value.map(<[u8]>::to_vec),
-        });
+        };
+        let result = self.confirm(&write, &p, &applied_elsewhere).await;
+        if result.is_err() && !applied_elsewhere.load(std::sync::atomic::Ordering::Acquire) {
+            // No follower confirmed it: take the local write back, so no read here shows a value
+            // the rest of the cluster may never have. (A follower that timed out may still hold
+            // it and the write may surface later, an outcome the client was told is unknown;
+            // such a follower serves no read until it confirms a later write.)
+            match self.store.restore(shard, kind, id, lsn, prev.as_ref()) {
+                Ok(true) => {
+                    let _ = self.store.commit().await;
+                    tracing::debug!(shard = shard.0, kind, id, "unconfirmed write taken back");
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!(shard = shard.0, kind, id, error = %e, "cannot take back an unconfirmed write")
+                }
+            }
+        }
+        result
+    }
+
+    /// Sends a locally applied write to the followers and waits for them (or drops the ones
+    /// that fail through consensus).
+    async fn confirm(
+        &self,
+        write: &ReplicaWrite,
+        p: &crate::shard_map::Placement,
+        applied_elsewhere: &std::sync::atomic::AtomicBool,
+    ) -> Result<(), RemoteError> {
+        let (shard, lsn) = (ShardId(write.shard), write.lsn);
+        let frame = wire::encode(write);
         let targets: Vec<&String> = p.in_sync.iter().chain(&p.learners).collect();
         let sends = targets
             .iter()
             .map(|t| call_host(t, ShardHostRpc::Replicate, frame.clone(), self.timeout));
-        let (local, acks) = tokio::join!(self.store.commit(), join_all(sends));
+        let waited = std::time::Instant::now();
+        let (local, acks) = tokio::join!(self.store.commit(), async {
+            let acks = join_all(sends).await;
+            if !targets.is_empty() {
+                metrics::get()
+                    .replication_ack
+                    .observe(waited.elapsed().as_secs_f64());
+            }
+            acks
+        });
         local.map_err(|e| RemoteError::Storage(e.to_string()))?;
         let unconfirmed = |reason: String| RemoteError::WriteNotConfirmed {
             shard: shard.0,
             reason,
         };
+        {
+            let mut suspects = self.suspects.lock().expect("suspects lock");
+            for (target, a) in targets.iter().zip(&acks) {
+                if matches!(
+                    a.as_ref().map(|b| wire::decode::<ReplicaAck>(b)),
+                    Ok(Ok(ReplicaAck::Applied))
+                ) {
+                    applied_elsewhere.store(true, std::sync::atomic::Ordering::Release);
+                    if let Some(s) = suspects.get_mut(&shard.0) {
+                        s.remove(*target);
+                    }
+                }
+            }
+        }
         let mut failed = Vec::new();
         for (target, ack) in targets.iter().zip(acks) {
             let in_sync = p.in_sync.contains(target);
@@ -193,6 +363,9 @@ impl Replicator {
                 Ok(Ok(ReplicaAck::Applied)) => {}
                 Ok(Ok(ReplicaAck::Stale { epoch })) => {
                     metrics::get().stale_primary_refusals.inc();
+                    if self.depose(shard, epoch) {
+                        tracing::warn!(shard = shard.0, follower = %target, epoch, "a follower knows a newer primary; stepping down");
+                    }
                     return Err(unconfirmed(format!(
                         "follower {target} is at epoch {epoch}; this node is no longer primary"
                     )));
@@ -203,6 +376,15 @@ impl Replicator {
                 }
                 _ => {}
             }
+        }
+        if !failed.is_empty() {
+            // Until they are dropped from the in-sync set (or confirm a later write), they may
+            // disagree with this node.
+            let mut suspects = self.suspects.lock().expect("suspects lock");
+            suspects
+                .entry(shard.0)
+                .or_default()
+                .extend(failed.iter().cloned());
         }
         for node in failed {
             let cmd = MapCommand::Shrink {

@@ -98,20 +98,20 @@ impl ShardHostState {
             map.shards_of(&self.args.node).map(|s| s.0).collect();
         let m = metrics::get();
         m.shards_owned.set(now.len() as i64);
+        m.shards_under_replicated.set(
+            map.iter()
+                .filter(|(_, p)| {
+                    p.primary == self.args.node && 1 + p.in_sync.len() < map.replication_factor()
+                })
+                .count() as i64,
+        );
         m.shards_following.set(
             map.iter()
                 .filter(|(_, p)| p.in_sync.contains(&self.args.node))
                 .count() as i64,
         );
-        for lost in self.primary_of.difference(&now) {
-            if let Some(sup) = self.supervisors.remove(&ShardId(*lost)) {
-                tracing::info!(
-                    shard = lost,
-                    "no longer primary; passivating the shard's entities"
-                );
-                self.by_actor.remove(&sup.get_id());
-                sup.stop(Some("primary role moved".to_string()));
-            }
+        for lost in self.primary_of.clone().difference(&now) {
+            self.stop_shard(ShardId(*lost), "primary role moved");
         }
         self.primary_of = now;
     }
@@ -155,6 +155,17 @@ impl ShardHostState {
         {
             self.accepted.insert(w.shard, (w.epoch, w.primary.clone()));
         }
+        // Another node writes as primary at a newer epoch while this node's map still names it:
+        // the map change has not arrived here yet. Step down now, before acknowledging, so no
+        // entity here answers from memory that no longer has every acknowledged write.
+        if map_primary == self.args.node
+            && w.primary != self.args.node
+            && w.epoch > map_epoch
+            && self.args.replicator.depose(shard, w.epoch)
+        {
+            // Requests stop at the ownership check; the entities stop when the map arrives.
+            tracing::warn!(shard = w.shard, new_primary = %w.primary, epoch = w.epoch, "another node leads this shard at a newer epoch; stepping down before the map says so");
+        }
         if let Err(e) = self
             .args
             .store
@@ -178,6 +189,39 @@ impl ShardHostState {
             };
             let _ = reply.send(wire::encode(&ack));
         });
+    }
+
+    /// Gives a shard up to an in-sync follower (see [`Replicator::hand_over`]), off the actor;
+    /// requests stop at the ownership check at once, the entities when the map arrives.
+    fn hand_over(&mut self, bytes: Vec<u8>, reply: RpcReplyPort<Vec<u8>>) {
+        let req = match wire::decode::<wire::HandOver>(&bytes) {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = reply.send(wire::encode(&Err::<(), String>(format!(
+                    "bad hand-over request: {e}"
+                ))));
+                return;
+            }
+        };
+        let shard = ShardId(req.shard);
+        let replicator = self.args.replicator.clone();
+        tracing::info!(shard = req.shard, to = %req.to, epoch = req.epoch, "handing the shard over");
+        tokio::spawn(async move {
+            let result = replicator.hand_over(shard, req.epoch, &req.to).await;
+            if let Err(e) = &result {
+                tracing::info!(shard = req.shard, error = %e, "hand-over not done; still primary");
+            }
+            let _ = reply.send(wire::encode(&result));
+        });
+    }
+
+    /// Stops the entities of a shard this node no longer leads.
+    fn stop_shard(&mut self, shard: ShardId, why: &str) {
+        if let Some(sup) = self.supervisors.remove(&shard) {
+            tracing::info!(shard = shard.0, why, "passivating the shard's entities");
+            self.by_actor.remove(&sup.get_id());
+            sup.stop(Some(why.to_string()));
+        }
     }
 
     /// The primary serves one page of a shard to a learner it knows about.
@@ -233,7 +277,7 @@ impl ShardHostState {
         }
         // The sender's epoch may trail ours by follower changes; what fences is that this node
         // leads the shard in its own map while it holds its lease.
-        if shard.0 == req.shard && p.primary == a.node {
+        if shard.0 == req.shard && p.primary == a.node && !a.replicator.is_deposed(shard, p.epoch) {
             return Ok(Route::Primary(shard));
         }
         if shard.0 == req.shard && req.read && req.fault.is_none() && p.in_sync.contains(&a.node) {
@@ -309,6 +353,11 @@ impl ShardHostState {
             self.args.lease.is_valid()
                 && p.primary == self.args.node
                 && p.in_sync.contains(&q.follower)
+                && !self.args.replicator.is_deposed(ShardId(q.shard), p.epoch)
+                && self
+                    .args
+                    .replicator
+                    .may_serve_reads(ShardId(q.shard), &q.follower)
         });
         let _ = reply.send(wire::encode(&ok));
     }
@@ -374,6 +423,7 @@ impl ShardHostState {
             }
         };
         let req_read = req.read;
+        let kind = req.kind.clone();
         let key = EntityKey {
             kind: req.kind,
             id: req.id,
@@ -402,6 +452,7 @@ impl ShardHostState {
                     payload: req.payload,
                     fault: req.fault,
                     idempotency_key: req.idempotency_key,
+                    request_id: req.request_id.clone(),
                     reply: tx.into(),
                 },
             ))
@@ -411,20 +462,28 @@ impl ShardHostState {
             return;
         }
         let guard = self.args.load.begin();
+        let in_flight = metrics::get()
+            .entity_requests_in_flight
+            .with_label_values(&[&kind]);
+        in_flight.inc();
         if req_read {
             metrics::get()
                 .reads_served
                 .with_label_values(&["primary"])
                 .inc();
         }
+        let request_id = req.request_id;
         tokio::spawn(async move {
             let _guard = guard;
+            let started = Instant::now();
             let answer = match tokio::time::timeout(timeout, rx).await {
                 Ok(Ok(Ok(bytes))) => EntityReply::Ok(bytes),
                 Ok(Ok(Err(e))) => EntityReply::Err(e),
                 Ok(Err(_)) => EntityReply::Err(failed),
                 Err(_) => EntityReply::Err(RemoteError::Timeout(timeout.as_millis() as u64)),
             };
+            in_flight.dec();
+            tracing::debug!(%request_id, kind = %kind, ok = matches!(answer, EntityReply::Ok(_)), latency_us = started.elapsed().as_micros() as u64, "handled");
             let _ = reply.send(wire::encode(&answer));
         });
     }
@@ -511,6 +570,7 @@ impl Actor for ShardHost {
             ShardHostRpc::Replicate(bytes, reply) => st.replicate(bytes, reply),
             ShardHostRpc::Copy(bytes, reply) => st.copy(bytes, reply),
             ShardHostRpc::ReadIndex(bytes, reply) => st.read_index(bytes, reply),
+            ShardHostRpc::HandOver(bytes, reply) => st.hand_over(bytes, reply),
         }
         Ok(())
     }

@@ -180,6 +180,11 @@ impl ShardSupervisorState {
         };
         let m = metrics::get();
         m.entity_failures.with_label_values(&[&key.kind]).inc();
+        let class = if reason.contains("panic") {
+            "panic"
+        } else {
+            "error"
+        };
         let now = Instant::now();
         let decision = self
             .trackers
@@ -188,6 +193,9 @@ impl ShardSupervisorState {
             .on_failure(&self.args.policy, now);
         match decision {
             RestartDecision::Restart { after, attempt } => {
+                m.entity_restarts
+                    .with_label_values(&[&key.kind, class])
+                    .inc();
                 tracing::warn!(entity = %key, %reason, attempt, backoff_ms = after.as_millis() as u64, "entity failed; restarting after backoff");
                 self.slots.insert(key.clone(), Slot::Restarting(queue));
                 let k = key.clone();
@@ -195,7 +203,9 @@ impl ShardSupervisorState {
             }
             RestartDecision::Quarantine { until } => {
                 tracing::error!(entity = %key, %reason, quarantine_s = self.args.policy.quarantine.as_secs(), "entity spent its restart budget; quarantined");
-                m.entity_quarantines.with_label_values(&[&key.kind]).inc();
+                m.entity_quarantines
+                    .with_label_values(&[&key.kind, "restart_budget"])
+                    .inc();
                 m.entities_quarantined.with_label_values(&[&key.kind]).inc();
                 for p in queue {
                     let _ = p.reply.send(Err(RemoteError::Quarantined {
@@ -263,10 +273,6 @@ impl Actor for ShardSupervisor {
                     let Some(Slot::Restarting(queue)) = st.slots.remove(&key) else {
                         unreachable!("checked above")
                     };
-                    metrics::get()
-                        .entity_restarts
-                        .with_label_values(&[&key.kind])
-                        .inc();
                     tracing::info!(entity = %key, queued = queue.len(), "restarting entity from its persisted state");
                     st.activate(&myself, key, queue).await;
                 }

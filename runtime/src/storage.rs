@@ -283,6 +283,29 @@ impl Store {
         Ok(applied)
     }
 
+    /// Puts back `prev` (or removes the entity if there was none) if the record stored is still
+    /// the write at `written`: undoes a primary's local write that no follower confirmed, so no
+    /// read on this node sees a value the cluster may never have. Call [`Store::commit`] after.
+    pub fn restore(
+        &self,
+        shard: ShardId,
+        kind: &str,
+        id: &str,
+        written: u64,
+        prev: Option<&Record>,
+    ) -> Result<bool, StorageError> {
+        let mut restored = false;
+        self.tree(shard)
+            .fetch_and_update(entity_key(kind, id), |old| match old {
+                Some(o) if Record::lsn_of(o) == written => {
+                    restored = true;
+                    prev.map(|p| Record::encode(p.lsn, p.value.as_deref()))
+                }
+                other => other.map(<[u8]>::to_vec),
+            })?;
+        Ok(restored)
+    }
+
     /// Highest lsn applied to `shard`.
     pub fn shard_lsn(&self, shard: ShardId) -> u64 {
         self.inner.lsns[shard.0 as usize].load(Ordering::Acquire)

@@ -51,6 +51,22 @@ pub enum ShardHostRpc {
     /// answered with an encoded [`CopyPage`].
     #[rpc]
     Copy(Vec<u8>, RpcReplyPort<Vec<u8>>),
+    /// The consensus leader asks a shard's primary to hand it to an in-sync follower: an encoded
+    /// [`HandOver`], answered with an encoded `Result<(), String>` once the primary has stopped
+    /// writing and the change is committed (or refused).
+    #[rpc]
+    HandOver(Vec<u8>, RpcReplyPort<Vec<u8>>),
+}
+
+/// A planned change of primary, carried out by the primary giving the shard up.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HandOver {
+    /// Shard.
+    pub shard: u32,
+    /// The shard's epoch the plan was made at.
+    pub epoch: u64,
+    /// The in-sync follower to take over.
+    pub to: String,
 }
 
 /// One replicated write.

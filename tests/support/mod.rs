@@ -64,6 +64,8 @@ pub enum Broker {
 pub struct Settings {
     /// MQTT broker, if any, and extra `[mqtt]` lines.
     pub mqtt: Option<(Broker, String)>,
+    /// `RUST_LOG` for the processes (a quiet default when `None`).
+    pub log: Option<String>,
     /// Number of nodes.
     pub nodes: usize,
     /// Lines appended to `[cluster]`.
@@ -81,6 +83,7 @@ impl Default for Settings {
                     .into(),
             entities: String::new(),
             mqtt: None,
+            log: None,
         }
     }
 }
@@ -104,6 +107,7 @@ pub struct Cluster {
     procs: HashMap<String, Child>,
     /// The MQTT broker's address and kind, when configured.
     pub mqtt: Option<(std::net::SocketAddr, Broker)>,
+    log_filter: String,
     pub http: reqwest::Client,
 }
 
@@ -162,6 +166,10 @@ impl Cluster {
             ops,
             procs: HashMap::new(),
             mqtt,
+            log_filter: settings
+                .log
+                .clone()
+                .unwrap_or_else(|| "info,sled=warn,ractor=warn,ractor_cluster=warn".to_string()),
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(15))
                 .build()
@@ -221,13 +229,18 @@ impl Cluster {
             cmd.arg("--config").arg(&self.config);
         }
         let child = cmd
-            .env("RUST_LOG", "info,sled=warn,ractor=warn,ractor_cluster=warn")
+            .env("RUST_LOG", &self.log_filter)
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
             .unwrap();
         self.procs.insert(name.to_string(), child);
+    }
+
+    /// The pid of a process this test started and has not killed.
+    pub fn try_pid(&self, name: &str) -> Option<i32> {
+        self.procs.get(name).map(|c| c.id() as i32)
     }
 
     pub fn pid(&self, name: &str) -> i32 {
