@@ -332,15 +332,7 @@ async fn chaos_commands_break_an_up_cluster_and_refuse_impossible_faults() {
 
 /// n1's view of `peer` (its `/view` on the ops port): state and heartbeat round trip.
 async fn view_of(c: &Cluster, from: &str, peer: &str) -> Option<(String, u64)> {
-    let v: Value = c
-        .http
-        .get(c.ops_url(from, "/view"))
-        .send()
-        .await
-        .ok()?
-        .json()
-        .await
-        .ok()?;
+    let v = c.get_json(&c.ops_url(from, "/view")).await?;
     let m = v["members"]
         .as_array()?
         .iter()

@@ -489,15 +489,7 @@ async fn a_real_prometheus_answers_every_panel_and_fires_node_down() {
         "KeelsonNodeDown firing",
         Duration::from_secs(90),
         || async {
-            let v: Value = c
-                .http
-                .get(format!("{base}/api/v1/alerts"))
-                .send()
-                .await
-                .ok()?
-                .json()
-                .await
-                .ok()?;
+            let v = c.get_json(&format!("{base}/api/v1/alerts")).await?;
             v["data"]["alerts"]
                 .as_array()?
                 .iter()

@@ -269,6 +269,11 @@ impl Cluster {
         format!("http://127.0.0.1:{}{path}", self.ops[name])
     }
 
+    /// `GET url` as JSON; `None` if it does not answer or the body is not JSON.
+    pub async fn get_json(&self, url: &str) -> Option<Value> {
+        self.http.get(url).send().await.ok()?.json().await.ok()
+    }
+
     /// Runs `keelson <args> --config <this cluster's config>`: exit code, stdout, stderr.
     pub fn keelson(&self, args: &[&str]) -> (i32, String, String) {
         let out = Command::new(env!("CARGO_BIN_EXE_keelson"))
@@ -286,15 +291,9 @@ impl Cluster {
 
     /// Each member's state as the gateway sees it.
     pub async fn states(&self) -> Option<HashMap<String, String>> {
-        let v: Value = self
-            .http
-            .get(format!("{}/v1/cluster", self.gateway))
-            .send()
-            .await
-            .ok()?
-            .json()
-            .await
-            .ok()?;
+        let v = self
+            .get_json(&format!("{}/v1/cluster", self.gateway))
+            .await?;
         Some(
             v["members"]
                 .as_array()?
