@@ -637,6 +637,18 @@ async fn reads_go_to_the_least_loaded_in_sync_copy_and_avoid_a_slow_node() {
             })
         })
         .collect();
+    // Meanwhile the gateway marks n3 degraded (a gray failure: alive but slow).
+    let marked = wait_for(
+        "the gateway to mark n3 degraded",
+        Duration::from_secs(8),
+        || async {
+            (c.try_metric("gateway", "keelson_node_degraded{peer=\"n3\"}")
+                .await
+                == Some(1.0))
+            .then_some(true)
+        },
+    )
+    .await;
     let mut ok = 0;
     for r in readers {
         ok += r.await.unwrap();
@@ -650,6 +662,7 @@ async fn reads_go_to_the_least_loaded_in_sync_copy_and_avoid_a_slow_node() {
         "reads served per node while n3 stalls (n1..n4): {share:?} of {total} ({ok} answered)"
     );
     assert!(total > 500.0, "too few reads to judge");
+    assert!(marked);
     let others = (share[0] + share[1] + share[3]) / 3.0;
     assert!(
         share[2] < 0.75 * others,

@@ -295,7 +295,8 @@ impl ClusterClient {
             .clone()
     }
 
-    /// Watches every node's latency and errors once a second: marks the degraded ones (see
+    /// Watches every node's heartbeat round trip and request errors once a second: marks the
+    /// degraded ones (see
     /// `slow_nodes`), and exports them with each node's latency and the shards whose primary is
     /// down, as this process sees them.
     pub fn spawn_health_watch(&self) -> tokio::task::JoinHandle<()> {
@@ -303,16 +304,31 @@ impl ClusterClient {
         tokio::spawn(async move {
             let mut detector = crate::slow_nodes::SlowNodeDetector::default();
             let mut last: HashMap<String, (u64, u64)> = HashMap::new();
-            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            // Each node's own latency: its heartbeat round trip, smoothed. (Request latency
+            // would blame a follower for the primary it asks before serving a read.)
+            let mut rtt: HashMap<String, f64> = HashMap::new();
+            let mut tick = tokio::time::interval(Duration::from_millis(250));
+            let mut n = 0u64;
             loop {
                 tick.tick().await;
+                let view = me.view.borrow().clone();
+                for m in &view.members {
+                    if let Some(us) = m.rtt_us {
+                        let e = rtt.entry(m.name.clone()).or_insert(us as f64);
+                        *e = 0.7 * *e + 0.3 * us as f64;
+                    }
+                }
+                n += 1;
+                if n % 4 != 0 {
+                    continue;
+                }
                 let m = metrics::get();
                 let mut samples = std::collections::BTreeMap::new();
                 for (name, s) in me.stats.iter() {
                     let req = s.requests.load(Ordering::Acquire);
                     let err = s.errors.load(Ordering::Acquire);
                     let (r0, e0) = last.insert(name.clone(), (req, err)).unwrap_or((req, err));
-                    let latency_us = s.latency.lock().expect("latency lock").now();
+                    let latency_us = rtt.get(name).copied().unwrap_or(0.0);
                     m.node_latency
                         .with_label_values(&[name])
                         .set(latency_us / 1e6);
@@ -333,7 +349,6 @@ impl ClusterClient {
                 }
                 *me.degraded.write().expect("degraded lock") = degraded;
                 let map = me.map();
-                let view = me.view.borrow().clone();
                 m.shards_unavailable
                     .set(map.iter().filter(|(_, p)| !view.is_up(&p.primary)).count() as i64);
             }

@@ -364,7 +364,7 @@ impl Metrics {
                 let g = prometheus::GaugeVec::new(
                     Opts::new(
                         "keelson_node_latency_seconds",
-                        "Latency EWMA of requests to each node, as this process sees it.",
+                        "Smoothed heartbeat round trip to each node, as this process sees it (what gray-failure detection compares).",
                     ),
                     &["peer"],
                 )
