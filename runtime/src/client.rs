@@ -319,7 +319,7 @@ impl ClusterClient {
                     }
                 }
                 n += 1;
-                if n % 4 != 0 {
+                if !n.is_multiple_of(4) {
                     continue;
                 }
                 let m = metrics::get();
