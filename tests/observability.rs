@@ -130,7 +130,21 @@ async fn busy_cluster(test: &str) -> Cluster {
     })
     .await;
 
-    // MQTT: a reading, garbage, an anomaly whose command the "device" acknowledges.
+    // MQTT: a reading, garbage, an anomaly whose command the "device" acknowledges. The broker
+    // drops what nobody subscribes to: wait for the bridge's session first.
+    wait_for(
+        "a node to hold the bridge session",
+        Duration::from_secs(30),
+        || async {
+            for n in &c.nodes {
+                if c.try_metric(n, "keelson_mqtt_bridge_active").await == Some(1.0) {
+                    return Some(());
+                }
+            }
+            None
+        },
+    )
+    .await;
     let (addr, _) = c.mqtt.unwrap();
     let mut o = MqttOptions::new("obs-device", addr.ip().to_string(), addr.port());
     o.set_keep_alive(Duration::from_secs(5));
@@ -140,9 +154,16 @@ async fn busy_cluster(test: &str) -> Cluster {
         .await
         .unwrap();
     let acker = client.clone();
+    let (subscribed_tx, subscribed) = tokio::sync::oneshot::channel();
+    let mut subscribed_tx = Some(subscribed_tx);
     let events = tokio::spawn(async move {
         loop {
             match el.poll().await {
+                Ok(Event::Incoming(Packet::SubAck(_))) => {
+                    if let Some(tx) = subscribed_tx.take() {
+                        let _ = tx.send(());
+                    }
+                }
                 Ok(Event::Incoming(Packet::Publish(p))) => {
                     let v: Value = serde_json::from_slice(&p.payload).unwrap_or_default();
                     let ack = json!({"command_id": v["command_id"], "status": "ok"});
@@ -160,7 +181,10 @@ async fn busy_cluster(test: &str) -> Cluster {
             }
         }
     });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    tokio::time::timeout(Duration::from_secs(10), subscribed)
+        .await
+        .expect("the device's subscription confirmed")
+        .unwrap();
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
