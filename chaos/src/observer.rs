@@ -175,17 +175,9 @@ impl Observer {
         let (me, s) = (self.clone(), src.clone());
         loops.push(tokio::spawn(async move {
             me.every(Duration::from_millis(50), || async {
-                let Some(map) = s.gateway.1.get_json("/v1/cluster/shards").await else {
+                let Some(primaries) = s.gateway.1.primaries().await else {
                     return;
                 };
-                let primaries: Vec<String> = map["shards"]
-                    .as_array()
-                    .map(|s| {
-                        s.iter()
-                            .map(|p| p["primary"].as_str().unwrap_or("").to_string())
-                            .collect()
-                    })
-                    .unwrap_or_default();
                 let mut seen = me.seen.lock().expect("observer lock");
                 if seen.maps.last().map(|(_, p)| p) != Some(&primaries) {
                     seen.maps.push((ms(), primaries));

@@ -123,20 +123,6 @@ impl Ctx<'_> {
         Err(last)
     }
 
-    async fn primaries(&self) -> Vec<String> {
-        self.gateway
-            .get_json("/v1/cluster/shards")
-            .await
-            .and_then(|v| {
-                v["shards"].as_array().map(|s| {
-                    s.iter()
-                        .map(|p| p["primary"].as_str().unwrap_or("").to_string())
-                        .collect()
-                })
-            })
-            .unwrap_or_default()
-    }
-
     /// Finds a key on every shard, creates them, and returns them by shard.
     async fn probe_keys(&self, prefix: &str) -> Result<HashMap<u32, String>, String> {
         let mut found: HashMap<u32, String> = HashMap::new();
@@ -579,12 +565,8 @@ pub async fn run(
         let s = stop.clone();
         let task = tokio::spawn(async move {
             while !s.load(std::sync::atomic::Ordering::Relaxed) {
-                p(
-                    start.elapsed().as_secs(),
-                    load.begun.load(std::sync::atomic::Ordering::Relaxed),
-                    load.succeeded.load(std::sync::atomic::Ordering::Relaxed),
-                    None,
-                );
+                let (begun, ok) = load.counts();
+                p(start.elapsed().as_secs(), begun, ok, None);
                 tokio::time::sleep(Duration::from_millis(250)).await;
             }
         });
@@ -595,7 +577,7 @@ pub async fn run(
     let mut applied: Vec<Applied> = Vec::new();
     for f in &scenario.faults {
         tokio::time::sleep_until((start + Duration::from_secs_f64(f.at_s)).into()).await;
-        let primaries = ctx.primaries().await;
+        let primaries = ctx.gateway.primaries().await.unwrap_or_default();
         let busy = load.busiest_shard();
         let busy_primary = || primaries.get(busy as usize).cloned();
         let at_ms = start.elapsed().as_millis() as u64;
@@ -633,10 +615,11 @@ pub async fn run(
             .filter_map(|s| Some((*s, probe_keys.get(s)?.clone())))
             .collect();
         let probes = probe(gateway.clone(), keys, start, Duration::from_secs(30));
+        let (begun, ok) = load.counts();
         (ticker.0)(
             start.elapsed().as_secs(),
-            load.begun.load(std::sync::atomic::Ordering::Relaxed),
-            load.succeeded.load(std::sync::atomic::Ordering::Relaxed),
+            begun,
+            ok,
             Some(format!("{} {description}", f.action.as_str())),
         );
         applied.push(Applied {
@@ -658,10 +641,11 @@ pub async fn run(
     let duration_ms = start.elapsed().as_millis() as u64;
 
     // Undo what the scenario left behind, so the final reads see a whole cluster.
+    let (begun, ok) = load.counts();
     (ticker.0)(
         start.elapsed().as_secs(),
-        load.begun.load(std::sync::atomic::Ordering::Relaxed),
-        load.succeeded.load(std::sync::atomic::Ordering::Relaxed),
+        begun,
+        ok,
         Some("checking".into()),
     );
     if let Some(links) = &ctx.links {

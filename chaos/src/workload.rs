@@ -130,6 +130,19 @@ impl Gateway {
         fetch_json(&self.http, &format!("{}{path}", self.base), None).await
     }
 
+    /// Every shard's primary, by shard number, as the gateway follows the map; `None` if it does
+    /// not answer.
+    pub async fn primaries(&self) -> Option<Vec<String>> {
+        let v = self.get_json("/v1/cluster/shards").await?;
+        Some(
+            v["shards"]
+                .as_array()?
+                .iter()
+                .map(|p| p["primary"].as_str().unwrap_or("").to_string())
+                .collect(),
+        )
+    }
+
     /// The shard of customer `id`.
     pub async fn shard_of(&self, id: &str) -> Option<u32> {
         let v = self
@@ -308,6 +321,14 @@ impl Load {
                 .expect("history lock")
                 .push(&key, kind, us(t0), us(t1), outcome);
         }
+    }
+
+    /// Operations begun and succeeded so far.
+    pub fn counts(&self) -> (u64, u64) {
+        (
+            self.begun.load(Ordering::Relaxed),
+            self.succeeded.load(Ordering::Relaxed),
+        )
     }
 
     /// Asks every worker to stop after its current operation.
