@@ -13,7 +13,12 @@ use serde::{Deserialize, Serialize};
 use crate::restart_budget::RestartPolicy;
 
 mod iot;
+mod security;
 pub use iot::{BrokerLocation, IotConfig, MqttConfig, RawIot, RawMqtt, RawRange};
+pub use security::{
+    read_secret, AuthSettings, JwtSettings, PublicKeyAlgorithm, RawAuth, RawJwt, RawTls, Secret,
+    TlsSettings, ADMIN_KEY_ENV, COOKIE_ENV, EXAMPLE_COOKIE,
+};
 
 /// The file as written. Every field is documented in `nodes.toml`.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -38,6 +43,12 @@ pub struct RawConfig {
     /// Anomaly detection.
     #[serde(default)]
     pub iot: RawIot,
+    /// TLS on the API and the cluster links.
+    #[serde(default)]
+    pub tls: RawTls,
+    /// Who may call the API.
+    #[serde(default)]
+    pub auth: RawAuth,
 }
 
 /// `[cluster]`
@@ -46,8 +57,13 @@ pub struct RawConfig {
 pub struct RawCluster {
     /// Name of the cluster; part of every node's identity.
     pub name: String,
-    /// Shared secret every process proves it knows before joining.
-    pub cookie: String,
+    /// Shared secret every process proves it knows before joining (on top of its certificate).
+    /// Prefer `cookie_file` or `KEELSON_COOKIE`.
+    #[serde(default)]
+    pub cookie: Option<String>,
+    /// File holding the cookie, relative to this file.
+    #[serde(default)]
+    pub cookie_file: Option<PathBuf>,
     /// Number of shards (fixed for the life of the data).
     #[serde(default = "default_shards")]
     pub shards: u32,
@@ -89,6 +105,9 @@ pub struct RawGateway {
     pub cluster_port: u16,
     /// Port of `/metrics`, `/health`, `/ready`.
     pub ops_port: u16,
+    /// IP address the ops port binds to; default: `host` when it is loopback, else 127.0.0.1.
+    #[serde(default)]
+    pub ops_host: Option<String>,
 }
 
 /// `[[node]]`
@@ -103,6 +122,9 @@ pub struct RawNode {
     pub cluster_port: u16,
     /// Port of `/metrics`, `/health`, `/ready`.
     pub ops_port: u16,
+    /// IP address the ops port binds to; default: `host` when it is loopback, else 127.0.0.1.
+    #[serde(default)]
+    pub ops_host: Option<String>,
 }
 
 /// `[storage]`
@@ -278,7 +300,7 @@ pub struct ClusterConfig {
     /// Cluster name.
     pub name: String,
     /// Authentication cookie.
-    pub cookie: String,
+    pub cookie: Secret,
     /// Shard count.
     pub shards: u32,
     /// Absolute data directory.
@@ -315,6 +337,10 @@ pub struct ClusterConfig {
     pub mqtt: Option<MqttConfig>,
     /// Anomaly detection settings.
     pub iot: IotConfig,
+    /// TLS settings.
+    pub tls: TlsSettings,
+    /// Authentication settings.
+    pub auth: AuthSettings,
     /// Addresses to dial peers at instead of their cluster ports (not in nodes.toml: `keelson up
     /// --chaos` routes every link through a fault-injecting proxy this way).
     pub dial_via: std::collections::BTreeMap<String, SocketAddr>,
@@ -491,9 +517,6 @@ pub fn validate(raw: &RawConfig, base_dir: &Path) -> Result<ClusterConfig, Vec<S
     if c.name.trim().is_empty() {
         problems.push("cluster.name: must not be empty".to_string());
     }
-    if c.cookie.len() < 8 {
-        problems.push("cluster.cookie: must be at least 8 characters".to_string());
-    }
     if !(1..=65_536).contains(&c.shards) {
         problems.push(format!(
             "cluster.shards: {} is out of range 1..=65536",
@@ -587,6 +610,7 @@ pub fn validate(raw: &RawConfig, base_dir: &Path) -> Result<ClusterConfig, Vec<S
                 Role::Node,
                 n.cluster_port,
                 n.ops_port,
+                &n.ops_host,
                 None,
             )
         })
@@ -597,10 +621,14 @@ pub fn validate(raw: &RawConfig, base_dir: &Path) -> Result<ClusterConfig, Vec<S
             Role::Gateway,
             g.cluster_port,
             g.ops_port,
+            &g.ops_host,
             Some(g.http_port),
         )));
     let mut gateway_http = None;
-    for (i, (label, name, host, role, cluster_port, ops_port, http_port)) in endpoints.enumerate() {
+    let mut ips = Vec::new();
+    for (i, (label, name, host, role, cluster_port, ops_port, ops_host, http_port)) in
+        endpoints.enumerate()
+    {
         if !valid_name(name) {
             problems.push(format!(
                 "{label}: name must be 1-32 characters of a-z, 0-9 and '-', starting with a letter"
@@ -616,7 +644,25 @@ pub fn validate(raw: &RawConfig, base_dir: &Path) -> Result<ClusterConfig, Vec<S
                 None
             }
         };
-        let mut claim = |what: &str, port: u16| -> Option<SocketAddr> {
+        ips.extend(ip);
+        // The ops port (metrics, health, views) stays on loopback unless named otherwise.
+        let ops_ip: Option<IpAddr> = match ops_host {
+            Some(h) => match h.parse::<IpAddr>() {
+                Ok(ip) => Some(ip),
+                Err(_) => {
+                    problems.push(format!("{label}: ops_host \"{h}\" is not an IP address"));
+                    None
+                }
+            },
+            None => ip.map(|ip| {
+                if ip.is_loopback() {
+                    ip
+                } else {
+                    IpAddr::from([127, 0, 0, 1])
+                }
+            }),
+        };
+        let mut claim = |what: &str, ip: Option<IpAddr>, port: u16| -> Option<SocketAddr> {
             if port == 0 {
                 problems.push(format!("{label}: {what} port must not be 0"));
                 return None;
@@ -633,10 +679,10 @@ pub fn validate(raw: &RawConfig, base_dir: &Path) -> Result<ClusterConfig, Vec<S
             ports.insert(addr, this);
             Some(addr)
         };
-        let cluster_addr = claim("cluster", cluster_port);
-        let ops_addr = claim("ops", ops_port);
+        let cluster_addr = claim("cluster", ip, cluster_port);
+        let ops_addr = claim("ops", ops_ip, ops_port);
         if let Some(p) = http_port {
-            gateway_http = claim("http", p);
+            gateway_http = claim("http", ip, p);
         }
         if let (Some(cluster_addr), Some(ops_addr)) = (cluster_addr, ops_addr) {
             members.push(Member {
@@ -663,18 +709,31 @@ pub fn validate(raw: &RawConfig, base_dir: &Path) -> Result<ClusterConfig, Vec<S
         }
     }
     let iot = iot::validate_iot(&raw.iot, &mut problems);
-    if !problems.is_empty() {
-        return Err(problems);
+    if let Some(m) = &mqtt {
+        ips.push(m.addr.ip());
     }
-    let gateway = members.pop().expect("gateway is the last member");
+    let loopback_only = security::all_loopback(&ips);
     let data_dir = if c.data_dir.is_absolute() {
         c.data_dir.clone()
     } else {
         base_dir.join(&c.data_dir)
     };
+    let cookie = security::validate_cookie(
+        c.cookie.as_deref(),
+        c.cookie_file.as_deref(),
+        base_dir,
+        loopback_only,
+        &mut problems,
+    );
+    let tls = security::validate_tls(&raw.tls, base_dir, &data_dir, loopback_only, &mut problems);
+    let auth = security::validate_auth(&raw.auth, base_dir, &data_dir, &mut problems);
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    let gateway = members.pop().expect("gateway is the last member");
     Ok(ClusterConfig {
         name: c.name.clone(),
-        cookie: c.cookie.clone(),
+        cookie,
         shards: c.shards,
         data_dir,
         failure_timeout: Duration::from_millis(c.failure_timeout_ms),
@@ -699,6 +758,8 @@ pub fn validate(raw: &RawConfig, base_dir: &Path) -> Result<ClusterConfig, Vec<S
         gateway_http: gateway_http.expect("no problems, so the http port was claimed"),
         mqtt,
         iot,
+        tls,
+        auth,
         dial_via: Default::default(),
     })
 }

@@ -40,6 +40,7 @@ mod shard_manager;
 mod shard_map;
 mod shard_supervisor;
 pub mod shutdown;
+pub mod tls;
 mod slow_nodes;
 mod storage;
 mod wire;

@@ -51,7 +51,7 @@ impl ClusterMember {
         );
         let server = NodeServer::new(
             me.cluster_addr.port(),
-            cfg.cookie.clone(),
+            cfg.cookie.expose().to_string(),
             me.name.clone(),
             me.cluster_addr.ip().to_string(),
             None,
