@@ -17,6 +17,7 @@
 
 mod customer;
 mod device;
+mod keyring;
 mod validate;
 
 pub use customer::{
@@ -32,6 +33,10 @@ pub use device::{
     MAX_READINGS_PER_MESSAGE, MAX_REF_LEN, MAX_TRACKED_READINGS, MAX_TWIN_KEYS, MAX_TWIN_TEXT,
     RECENT_SAMPLES, SEQ_WINDOW, VIEW_ALERTS,
 };
+pub use keyring::{
+    ApiKeyRecord, Keyring, KeyringAnswer, KeyringCommand, KeyringReply, KeyringState,
+    BOOTSTRAP_KEY_NAME, KEYRING_ID, MAX_KEYS,
+};
 pub use validate::{validate_id, DomainError};
 
 use keelson_runtime::EntityKinds;
@@ -41,4 +46,5 @@ pub fn kinds() -> EntityKinds {
     EntityKinds::new()
         .register::<Customer>()
         .register::<Device>()
+        .register::<Keyring>()
 }

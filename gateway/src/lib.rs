@@ -2,33 +2,43 @@
 //! and sends each request straight to the node that owns the entity.
 //!
 //! ```text
-//! client ──HTTP/JSON──▶ routes::handle ──body (64 KiB cap) ──api (strict JSON)──▶ command
-//!                             │                                                     │
-//!                             └──error (JSON, status, Retry-After) ◀── ClusterClient ┘ ──▶ owner node
+//! client ──HTTPS──▶ server (TLS, hyper) ──▶ routes::handle ──route_table──▶ identity (401)
+//!        ──authz (403)──▶ body (64 KiB cap) ──api (strict JSON)──▶ command ──ClusterClient──▶ owner node
+//!                         error (JSON, status, Retry-After) ◀─────────────────────────────┘
+//! keys: /v1/keys ──▶ keyring entity ◀── every 250 ms ── keys::spawn_refresh ──▶ identity
+//! openapi: GET /v1/openapi.json, generated from route_table
 //! ```
 //!
 //! Only this crate knows HTTP.
 
 mod api;
+mod authz;
 mod body;
 mod error;
+mod identity;
 mod iot;
+mod keys;
 mod metrics;
+mod openapi;
+mod route_table;
 mod routes;
+mod server;
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use identity::Identities;
 use keelson_runtime::{
     shutdown, ClusterClient, ClusterConfig, ClusterMember, RuntimeError, ShardMap,
 };
-use warp::Filter;
 
 pub use error::ApiError;
+pub use identity::new_bootstrap_key;
+pub use openapi::document as openapi_document;
 
 /// Reads the body under its cap and hands the request to the router.
-async fn serve_one<S, B>(
+pub(crate) async fn serve_one<S, B>(
     ctx: Arc<routes::Ctx>,
     method: warp::http::Method,
     path: String,
@@ -63,6 +73,15 @@ pub async fn run(cfg: ClusterConfig, stop: impl Future<Output = ()>) -> Result<(
     let client = ClusterClient::new(map, member.view(), cfg.request_timeout).with_refresh(refresh);
     let health_watch = client.spawn_health_watch();
 
+    let identities = Arc::new(
+        Identities::new(cfg.auth.admin_key().as_ref(), cfg.auth.jwt.as_ref())
+            .map_err(|e| RuntimeError::Security(e.to_string()))?,
+    );
+    if cfg.auth.admin_key().is_none() {
+        tracing::warn!(file = %cfg.auth.admin_key_file.display(), "no bootstrap admin key: only keys from the keyring and JWTs are accepted");
+    }
+    let keyring_task = keys::spawn_refresh(client.clone(), identities.clone());
+
     let (trigger, shutdown_rx) = shutdown::channel();
     let http_addr = cfg.gateway_http;
     let listener = tokio::net::TcpListener::bind(http_addr)
@@ -72,6 +91,19 @@ pub async fn run(cfg: ClusterConfig, stop: impl Future<Output = ()>) -> Result<(
             addr: http_addr,
             source: e,
         })?;
+    let (tls, reload_task) = if cfg.tls.enabled {
+        let pki = keelson_runtime::tls::Pki::new(&cfg.tls);
+        let (server_cfg, reloader) = pki
+            .https_server(&me)
+            .map_err(|e| RuntimeError::Security(e.to_string()))?;
+        (
+            Some(tokio_rustls::TlsAcceptor::from(server_cfg)),
+            Some(reloader.spawn(std::time::Duration::from_secs(2))),
+        )
+    } else {
+        tracing::warn!(http = %http_addr, "TLS is off (tls.enabled = false): plain HTTP on loopback only");
+        (None, None)
+    };
     let publisher = cfg.mqtt.as_ref().map(|m| {
         keelson_bridge::Publisher::start(
             m.addr,
@@ -80,25 +112,18 @@ pub async fn run(cfg: ClusterConfig, stop: impl Future<Output = ()>) -> Result<(
         )
     });
     let ctx = Arc::new(routes::Ctx {
+        identities,
         client,
         cfg: cfg.clone(),
         publisher,
     });
-    let api = warp::any()
-        .map(move || ctx.clone())
-        .and(warp::method())
-        .and(warp::path::full().map(|p: warp::path::FullPath| p.as_str().to_string()))
-        .and(warp::query::raw().or(warp::any().map(String::new)).unify())
-        .and(warp::header::headers_cloned())
-        .and(warp::header::optional::<u64>("content-length"))
-        .and(warp::body::stream())
-        .then(serve_one);
-    let http_task = tokio::spawn(
-        warp::serve(api)
-            .incoming(listener)
-            .graceful(shutdown_rx.clone().wait())
-            .run(),
-    );
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let http_task = tokio::spawn(server::serve(
+        ctx,
+        listener,
+        tls,
+        shutdown_rx.clone().wait(),
+    ));
 
     let ready = Arc::new(AtomicBool::new(false));
     let ops_task =
@@ -110,7 +135,7 @@ pub async fn run(cfg: ClusterConfig, stop: impl Future<Output = ()>) -> Result<(
                 source: e,
             })?;
     ready.store(true, Ordering::Release);
-    tracing::info!(http = %http_addr, ops = %me.ops_addr, "gateway ready");
+    tracing::info!(api = %format!("{scheme}://{http_addr}"), ops = %me.ops_addr, "gateway ready");
 
     stop.await;
 
@@ -120,6 +145,10 @@ pub async fn run(cfg: ClusterConfig, stop: impl Future<Output = ()>) -> Result<(
     let _ = http_task.await;
     let _ = ops_task.await;
     health_watch.abort();
+    keyring_task.abort();
+    if let Some(t) = reload_task {
+        t.abort();
+    }
     member.leave().await;
     tracing::info!("gateway stopped");
     Ok(())

@@ -1,6 +1,7 @@
-//! The public API: one warp filter hands every request to [`handle`], which routes by method and
-//! path, reads the body under a cap, calls the owning entity through the cluster client, and maps
-//! every outcome to JSON. One place sets `x-request-id` and `x-keelson-node`, logs, and counts.
+//! The public API: one warp filter hands every request to [`handle`], which resolves it in the
+//! route table, authenticates and authorizes it, calls the owning entity through the cluster
+//! client, and maps every outcome to JSON. One place sets `x-request-id` and `x-keelson-node`,
+//! logs, and counts.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -19,13 +20,19 @@ use warp::http::{HeaderMap, HeaderValue, Method, Response, StatusCode};
 use warp::hyper::body::Bytes;
 
 use crate::api;
+use crate::authz::{self, Decision, Principal};
 use crate::body;
 use crate::error::ApiError;
+use crate::identity::{AuthFailure, Identities};
 use crate::iot;
+use crate::keys;
 use crate::metrics;
+use crate::route_table::{self, Handler, Permission, Resolved, Route};
 
 /// What every handler needs.
 pub struct Ctx {
+    /// Who may prove what.
+    pub identities: Arc<Identities>,
     /// Entity client.
     pub client: ClusterClient,
     /// Configuration.
@@ -65,9 +72,11 @@ fn request_id(headers: &HeaderMap) -> String {
 /// What identifies one client request.
 pub struct Rq {
     /// `x-request-id`, given or generated.
-    id: String,
+    pub(crate) id: String,
     /// `Idempotency-Key`, if the client sent a usable one.
     idempotency_key: Option<String>,
+    /// Who sent it, once authenticated.
+    pub(crate) principal: Option<Principal>,
 }
 
 fn idempotency_key(headers: &HeaderMap) -> Option<String> {
@@ -87,6 +96,11 @@ pub(crate) fn id_ok(field: &str, id: &str) -> Result<(), ApiError> {
 }
 
 /// Handles one request; never fails (every error becomes a JSON response).
+///
+/// ```text
+/// route table ─▶ open route? ─no─▶ authenticate (401) ─▶ 404 / 405 ─▶ authorize (403)
+///             ─▶ customer principal on a device? look the owner up (403) ─▶ handler ─▶ mask
+/// ```
 pub async fn handle(
     ctx: Arc<Ctx>,
     method: Method,
@@ -96,11 +110,11 @@ pub async fn handle(
     body: Result<Vec<u8>, ApiError>,
 ) -> Response<Bytes> {
     let started = Instant::now();
-    let rid = Rq {
+    let mut rid = Rq {
         id: request_id(&headers),
         idempotency_key: idempotency_key(&headers),
+        principal: None,
     };
-    let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
     let query: HashMap<String, String> = query
         .split('&')
         .filter(|kv| !kv.is_empty())
@@ -109,7 +123,35 @@ pub async fn handle(
             None => (kv.to_string(), String::new()),
         })
         .collect();
-    let (route, outcome) = route(&ctx, &method, &segs, &query, body, &rid).await;
+    let resolved = route_table::resolve(method.as_str(), &path);
+    let label = match &resolved {
+        Resolved::Route(r, _) => r.path,
+        _ => "other",
+    };
+    let mut allow = None;
+    let outcome = match admit(&ctx, &resolved, &headers, &mut rid).await {
+        Err(e) => Err(e),
+        Ok(mask) => {
+            let Resolved::Route(r, params) = &resolved else {
+                unreachable!("admit lets only resolved routes through")
+            };
+            let out = dispatch(&ctx, r, params, &query, body, &rid).await;
+            audit(r, params, &rid, &out);
+            match out {
+                Ok(mut o) if mask => {
+                    if let Ok(mut v) = serde_json::from_str::<serde_json::Value>(&o.body) {
+                        authz::mask_json(&mut v);
+                        o.body = v.to_string();
+                    }
+                    Ok(o)
+                }
+                other => other,
+            }
+        }
+    };
+    if let Resolved::MethodNotAllowed(methods) = &resolved {
+        allow = Some(methods.join(", "));
+    }
     let (status, text, node, location, retry_after) = match outcome {
         Ok(o) => (o.status, o.body, o.node, o.location, None),
         Err(e) => {
@@ -123,12 +165,17 @@ pub async fn handle(
     let elapsed = started.elapsed();
     let m = metrics::http();
     m.requests
-        .with_label_values(&[route, method.as_str(), status.as_str()])
+        .with_label_values(&[label, method.as_str(), status.as_str()])
         .inc();
     m.latency
-        .with_label_values(&[route])
+        .with_label_values(&[label])
         .observe(elapsed.as_secs_f64());
-    tracing::info!(request_id = %rid.id, %method, %path, route, status = status.as_u16(), node = %node, latency_us = elapsed.as_micros() as u64, "request");
+    let principal = rid
+        .principal
+        .as_ref()
+        .map(|p| p.name.as_str())
+        .unwrap_or("-");
+    tracing::info!(request_id = %rid.id, %method, %path, route = label, principal, status = status.as_u16(), node = %node, latency_us = elapsed.as_micros() as u64, "request");
     let mut resp = Response::new(Bytes::from(text));
     *resp.status_mut() = status;
     let h = resp.headers_mut();
@@ -145,31 +192,138 @@ pub async fn handle(
     if let Some(s) = retry_after {
         h.insert("retry-after", HeaderValue::from(s));
     }
+    if let Some(a) = allow.and_then(|a| HeaderValue::from_str(&a).ok()) {
+        h.insert("allow", a);
+    }
+    if status == StatusCode::UNAUTHORIZED {
+        h.insert("www-authenticate", HeaderValue::from_static("Bearer"));
+    }
     resp
 }
 
-async fn route(
+/// Authentication, then routing errors, then authorization. `Ok(mask)` lets the request through.
+async fn admit(
     ctx: &Ctx,
-    method: &Method,
-    segs: &[&str],
+    resolved: &Resolved<'_>,
+    headers: &HeaderMap,
+    rid: &mut Rq,
+) -> Result<bool, ApiError> {
+    if let Resolved::Route(r, _) = resolved {
+        if r.permission == Permission::Open {
+            return Ok(false);
+        }
+    }
+    let principal = ctx.identities.authenticate(headers).map_err(|f| {
+        metrics::http().auth_denied.with_label_values(&[f.reason()]).inc();
+        let detail = match &f {
+            AuthFailure::BadToken(why) => why.as_str(),
+            _ => "",
+        };
+        tracing::warn!(request_id = %rid.id, reason = f.reason(), detail, "unauthenticated request refused");
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthenticated",
+            "send `Authorization: Bearer <API key or JWT>` with a valid credential",
+        )
+    })?;
+    rid.principal = Some(principal.clone());
+    let (route, params) = match resolved {
+        Resolved::Route(r, p) => (*r, p),
+        Resolved::MethodNotAllowed(_) => {
+            return Err(ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                format!("this method is not allowed here"),
+            ))
+        }
+        Resolved::NotFound => {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "no_route",
+                "no such endpoint; see GET /v1/openapi.json",
+            ))
+        }
+    };
+    let forbidden = |p: Permission| {
+        metrics::http()
+            .auth_denied
+            .with_label_values(&["forbidden"])
+            .inc();
+        tracing::warn!(request_id = %rid.id, principal = %principal.name, role = principal.role.as_str(), route = route.path, method = route.method, permission = p.as_str(), "forbidden");
+        ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!(
+                "this needs the `{}` permission, which role `{}` does not hold here",
+                p.as_str(),
+                principal.role.as_str()
+            ),
+        )
+    };
+    match authz::decide(route, &principal, params.get("id").copied()) {
+        Decision::Allow { mask } => Ok(mask),
+        Decision::Deny(p) => Err(forbidden(p)),
+        Decision::AllowIfOwnsDevice(device) => {
+            // The answer must not say whether the device exists: anything but "yours" is 403.
+            let owned = match send_device(ctx, &device, DeviceCommand::Get, rid).await {
+                Ok((_, Ok(DeviceAnswer::Device(d)))) => {
+                    Some(d.customer_id.as_str()) == principal.customer.as_deref()
+                }
+                Ok(_) => false,
+                Err(e) if e.status.is_server_error() => return Err(e),
+                Err(_) => false,
+            };
+            if owned {
+                Ok(false)
+            } else {
+                Err(forbidden(route.permission))
+            }
+        }
+    }
+}
+
+/// Every successful change of personal data or credentials is logged with who made it.
+fn audit(route: &Route, params: &route_table::Params<'_>, rid: &Rq, out: &Outcome) {
+    let changes = matches!(
+        route.permission,
+        Permission::WriteData | Permission::EraseCustomer | Permission::ManageKeys
+    ) && route.method != "GET";
+    if changes && out.is_ok() {
+        let principal = rid
+            .principal
+            .as_ref()
+            .map(|p| p.name.as_str())
+            .unwrap_or("-");
+        let target = params
+            .get("id")
+            .or(params.get("name"))
+            .copied()
+            .unwrap_or("-");
+        tracing::info!(target: "keelson::audit", request_id = %rid.id, principal, method = route.method, route = route.path, entity = target, "changed");
+    }
+}
+
+async fn dispatch(
+    ctx: &Ctx,
+    r: &Route,
+    params: &route_table::Params<'_>,
     query: &HashMap<String, String>,
     body: Result<Vec<u8>, ApiError>,
     rid: &Rq,
-) -> (&'static str, Outcome) {
-    let m = method.clone();
-    match segs {
-        ["v1", "customers"] if m == Method::POST => {
-            ("customers", create_customer(ctx, body, rid).await)
-        }
-        ["v1", "customers", id] if m == Method::GET => (
-            "customer",
-            customer(ctx, id, CustomerCommand::Get, rid, StatusCode::OK).await,
+) -> Outcome {
+    let id = params.get("id").copied().unwrap_or("");
+    match r.handler {
+        Handler::Health => ok(
+            StatusCode::OK,
+            &ctx.cfg.gateway.name,
+            &serde_json::json!({"status": "ok"}),
         ),
-        ["v1", "customers", id] if m == Method::PATCH => {
-            ("customer", patch_customer(ctx, id, body, rid).await)
-        }
-        ["v1", "customers", id] if m == Method::DELETE => (
-            "customer",
+        Handler::Ready => ready(ctx),
+        Handler::OpenApi => Ok(local_json(ctx, &crate::openapi::document())),
+        Handler::CreateCustomer => create_customer(ctx, body, rid).await,
+        Handler::GetCustomer => customer(ctx, id, CustomerCommand::Get, rid, StatusCode::OK).await,
+        Handler::PatchCustomer => patch_customer(ctx, id, body, rid).await,
+        Handler::DeleteCustomer => {
             customer(
                 ctx,
                 id,
@@ -177,80 +331,55 @@ async fn route(
                 rid,
                 StatusCode::NO_CONTENT,
             )
-            .await,
-        ),
-        ["v1", "customers", id, "interactions"] if m == Method::POST => {
-            ("interactions", add_interaction(ctx, id, body, rid).await)
+            .await
         }
-        ["v1", "devices"] if m == Method::POST => ("devices", create_device(ctx, body, rid).await),
-        ["v1", "devices", id] if m == Method::GET => (
-            "device",
-            device(ctx, id, DeviceCommand::Get, rid, StatusCode::OK).await,
-        ),
-        ["v1", "devices", id, "telemetry"] if m == Method::POST => {
-            ("telemetry", telemetry(ctx, id, body, rid).await)
+        Handler::AddInteraction => add_interaction(ctx, id, body, rid).await,
+        Handler::Tickets => iot::tickets(ctx, id, rid).await,
+        Handler::CreateDevice => create_device(ctx, body, rid).await,
+        Handler::GetDevice => device(ctx, id, DeviceCommand::Get, rid, StatusCode::OK).await,
+        Handler::PostTelemetry => telemetry(ctx, id, body, rid).await,
+        Handler::GetTelemetry => iot::telemetry(ctx, id, query, rid).await,
+        Handler::GetTwin => iot::twin(ctx, id, rid).await,
+        Handler::PatchDesired => iot::patch_desired(ctx, id, body, rid).await,
+        Handler::PostCommand => iot::post_command(ctx, id, body, rid).await,
+        Handler::GetCommands => iot::commands(ctx, id, rid).await,
+        Handler::GetAlerts => iot::alerts(ctx, id, rid).await,
+        Handler::Cluster => Ok(cluster(ctx)),
+        Handler::Shards => Ok(shards(ctx)),
+        Handler::Locate => locate(ctx, params.get("kind").copied().unwrap_or(""), id),
+        Handler::CreateKey => keys::create(ctx, body, rid).await,
+        Handler::ListKeys => keys::list(ctx, rid).await,
+        Handler::RevokeKey => {
+            keys::revoke(ctx, params.get("name").copied().unwrap_or(""), rid).await
         }
-        ["v1", "devices", id, "telemetry"] if m == Method::GET => (
-            "telemetry_history",
-            iot::telemetry(ctx, id, query, rid).await,
-        ),
-        ["v1", "devices", id, "twin"] if m == Method::GET => {
-            ("twin", iot::twin(ctx, id, rid).await)
+        Handler::Fault => {
+            fault(
+                ctx,
+                params.get("kind").copied().unwrap_or(""),
+                id,
+                body,
+                rid,
+            )
+            .await
         }
-        ["v1", "devices", id, "twin", "desired"] if m == Method::PATCH => {
-            ("twin_desired", iot::patch_desired(ctx, id, body, rid).await)
-        }
-        ["v1", "devices", id, "commands"] if m == Method::POST => {
-            ("commands", iot::post_command(ctx, id, body, rid).await)
-        }
-        ["v1", "devices", id, "commands"] if m == Method::GET => {
-            ("commands", iot::commands(ctx, id, rid).await)
-        }
-        ["v1", "devices", id, "alerts"] if m == Method::GET => {
-            ("alerts", iot::alerts(ctx, id, rid).await)
-        }
-        ["v1", "customers", id, "tickets"] if m == Method::GET => {
-            ("tickets", iot::tickets(ctx, id, rid).await)
-        }
-        ["v1", "cluster"] if m == Method::GET => ("cluster", Ok(cluster(ctx))),
-        ["v1", "cluster", "shards"] if m == Method::GET => ("shards", Ok(shards(ctx))),
-        ["v1", "cluster", "locate", kind, id] if m == Method::GET => {
-            ("locate", locate(ctx, kind, id))
-        }
-        ["v1", "debug", "fault", kind, id] if m == Method::POST => {
-            ("fault", fault(ctx, kind, id, body, rid).await)
-        }
-        ["v1", "customers"]
-        | ["v1", "customers", _]
-        | ["v1", "customers", _, "interactions"]
-        | ["v1", "devices"]
-        | ["v1", "devices", _]
-        | ["v1", "devices", _, "telemetry"]
-        | ["v1", "devices", _, "twin"]
-        | ["v1", "devices", _, "twin", "desired"]
-        | ["v1", "devices", _, "commands"]
-        | ["v1", "devices", _, "alerts"]
-        | ["v1", "customers", _, "tickets"]
-        | ["v1", "cluster"]
-        | ["v1", "cluster", "shards"]
-        | ["v1", "cluster", "locate", _, _]
-        | ["v1", "debug", "fault", _, _] => (
-            "other",
-            Err(ApiError::new(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "method_not_allowed",
-                format!("{method} is not allowed here"),
-            )),
-        ),
-        _ => (
-            "other",
-            Err(ApiError::new(
-                StatusCode::NOT_FOUND,
-                "no_route",
-                "no such endpoint; see README for the API",
-            )),
-        ),
     }
+}
+
+fn ready(ctx: &Ctx) -> Outcome {
+    let view = ctx.client.view();
+    let up = view.members.iter().filter(|m| m.state == "up").count();
+    if up == 0 {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_ready",
+            "this gateway sees no node up",
+        ));
+    }
+    ok(
+        StatusCode::OK,
+        &ctx.cfg.gateway.name,
+        &serde_json::json!({"status": "ready", "nodes_up": up}),
+    )
 }
 
 pub(crate) async fn send_customer(

@@ -40,9 +40,9 @@ mod shard_manager;
 mod shard_map;
 mod shard_supervisor;
 pub mod shutdown;
-pub mod tls;
 mod slow_nodes;
 mod storage;
+pub mod tls;
 mod wire;
 
 pub use activation::ActivationTable;
@@ -99,6 +99,12 @@ pub enum RuntimeError {
     /// The stored consensus log was made for another cluster layout.
     #[error("the data directory holds a cluster of layout \"{0}\" but the configuration says \"{1}\"; changing nodes, shards or replication_factor of an existing cluster is not supported yet")]
     Layout(String, String),
+    /// TLS material or credentials are missing or unusable.
+    #[error("{0}")]
+    Security(String),
+    /// TLS material is missing or unusable.
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
 }
 
 /// Re-exported so binaries can start ops endpoints for other roles.

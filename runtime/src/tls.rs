@@ -173,9 +173,7 @@ impl Pki {
                 continue;
             }
             let key = rcgen::KeyPair::generate().map_err(gen)?;
-            let cert = member_params(&m)?
-                .signed_by(&key, &issuer)
-                .map_err(gen)?;
+            let cert = member_params(&m)?.signed_by(&key, &issuer).map_err(gen)?;
             write_private(&self.key_path(&m.name), key.serialize_pem().as_bytes())?;
             std::fs::write(&cert_path, cert.pem()).map_err(io(&cert_path))?;
             made.push(cert_path);
@@ -217,12 +215,10 @@ impl Pki {
 
     /// Server side of a cluster link: presents `me`'s certificate and requires one from the CA.
     pub fn cluster_server(&self, me: &Member) -> Result<Arc<ServerConfig>, TlsError> {
-        let verifier = WebPkiClientVerifier::builder_with_provider(
-            Arc::new(self.roots()?),
-            provider(),
-        )
-        .build()
-        .map_err(|e| TlsError::Config(e.to_string()))?;
+        let verifier =
+            WebPkiClientVerifier::builder_with_provider(Arc::new(self.roots()?), provider())
+                .build()
+                .map_err(|e| TlsError::Config(e.to_string()))?;
         let (chain, key) = self.load_identity(&me.name)?;
         let cfg = ServerConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
@@ -272,7 +268,9 @@ impl Pki {
 fn missing(path: &Path, e: impl std::fmt::Display) -> TlsError {
     TlsError::Bad {
         path: path.to_path_buf(),
-        reason: format!("{e} (run `keelson up`, or `keelson init`, to make the cluster's certificates)"),
+        reason: format!(
+            "{e} (run `keelson up`, or `keelson init`, to make the cluster's certificates)"
+        ),
     }
 }
 
@@ -306,10 +304,7 @@ pub fn client_trusting(ca: &Path) -> Result<ClientConfig, TlsError> {
 
 /// Every member that gets a certificate: the nodes, the gateway, the embedded broker.
 fn members_of(cfg: &ClusterConfig) -> Vec<Member> {
-    cfg.members()
-        .cloned()
-        .chain(cfg.broker())
-        .collect()
+    cfg.members().cloned().chain(cfg.broker()).collect()
 }
 
 fn member_params(m: &Member) -> Result<rcgen::CertificateParams, TlsError> {
@@ -339,13 +334,14 @@ fn member_params(m: &Member) -> Result<rcgen::CertificateParams, TlsError> {
 /// Which member of `cfg` a verified peer certificate names, if any.
 pub fn identify(cfg: &ClusterConfig, cert: &CertificateDer<'_>) -> Option<Member> {
     let ee = webpki::EndEntityCert::try_from(cert).ok()?;
-    cfg.members().find(|m| {
-        let Ok(name) = ServerName::try_from(identity_name(m.role, &m.name)) else {
-            return false;
-        };
-        ee.verify_is_valid_for_subject_name(&name).is_ok()
-    })
-    .cloned()
+    cfg.members()
+        .find(|m| {
+            let Ok(name) = ServerName::try_from(identity_name(m.role, &m.name)) else {
+                return false;
+            };
+            ee.verify_is_valid_for_subject_name(&name).is_ok()
+        })
+        .cloned()
 }
 
 /// The server name a client checks when it dials `m`.

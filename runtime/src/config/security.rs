@@ -264,26 +264,24 @@ pub fn validate_auth(
     data_dir: &Path,
     problems: &mut Vec<String>,
 ) -> AuthSettings {
-    let metrics_token = a.metrics_token_file.as_deref().and_then(|f| {
-        match read_secret(&resolve(base, f)) {
-            Ok(s) if s.expose().len() >= 16 => Some(s),
-            Ok(_) => {
-                problems.push(format!(
-                    "auth.metrics_token_file: {}: the token must be at least 16 characters",
-                    f.display()
-                ));
-                None
-            }
-            Err(e) => {
-                problems.push(format!("auth.metrics_token_file: {}: {e}", f.display()));
-                None
-            }
-        }
-    });
-    let jwt = a
-        .jwt
-        .as_ref()
-        .and_then(|j| validate_jwt(j, base, problems));
+    let metrics_token =
+        a.metrics_token_file
+            .as_deref()
+            .and_then(|f| match read_secret(&resolve(base, f)) {
+                Ok(s) if s.expose().len() >= 16 => Some(s),
+                Ok(_) => {
+                    problems.push(format!(
+                        "auth.metrics_token_file: {}: the token must be at least 16 characters",
+                        f.display()
+                    ));
+                    None
+                }
+                Err(e) => {
+                    problems.push(format!("auth.metrics_token_file: {}: {e}", f.display()));
+                    None
+                }
+            });
+    let jwt = a.jwt.as_ref().and_then(|j| validate_jwt(j, base, problems));
     AuthSettings {
         admin_key_file: a
             .admin_key_file
@@ -312,22 +310,23 @@ fn validate_jwt(j: &RawJwt, base: &Path, problems: &mut Vec<String>) -> Option<J
             j.leeway_secs
         ));
     }
-    let hs256_secret = j.hs256_secret_file.as_deref().and_then(|f| {
-        match read_secret(&resolve(base, f)) {
-            Ok(s) if s.expose().len() >= 32 => Some(s),
-            Ok(_) => {
-                problems.push(format!(
-                    "auth.jwt.hs256_secret_file: {}: the secret must be at least 32 bytes",
-                    f.display()
-                ));
-                None
-            }
-            Err(e) => {
-                problems.push(format!("auth.jwt.hs256_secret_file: {}: {e}", f.display()));
-                None
-            }
-        }
-    });
+    let hs256_secret =
+        j.hs256_secret_file
+            .as_deref()
+            .and_then(|f| match read_secret(&resolve(base, f)) {
+                Ok(s) if s.expose().len() >= 32 => Some(s),
+                Ok(_) => {
+                    problems.push(format!(
+                        "auth.jwt.hs256_secret_file: {}: the secret must be at least 32 bytes",
+                        f.display()
+                    ));
+                    None
+                }
+                Err(e) => {
+                    problems.push(format!("auth.jwt.hs256_secret_file: {}: {e}", f.display()));
+                    None
+                }
+            });
     let alg = match j.public_key_algorithm.as_deref() {
         None | Some("RS256") => PublicKeyAlgorithm::Rs256,
         Some("ES256") => PublicKeyAlgorithm::Es256,
@@ -338,18 +337,19 @@ fn validate_jwt(j: &RawJwt, base: &Path, problems: &mut Vec<String>) -> Option<J
             PublicKeyAlgorithm::Rs256
         }
     };
-    let public_key = j.public_key_file.as_deref().and_then(|f| {
-        match std::fs::read(resolve(base, f)) {
-            Ok(pem) => Some((pem, alg)),
-            Err(e) => {
-                problems.push(format!(
-                    "auth.jwt.public_key_file: {}: cannot read: {e}",
-                    f.display()
-                ));
-                None
-            }
-        }
-    });
+    let public_key =
+        j.public_key_file
+            .as_deref()
+            .and_then(|f| match std::fs::read(resolve(base, f)) {
+                Ok(pem) => Some((pem, alg)),
+                Err(e) => {
+                    problems.push(format!(
+                        "auth.jwt.public_key_file: {}: cannot read: {e}",
+                        f.display()
+                    ));
+                    None
+                }
+            });
     if j.hs256_secret_file.is_none() && j.public_key_file.is_none() {
         problems.push(
             "auth.jwt: name hs256_secret_file, public_key_file or both (no key, no token can be checked)"
