@@ -5,6 +5,8 @@
 mod chaos_cmd;
 mod chaos_run;
 mod devices_cmd;
+mod init_cmd;
+mod keys_cmd;
 mod logging;
 mod probe;
 mod prometheus_cmd;
@@ -97,6 +99,21 @@ enum Command {
         /// Scrape and rule evaluation interval, seconds.
         #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=300))]
         interval: u32,
+    },
+    /// Make what a fresh cluster needs and keep it: the cluster CA and every member's
+    /// certificate, and the bootstrap admin key (`keelson up` does this first).
+    Init {
+        /// Cluster configuration.
+        #[arg(long, short, default_value = "nodes.toml")]
+        config: PathBuf,
+    },
+    /// API keys: create (shown once), list, revoke.
+    Keys {
+        /// Cluster configuration (gateway address, TLS directory, admin key file).
+        #[arg(long, short, default_value = "nodes.toml", global = true)]
+        config: PathBuf,
+        #[command(subcommand)]
+        command: keys_cmd::KeysCommand,
     },
     /// Check a configuration file and print every problem found (exit code 2 if any).
     CheckConfig {
@@ -237,6 +254,26 @@ fn main() -> ExitCode {
                     .map_err(anyhow::Error::from)
             })
         }
+        Command::Init { config } => match load(&config) {
+            Ok(cfg) => match init_cmd::ensure(&cfg) {
+                Ok(made) => {
+                    init_cmd::report(&cfg, &made);
+                    if made.certs.is_empty() && made.admin_key.is_none() {
+                        eprintln!("nothing to make: certificates and admin key already exist");
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::FAILURE
+                }
+            },
+            Err(code) => code,
+        },
+        Command::Keys { config, command } => match load(&config) {
+            Ok(cfg) => keys_cmd::run(&cfg, command),
+            Err(code) => code,
+        },
         Command::Devices { config, command } => match load(&config) {
             Ok(cfg) => devices_cmd::run(&cfg, command),
             Err(code) => code,

@@ -235,7 +235,7 @@ impl Up {
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
             self.check_no_exit(rx)?;
-            let up = match probe::get(self.cfg.gateway_http, "/v1/cluster").await {
+            let up = match probe::get(self.cfg.gateway.ops_addr, "/view").await {
                 Some((200, body)) => serde_json::from_str::<serde_json::Value>(&body)
                     .ok()
                     .and_then(|v| {
@@ -399,6 +399,8 @@ pub async fn run(
         std::fs::create_dir_all(d).with_context(|| format!("cannot create {}", d.display()))?;
     }
     check_not_running(&run_dir)?;
+    let made = crate::init_cmd::ensure(&cfg)?;
+    crate::init_cmd::report(&cfg, &made);
     let (stop_links, links_stop) = tokio::sync::watch::channel(false);
     let links = if chaos {
         Some(start_links(&cfg, links_stop).await?)
@@ -476,14 +478,22 @@ pub async fn run(
 
 fn print_banner(up: &Up) {
     let cfg = &up.cfg;
+    let base = keelson_gateway::base_url(cfg);
+    let ca = if cfg.tls.enabled {
+        format!(
+            "--cacert {} ",
+            keelson_runtime::tls::Pki::new(&cfg.tls).ca_path().display()
+        )
+    } else {
+        String::new()
+    };
     let mut out = format!(
-        "\nKeelson cluster \"{}\" is up: {} nodes, {} shards, data in {}\n\n  gateway  http://{}   (try: curl http://{}/v1/cluster)\n",
+        "\nKeelson cluster \"{}\" is up: {} nodes, {} shards, data in {}\n\n  gateway  {base}\n           try: curl {ca}-H \"Authorization: Bearer $(cat {})\" {base}/v1/cluster\n",
         cfg.name,
         cfg.nodes.len(),
         cfg.shards,
         cfg.data_dir.display(),
-        cfg.gateway_http,
-        cfg.gateway_http
+        cfg.auth.admin_key_file.display(),
     );
     for c in &up.children {
         out.push_str(&format!(

@@ -194,6 +194,21 @@ impl Identities {
         *self.keys.write().expect("key index lock") = index;
     }
 
+    /// Knows one new key at once (the gateway that made it need not wait for a refresh).
+    pub fn add_now(&self, rec: &ApiKeyRecord) {
+        if let Some(role) = Role::parse(&rec.role) {
+            self.keys.write().expect("key index lock").insert(
+                rec.id.clone(),
+                KeyEntry {
+                    name: rec.name.clone(),
+                    role,
+                    hash: rec.hash,
+                    revoked: rec.revoked_ms.is_some(),
+                },
+            );
+        }
+    }
+
     /// Marks one key revoked at once (the gateway that revoked it need not wait for a refresh).
     pub fn revoke_now(&self, rec: &ApiKeyRecord) {
         let mut keys = self.keys.write().expect("key index lock");

@@ -115,11 +115,14 @@ pub async fn create(ctx: &Ctx, body: Result<Vec<u8>, ApiError>, rid: &Rq) -> Out
     };
     let (node, reply) = send(&ctx.client, KeyringCommand::Add(rec), &rid.id).await?;
     match reply {
-        Ok(KeyringAnswer::Added(r)) => ok(
-            StatusCode::CREATED,
-            &node,
-            &serde_json::json!({"name": r.name, "id": r.id, "role": r.role, "created_ms": r.created_ms, "key": key}),
-        ),
+        Ok(KeyringAnswer::Added(r)) => {
+            ctx.identities.add_now(&r);
+            ok(
+                StatusCode::CREATED,
+                &node,
+                &serde_json::json!({"name": r.name, "id": r.id, "role": r.role, "created_ms": r.created_ms, "key": key}),
+            )
+        }
         Ok(_) => Err(unexpected(&node)),
         Err(e) => Err(with_node(e, &node)),
     }

@@ -14,6 +14,7 @@
 mod api;
 mod authz;
 mod body;
+mod client;
 mod error;
 mod identity;
 mod iot;
@@ -33,6 +34,7 @@ use keelson_runtime::{
     shutdown, ClusterClient, ClusterConfig, ClusterMember, RuntimeError, ShardMap,
 };
 
+pub use client::{api_client, base_url, tool_key, ApiClient};
 pub use error::ApiError;
 pub use identity::new_bootstrap_key;
 pub use openapi::document as openapi_document;

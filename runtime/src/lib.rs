@@ -26,6 +26,7 @@ mod entity;
 mod failure_detector;
 mod heartbeat;
 mod lease;
+mod links;
 mod load;
 mod map_follower;
 mod member;

@@ -9,13 +9,14 @@ use std::time::Duration;
 
 use ractor::{Actor, ActorRef};
 use ractor_cluster::node::NodeConnectionMode;
-use ractor_cluster::{NodeServer, NodeServerMessage};
+use ractor_cluster::{IncomingEncryptionMode, NodeServer, NodeServerMessage};
 use tokio::sync::watch;
 
 use crate::config::{ClusterConfig, Member, Role};
 use crate::entity::now_ms;
 use crate::heartbeat::{HeartbeatResponder, ResponderArgs};
 use crate::lease::Lease;
+use crate::links::Links;
 use crate::load::Load;
 use crate::membership::{
     ClusterView, Membership, MembershipArgs, MembershipMsg, Peer, SessionEvents,
@@ -35,32 +36,58 @@ pub struct ClusterMember {
     map_version: Arc<AtomicU64>,
     lease: Lease,
     load: Load,
+    accept_task: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl ClusterMember {
     /// Starts the transport and membership for `me`.
     pub async fn join(cfg: &ClusterConfig, me: &Member) -> Result<Self, RuntimeError> {
-        // ractor_cluster binds inside an actor and only logs a failure: check the port first so
-        // the error reaches the operator.
-        drop(
-            std::net::TcpListener::bind(me.cluster_addr).map_err(|e| RuntimeError::Bind {
-                what: "cluster",
-                addr: me.cluster_addr,
-                source: e,
-            })?,
-        );
-        let server = NodeServer::new(
-            me.cluster_addr.port(),
-            cfg.cookie.expose().to_string(),
-            me.name.clone(),
-            me.cluster_addr.ip().to_string(),
-            None,
-            Some(NodeConnectionMode::Isolated),
-        )
-        .with_listen_addr(me.cluster_addr.ip());
+        let links = Links::new(cfg, me)?;
+        let bind_err = |e| RuntimeError::Bind {
+            what: "cluster",
+            addr: me.cluster_addr,
+            source: e,
+        };
+        let (server, listener) = match links.parked_acceptor() {
+            // ractor_cluster binds inside an actor and only logs a failure: check the port first
+            // so the error reaches the operator.
+            None => {
+                drop(std::net::TcpListener::bind(me.cluster_addr).map_err(bind_err)?);
+                let server = NodeServer::new(
+                    me.cluster_addr.port(),
+                    cfg.cookie.expose().to_string(),
+                    me.name.clone(),
+                    me.cluster_addr.ip().to_string(),
+                    None,
+                    Some(NodeConnectionMode::Isolated),
+                )
+                .with_listen_addr(me.cluster_addr.ip());
+                (server, None)
+            }
+            // Our own listener takes the cluster port; the node server's is parked (see links).
+            Some(acceptor) => {
+                let listener = tokio::net::TcpListener::bind(me.cluster_addr)
+                    .await
+                    .map_err(bind_err)?;
+                let server = NodeServer::new(
+                    0,
+                    cfg.cookie.expose().to_string(),
+                    me.name.clone(),
+                    me.cluster_addr.ip().to_string(),
+                    Some(IncomingEncryptionMode::Tls(acceptor)),
+                    Some(NodeConnectionMode::Isolated),
+                )
+                .with_listen_addr(std::net::IpAddr::from([127, 0, 0, 1]));
+                (server, Some(listener))
+            }
+        };
         let (node_server, _) = Actor::spawn(None, server, ())
             .await
             .map_err(|e| RuntimeError::Spawn("node server", e.to_string()))?;
+        let accept_task = match (&links, listener) {
+            (Links::Tls(t), Some(l)) => Some(t.clone().spawn_listener(l, node_server.clone())),
+            _ => None,
+        };
         let incarnation = now_ms();
         let map_version = Arc::new(AtomicU64::new(0));
         let lease = Lease::default();
@@ -111,6 +138,7 @@ impl ClusterMember {
                 lease: lease.clone(),
                 cluster_nodes: cfg.nodes.len(),
                 lease_duration: cfg.lease(),
+                links: links.clone(),
             },
         )
         .await
@@ -118,7 +146,10 @@ impl ClusterMember {
         node_server
             .cast(NodeServerMessage::SubscribeToEvents {
                 id: "keelson.membership".to_string(),
-                subscription: Box::new(SessionEvents(membership.clone())),
+                subscription: Box::new(SessionEvents {
+                    membership: membership.clone(),
+                    require_tls: matches!(links, Links::Tls(_)),
+                }),
             })
             .map_err(|e| RuntimeError::Spawn("session subscription", e.to_string()))?;
         tracing::info!(member = %me.name, addr = %me.cluster_addr, "joined the cluster transport");
@@ -131,6 +162,7 @@ impl ClusterMember {
             map_version,
             lease,
             load,
+            accept_task,
         })
     }
 
@@ -157,6 +189,9 @@ impl ClusterMember {
     /// Stops membership, the responder and the transport, in that order.
     pub async fn leave(self) {
         let wait = Some(Duration::from_secs(2));
+        if let Some(t) = &self.accept_task {
+            t.abort();
+        }
         let _ = self.membership.stop_and_wait(None, wait).await;
         let _ = self.responder.stop_and_wait(None, wait).await;
         let _ = self.node_server.stop_and_wait(None, wait).await;

@@ -149,6 +149,8 @@ pub struct MembershipArgs {
     pub cluster_nodes: usize,
     /// How long a majority's answers keep the lease.
     pub lease_duration: Duration,
+    /// How links are dialled (TLS or not).
+    pub links: crate::links::Links,
 }
 
 struct Session {
@@ -253,12 +255,13 @@ impl MembershipState {
         d.next_at = now + d.backoff.mul_f64(jitter);
         d.backoff = (d.backoff * 2).min(DIAL_BACKOFF_MAX);
         let server = self.args.node_server.clone();
+        let links = self.args.links.clone();
         let me = myself.clone();
-        let (name, addr) = (peer.name.clone(), peer.addr);
+        let (name, role, addr) = (peer.name.clone(), peer.role, peer.addr);
         tokio::spawn(async move {
             match tokio::time::timeout(
                 Duration::from_secs(1),
-                ractor_cluster::client_connect(&server, addr),
+                links.dial(&server, &name, role, addr),
             )
             .await
             {
@@ -523,19 +526,26 @@ impl Actor for Membership {
     }
 }
 
-/// Forwards node-server events to the membership actor.
-pub struct SessionEvents(pub ActorRef<MembershipMsg>);
+/// Forwards node-server events to the membership actor; with TLS, first kills any session whose
+/// claimed name is not the one its certificate proved (it is killed before ractor_cluster
+/// advertises a single actor to it).
+pub struct SessionEvents {
+    /// Where events go.
+    pub membership: ActorRef<MembershipMsg>,
+    /// Every session must carry a certificate-proven name.
+    pub require_tls: bool,
+}
 
 impl ractor_cluster::NodeEventSubscription for SessionEvents {
     fn node_session_opened(&self, ses: ractor_cluster::node::NodeServerSessionInformation) {
         let _ = self
-            .0
+            .membership
             .send_message(MembershipMsg::Session(SessionEvent::Opened(ses.actor)));
     }
 
     fn node_session_disconnected(&self, ses: ractor_cluster::node::NodeServerSessionInformation) {
         let _ = self
-            .0
+            .membership
             .send_message(MembershipMsg::Session(SessionEvent::Closed(
                 ses.actor.get_id(),
             )));
@@ -543,12 +553,25 @@ impl ractor_cluster::NodeEventSubscription for SessionEvents {
 
     fn node_session_authenticated(&self, ses: ractor_cluster::node::NodeServerSessionInformation) {
         if let Some(name) = ses.peer_name {
-            let _ = self
-                .0
-                .send_message(MembershipMsg::Session(SessionEvent::Authenticated(
-                    ses.actor.get_id(),
-                    name.name,
-                )));
+            if self.require_tls {
+                let claimed = name.name.split('@').next().unwrap_or_default();
+                let proven = crate::links::proven_name(&ses.peer_addr);
+                if proven != Some(claimed) {
+                    metrics::get()
+                        .link_refusals
+                        .with_label_values(&["name_mismatch"])
+                        .inc();
+                    tracing::warn!(claimed, proven = proven.unwrap_or("none"), "cluster session refused: the peer claims a name its certificate does not carry");
+                    ses.actor.kill();
+                    return;
+                }
+            }
+            let _ =
+                self.membership
+                    .send_message(MembershipMsg::Session(SessionEvent::Authenticated(
+                        ses.actor.get_id(),
+                        name.name,
+                    )));
         }
     }
 }

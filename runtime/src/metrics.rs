@@ -54,6 +54,8 @@ pub struct Metrics {
     pub stale_primary_refusals: IntCounter,
     /// Followers dropped from an in-sync set by this node.
     pub in_sync_shrinks: IntCounter,
+    /// Cluster connections refused, by reason (TLS handshake, timeout, unknown or mismatched identity).
+    pub link_refusals: IntCounterVec,
     /// Replicated writes received by this node as a follower, by result.
     pub replica_writes: IntCounterVec,
     /// Shard-map changes proposed by this node while leading, by kind.
@@ -284,6 +286,18 @@ impl Metrics {
                 "keelson_in_sync_shrinks_total",
                 "Followers dropped from an in-sync set by this node.",
             ),
+            link_refusals: {
+                let c = counter(
+                    &r,
+                    "keelson_link_refusals_total",
+                    "Cluster connections refused, by reason.",
+                    &["reason"],
+                );
+                for reason in ["tls_handshake", "tls_timeout", "unknown_identity", "name_mismatch"] {
+                    c.with_label_values(&[reason]);
+                }
+                c
+            },
             replica_writes: counter(
                 &r,
                 "keelson_replica_writes_total",

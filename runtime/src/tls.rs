@@ -344,9 +344,10 @@ pub fn identify(cfg: &ClusterConfig, cert: &CertificateDer<'_>) -> Option<Member
         .cloned()
 }
 
-/// The server name a client checks when it dials `m`.
-pub fn server_name(m: &Member) -> ServerName<'static> {
-    ServerName::try_from(identity_name(m.role, &m.name)).expect("member names are DNS labels")
+/// The server name a client checks when it dials member `name`.
+pub fn server_name(role: Role, name: &str) -> Result<ServerName<'static>, String> {
+    ServerName::try_from(identity_name(role, name))
+        .map_err(|e| format!("member name {name:?}: {e}"))
 }
 
 /// The gateway's HTTPS certificate, swapped in when its files change on disk.

@@ -14,6 +14,9 @@ pub const EXAMPLE_COOKIE: &str = "keelson-local-cookie";
 /// Environment variable that overrides the cookie.
 pub const COOKIE_ENV: &str = "KEELSON_COOKIE";
 
+/// Environment variable holding the API key Keelson's own tools (keys, chaos, devices) send.
+pub const API_KEY_ENV: &str = "KEELSON_API_KEY";
+
 /// Environment variable that overrides the bootstrap admin key file.
 pub const ADMIN_KEY_ENV: &str = "KEELSON_ADMIN_KEY";
 

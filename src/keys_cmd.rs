@@ -1,0 +1,123 @@
+//! `keelson keys create|list|revoke`: API keys, through the gateway's `/v1/keys` with the key in
+//! `KEELSON_API_KEY` or the bootstrap admin key of nodes.toml's data dir.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Subcommand;
+use keelson_runtime::ClusterConfig;
+use serde_json::Value;
+
+/// A keys command.
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Make a key; prints its details, then the key itself as the last line (shown once).
+    Create {
+        /// Role: admin, operator, agent or viewer.
+        #[arg(long)]
+        role: String,
+        /// Unique name, e.g. crm-web.
+        #[arg(long)]
+        name: String,
+    },
+    /// Every key: name, role, when made, by whom, whether revoked (never the secret).
+    List,
+    /// Revoke the live key NAME; every gateway refuses it within a second.
+    Revoke {
+        /// Key name.
+        name: String,
+    },
+}
+
+async fn call(
+    cfg: &ClusterConfig,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<Value>,
+) -> Result<Value, String> {
+    let key = keelson_gateway::tool_key(cfg).ok_or_else(|| {
+        format!(
+            "no API key: set KEELSON_API_KEY, or run `keelson up` once to make {}",
+            cfg.auth.admin_key_file.display()
+        )
+    })?;
+    let api = keelson_gateway::api_client(cfg, Some(&key), Duration::from_secs(10))
+        .map_err(|e| e.to_string())?;
+    let mut rb = api.http.request(method, format!("{}{path}", api.base));
+    if let Some(b) = body {
+        rb = rb.json(&b);
+    }
+    let r = rb
+        .send()
+        .await
+        .map_err(|e| format!("the gateway at {} does not answer: {e}", api.base))?;
+    let status = r.status();
+    let v: Value = r.json().await.unwrap_or(Value::Null);
+    if status.is_success() {
+        Ok(v)
+    } else {
+        Err(format!(
+            "{}: {}",
+            status.as_u16(),
+            v["error"]["message"].as_str().unwrap_or("no message")
+        ))
+    }
+}
+
+/// Runs a keys command: exit 1 when the gateway refuses, 2 when it cannot be asked.
+pub fn run(cfg: &ClusterConfig, cmd: KeysCommand) -> ExitCode {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    let result: Result<(), String> = rt.block_on(async {
+        match cmd {
+            KeysCommand::Create { role, name } => {
+                let v = call(
+                    cfg,
+                    reqwest::Method::POST,
+                    "/v1/keys",
+                    Some(serde_json::json!({"name": name, "role": role})),
+                )
+                .await?;
+                println!("name: {}", v["name"].as_str().unwrap_or(""));
+                println!("role: {}", v["role"].as_str().unwrap_or(""));
+                println!("id:   {}", v["id"].as_str().unwrap_or(""));
+                println!("This key is shown once; store it now (send it as `Authorization: Bearer <key>`):");
+                println!("{}", v["key"].as_str().unwrap_or(""));
+                Ok(())
+            }
+            KeysCommand::List => {
+                let v = call(cfg, reqwest::Method::GET, "/v1/keys", None).await?;
+                println!("{:<24} {:<9} {:<13} {:<24} state", "name", "role", "id", "created by");
+                for k in v["keys"].as_array().into_iter().flatten() {
+                    println!(
+                        "{:<24} {:<9} {:<13} {:<24} {}",
+                        k["name"].as_str().unwrap_or(""),
+                        k["role"].as_str().unwrap_or(""),
+                        k["id"].as_str().unwrap_or(""),
+                        k["created_by"].as_str().unwrap_or(""),
+                        if k["revoked_ms"].is_null() { "live" } else { "revoked" }
+                    );
+                }
+                Ok(())
+            }
+            KeysCommand::Revoke { name } => {
+                call(cfg, reqwest::Method::DELETE, &format!("/v1/keys/{name}"), None).await?;
+                println!("revoked {name}");
+                Ok(())
+            }
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            if e.contains("does not answer") || e.starts_with("no API key") {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+    }
+}
