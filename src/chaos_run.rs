@@ -110,10 +110,17 @@ fn start_cluster(config_path: &Path, dir: &Path) -> anyhow::Result<(OwnCluster, 
     }
 }
 
-fn target(cfg: &ClusterConfig) -> Target {
-    Target {
+fn target(cfg: &ClusterConfig, timeout: Duration) -> anyhow::Result<Target> {
+    let key = keelson_gateway::tool_key(cfg).with_context(|| {
+        format!(
+            "no API key for the workload: set KEELSON_API_KEY or make {} (keelson init)",
+            cfg.auth.admin_key_file.display()
+        )
+    })?;
+    let api = keelson_gateway::api_client(cfg, Some(&key), timeout)?;
+    Ok(Target {
         gateway: cfg.gateway.name.clone(),
-        gateway_http: cfg.gateway_http,
+        api: keelson_chaos::Gateway::new(api.base, api.http),
         nodes: cfg
             .nodes
             .iter()
@@ -122,7 +129,7 @@ fn target(cfg: &ClusterConfig) -> Target {
         data_dir: cfg.data_dir.clone(),
         shards: cfg.shards,
         heartbeat: cfg.heartbeat_interval,
-    }
+    })
 }
 
 fn progress_bar(duration_s: u64) -> ProgressBar {
@@ -229,7 +236,8 @@ fn execute(
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    let report = rt.block_on(run_scenario(scenario, &target(&cfg), progress));
+    let target = target(&cfg, Duration::from_millis(scenario.workload.timeout_ms))?;
+    let report = rt.block_on(run_scenario(scenario, &target, progress));
     bar.finish_and_clear();
     drop(rt);
     drop(own);

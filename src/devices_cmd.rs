@@ -56,8 +56,23 @@ pub fn run(cfg: &ClusterConfig, cmd: DevicesCommand) -> ExitCode {
         eprintln!("error: --prefix \"{prefix}\": use up to 40 letters, digits, '-' or '_'");
         return ExitCode::from(2);
     }
+    let Some(key) = keelson_gateway::tool_key(cfg) else {
+        eprintln!(
+            "error: no API key to register devices with: set KEELSON_API_KEY or make {} (keelson init)",
+            cfg.auth.admin_key_file.display()
+        );
+        return ExitCode::from(2);
+    };
+    let api = match keelson_gateway::api_client(cfg, Some(&key), Duration::from_secs(10)) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let opts = SimulateOptions {
-        gateway: cfg.gateway_http,
+        gateway: api.base,
+        http: api.http,
         broker: mqtt.addr,
         count: count as usize,
         rate,
@@ -71,7 +86,7 @@ pub fn run(cfg: &ClusterConfig, cmd: DevicesCommand) -> ExitCode {
         .expect("a tokio runtime");
     rt.block_on(async {
         eprintln!(
-            "registering {} devices through http://{}",
+            "registering {} devices through {}",
             opts.count, opts.gateway
         );
         if let Err(e) = register(&opts).await {

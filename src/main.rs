@@ -161,6 +161,7 @@ fn load_with_links(
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    keelson_runtime::tls::install_provider();
     match cli.command {
         Command::Chaos { config, command } => match load(&config) {
             Ok(cfg) => chaos_cmd::run(&cfg, &config, command),
@@ -169,12 +170,12 @@ fn main() -> ExitCode {
         Command::CheckConfig { file } => match config::load(&file) {
             Ok(cfg) => {
                 println!(
-                    "{}: ok: cluster \"{}\", {} nodes, {} shards, gateway http://{}",
+                    "{}: ok: cluster \"{}\", {} nodes, {} shards, gateway {}",
                     file.display(),
                     cfg.name,
                     cfg.nodes.len(),
                     cfg.shards,
-                    cfg.gateway_http
+                    keelson_gateway::base_url(&cfg)
                 );
                 ExitCode::SUCCESS
             }

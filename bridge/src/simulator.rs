@@ -22,8 +22,10 @@ use crate::topics;
 /// What to simulate.
 #[derive(Debug, Clone)]
 pub struct SimulateOptions {
-    /// Gateway HTTP address (device registration).
-    pub gateway: SocketAddr,
+    /// Gateway base URL (device registration), e.g. `https://127.0.0.1:8080`.
+    pub gateway: String,
+    /// Client for it, with the cluster's CA and an API key that may write.
+    pub http: reqwest::Client,
     /// Broker address.
     pub broker: SocketAddr,
     /// Number of devices.
@@ -68,7 +70,7 @@ pub enum SimulateError {
         /// What.
         what: String,
         /// Gateway.
-        gateway: SocketAddr,
+        gateway: String,
         /// Why.
         why: String,
     },
@@ -93,12 +95,12 @@ pub fn devices(prefix: &str, count: usize) -> Vec<(String, &'static str)> {
 
 async fn post(
     http: &reqwest::Client,
-    gateway: SocketAddr,
+    gateway: &str,
     path: &str,
     body: serde_json::Value,
 ) -> Result<(), String> {
     let r = http
-        .post(format!("http://{gateway}{path}"))
+        .post(format!("{gateway}{path}"))
         .json(&body)
         .send()
         .await
@@ -111,19 +113,15 @@ async fn post(
 
 /// Registers the devices (and their owners) through the gateway.
 pub async fn register(opts: &SimulateOptions) -> Result<usize, SimulateError> {
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .expect("an HTTP client");
+    let http = &opts.http;
     let list = devices(&opts.prefix, opts.count);
     for chunk in list.chunks(10).enumerate().collect::<Vec<_>>().chunks(16) {
         let results = futures_util::future::join_all(chunk.iter().map(|(owner_i, group)| {
-            let http = &http;
             async move {
                 let owner = format!("{}-owner-{owner_i}", opts.prefix);
                 post(
                     http,
-                    opts.gateway,
+                    &opts.gateway,
                     "/v1/customers",
                     json!({"id": owner, "name": format!("Owner {owner_i}")}),
                 )
@@ -132,7 +130,7 @@ pub async fn register(opts: &SimulateOptions) -> Result<usize, SimulateError> {
                 for (id, kind) in group.iter() {
                     post(
                         http,
-                        opts.gateway,
+                        &opts.gateway,
                         "/v1/devices",
                         json!({"id": id, "customer_id": owner, "kind": kind, "firmware": "sim-1.0"}),
                     )
@@ -146,7 +144,7 @@ pub async fn register(opts: &SimulateOptions) -> Result<usize, SimulateError> {
         for r in results {
             r.map_err(|(what, why)| SimulateError::Register {
                 what,
-                gateway: opts.gateway,
+                gateway: opts.gateway.clone(),
                 why,
             })?;
         }

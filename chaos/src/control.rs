@@ -238,10 +238,14 @@ impl LinkClient {
             .ok_or_else(|| FaultError::NoLinkProxies(data_dir.to_path_buf()))?;
         Ok(Self {
             base: format!("http://{addr}"),
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(5))
-                .build()
-                .map_err(|e| FaultError::Links(e.to_string()))?,
+            http: {
+                // reqwest asks for the process's default TLS provider even for plain HTTP.
+                let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+                reqwest::Client::builder()
+            }
+            .timeout(Duration::from_secs(5))
+            .build()
+            .map_err(|e| FaultError::Links(e.to_string()))?,
         })
     }
 

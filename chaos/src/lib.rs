@@ -54,3 +54,4 @@ pub use report::{
 };
 pub use runner::{run as run_scenario, Progress, RunError, Target};
 pub use scenario::{Action, FaultSpec, Gates, Mix, OpChoice, Scenario, ScenarioError, Workload};
+pub use workload::Gateway;

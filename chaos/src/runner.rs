@@ -33,8 +33,8 @@ use crate::workload::{Gateway, Load};
 pub struct Target {
     /// Gateway name.
     pub gateway: String,
-    /// Gateway HTTP address.
-    pub gateway_http: SocketAddr,
+    /// The gateway's API, with credentials and the workload's request timeout.
+    pub api: Gateway,
     /// Node names and ops addresses.
     pub nodes: Vec<(String, SocketAddr)>,
     /// Data dir of the running cluster (its run file).
@@ -522,10 +522,7 @@ pub async fn run(
     let nodes: Vec<String> = target.nodes.iter().map(|(n, _)| n.clone()).collect();
     let mut members = nodes.clone();
     members.push(target.gateway.clone());
-    let gateway = Gateway::new(
-        target.gateway_http,
-        Duration::from_millis(scenario.workload.timeout_ms),
-    );
+    let gateway = target.api.clone();
     let ctx = Ctx {
         target,
         gateway: gateway.clone(),

@@ -70,16 +70,10 @@ fn write_outcome(r: &Result<reqwest::Response, reqwest::Error>) -> Outcome {
 }
 
 impl Gateway {
-    /// A client with the workload's request timeout.
-    pub fn new(addr: std::net::SocketAddr, timeout: Duration) -> Self {
-        Self {
-            base: format!("http://{addr}"),
-            http: reqwest::Client::builder()
-                .timeout(timeout)
-                .pool_max_idle_per_host(256)
-                .build()
-                .expect("an HTTP client"),
-        }
+    /// The gateway at `base` (`https://host:port`), reached with `http` (which carries the
+    /// cluster's CA, the API key and the workload's request timeout).
+    pub fn new(base: String, http: reqwest::Client) -> Self {
+        Self { base, http }
     }
 
     /// Creates customer `id` with value `value`.

@@ -35,6 +35,7 @@ pub fn api_client(
     key: Option<&Secret>,
     timeout: Duration,
 ) -> Result<ApiClient, RuntimeError> {
+    keelson_runtime::tls::install_provider();
     let mut b = reqwest::Client::builder()
         .timeout(timeout)
         .pool_max_idle_per_host(256);

@@ -129,7 +129,7 @@ pub async fn handle(
         _ => "other",
     };
     let mut allow = None;
-    let outcome = match admit(&ctx, &resolved, &headers, &mut rid).await {
+    let outcome = match admit(&ctx, &method, &resolved, &headers, &mut rid).await {
         Err(e) => Err(e),
         Ok(mask) => {
             let Resolved::Route(r, params) = &resolved else {
@@ -204,6 +204,7 @@ pub async fn handle(
 /// Authentication, then routing errors, then authorization. `Ok(mask)` lets the request through.
 async fn admit(
     ctx: &Ctx,
+    method: &Method,
     resolved: &Resolved<'_>,
     headers: &HeaderMap,
     rid: &mut Rq,
@@ -229,11 +230,14 @@ async fn admit(
     rid.principal = Some(principal.clone());
     let (route, params) = match resolved {
         Resolved::Route(r, p) => (*r, p),
-        Resolved::MethodNotAllowed(_) => {
+        Resolved::MethodNotAllowed(allowed) => {
             return Err(ApiError::new(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "method_not_allowed",
-                format!("this method is not allowed here"),
+                format!(
+                    "{method} is not allowed here; this path allows {}",
+                    allowed.join(", ")
+                ),
             ))
         }
         Resolved::NotFound => {

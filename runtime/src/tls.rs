@@ -56,6 +56,12 @@ pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::aws_lc_rs::default_provider())
 }
 
+/// Makes aws-lc-rs the process's default provider too, for libraries that ask for the default
+/// (reqwest builds a TLS configuration even for plain-HTTP clients). Idempotent.
+pub fn install_provider() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+}
+
 /// The DNS name a member's certificate carries: `<name>.<role>.keelson`.
 pub fn identity_name(role: Role, name: &str) -> String {
     format!("{name}.{}.keelson", role.as_str())

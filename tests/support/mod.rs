@@ -72,6 +72,8 @@ pub struct Settings {
     pub cluster: String,
     /// Lines of `[entities]`.
     pub entities: String,
+    /// Whole sections appended to the file (e.g. `[auth.jwt]`).
+    pub extra: String,
 }
 
 impl Default for Settings {
@@ -82,6 +84,7 @@ impl Default for Settings {
                 "fault_injection = true\nfailure_timeout_ms = 1000\nheartbeat_interval_ms = 150\n"
                     .into(),
             entities: String::new(),
+            extra: String::new(),
             mqtt: None,
             log: None,
         }
@@ -108,7 +111,14 @@ pub struct Cluster {
     /// The MQTT broker's address and kind, when configured.
     pub mqtt: Option<(std::net::SocketAddr, Broker)>,
     log_filter: String,
+    /// Sends the bootstrap admin key on every request (trusts the cluster CA).
     pub http: reqwest::Client,
+    /// Sends no credentials (trusts the cluster CA).
+    pub anon: reqwest::Client,
+    /// The bootstrap admin key.
+    pub admin_key: String,
+    /// The configuration as the processes load it.
+    pub cfg: keelson_runtime::ClusterConfig,
 }
 
 impl Cluster {
@@ -155,13 +165,37 @@ impl Cluster {
             ops.insert("broker".to_string(), broker_ops);
             (std::net::SocketAddr::from(([127, 0, 0, 1], port)), *kind)
         });
+        text.push_str(&settings.extra);
         let config = dir.join("nodes.toml");
         std::fs::write(&config, text).unwrap();
         drop(ports);
+        // What `keelson up` makes first: the CA, every member's certificate, the admin key.
+        let init = Command::new(env!("CARGO_BIN_EXE_keelson"))
+            .arg("init")
+            .arg("--config")
+            .arg(&config)
+            .output()
+            .unwrap();
+        assert!(
+            init.status.success(),
+            "keelson init: {}",
+            String::from_utf8_lossy(&init.stderr)
+        );
+        let cfg = keelson_runtime::config::load(&config).unwrap();
+        let admin_key = cfg
+            .auth
+            .admin_key()
+            .expect("keelson init made the admin key");
+        let api =
+            keelson_gateway::api_client(&cfg, Some(&admin_key), Duration::from_secs(15)).unwrap();
+        let anon = keelson_gateway::api_client(&cfg, None, Duration::from_secs(15)).unwrap();
         Self {
             dir,
             config,
-            gateway: format!("http://127.0.0.1:{http_port}"),
+            gateway: api.base,
+            admin_key: admin_key.expose().to_string(),
+            anon: anon.http,
+            cfg,
             nodes,
             ops,
             procs: HashMap::new(),
@@ -170,10 +204,7 @@ impl Cluster {
                 .log
                 .clone()
                 .unwrap_or_else(|| "info,sled=warn,ractor=warn,ractor_cluster=warn".to_string()),
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(15))
-                .build()
-                .unwrap(),
+            http: api.http,
         }
     }
 
@@ -181,6 +212,13 @@ impl Cluster {
     /// node up.
     pub async fn start(test: &str, settings: Settings) -> Self {
         let mut c = Self::configure(test, &settings);
+        c.start_configured().await;
+        c
+    }
+
+    /// Starts every process of a configured cluster and waits until the gateway sees every node up.
+    pub async fn start_configured(&mut self) {
+        let c = self;
         if let Some((addr, _)) = c.mqtt {
             c.spawn("broker");
             wait_for(
@@ -195,7 +233,6 @@ impl Cluster {
         }
         c.spawn("gateway");
         c.wait_all_up().await;
-        c
     }
 
     fn log(&self, name: &str) -> PathBuf {
