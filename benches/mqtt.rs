@@ -27,9 +27,12 @@ fn now_ms() -> u64 {
         .as_millis() as u64
 }
 
+/// A Keelson service client (`keelson-test-<id>`): the benchmark publishes for a whole fleet.
 fn client(c: &Cluster, id: &str, clean: bool) -> (AsyncClient, rumqttc::EventLoop) {
     let (addr, _) = c.mqtt.unwrap();
-    let mut o = MqttOptions::new(id, addr.ip().to_string(), addr.port());
+    let id = format!("keelson-test-{id}");
+    let mut o = MqttOptions::new(&id, addr.ip().to_string(), addr.port());
+    o.set_credentials(&id, c.mqtt_secret());
     o.set_keep_alive(Duration::from_secs(10))
         .set_clean_session(clean)
         .set_inflight(100);

@@ -79,6 +79,7 @@ pub fn run(cfg: &ClusterConfig, cmd: DevicesCommand) -> ExitCode {
         anomaly_rate,
         duration: Duration::from_secs(duration),
         prefix,
+        mqtt_password: keelson_bridge::service_secret(cfg),
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -1,6 +1,7 @@
 //! `keelson init` (and the first step of `keelson up`): the secrets a fresh cluster needs, made
 //! once and kept: the cluster CA and every member's certificate under the TLS directory, and a
-//! bootstrap admin key at `<data_dir>/run/admin.key` (mode 0600). Nothing is overwritten.
+//! bootstrap admin key at `<data_dir>/run/admin.key` and, with `[mqtt]`, the MQTT service secret at
+//! `<data_dir>/run/mqtt-service.secret` (both mode 0600). Nothing is overwritten.
 
 use std::path::PathBuf;
 
@@ -14,6 +15,29 @@ pub struct Made {
     pub certs: Vec<PathBuf>,
     /// The admin key file, when it was created.
     pub admin_key: Option<PathBuf>,
+    /// The MQTT service secret file, when it was created.
+    pub mqtt_secret: Option<PathBuf>,
+}
+
+/// Writes `contents` to a new file readable by its owner only; false if it already exists.
+fn write_new_secret(path: &std::path::Path, contents: &str) -> anyhow::Result<bool> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    if path.exists() {
+        return Ok(false);
+    }
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot create {}", path.display()))?;
+    writeln!(f, "{contents}")?;
+    f.sync_all()?;
+    Ok(true)
 }
 
 /// Makes whatever is missing.
@@ -25,22 +49,16 @@ pub fn ensure(cfg: &ClusterConfig) -> anyhow::Result<Made> {
             .context("cannot make the cluster's certificates")?;
     }
     let key_file = &cfg.auth.admin_key_file;
-    if !key_file.exists() && std::env::var(keelson_runtime::config::ADMIN_KEY_ENV).is_err() {
-        use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
-        if let Some(dir) = key_file.parent() {
-            std::fs::create_dir_all(dir)
-                .with_context(|| format!("cannot create {}", dir.display()))?;
-        }
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(key_file)
-            .with_context(|| format!("cannot create {}", key_file.display()))?;
-        writeln!(f, "{}", keelson_gateway::new_bootstrap_key())?;
-        f.sync_all()?;
+    if std::env::var(keelson_runtime::config::ADMIN_KEY_ENV).is_err()
+        && write_new_secret(key_file, &keelson_gateway::new_bootstrap_key())?
+    {
         made.admin_key = Some(key_file.clone());
+    }
+    if cfg.mqtt.is_some() && std::env::var(keelson_bridge::SERVICE_SECRET_ENV).is_err() {
+        let f = keelson_bridge::service_secret_file(cfg);
+        if write_new_secret(&f, &keelson_bridge::random_password())? {
+            made.mqtt_secret = Some(f);
+        }
     }
     Ok(made)
 }
@@ -59,6 +77,12 @@ pub fn report(cfg: &ClusterConfig, made: &Made) {
             "made the bootstrap admin key {} (mode 0600): send it as `Authorization: Bearer $(cat {})`",
             k.display(),
             k.display()
+        );
+    }
+    if let Some(f) = &made.mqtt_secret {
+        eprintln!(
+            "made the MQTT service secret {} (mode 0600) for the bridge and Keelson's tools",
+            f.display()
         );
     }
 }

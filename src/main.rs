@@ -8,6 +8,7 @@ mod devices_cmd;
 mod init_cmd;
 mod keys_cmd;
 mod logging;
+mod mosquitto_cmd;
 mod probe;
 mod prometheus_cmd;
 mod up;
@@ -114,6 +115,19 @@ enum Command {
         config: PathBuf,
         #[command(subcommand)]
         command: keys_cmd::KeysCommand,
+    },
+    /// Write a Mosquitto configuration for this cluster: no anonymous clients, a password file
+    /// (services and every device with credentials) and per-device topic ACLs.
+    MosquittoConfig {
+        /// Cluster configuration.
+        #[arg(long, short, default_value = "nodes.toml")]
+        config: PathBuf,
+        /// Directory for mosquitto.conf, passwd and acl.
+        #[arg(long, default_value = "mosquitto")]
+        out: PathBuf,
+        /// Another service client id to admit (starts with `keelson-`; repeatable).
+        #[arg(long)]
+        service: Vec<String>,
     },
     /// Check a configuration file and print every problem found (exit code 2 if any).
     CheckConfig {
@@ -250,7 +264,8 @@ fn main() -> ExitCode {
             };
             logging::init(cli.log_format, &cfg.log_level);
             run_async(async move {
-                keelson_bridge::run_broker(cfg, keelson_runtime::shutdown::os_signal())
+                let fetch = credentials_fetch(&cfg)?;
+                keelson_bridge::run_broker(cfg, fetch, keelson_runtime::shutdown::os_signal())
                     .await
                     .map_err(anyhow::Error::from)
             })
@@ -259,7 +274,10 @@ fn main() -> ExitCode {
             Ok(cfg) => match init_cmd::ensure(&cfg) {
                 Ok(made) => {
                     init_cmd::report(&cfg, &made);
-                    if made.certs.is_empty() && made.admin_key.is_none() {
+                    if made.certs.is_empty()
+                        && made.admin_key.is_none()
+                        && made.mqtt_secret.is_none()
+                    {
                         eprintln!("nothing to make: certificates and admin key already exist");
                     }
                     ExitCode::SUCCESS
@@ -267,6 +285,27 @@ fn main() -> ExitCode {
                 Err(e) => {
                     eprintln!("error: {e:#}");
                     ExitCode::FAILURE
+                }
+            },
+            Err(code) => code,
+        },
+        Command::MosquittoConfig {
+            config,
+            out,
+            service,
+        } => match load(&config) {
+            Ok(cfg) => match mosquitto_cmd::write(&cfg, &out, &service) {
+                Ok(devices) => {
+                    eprintln!(
+                        "wrote {}/mosquitto.conf, passwd ({devices} devices) and acl; start it with `mosquitto -c {}/mosquitto.conf`",
+                        out.display(),
+                        out.display()
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::from(2)
                 }
             },
             Err(code) => code,
@@ -288,6 +327,47 @@ fn main() -> ExitCode {
             run_async(up::run(cfg, config, cli.log_format, chaos))
         }
     }
+}
+
+/// How the embedded broker reads the device credentials: through the gateway, with the tool key.
+fn credentials_fetch(
+    cfg: &keelson_runtime::ClusterConfig,
+) -> anyhow::Result<keelson_bridge::CredentialsFetch> {
+    let key = keelson_gateway::tool_key(cfg);
+    if key.is_none() {
+        tracing::warn!("no API key for the broker: devices cannot log in until one is given (KEELSON_API_KEY or the admin key file)");
+    }
+    let api = keelson_gateway::api_client(cfg, key.as_ref(), std::time::Duration::from_secs(5))?;
+    Ok(Box::new(move |since: Option<u64>| {
+        let api = api.clone();
+        Box::pin(async move {
+            let mut url = format!("{}/v1/mqtt/credentials", api.base);
+            if let Some(v) = since {
+                url.push_str(&format!("?unless_version={v}"));
+            }
+            let r = api.http.get(url).send().await.map_err(|e| e.to_string())?;
+            if !r.status().is_success() {
+                return Err(format!("the gateway answered {}", r.status()));
+            }
+            let v: serde_json::Value = r.json().await.map_err(|e| e.to_string())?;
+            if v["unchanged"] == true {
+                return Ok(None);
+            }
+            let version = v["version"].as_u64().ok_or("no version in the answer")?;
+            let devices = v["devices"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|d| {
+                    Some((
+                        d["device_id"].as_str()?.to_string(),
+                        d["hash"].as_str()?.to_string(),
+                    ))
+                })
+                .collect();
+            Ok(Some((version, devices)))
+        })
+    }))
 }
 
 fn run_async(fut: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {

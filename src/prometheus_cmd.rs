@@ -27,6 +27,11 @@ pub fn scrape_config(cfg: &ClusterConfig, rules: Option<&Path>, interval_s: u32)
     let _ = writeln!(out, "scrape_configs:");
     let _ = writeln!(out, "  - job_name: \"{JOB}\"");
     let _ = writeln!(out, "    metrics_path: /metrics");
+    if let Some(f) = &cfg.auth.metrics_token_file {
+        let _ = writeln!(out, "    authorization:");
+        let _ = writeln!(out, "      type: Bearer");
+        let _ = writeln!(out, "      credentials_file: \"{}\"", f.display());
+    }
     let _ = writeln!(out, "    static_configs:");
     for m in cfg.broker().iter().chain(cfg.members()) {
         let _ = writeln!(out, "      - targets: [\"{}\"]", m.ops_addr);

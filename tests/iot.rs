@@ -69,9 +69,18 @@ impl Drop for Client {
 }
 
 impl Client {
+    /// Connects as a Keelson service (`keelson-test-<id>`, the MQTT service secret): these tests
+    /// publish for many devices and watch the dead letters, which only services may.
     async fn connect(c: &Cluster, id: &str, filters: &[&str]) -> Self {
+        let id = format!("keelson-test-{id}");
+        Self::connect_as(c, &id, &c.mqtt_secret(), filters).await
+    }
+
+    /// Connects as `id` (username and client id) with `password`.
+    async fn connect_as(c: &Cluster, id: &str, password: &str, filters: &[&str]) -> Self {
         let (addr, _) = c.mqtt.expect("mqtt configured");
         let mut opts = MqttOptions::new(id, addr.ip().to_string(), addr.port());
+        opts.set_credentials(id, password);
         opts.set_keep_alive(Duration::from_secs(5))
             .set_max_packet_size(4 << 20, 4 << 20)
             .set_inflight(100);
@@ -655,4 +664,229 @@ async fn broker_restart(broker: Broker) {
         c.metric_sum("keelson_mqtt_bridge_sessions_total").await,
         sessions_before
     );
+}
+
+/// Connects `client_id` with `login` and waits for the broker's verdict: the client once the
+/// broker accepted it, or why not.
+async fn try_connect(
+    c: &Cluster,
+    client_id: &str,
+    login: Option<(&str, &str)>,
+) -> Result<(AsyncClient, rumqttc::EventLoop), String> {
+    let (addr, _) = c.mqtt.expect("mqtt configured");
+    let mut opts = MqttOptions::new(client_id, addr.ip().to_string(), addr.port());
+    opts.set_keep_alive(Duration::from_secs(5));
+    if let Some((u, p)) = login {
+        opts.set_credentials(u, p);
+    }
+    let (client, mut eventloop) = AsyncClient::new(opts, 64);
+    let verdict = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match eventloop.poll().await {
+                Ok(Event::Incoming(Packet::ConnAck(a))) => {
+                    return if a.code == rumqttc::ConnectReturnCode::Success {
+                        Ok(())
+                    } else {
+                        Err(format!("{:?}", a.code))
+                    };
+                }
+                Ok(_) => {}
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| Err("no answer".into()));
+    verdict.map(|()| (client, eventloop))
+}
+
+/// Issues MQTT credentials for `id` through the API: its password.
+async fn credentials(c: &Cluster, id: &str) -> String {
+    let (s, _, v) = c
+        .req("POST", &format!("/v1/devices/{id}/credentials"), None)
+        .await;
+    assert_eq!(s, 201, "{v}");
+    assert_eq!(v["username"], id);
+    v["password"].as_str().unwrap().to_string()
+}
+
+both_brokers!(
+    nobody_connects_to_the_embedded_broker_without_their_own_credentials,
+    nobody_connects_to_mosquitto_without_their_own_credentials,
+    mqtt_identities
+);
+
+async fn mqtt_identities(broker: Broker) {
+    let c = cluster("iot-auth", broker, 3).await;
+    register(
+        &c,
+        "owner-a",
+        &[("dev-a", "temperature"), ("dev-b", "temperature")],
+    )
+    .await;
+    let pa = credentials(&c, "dev-a").await;
+    let pb = credentials(&c, "dev-b").await;
+    // Rotation: the first password of dev-b stops working.
+    let pb_old = pb;
+    let pb = credentials(&c, "dev-b").await;
+    if broker == Broker::Mosquitto {
+        c.write_mosquitto_config();
+        c.signal("broker", libc::SIGHUP);
+    }
+    // The broker learns the new credentials (the embedded one rereads them every second).
+    wait_for(
+        "dev-a's credentials to work",
+        Duration::from_secs(15),
+        || async {
+            try_connect(&c, "dev-a", Some(("dev-a", &pa)))
+                .await
+                .ok()
+                .map(|_| ())
+        },
+    )
+    .await;
+    wait_for(
+        "dev-b's old password to stop working",
+        Duration::from_secs(15),
+        || async {
+            try_connect(&c, "dev-b", Some(("dev-b", &pb_old)))
+                .await
+                .err()
+                .map(|_| ())
+        },
+    )
+    .await;
+    assert!(try_connect(&c, "dev-b", Some(("dev-b", &pb))).await.is_ok());
+
+    // Refused: anonymous, a wrong password, an unknown device, another device's password, and
+    // a service's client id (the bridge's session) without the service secret.
+    let bridge_id = "keelson-bridge-it";
+    let sessions_before = {
+        let mut t = 0.0;
+        for n in &c.nodes {
+            t += c.metric(n, "keelson_mqtt_bridge_sessions_total").await;
+        }
+        t
+    };
+    let refused = [
+        ("anonymous", "anon-1", None),
+        (
+            "wrong password",
+            "dev-a",
+            Some(("dev-a", "not-the-password")),
+        ),
+        ("unknown device", "dev-z", Some(("dev-z", pa.as_str()))),
+        ("another's password", "dev-a", Some(("dev-a", pb.as_str()))),
+        (
+            "service id, device password",
+            bridge_id,
+            Some((bridge_id, pa.as_str())),
+        ),
+        ("service id, no password", bridge_id, None),
+    ];
+    for (what, id, login) in refused {
+        let r = try_connect(&c, id, login).await;
+        assert!(r.is_err(), "{what}: connected");
+    }
+    // A device that names the bridge's client id but logs in as itself does not get the
+    // bridge's session: refused by the embedded broker, renamed to itself by Mosquitto.
+    if let Ok((client, mut ev)) = try_connect(&c, bridge_id, Some(("dev-a", &pa))).await {
+        assert_eq!(
+            broker,
+            Broker::Mosquitto,
+            "the embedded broker let dev-a use the bridge's id"
+        );
+        let _ = client.disconnect().await;
+        let _ = tokio::time::timeout(Duration::from_millis(200), ev.poll()).await;
+    }
+    let mut sessions_after = 0.0;
+    for n in &c.nodes {
+        sessions_after += c.metric(n, "keelson_mqtt_bridge_sessions_total").await;
+    }
+    assert_eq!(
+        sessions_after, sessions_before,
+        "the bridge lost its session"
+    );
+    if broker == Broker::Embedded {
+        let refusals = c.metric("broker", "keelson_mqtt_auth_refused_total").await;
+        assert!(refusals >= 6.0, "refusals counted: {refusals}");
+    }
+
+    // The bridge still delivers a device's own telemetry, sent with its own credentials.
+    let (client, mut ev) = try_connect(&c, "dev-a", Some(("dev-a", &pa)))
+        .await
+        .unwrap();
+    let pump = tokio::spawn(async move { while ev.poll().await.is_ok() {} });
+    client
+        .publish(
+            "keelson/devices/dev-a/telemetry",
+            QoS::AtLeastOnce,
+            false,
+            reading("dev-a", 1, json!({"temperature": 21.0})),
+        )
+        .await
+        .unwrap();
+    wait_for(
+        "dev-a's reading stored",
+        Duration::from_secs(15),
+        || async {
+            let v = device(&c, "dev-a").await;
+            (v["telemetry_count"].as_u64().unwrap_or(0) >= 1
+                || v["last_seq"].as_u64().unwrap_or(0) >= 1)
+                .then_some(())
+        },
+    )
+    .await;
+
+    // Per-topic rules (Mosquitto's ACL): dev-a can neither write dev-b's telemetry nor read
+    // dev-b's commands, everything (`keelson/#`) or the dead letters.
+    if broker == Broker::Mosquitto {
+        let before = device(&c, "dev-b").await;
+        client
+            .publish(
+                "keelson/devices/dev-b/telemetry",
+                QoS::AtLeastOnce,
+                false,
+                reading("dev-b", 1, json!({"temperature": 99.0})),
+            )
+            .await
+            .unwrap();
+        pump.abort();
+        let spy = Client::connect_as(
+            &c,
+            "dev-a",
+            &pa,
+            &[
+                "keelson/#",
+                "keelson/deadletter",
+                "keelson/devices/dev-b/commands",
+            ],
+        )
+        .await;
+        let mut owner =
+            Client::connect_as(&c, "dev-b", &pb, &["keelson/devices/dev-b/commands"]).await;
+        let (s, _, v) = c
+            .req(
+                "POST",
+                "/v1/devices/dev-b/commands",
+                Some(r#"{"id":"cmd-acl","name":"reboot"}"#),
+            )
+            .await;
+        assert_eq!(s, 202, "{v}");
+        owner
+            .expect("dev-b's own command", |t, _| {
+                t == "keelson/devices/dev-b/commands"
+            })
+            .await;
+        let mut spy = spy;
+        let leaked = tokio::time::timeout(Duration::from_secs(2), spy.inbox.recv()).await;
+        assert!(leaked.is_err(), "dev-a received {leaked:?}");
+        let after = device(&c, "dev-b").await;
+        assert_eq!(
+            before, after,
+            "dev-a's publish on dev-b's topic changed dev-b"
+        );
+    } else {
+        pump.abort();
+    }
 }

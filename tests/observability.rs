@@ -146,8 +146,10 @@ async fn busy_cluster(test: &str) -> Cluster {
     )
     .await;
     let (addr, _) = c.mqtt.unwrap();
-    let mut o = MqttOptions::new("obs-device", addr.ip().to_string(), addr.port());
-    o.set_keep_alive(Duration::from_secs(5));
+    // A Keelson service client (it publishes for a device and watches every device's commands).
+    let mut o = MqttOptions::new("keelson-test-obs", addr.ip().to_string(), addr.port());
+    o.set_keep_alive(Duration::from_secs(5))
+        .set_credentials("keelson-test-obs", c.mqtt_secret());
     let (client, mut el) = AsyncClient::new(o, 64);
     client
         .subscribe("keelson/devices/+/commands", QoS::AtLeastOnce)

@@ -30,11 +30,13 @@ fn jwt_cluster(test: &str, mqtt: bool) -> (Cluster, String, String) {
     let dir = std::env::temp_dir().join(format!("keelson-jwt-{test}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("hs.secret"), HS_SECRET).unwrap();
+    std::fs::write(dir.join("metrics.token"), "metrics-token-0123456789").unwrap();
     let kp = rcgen::KeyPair::generate().unwrap();
     std::fs::write(dir.join("idp.pub.pem"), kp.public_key_pem()).unwrap();
     let mut s = Settings::default();
     s.extra = format!(
-        "[auth.jwt]\nissuer = \"{ISSUER}\"\naudience = \"{AUDIENCE}\"\nhs256_secret_file = \"{}\"\npublic_key_file = \"{}\"\npublic_key_algorithm = \"ES256\"\n",
+        "[auth]\nmetrics_token_file = \"{}\"\n[auth.jwt]\nissuer = \"{ISSUER}\"\naudience = \"{AUDIENCE}\"\nhs256_secret_file = \"{}\"\npublic_key_file = \"{}\"\npublic_key_algorithm = \"ES256\"\n",
+        dir.join("metrics.token").display(),
         dir.join("hs.secret").display(),
         dir.join("idp.pub.pem").display()
     );
@@ -362,6 +364,16 @@ async fn bad_tokens_are_refused_keys_revoke_at_once_viewers_see_masked_data() {
         .metric("gateway", "keelson_auth_denied_total{reason=\"bad_token\"}")
         .await;
     assert!(refused >= bad.len() as f64, "bad_token counted {refused}");
+
+    // /metrics asks for its token, and the scrape configuration carries it.
+    let metrics = c.ops_url("gateway", "/metrics");
+    assert_eq!(reqwest::get(&metrics).await.unwrap().status(), 401);
+    let (code, yaml, _) = c.keelson(&["prometheus-config"]);
+    assert_eq!(code, 0);
+    assert!(
+        yaml.contains("type: Bearer") && yaml.contains("metrics.token"),
+        "{yaml}"
+    );
 
     // A viewer sees email and phone masked.
     let viewer = make_key(&c, "v1", "viewer").await;

@@ -15,11 +15,16 @@
 //! Persisted states carry `STATE_VERSION`; older shapes are kept in `v1` modules and upgraded on
 //! load.
 
+mod credentials;
 mod customer;
 mod device;
 mod keyring;
 mod validate;
 
+pub use credentials::{
+    Credentials, CredentialsAnswer, CredentialsCommand, CredentialsReply, CredentialsState,
+    DeviceCredential, CREDENTIALS_ID, MAX_DEVICE_CREDENTIALS,
+};
 pub use customer::{
     ticket_id, Consent, Customer, CustomerAnswer, CustomerCommand, CustomerPatch, CustomerReply,
     CustomerState, CustomerView, Interaction, NewCustomer, NewInteraction, Ticket,
@@ -47,4 +52,5 @@ pub fn kinds() -> EntityKinds {
         .register::<Customer>()
         .register::<Device>()
         .register::<Keyring>()
+        .register::<Credentials>()
 }

@@ -76,6 +76,8 @@ pub struct BridgeSettings {
     pub anomaly: AnomalyConfig,
     /// Largest message.
     pub max_payload: usize,
+    /// The MQTT service secret (the bridge logs in as a service).
+    pub password: Option<keelson_runtime::config::Secret>,
 }
 
 impl BridgeSettings {
@@ -113,6 +115,7 @@ impl BridgeSettings {
             edge,
             anomaly,
             max_payload: m.max_payload_bytes,
+            password: crate::mqtt_auth::service_secret(cfg),
         })
     }
 }
@@ -149,6 +152,7 @@ async fn run(ctx: NodeContext, settings: BridgeSettings) {
     let publisher = Publisher::start(
         settings.broker,
         &format!("keelson-pub-{}", ctx.name),
+        settings.password.as_ref(),
         settings.max_payload * 64,
     );
     let mut singleton = ctx.singleton.clone();
@@ -211,6 +215,9 @@ impl Bridge {
                 .set_clean_session(false)
                 .set_manual_acks(true)
                 .set_max_packet_size(max, max);
+            if let Some(p) = &self.settings.password {
+                opts.set_credentials(self.settings.client_id.clone(), p.expose());
+            }
             let (client, mut eventloop) = AsyncClient::new(opts, 512);
             for filter in [
                 topics::TELEMETRY_FILTER,

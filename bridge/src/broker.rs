@@ -2,8 +2,10 @@
 //! `[mqtt] broker = "embedded"`.
 //!
 //! ```text
-//! keelson broker: check the port is free → rumqttd (own threads, MQTT 3.1.1 on mqtt.port)
-//!                 → wait until it accepts connections → ops endpoint ready → run until stopped
+//! keelson broker: check the port is free → rumqttd (own threads, MQTT 3.1.1 on mqtt.port,
+//!                 every CONNECT checked by mqtt_auth) → wait until it accepts connections
+//!                 → ops endpoint ready → run until stopped
+//! every second: device credentials from the cluster's registry (through the gateway)
 //! ```
 //!
 //! rumqttd keeps sessions and undelivered QoS 1 messages in memory: a broker restart loses
@@ -18,6 +20,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use keelson_runtime::config::BrokerLocation;
+
+use crate::mqtt_auth::Authenticator;
 use keelson_runtime::{ClusterConfig, ClusterView};
 
 /// Why the broker could not run.
@@ -47,9 +51,14 @@ pub enum BrokerError {
     },
 }
 
-/// rumqttd's configuration for one MQTT 3.1.1 listener on `addr`.
-fn rumqttd_config(addr: SocketAddr, max_payload: usize) -> rumqttd::Config {
-    let connections = rumqttd::ConnectionSettings {
+/// rumqttd's configuration for one MQTT 3.1.1 listener on `addr`, every CONNECT checked by
+/// `auth`.
+fn rumqttd_config(
+    addr: SocketAddr,
+    max_payload: usize,
+    auth: Arc<Authenticator>,
+) -> rumqttd::Config {
+    let mut connections = rumqttd::ConnectionSettings {
         connection_timeout_ms: 5_000,
         // The broker refuses (and disconnects) anything larger; the bridge dead-letters what
         // passes the broker but fails its own checks.
@@ -59,6 +68,22 @@ fn rumqttd_config(addr: SocketAddr, max_payload: usize) -> rumqttd::Config {
         external_auth: None,
         dynamic_filters: true,
     };
+    connections.set_auth_handler(move |client_id: String, user: String, pass: String| {
+        let auth = auth.clone();
+        async move {
+            match auth.check(&client_id, &user, &pass) {
+                Ok(()) => true,
+                Err(r) => {
+                    crate::metrics::get()
+                        .auth_refused
+                        .with_label_values(&[r.as_str()])
+                        .inc();
+                    tracing::warn!(client_id = %client_id, reason = r.as_str(), "MQTT connection refused");
+                    false
+                }
+            }
+        }
+    });
     let server = rumqttd::ServerSettings {
         name: "v4".to_string(),
         listen: addr,
@@ -82,10 +107,14 @@ fn rumqttd_config(addr: SocketAddr, max_payload: usize) -> rumqttd::Config {
 }
 
 /// Starts rumqttd on its own threads and waits until it accepts connections.
-pub fn start_embedded(addr: SocketAddr, max_payload: usize) -> Result<(), BrokerError> {
+pub fn start_embedded(
+    addr: SocketAddr,
+    max_payload: usize,
+    auth: Arc<Authenticator>,
+) -> Result<(), BrokerError> {
     // rumqttd logs a bind failure and carries on: find out first.
     std::net::TcpListener::bind(addr).map_err(|source| BrokerError::Bind { addr, source })?;
-    let config = rumqttd_config(addr, max_payload);
+    let config = rumqttd_config(addr, max_payload, auth);
     std::thread::Builder::new()
         .name("mqtt-broker".to_string())
         .spawn(move || {
@@ -105,8 +134,26 @@ pub fn start_embedded(addr: SocketAddr, max_payload: usize) -> Result<(), Broker
     Err(BrokerError::NotListening(addr))
 }
 
-/// Runs the `broker` process of `keelson up` until `stop`.
-pub async fn run(cfg: ClusterConfig, stop: impl Future<Output = ()>) -> Result<(), BrokerError> {
+/// Device credentials as the cluster's registry holds them: `Ok(None)` when unchanged since the
+/// version given, else the version and each device's hash.
+pub type CredentialsFetch = Box<
+    dyn Fn(
+            Option<u64>,
+        ) -> std::pin::Pin<
+            Box<dyn Future<Output = Result<Option<(u64, HashMap<String, String>)>, String>> + Send>,
+        > + Send
+        + Sync,
+>;
+
+/// How often the broker rereads the device credentials: a rotation takes effect within it.
+const CREDENTIALS_REFRESH: Duration = Duration::from_secs(1);
+
+/// Runs the `broker` process of `keelson up` until `stop`; device credentials come from `fetch`.
+pub async fn run(
+    cfg: ClusterConfig,
+    fetch: CredentialsFetch,
+    stop: impl Future<Output = ()>,
+) -> Result<(), BrokerError> {
     let mqtt = cfg.mqtt.as_ref().ok_or(BrokerError::NotEmbedded(
         "nodes.toml has no [mqtt] section: there is no broker to run",
     ))?;
@@ -118,7 +165,40 @@ pub async fn run(cfg: ClusterConfig, stop: impl Future<Output = ()>) -> Result<(
     keelson_runtime::metrics::init("broker", "broker");
     let addr = mqtt.addr;
     let max = mqtt.max_payload_bytes;
-    tokio::task::spawn_blocking(move || start_embedded(addr, max))
+    let service = crate::mqtt_auth::service_secret(&cfg);
+    if service.is_none() {
+        tracing::warn!(file = %crate::mqtt_auth::service_secret_file(&cfg).display(), "no MQTT service secret: the bridge and publisher cannot connect (run `keelson init`)");
+    }
+    let auth = Arc::new(Authenticator::new(service));
+    let refresh = {
+        let auth = auth.clone();
+        tokio::spawn(async move {
+            let mut failing = false;
+            loop {
+                match fetch(auth.version()).await {
+                    Ok(Some((version, devices))) => {
+                        tracing::info!(
+                            version,
+                            devices = devices.len(),
+                            "device credentials loaded"
+                        );
+                        auth.apply(version, devices);
+                        failing = false;
+                    }
+                    Ok(None) => failing = false,
+                    Err(e) => {
+                        if !failing {
+                            tracing::warn!(error = %e, "cannot read device credentials; keeping the last ones");
+                        }
+                        failing = true;
+                    }
+                }
+                tokio::time::sleep(CREDENTIALS_REFRESH).await;
+            }
+        })
+    };
+    let a = auth.clone();
+    tokio::task::spawn_blocking(move || start_embedded(addr, max, a))
         .await
         .map_err(|_| BrokerError::NotListening(addr))??;
     let ready = Arc::new(AtomicBool::new(true));
@@ -127,16 +207,23 @@ pub async fn run(cfg: ClusterConfig, stop: impl Future<Output = ()>) -> Result<(
         members: vec![],
     });
     let (trigger, shutdown) = keelson_runtime::shutdown::channel();
-    let ops = keelson_runtime::serve_ops(ops_addr, ready, view, shutdown)
-        .await
-        .map_err(|source| BrokerError::Ops {
-            addr: ops_addr,
-            source,
-        })?;
+    let ops = keelson_runtime::serve_ops(
+        ops_addr,
+        ready,
+        view,
+        cfg.auth.metrics_token.clone(),
+        shutdown,
+    )
+    .await
+    .map_err(|source| BrokerError::Ops {
+        addr: ops_addr,
+        source,
+    })?;
     tracing::info!(%addr, ops = %ops_addr, "embedded MQTT broker ready");
     stop.await;
     tracing::info!("stopping the embedded MQTT broker");
     trigger.fire();
+    refresh.abort();
     let _ = ops.await;
     Ok(())
 }

@@ -14,6 +14,7 @@
 //! - `bridge`: the singleton session and the anomaly chain.
 //! - `edge`: the checks every message passes before an actor sees it.
 //! - `publisher`: QoS 1 publishes confirmed by the broker.
+//! - `mqtt_auth`: who may connect (device passwords, service identities).
 //! - `topics`: topic names.
 //! - `simulator`: simulated devices for the tour and benchmarks.
 
@@ -21,16 +22,21 @@ mod bridge;
 mod broker;
 mod edge;
 mod metrics;
+mod mqtt_auth;
 mod publisher;
 mod simulator;
 pub mod topics;
 
 pub use bridge::{command_payload, publish_command, service, BridgeSettings, ALERT_COMMAND};
-pub use broker::{run as run_broker, start_embedded, BrokerError};
+pub use broker::{run as run_broker, start_embedded, BrokerError, CredentialsFetch};
 pub use edge::{
     deadletter, parse_topic, Accepted, AckStatus, CommandAckMsg, DeviceTopic, Edge, EdgeConfig,
     EdgeConfigError, Reason, Rejected, ReportedTwin, Scalar, ACK_SUFFIX, ANY_KIND,
     DEADLETTER_TOPIC, DEVICE_TOPIC_PREFIX, REPORTED_SUFFIX, TELEMETRY_SUFFIX,
+};
+pub use mqtt_auth::{
+    hash_password, random_password, service_secret, service_secret_file, verify_password,
+    Authenticator, Refusal, SERVICE_PREFIX, SERVICE_SECRET_ENV,
 };
 pub use publisher::{PublishError, Publisher};
 pub use simulator::{

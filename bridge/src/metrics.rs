@@ -14,6 +14,8 @@ pub struct MqttMetrics {
     pub delivered: IntCounterVec,
     /// Messages dead-lettered, by reason.
     pub deadletter: IntCounterVec,
+    /// CONNECTs the embedded broker refused, by reason.
+    pub auth_refused: IntCounterVec,
     /// QoS 1 messages published and confirmed by the broker.
     pub published: IntCounter,
     /// QoS 1 messages received and not yet acknowledged.
@@ -90,6 +92,22 @@ pub fn get() -> &'static MqttMetrics {
                 "MQTT messages rejected to keelson/deadletter, by reason.",
                 &["reason"],
             ),
+            auth_refused: {
+                let c = counter_vec(
+                    "keelson_mqtt_auth_refused_total",
+                    "MQTT connections the embedded broker refused, by reason.",
+                    &["reason"],
+                );
+                for r in [
+                    "anonymous",
+                    "client_id_mismatch",
+                    "not_a_service",
+                    "bad_password",
+                ] {
+                    c.with_label_values(&[r]);
+                }
+                c
+            },
             published: counter(
                 "keelson_mqtt_messages_out_total",
                 "MQTT messages published at QoS 1 and confirmed by the broker.",

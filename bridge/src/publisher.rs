@@ -51,11 +51,19 @@ impl std::fmt::Debug for Publisher {
 }
 
 impl Publisher {
-    /// Connects (and keeps reconnecting) to `broker` as `client_id`; messages up to
-    /// `max_packet` bytes.
-    pub fn start(broker: SocketAddr, client_id: &str, max_packet: usize) -> Self {
+    /// Connects (and keeps reconnecting) to `broker` as the service `client_id` with the
+    /// service secret `password`; messages up to `max_packet` bytes.
+    pub fn start(
+        broker: SocketAddr,
+        client_id: &str,
+        password: Option<&keelson_runtime::config::Secret>,
+        max_packet: usize,
+    ) -> Self {
         let (jobs, rx) = mpsc::channel(1024);
         let mut opts = MqttOptions::new(client_id, broker.ip().to_string(), broker.port());
+        if let Some(p) = password {
+            opts.set_credentials(client_id, p.expose());
+        }
         opts.set_keep_alive(Duration::from_secs(5))
             .set_clean_session(true)
             .set_max_packet_size(max_packet + 1024, max_packet + 1024);

@@ -38,6 +38,8 @@ pub struct SimulateOptions {
     pub duration: Duration,
     /// Device id prefix.
     pub prefix: String,
+    /// The MQTT service secret: the simulator speaks for its whole fleet as one service client.
+    pub mqtt_password: Option<keelson_runtime::config::Secret>,
 }
 
 /// What happened.
@@ -179,11 +181,15 @@ pub fn reading(kind: &str, t: f64, phase: f64, anomaly: bool) -> serde_json::Val
 
 /// Publishes telemetry from `opts.count` devices for `opts.duration` and answers commands.
 pub async fn simulate(opts: &SimulateOptions) -> SimulateReport {
+    let client_id = format!("keelson-sim-{}-{}", opts.prefix, std::process::id());
     let mut mqtt = MqttOptions::new(
-        format!("keelson-sim-{}-{}", opts.prefix, std::process::id()),
+        client_id.clone(),
         opts.broker.ip().to_string(),
         opts.broker.port(),
     );
+    if let Some(p) = &opts.mqtt_password {
+        mqtt.set_credentials(client_id, p.expose());
+    }
     mqtt.set_keep_alive(Duration::from_secs(5))
         .set_clean_session(true)
         .set_inflight(100);

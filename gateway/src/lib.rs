@@ -15,6 +15,7 @@ mod api;
 mod authz;
 mod body;
 mod client;
+mod device_credentials;
 mod error;
 mod identity;
 mod iot;
@@ -110,6 +111,7 @@ pub async fn run(cfg: ClusterConfig, stop: impl Future<Output = ()>) -> Result<(
         keelson_bridge::Publisher::start(
             m.addr,
             &format!("keelson-pub-{}", me.name),
+            keelson_bridge::service_secret(&cfg).as_ref(),
             m.max_payload_bytes * 64,
         )
     });
@@ -128,14 +130,19 @@ pub async fn run(cfg: ClusterConfig, stop: impl Future<Output = ()>) -> Result<(
     ));
 
     let ready = Arc::new(AtomicBool::new(false));
-    let ops_task =
-        keelson_runtime::serve_ops(me.ops_addr, ready.clone(), member.view(), shutdown_rx)
-            .await
-            .map_err(|e| RuntimeError::Bind {
-                what: "ops",
-                addr: me.ops_addr,
-                source: e,
-            })?;
+    let ops_task = keelson_runtime::serve_ops(
+        me.ops_addr,
+        ready.clone(),
+        member.view(),
+        cfg.auth.metrics_token.clone(),
+        shutdown_rx,
+    )
+    .await
+    .map_err(|e| RuntimeError::Bind {
+        what: "ops",
+        addr: me.ops_addr,
+        source: e,
+    })?;
     ready.store(true, Ordering::Release);
     tracing::info!(api = %format!("{scheme}://{http_addr}"), ops = %me.ops_addr, "gateway ready");
 

@@ -348,6 +348,8 @@ async fn dispatch(
         Handler::PostCommand => iot::post_command(ctx, id, body, rid).await,
         Handler::GetCommands => iot::commands(ctx, id, rid).await,
         Handler::GetAlerts => iot::alerts(ctx, id, rid).await,
+        Handler::DeviceCredentials => crate::device_credentials::issue(ctx, id, rid).await,
+        Handler::MqttCredentials => crate::device_credentials::list(ctx, query, rid).await,
         Handler::Cluster => Ok(cluster(ctx)),
         Handler::Shards => Ok(shards(ctx)),
         Handler::Locate => locate(ctx, params.get("kind").copied().unwrap_or(""), id),

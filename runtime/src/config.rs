@@ -644,6 +644,11 @@ pub fn validate(raw: &RawConfig, base_dir: &Path) -> Result<ClusterConfig, Vec<S
                 None
             }
         };
+        if ip == Some(IpAddr::from([127, 0, 0, 254])) {
+            problems.push(format!(
+                "{label}: host 127.0.0.254 is reserved (each process parks an internal listener there)"
+            ));
+        }
         ips.extend(ip);
         // The ops port (metrics, health, views) stays on loopback unless named otherwise.
         let ops_ip: Option<IpAddr> = match ops_host {

@@ -24,6 +24,12 @@ use crate::membership::{
 use crate::wire::HeartbeatRpc;
 use crate::RuntimeError;
 
+/// Where the node server's own (unused, see `links`) listener is parked: an ephemeral port on a
+/// loopback address members do not use, so it can never take a port another member is about to
+/// bind on 127.0.0.1.
+const PARKED_LISTENER_IP: std::net::IpAddr =
+    std::net::IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 254));
+
 /// A process's place in the cluster.
 #[derive(Debug)]
 pub struct ClusterMember {
@@ -77,7 +83,7 @@ impl ClusterMember {
                     Some(IncomingEncryptionMode::Tls(acceptor)),
                     Some(NodeConnectionMode::Isolated),
                 )
-                .with_listen_addr(std::net::IpAddr::from([127, 0, 0, 1]));
+                .with_listen_addr(PARKED_LISTENER_IP);
                 (server, Some(listener))
             }
         };

@@ -136,13 +136,19 @@ pub async fn run_with(
 
     let ready = Arc::new(AtomicBool::new(false));
     let (trigger, shutdown_rx) = shutdown::channel();
-    let ops_task = ops::serve(me.ops_addr, ready.clone(), member.view(), shutdown_rx)
-        .await
-        .map_err(|e| RuntimeError::Bind {
-            what: "ops",
-            addr: me.ops_addr,
-            source: e,
-        })?;
+    let ops_task = ops::serve(
+        me.ops_addr,
+        ready.clone(),
+        member.view(),
+        cfg.auth.metrics_token.clone(),
+        shutdown_rx,
+    )
+    .await
+    .map_err(|e| RuntimeError::Bind {
+        what: "ops",
+        addr: me.ops_addr,
+        source: e,
+    })?;
     let (services_stop, services_shutdown) = shutdown::channel();
     let singleton = singleton_watch(control.leader(&me.name), member.lease());
     let ctx = NodeContext {

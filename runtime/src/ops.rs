@@ -9,24 +9,54 @@ use std::sync::Arc;
 use warp::http::StatusCode;
 use warp::Filter;
 
+use subtle::ConstantTimeEq;
+
+use crate::config::Secret;
 use crate::metrics;
 use crate::shutdown::Shutdown;
 
-/// Binds `addr` and serves the ops endpoints until `shutdown`.
+/// Binds `addr` and serves the ops endpoints until `shutdown`; `/metrics` asks for
+/// `metrics_token` as a bearer token when one is given.
 pub async fn serve(
     addr: SocketAddr,
     ready: Arc<AtomicBool>,
     view: tokio::sync::watch::Receiver<crate::membership::ClusterView>,
+    metrics_token: Option<Secret>,
     shutdown: Shutdown,
 ) -> std::io::Result<tokio::task::JoinHandle<()>> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
-    let metrics_route = warp::path!("metrics").and(warp::get()).map(|| {
-        warp::reply::with_header(
-            metrics::render(),
-            "content-type",
-            "text/plain; version=0.0.4; charset=utf-8",
-        )
-    });
+    let metrics_route = warp::path!("metrics")
+        .and(warp::get())
+        .and(warp::header::optional::<String>("authorization"))
+        .map(move |auth: Option<String>| {
+            let allowed = match &metrics_token {
+                None => true,
+                Some(t) => auth
+                    .as_deref()
+                    .and_then(|a| a.strip_prefix("Bearer "))
+                    .is_some_and(|given| {
+                        bool::from(given.trim().as_bytes().ct_eq(t.expose().as_bytes()))
+                    }),
+            };
+            if !allowed {
+                return warp::reply::with_status(
+                    warp::reply::with_header(
+                        "send the metrics token as `Authorization: Bearer <token>`\n".to_string(),
+                        "content-type",
+                        "text/plain; charset=utf-8",
+                    ),
+                    StatusCode::UNAUTHORIZED,
+                );
+            }
+            warp::reply::with_status(
+                warp::reply::with_header(
+                    metrics::render(),
+                    "content-type",
+                    "text/plain; version=0.0.4; charset=utf-8",
+                ),
+                StatusCode::OK,
+            )
+        });
     let health = warp::path!("health").and(warp::get()).map(|| "ok\n");
     let ready_route = warp::path!("ready").and(warp::get()).map(move || {
         if ready.load(Ordering::Acquire) {

@@ -10,6 +10,19 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+/// MQTT client ids the tests use as services (`keelson-test-<id>`), admitted by Mosquitto.
+pub const TEST_SERVICES: &[&str] = &[
+    "it-device",
+    "it-deadletter",
+    "it-garbage",
+    "it-publisher",
+    "it-devices",
+    "it-before",
+    "it-after",
+    "bench",
+    "obs",
+];
+
 /// Multi-process tests share 2 cores: run one cluster at a time so timing assertions hold.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
@@ -248,9 +261,10 @@ impl Cluster {
             .unwrap();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_keelson"));
         match (name, self.mqtt) {
-            ("broker", Some((addr, Broker::Mosquitto))) => {
+            ("broker", Some((_, Broker::Mosquitto))) => {
+                let dir = self.write_mosquitto_config();
                 cmd = Command::new("mosquitto");
-                cmd.args(["-p", &addr.port().to_string()]);
+                cmd.arg("-c").arg(dir.join("mosquitto.conf"));
             }
             ("broker", _) => {
                 cmd.arg("broker");
@@ -273,6 +287,38 @@ impl Cluster {
             .spawn()
             .unwrap();
         self.procs.insert(name.to_string(), child);
+    }
+
+    /// The MQTT service secret `keelson init` made.
+    pub fn mqtt_secret(&self) -> String {
+        std::fs::read_to_string(self.dir.join("data/run/mqtt-service.secret"))
+            .expect("keelson init made the MQTT service secret")
+            .trim()
+            .to_string()
+    }
+
+    /// `keelson mosquitto-config` into `<dir>/mosquitto` (services, the test clients, and every
+    /// device holding credentials): the directory.
+    pub fn write_mosquitto_config(&self) -> PathBuf {
+        let dir = self.dir.join("mosquitto");
+        let mut args = vec![
+            "mosquitto-config".to_string(),
+            "--out".into(),
+            dir.display().to_string(),
+        ];
+        for id in TEST_SERVICES {
+            args.push("--service".into());
+            args.push(format!("keelson-test-{id}"));
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (code, _, err) = self.keelson(&args);
+        assert_eq!(code, 0, "keelson mosquitto-config: {err}");
+        // Tests run as root; Mosquitto would otherwise drop to its own user and not read the
+        // files (0600, ours).
+        let conf = dir.join("mosquitto.conf");
+        let text = std::fs::read_to_string(&conf).unwrap();
+        std::fs::write(&conf, format!("user root\n{text}")).unwrap();
+        dir
     }
 
     /// The pid of a process this test started and has not killed.
@@ -386,15 +432,11 @@ impl Cluster {
 
     /// Like [`Cluster::metric`], `None` if the process does not answer (it was killed).
     pub async fn try_metric(&self, name: &str, series: &str) -> Option<f64> {
-        let text = self
-            .http
-            .get(self.ops_url(name, "/metrics"))
-            .send()
-            .await
-            .ok()?
-            .text()
-            .await
-            .ok()?;
+        let mut rb = self.http.get(self.ops_url(name, "/metrics"));
+        if let Some(t) = &self.cfg.auth.metrics_token {
+            rb = rb.header("authorization", format!("Bearer {}", t.expose()));
+        }
+        let text = rb.send().await.ok()?.text().await.ok()?;
         let total = text
             .lines()
             .filter(|l| !l.starts_with('#'))

@@ -160,6 +160,8 @@ pub struct AuthSettings {
     pub admin_key_file: PathBuf,
     /// Bearer token `/metrics` requires, if any.
     pub metrics_token: Option<Secret>,
+    /// The file it was read from (a scrape configuration names it).
+    pub metrics_token_file: Option<PathBuf>,
     /// JWT validation, if configured.
     pub jwt: Option<JwtSettings>,
 }
@@ -292,6 +294,7 @@ pub fn validate_auth(
             .map(|f| resolve(base, f))
             .unwrap_or_else(|| data_dir.join("run").join("admin.key")),
         metrics_token,
+        metrics_token_file: a.metrics_token_file.as_deref().map(|f| resolve(base, f)),
         jwt,
     }
 }
