@@ -149,7 +149,7 @@ where
     F: FnOnce(LinkClient) -> Fut,
     Fut: std::future::Future<Output = Result<LinkState, FaultError>>,
 {
-    let client = match LinkClient::for_cluster(&cfg.data_dir) {
+    let client = match link_client(cfg) {
         Ok(c) => c,
         Err(e) => return fail(e),
     };
@@ -195,7 +195,7 @@ fn show_status(cfg: &ClusterConfig) -> ExitCode {
     }
     println!();
     match read_run_file(&cfg.data_dir).map(|r| r.chaos_control) {
-        Ok(Some(_)) => match LinkClient::for_cluster(&cfg.data_dir) {
+        Ok(Some(_)) => match link_client(cfg) {
             Ok(c) => match block_on(c.list()) {
                 Ok(state) => print_links(&state),
                 Err(e) => return fail(e),
@@ -237,4 +237,12 @@ mod tests {
         assert!(parse_delay("-5ms").is_err());
         assert_eq!(group("n1, n2,,n3"), vec!["n1", "n2", "n3"]);
     }
+}
+
+/// The link control's client, with the tools' key (operator or admin).
+fn link_client(cfg: &ClusterConfig) -> Result<LinkClient, FaultError> {
+    let key = keelson_gateway::tool_key(cfg);
+    let api = keelson_gateway::api_client(cfg, key.as_ref(), std::time::Duration::from_secs(5))
+        .map_err(|e| FaultError::Links(e.to_string()))?;
+    LinkClient::for_cluster(&cfg.data_dir, api.http)
 }

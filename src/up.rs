@@ -371,15 +371,54 @@ async fn start_links(
         .await
         .context("cannot start the link proxies")?;
     let mut stop = stop;
+    let authorize = link_authorizer(cfg)?;
     let (addr, _task) = links
         .clone()
-        .serve(SocketAddr::from(([127, 0, 0, 1], 0)), async move {
-            let _ = stop.wait_for(|s| *s).await;
-        })
+        .serve(
+            SocketAddr::from(([127, 0, 0, 1], 0)),
+            authorize,
+            async move {
+                let _ = stop.wait_for(|s| *s).await;
+            },
+        )
         .await
         .context("cannot start the link-fault control")?;
     tracing::info!(%addr, proxies = members.len(), "links go through fault proxies (--chaos)");
     Ok((links, addr))
+}
+
+/// Who may change links: whoever the gateway lets see the cluster (operator or admin), asked
+/// with the caller's own credential; answers are remembered for a second.
+fn link_authorizer(cfg: &ClusterConfig) -> anyhow::Result<keelson_chaos::Authorize> {
+    let api = keelson_gateway::api_client(cfg, None, Duration::from_secs(3))?;
+    let seen: Arc<std::sync::Mutex<std::collections::HashMap<String, Instant>>> = Arc::default();
+    Ok(Arc::new(move |header: Option<String>| {
+        let (api, seen) = (api.clone(), seen.clone());
+        Box::pin(async move {
+            let Some(h) = header else { return false };
+            if seen
+                .lock()
+                .expect("cache lock")
+                .get(&h)
+                .is_some_and(|t| t.elapsed() < Duration::from_secs(1))
+            {
+                return true;
+            }
+            let ok = api
+                .http
+                .get(format!("{}/v1/cluster", api.base))
+                .header("authorization", &h)
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success());
+            let mut seen = seen.lock().expect("cache lock");
+            seen.retain(|_, t| t.elapsed() < Duration::from_secs(1));
+            if ok {
+                seen.insert(h, Instant::now());
+            }
+            ok
+        })
+    }))
 }
 
 /// Runs the local cluster until Ctrl-C or SIGTERM; with `chaos`, every link between members goes

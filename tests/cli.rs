@@ -359,6 +359,25 @@ async fn link_faults_slow_and_cut_real_cluster_links_and_heal_restores_them() {
     assert_eq!(code, 0);
     assert!(out.contains("links: no faults"), "{out}");
 
+    // The link control changes nothing for a caller without an operator or admin key.
+    let run: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(c.dir.join("data/run/cluster.json")).unwrap(),
+    )
+    .unwrap();
+    let control = format!("http://{}", run["chaos_control"].as_str().unwrap());
+    for key in [None, Some("kk_nope.wrong")] {
+        let mut rb = c
+            .anon
+            .post(format!("{control}/links/partition"))
+            .json(&serde_json::json!({"a": ["n1"], "b": ["n2"], "one_way": false}));
+        if let Some(k) = key {
+            rb = rb.header("authorization", format!("Bearer {k}"));
+        }
+        assert_eq!(rb.send().await.unwrap().status(), 403);
+    }
+    let (_, out, _) = chaos(&c, &["status"]);
+    assert!(out.contains("links: no faults"), "{out}");
+
     // Latency: 100 ms each way between n1 and n2 shows in their heartbeat round trip, and
     // nowhere else.
     let (code, out, err) = chaos(&c, &["latency", "n1", "n2", "100ms"]);

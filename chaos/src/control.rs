@@ -174,13 +174,27 @@ impl LinkControl {
         self.state(&self.table.lock().expect("link table lock"))
     }
 
-    /// Serves the control on `listen` until `shutdown`; returns the bound address.
+    /// Serves the control on `listen` until `shutdown`, every request first passed to
+    /// `authorize` with its `Authorization` header; returns the bound address.
     pub async fn serve(
         self: Arc<Self>,
         listen: SocketAddr,
+        authorize: Authorize,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
         let listener = tokio::net::TcpListener::bind(listen).await?;
+        let guard = warp::header::optional::<String>("authorization")
+            .and_then(move |h: Option<String>| {
+                let authorize = authorize.clone();
+                async move {
+                    if authorize(h).await {
+                        Ok(())
+                    } else {
+                        Err(warp::reject::custom(Denied))
+                    }
+                }
+            })
+            .untuple_one();
         let addr = listener.local_addr()?;
         let reply = |r: Result<LinkState, LinkError>| match r {
             Ok(state) => warp::reply::with_status(warp::reply::json(&state), StatusCode::OK),
@@ -211,7 +225,20 @@ impl LinkControl {
         let heal = warp::path!("links" / "heal")
             .and(warp::post())
             .map(move || reply(Ok(c.heal())));
-        let routes = list.or(latency).or(partition).or(heal);
+        let routes = guard
+            .and(list.or(latency).or(partition).or(heal))
+            .recover(|r: warp::Rejection| async move {
+                if r.find::<Denied>().is_some() {
+                    Ok(warp::reply::with_status(
+                        warp::reply::json(&ErrorBody {
+                            error: "the link control needs an operator or admin key (`Authorization: Bearer <key>`)".into(),
+                        }),
+                        StatusCode::FORBIDDEN,
+                    ))
+                } else {
+                    Err(r)
+                }
+            });
         let task = tokio::spawn(
             warp::serve(routes)
                 .incoming(listener)
@@ -222,6 +249,17 @@ impl LinkControl {
     }
 }
 
+/// Decides whether a request's `Authorization` header may change links.
+pub type Authorize = Arc<
+    dyn Fn(Option<String>) -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send>>
+        + Send
+        + Sync,
+>;
+
+#[derive(Debug)]
+struct Denied;
+impl warp::reject::Reject for Denied {}
+
 /// Talks to the link control of a cluster started with `keelson up --chaos`.
 #[derive(Debug, Clone)]
 pub struct LinkClient {
@@ -230,22 +268,16 @@ pub struct LinkClient {
 }
 
 impl LinkClient {
-    /// Finds the control through the run file of the cluster running from `data_dir`.
-    pub fn for_cluster(data_dir: &Path) -> Result<Self, FaultError> {
+    /// Finds the control through the run file of the cluster running from `data_dir`; `http`
+    /// carries an operator's or admin's key.
+    pub fn for_cluster(data_dir: &Path, http: reqwest::Client) -> Result<Self, FaultError> {
         let run = read_run_file(data_dir)?;
         let addr = run
             .chaos_control
             .ok_or_else(|| FaultError::NoLinkProxies(data_dir.to_path_buf()))?;
         Ok(Self {
             base: format!("http://{addr}"),
-            http: {
-                // reqwest asks for the process's default TLS provider even for plain HTTP.
-                let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-                reqwest::Client::builder()
-            }
-            .timeout(Duration::from_secs(5))
-            .build()
-            .map_err(|e| FaultError::Links(e.to_string()))?,
+            http,
         })
     }
 

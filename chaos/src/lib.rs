@@ -36,7 +36,7 @@ mod stats;
 mod workload;
 
 pub use control::{
-    LatencyRequest, LinkClient, LinkControl, LinkMember, LinkState, PartitionRequest,
+    Authorize, LatencyRequest, LinkClient, LinkControl, LinkMember, LinkState, PartitionRequest,
 };
 pub use faults::{
     apply as apply_fault, read_run_file, status, FaultError, MemberProcess, ProcessFault, RunFile,

@@ -515,7 +515,10 @@ pub async fn run(
     progress: Progress,
 ) -> Result<Report, RunError> {
     let links = if scenario.needs_link_proxies() {
-        Some(LinkClient::for_cluster(&target.data_dir)?)
+        Some(LinkClient::for_cluster(
+            &target.data_dir,
+            target.api.http.clone(),
+        )?)
     } else {
         None
     };
