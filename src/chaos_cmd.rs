@@ -224,6 +224,14 @@ pub fn default_out(scenario: &str) -> PathBuf {
     PathBuf::from("chaos-reports").join(format!("{scenario}-{secs}"))
 }
 
+/// The link control's client, with the tools' key (operator or admin).
+fn link_client(cfg: &ClusterConfig) -> Result<LinkClient, FaultError> {
+    let key = keelson_gateway::tool_key(cfg);
+    let api = keelson_gateway::api_client(cfg, key.as_ref(), std::time::Duration::from_secs(5))
+        .map_err(|e| FaultError::Links(e.to_string()))?;
+    LinkClient::for_cluster(&cfg.data_dir, api.http)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -237,12 +245,4 @@ mod tests {
         assert!(parse_delay("-5ms").is_err());
         assert_eq!(group("n1, n2,,n3"), vec!["n1", "n2", "n3"]);
     }
-}
-
-/// The link control's client, with the tools' key (operator or admin).
-fn link_client(cfg: &ClusterConfig) -> Result<LinkClient, FaultError> {
-    let key = keelson_gateway::tool_key(cfg);
-    let api = keelson_gateway::api_client(cfg, key.as_ref(), std::time::Duration::from_secs(5))
-        .map_err(|e| FaultError::Links(e.to_string()))?;
-    LinkClient::for_cluster(&cfg.data_dir, api.http)
 }

@@ -33,13 +33,16 @@ fn jwt_cluster(test: &str, mqtt: bool) -> (Cluster, String, String) {
     std::fs::write(dir.join("metrics.token"), "metrics-token-0123456789").unwrap();
     let kp = rcgen::KeyPair::generate().unwrap();
     std::fs::write(dir.join("idp.pub.pem"), kp.public_key_pem()).unwrap();
-    let mut s = Settings::default();
-    s.extra = format!(
+    let extra = format!(
         "[auth]\nmetrics_token_file = \"{}\"\n[auth.jwt]\nissuer = \"{ISSUER}\"\naudience = \"{AUDIENCE}\"\nhs256_secret_file = \"{}\"\npublic_key_file = \"{}\"\npublic_key_algorithm = \"ES256\"\n",
         dir.join("metrics.token").display(),
         dir.join("hs.secret").display(),
         dir.join("idp.pub.pem").display()
     );
+    let mut s = Settings {
+        extra,
+        ..Settings::default()
+    };
     if mqtt {
         s.mqtt = Some((Broker::Embedded, String::new()));
     }

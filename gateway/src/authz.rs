@@ -57,15 +57,14 @@ impl Role {
     /// Whether the role holds `p` (customers only for their own records: see [`decide`]).
     pub fn holds(self, p: Permission) -> bool {
         use Permission as P;
-        match (self, p) {
-            (_, P::Open | P::Authenticated) => true,
-            (Role::Admin, _) => true,
-            (Role::Operator, P::ClusterOps) => true,
-            (Role::Agent, P::ReadData | P::WriteData) => true,
-            (Role::Viewer, P::ReadData) => true,
-            (Role::Customer, P::ReadData) => true,
-            _ => false,
-        }
+        matches!(
+            (self, p),
+            (_, P::Open | P::Authenticated)
+                | (Role::Admin, _)
+                | (Role::Operator, P::ClusterOps)
+                | (Role::Agent, P::ReadData | P::WriteData)
+                | (Role::Viewer | Role::Customer, P::ReadData)
+        )
     }
 }
 

@@ -136,6 +136,10 @@ fn schemas() -> Map<String, Value> {
         ),
         ("Key", "one API key record"),
         ("Injected", "{\"injected\": true}"),
+        (
+            "MqttCredentials",
+            "version, and each device's $7$ password hash (or unchanged: true)",
+        ),
     ] {
         put(name, any(what));
     }
