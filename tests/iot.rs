@@ -452,7 +452,12 @@ async fn kill_bridge_node(broker: Broker) {
     let devices: Vec<(&str, &str)> = ids.iter().map(|i| (i.as_str(), "temperature")).collect();
     register(&c, "owner3", &devices).await;
     let dev = Client::connect(&c, "it-publisher", &[]).await;
-    let holder = bridge_node(&c).await.unwrap();
+    let holder = wait_for(
+        "a node to hold the bridge session",
+        Duration::from_secs(20),
+        || async { bridge_node(&c).await },
+    )
+    .await;
 
     // 250 messages/s for 8 s; the bridge's node is killed after 3 s.
     let start = Instant::now();
@@ -838,62 +843,75 @@ async fn mqtt_identities(broker: Broker) {
     )
     .await;
 
-    // Per-topic rules (Mosquitto's ACL): dev-a can neither write dev-b's telemetry nor read
-    // dev-b's commands, everything (`keelson/#`) or the dead letters.
-    if broker == Broker::Mosquitto {
-        let before = device(&c, "dev-b").await;
-        client
-            .publish(
-                "keelson/devices/dev-b/telemetry",
-                QoS::AtLeastOnce,
-                false,
-                reading("dev-b", 1, json!({"temperature": 99.0})),
-            )
-            .await
-            .unwrap();
-        pump.abort();
-        let spy = Client::connect_as(
-            &c,
-            "dev-a",
-            &pa,
-            &[
-                "keelson/#",
-                "keelson/deadletter",
-                "keelson/devices/dev-b/commands",
-            ],
+    // Per-topic rules (the embedded broker's gate, Mosquitto's ACL): dev-a can neither write
+    // dev-b's telemetry nor read dev-b's commands, everything (`keelson/#`) or the dead letters.
+    let before = device(&c, "dev-b").await;
+    client
+        .publish(
+            "keelson/devices/dev-b/telemetry",
+            QoS::AtLeastOnce,
+            false,
+            reading("dev-b", 1, json!({"temperature": 99.0})),
+        )
+        .await
+        .unwrap();
+    let spy = Client::connect_as(
+        &c,
+        "dev-a",
+        &pa,
+        &[
+            "keelson/#",
+            "keelson/deadletter",
+            "keelson/devices/dev-b/commands",
+        ],
+    )
+    .await;
+    pump.abort();
+    let mut owner = Client::connect_as(&c, "dev-b", &pb, &["keelson/devices/dev-b/commands"]).await;
+    let (s, _, v) = c
+        .req(
+            "POST",
+            "/v1/devices/dev-b/commands",
+            Some(r#"{"id":"cmd-acl","name":"reboot"}"#),
         )
         .await;
-        let mut owner =
-            Client::connect_as(&c, "dev-b", &pb, &["keelson/devices/dev-b/commands"]).await;
-        let (s, _, v) = c
-            .req(
-                "POST",
-                "/v1/devices/dev-b/commands",
-                Some(r#"{"id":"cmd-acl","name":"reboot"}"#),
+    assert_eq!(s, 202, "{v}");
+    owner
+        .expect("dev-b's own command", |t, _| {
+            t == "keelson/devices/dev-b/commands"
+        })
+        .await;
+    let mut spy = spy;
+    let leaked = tokio::time::timeout(Duration::from_secs(2), spy.inbox.recv()).await;
+    assert!(leaked.is_err(), "dev-a received {leaked:?}");
+    let after = device(&c, "dev-b").await;
+    for f in [
+        "telemetry_count",
+        "last_readings",
+        "highest_seq",
+        "last_telemetry_ms",
+    ] {
+        assert_eq!(
+            before[f], after[f],
+            "dev-a's publish on dev-b's topic changed dev-b's {f}"
+        );
+    }
+    if broker == Broker::Embedded {
+        let publish = c
+            .metric(
+                "broker",
+                "keelson_mqtt_acl_denied_total{action=\"publish\"}",
             )
             .await;
-        assert_eq!(s, 202, "{v}");
-        owner
-            .expect("dev-b's own command", |t, _| {
-                t == "keelson/devices/dev-b/commands"
-            })
+        let subscribe = c
+            .metric(
+                "broker",
+                "keelson_mqtt_acl_denied_total{action=\"subscribe\"}",
+            )
             .await;
-        let mut spy = spy;
-        let leaked = tokio::time::timeout(Duration::from_secs(2), spy.inbox.recv()).await;
-        assert!(leaked.is_err(), "dev-a received {leaked:?}");
-        let after = device(&c, "dev-b").await;
-        for f in [
-            "telemetry_count",
-            "last_readings",
-            "highest_seq",
-            "last_telemetry_ms",
-        ] {
-            assert_eq!(
-                before[f], after[f],
-                "dev-a's publish on dev-b's topic changed dev-b's {f}"
-            );
-        }
-    } else {
-        pump.abort();
+        assert!(
+            publish >= 1.0 && subscribe >= 3.0,
+            "denials counted: {publish} / {subscribe}"
+        );
     }
 }

@@ -21,7 +21,10 @@ use std::time::{Duration, Instant};
 
 use keelson_runtime::config::BrokerLocation;
 
+use keelson_runtime::config::Secret;
+
 use crate::mqtt_auth::Authenticator;
+use crate::mqtt_gate::{Gate, INTERNAL_USER};
 use keelson_runtime::{ClusterConfig, ClusterView};
 
 /// Why the broker could not run.
@@ -51,39 +54,22 @@ pub enum BrokerError {
     },
 }
 
-/// rumqttd's configuration for one MQTT 3.1.1 listener on `addr`, every CONNECT checked by
-/// `auth`.
-fn rumqttd_config(
-    addr: SocketAddr,
-    max_payload: usize,
-    auth: Arc<Authenticator>,
-) -> rumqttd::Config {
-    let mut connections = rumqttd::ConnectionSettings {
+/// rumqttd's configuration: one MQTT 3.1.1 listener on the internal `addr`, admitting only the
+/// gate's internal login.
+fn rumqttd_config(addr: SocketAddr, max_payload: usize, internal: &Secret) -> rumqttd::Config {
+    let connections = rumqttd::ConnectionSettings {
         connection_timeout_ms: 5_000,
         // The broker refuses (and disconnects) anything larger; the bridge dead-letters what
         // passes the broker but fails its own checks.
         max_payload_size: max_payload.max(1024) * 64,
         max_inflight_count: 100,
-        auth: None,
+        auth: Some(HashMap::from([(
+            INTERNAL_USER.to_string(),
+            internal.expose().to_string(),
+        )])),
         external_auth: None,
         dynamic_filters: true,
     };
-    connections.set_auth_handler(move |client_id: String, user: String, pass: String| {
-        let auth = auth.clone();
-        async move {
-            match auth.check(&client_id, &user, &pass) {
-                Ok(()) => true,
-                Err(r) => {
-                    crate::metrics::get()
-                        .auth_refused
-                        .with_label_values(&[r.as_str()])
-                        .inc();
-                    tracing::warn!(client_id = %client_id, reason = r.as_str(), "MQTT connection refused");
-                    false
-                }
-            }
-        }
-    });
     let server = rumqttd::ServerSettings {
         name: "v4".to_string(),
         listen: addr,
@@ -106,15 +92,22 @@ fn rumqttd_config(
     }
 }
 
-/// Starts rumqttd on its own threads and waits until it accepts connections.
-pub fn start_embedded(
+/// Starts rumqttd on its own threads behind the gate on `addr`, and waits until both accept
+/// connections.
+pub async fn start_embedded(
     addr: SocketAddr,
     max_payload: usize,
     auth: Arc<Authenticator>,
-) -> Result<(), BrokerError> {
-    // rumqttd logs a bind failure and carries on: find out first.
-    std::net::TcpListener::bind(addr).map_err(|source| BrokerError::Bind { addr, source })?;
-    let config = rumqttd_config(addr, max_payload, auth);
+) -> Result<tokio::task::JoinHandle<()>, BrokerError> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| BrokerError::Bind { addr, source })?;
+    // An internal port for rumqttd on the address no member uses (see config).
+    let internal = std::net::TcpListener::bind((INTERNAL_IP, 0))
+        .and_then(|l| l.local_addr())
+        .map_err(|source| BrokerError::Bind { addr, source })?;
+    let secret = Secret::new(crate::mqtt_auth::random_password());
+    let config = rumqttd_config(internal, max_payload, &secret);
     std::thread::Builder::new()
         .name("mqtt-broker".to_string())
         .spawn(move || {
@@ -125,14 +118,26 @@ pub fn start_embedded(
         })
         .map_err(|source| BrokerError::Bind { addr, source })?;
     let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline {
-        if std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-            return Ok(());
+    loop {
+        if tokio::net::TcpStream::connect(internal).await.is_ok() {
+            break;
         }
-        std::thread::sleep(Duration::from_millis(50));
+        if Instant::now() > deadline {
+            return Err(BrokerError::NotListening(internal));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    Err(BrokerError::NotListening(addr))
+    let gate = Arc::new(Gate {
+        auth,
+        upstream: internal,
+        internal: secret,
+        max_packet: max_payload.max(1024) * 64 + 1024,
+    });
+    Ok(gate.spawn(listener))
 }
+
+/// Where rumqttd listens, behind the gate.
+const INTERNAL_IP: std::net::IpAddr = std::net::IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 254));
 
 /// Device credentials as the cluster's registry holds them: `Ok(None)` when unchanged since the
 /// version given, else the version and each device's hash.
@@ -197,10 +202,7 @@ pub async fn run(
             }
         })
     };
-    let a = auth.clone();
-    tokio::task::spawn_blocking(move || start_embedded(addr, max, a))
-        .await
-        .map_err(|_| BrokerError::NotListening(addr))??;
+    let gate = start_embedded(addr, max, auth.clone()).await?;
     let ready = Arc::new(AtomicBool::new(true));
     let (_view_tx, view) = tokio::sync::watch::channel(ClusterView {
         me: "broker".to_string(),
@@ -224,6 +226,7 @@ pub async fn run(
     tracing::info!("stopping the embedded MQTT broker");
     trigger.fire();
     refresh.abort();
+    gate.abort();
     let _ = ops.await;
     Ok(())
 }

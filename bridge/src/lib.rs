@@ -15,6 +15,8 @@
 //! - `edge`: the checks every message passes before an actor sees it.
 //! - `publisher`: QoS 1 publishes confirmed by the broker.
 //! - `mqtt_auth`: who may connect (device passwords, service identities).
+//! - `mqtt_acl`: what each identity may publish and subscribe to.
+//! - `mqtt_gate`: the embedded broker's front door, enforcing both before rumqttd.
 //! - `topics`: topic names.
 //! - `simulator`: simulated devices for the tour and benchmarks.
 
@@ -22,7 +24,9 @@ mod bridge;
 mod broker;
 mod edge;
 mod metrics;
+mod mqtt_acl;
 mod mqtt_auth;
+mod mqtt_gate;
 mod publisher;
 mod simulator;
 pub mod topics;
@@ -34,6 +38,7 @@ pub use edge::{
     EdgeConfigError, Reason, Rejected, ReportedTwin, Scalar, ACK_SUFFIX, ANY_KIND,
     DEADLETTER_TOPIC, DEVICE_TOPIC_PREFIX, REPORTED_SUFFIX, TELEMETRY_SUFFIX,
 };
+pub use mqtt_acl::{may_publish, may_subscribe, Identity};
 pub use mqtt_auth::{
     hash_password, random_password, service_secret, service_secret_file, verify_password,
     Authenticator, Refusal, SERVICE_PREFIX, SERVICE_SECRET_ENV,

@@ -16,6 +16,8 @@ pub struct MqttMetrics {
     pub deadletter: IntCounterVec,
     /// CONNECTs the embedded broker refused, by reason.
     pub auth_refused: IntCounterVec,
+    /// Publishes, subscriptions and wills the embedded broker's ACL refused, by action.
+    pub acl_denied: IntCounterVec,
     /// QoS 1 messages published and confirmed by the broker.
     pub published: IntCounter,
     /// QoS 1 messages received and not yet acknowledged.
@@ -105,6 +107,17 @@ pub fn get() -> &'static MqttMetrics {
                     "bad_password",
                 ] {
                     c.with_label_values(&[r]);
+                }
+                c
+            },
+            acl_denied: {
+                let c = counter_vec(
+                    "keelson_mqtt_acl_denied_total",
+                    "MQTT publishes, subscriptions and wills refused by topic rules, by action.",
+                    &["action"],
+                );
+                for a in ["publish", "subscribe", "will"] {
+                    c.with_label_values(&[a]);
                 }
                 c
             },

@@ -24,6 +24,8 @@ use keelson_runtime::ClusterConfig;
 use rand::RngExt;
 use subtle::ConstantTimeEq;
 
+use crate::mqtt_acl::Identity;
+
 /// Client ids (and usernames) reserved for Keelson's services.
 pub const SERVICE_PREFIX: &str = "keelson-";
 
@@ -163,8 +165,8 @@ impl Authenticator {
         *self.version.write().expect("version lock") = Some(version);
     }
 
-    /// Decides one CONNECT.
-    pub fn check(&self, client_id: &str, user: &str, pass: &str) -> Result<(), Refusal> {
+    /// Decides one CONNECT: who it is, or why not.
+    pub fn check(&self, client_id: &str, user: &str, pass: &str) -> Result<Identity, Refusal> {
         if user.is_empty() || pass.is_empty() {
             return Err(Refusal::Anonymous);
         }
@@ -173,7 +175,9 @@ impl Authenticator {
         }
         if user.starts_with(SERVICE_PREFIX) {
             return match &self.service {
-                Some(s) if bool::from(s.expose().as_bytes().ct_eq(pass.as_bytes())) => Ok(()),
+                Some(s) if bool::from(s.expose().as_bytes().ct_eq(pass.as_bytes())) => {
+                    Ok(Identity::Service(user.to_string()))
+                }
                 _ => Err(Refusal::NotAService),
             };
         }
@@ -184,7 +188,7 @@ impl Authenticator {
             .get(user)
             .cloned();
         match hash {
-            Some(h) if verify_password(pass, &h) => Ok(()),
+            Some(h) if verify_password(pass, &h) => Ok(Identity::Device(user.to_string())),
             _ => Err(Refusal::BadPassword),
         }
     }
@@ -221,7 +225,10 @@ mod tests {
         let mut devices = HashMap::new();
         devices.insert("d1".to_string(), hash_password("pw-d1"));
         a.apply(1, devices);
-        assert_eq!(a.check("d1", "d1", "pw-d1"), Ok(()));
+        assert_eq!(
+            a.check("d1", "d1", "pw-d1"),
+            Ok(Identity::Device("d1".into()))
+        );
         assert_eq!(a.check("d1", "d1", "wrong"), Err(Refusal::BadPassword));
         assert_eq!(a.check("d2", "d2", "pw-d1"), Err(Refusal::BadPassword));
         assert_eq!(a.check("d1", "", ""), Err(Refusal::Anonymous));
@@ -240,7 +247,7 @@ mod tests {
                 "keelson-bridge-local",
                 "service-secret-123"
             ),
-            Ok(())
+            Ok(Identity::Service("keelson-bridge-local".into()))
         );
         // Without a service secret no service gets in.
         let none = Authenticator::new(None);

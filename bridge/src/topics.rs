@@ -35,6 +35,11 @@ pub fn telemetry(device: &str) -> String {
     format!("keelson/devices/{device}/telemetry")
 }
 
+/// Reported twin state of one device.
+pub fn reported(device: &str) -> String {
+    format!("keelson/devices/{device}/twin/reported")
+}
+
 /// Acknowledgements of one device.
 pub fn acks(device: &str) -> String {
     format!("keelson/devices/{device}/acks")
