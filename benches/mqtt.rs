@@ -33,6 +33,7 @@ fn client(c: &Cluster, id: &str, clean: bool) -> (AsyncClient, rumqttc::EventLoo
     let id = format!("keelson-test-{id}");
     let mut o = MqttOptions::new(&id, addr.ip().to_string(), addr.port());
     o.set_credentials(&id, c.mqtt_secret());
+    c.mqtt_tls(&mut o);
     o.set_keep_alive(Duration::from_secs(10))
         .set_clean_session(clean)
         .set_inflight(100);

@@ -80,6 +80,13 @@ pub fn run(cfg: &ClusterConfig, cmd: DevicesCommand) -> ExitCode {
         duration: Duration::from_secs(duration),
         prefix,
         mqtt_password: keelson_bridge::service_secret(cfg),
+        mqtt_tls: match keelson_bridge::MqttTls::for_cluster(cfg) {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(2);
+            }
+        },
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -149,6 +149,19 @@ pub fn write(cfg: &ClusterConfig, out: &Path, extra: &[String]) -> anyhow::Resul
         out.join("passwd").display(),
         out.join("acl").display(),
     );
+    let mut conf = conf;
+    if cfg.tls.enabled {
+        // The listener speaks only TLS, with the certificate `keelson init` made for it.
+        let pki = keelson_runtime::tls::Pki::new(&cfg.tls);
+        let name = keelson_runtime::tls::EXTERNAL_BROKER_CERT;
+        let _ = write!(
+            conf,
+            "cafile {}\ncertfile {}\nkeyfile {}\n",
+            pki.ca_path().display(),
+            pki.cert_path(name).display(),
+            pki.key_path(name).display()
+        );
+    }
     write_private(&out.join("mosquitto.conf"), &conf)?;
     Ok(devices.len())
 }

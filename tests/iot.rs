@@ -81,6 +81,7 @@ impl Client {
         let (addr, _) = c.mqtt.expect("mqtt configured");
         let mut opts = MqttOptions::new(id, addr.ip().to_string(), addr.port());
         opts.set_credentials(id, password);
+        c.mqtt_tls(&mut opts);
         opts.set_keep_alive(Duration::from_secs(5))
             .set_max_packet_size(4 << 20, 4 << 20)
             .set_inflight(100);
@@ -678,11 +679,24 @@ async fn try_connect(
     client_id: &str,
     login: Option<(&str, &str)>,
 ) -> Result<(AsyncClient, rumqttc::EventLoop), String> {
+    try_connect_over(c, client_id, login, true).await
+}
+
+/// [`try_connect`], over TLS or not.
+async fn try_connect_over(
+    c: &Cluster,
+    client_id: &str,
+    login: Option<(&str, &str)>,
+    tls: bool,
+) -> Result<(AsyncClient, rumqttc::EventLoop), String> {
     let (addr, _) = c.mqtt.expect("mqtt configured");
     let mut opts = MqttOptions::new(client_id, addr.ip().to_string(), addr.port());
     opts.set_keep_alive(Duration::from_secs(5));
     if let Some((u, p)) = login {
         opts.set_credentials(u, p);
+    }
+    if tls {
+        c.mqtt_tls(&mut opts);
     }
     let (client, mut eventloop) = AsyncClient::new(opts, 64);
     let verdict = tokio::time::timeout(Duration::from_secs(5), async {
@@ -762,6 +776,13 @@ async fn mqtt_identities(broker: Broker) {
     )
     .await;
     assert!(try_connect(&c, "dev-b", Some(("dev-b", &pb))).await.is_ok());
+    // The broker speaks only TLS: the right credentials in clear text get nowhere.
+    assert!(
+        try_connect_over(&c, "dev-b", Some(("dev-b", &pb)), false)
+            .await
+            .is_err(),
+        "a plain-text MQTT connection was accepted"
+    );
 
     // Refused: anonymous, a wrong password, an unknown device, another device's password, and
     // a service's client id (the bridge's session) without the service secret.

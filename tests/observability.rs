@@ -150,6 +150,7 @@ async fn busy_cluster(test: &str) -> Cluster {
     let mut o = MqttOptions::new("keelson-test-obs", addr.ip().to_string(), addr.port());
     o.set_keep_alive(Duration::from_secs(5))
         .set_credentials("keelson-test-obs", c.mqtt_secret());
+    c.mqtt_tls(&mut o);
     let (client, mut el) = AsyncClient::new(o, 64);
     client
         .subscribe("keelson/devices/+/commands", QoS::AtLeastOnce)

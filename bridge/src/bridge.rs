@@ -78,6 +78,8 @@ pub struct BridgeSettings {
     pub max_payload: usize,
     /// The MQTT service secret (the bridge logs in as a service).
     pub password: Option<keelson_runtime::config::Secret>,
+    /// TLS to the broker.
+    pub tls: crate::MqttTls,
 }
 
 impl BridgeSettings {
@@ -116,6 +118,10 @@ impl BridgeSettings {
             anomaly,
             max_payload: m.max_payload_bytes,
             password: crate::mqtt_auth::service_secret(cfg),
+            tls: crate::MqttTls::for_cluster(cfg).unwrap_or_else(|e| {
+                tracing::error!(error = %e, "no TLS for MQTT: the bridge cannot reach a TLS broker");
+                crate::MqttTls::default()
+            }),
         })
     }
 }
@@ -153,6 +159,7 @@ async fn run(ctx: NodeContext, settings: BridgeSettings) {
         settings.broker,
         &format!("keelson-pub-{}", ctx.name),
         settings.password.as_ref(),
+        &settings.tls,
         settings.max_payload * 64,
     );
     let mut singleton = ctx.singleton.clone();
@@ -218,6 +225,7 @@ impl Bridge {
             if let Some(p) = &self.settings.password {
                 opts.set_credentials(self.settings.client_id.clone(), p.expose());
             }
+            self.settings.tls.apply(&mut opts);
             let (client, mut eventloop) = AsyncClient::new(opts, 512);
             for filter in [
                 topics::TELEMETRY_FILTER,

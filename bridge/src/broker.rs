@@ -44,6 +44,9 @@ pub enum BrokerError {
     /// rumqttd did not start accepting connections.
     #[error("the embedded MQTT broker did not accept connections on {0} within 10 s")]
     NotListening(SocketAddr),
+    /// The broker's certificate cannot be loaded.
+    #[error(transparent)]
+    Tls(keelson_runtime::tls::TlsError),
     /// The ops endpoint could not bind.
     #[error("cannot serve the broker's ops endpoint on {addr}: {source}")]
     Ops {
@@ -98,6 +101,7 @@ pub async fn start_embedded(
     addr: SocketAddr,
     max_payload: usize,
     auth: Arc<Authenticator>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
 ) -> Result<tokio::task::JoinHandle<()>, BrokerError> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
@@ -133,7 +137,7 @@ pub async fn start_embedded(
         internal: secret,
         max_packet: max_payload.max(1024) * 64 + 1024,
     });
-    Ok(gate.spawn(listener))
+    Ok(gate.spawn(listener, tls))
 }
 
 /// Where rumqttd listens, behind the gate.
@@ -202,7 +206,19 @@ pub async fn run(
             }
         })
     };
-    let gate = start_embedded(addr, max, auth.clone()).await?;
+    let (tls, reload) = if cfg.tls.enabled {
+        let me = cfg.broker().expect("an embedded broker is a member of up");
+        let (server, reloader) = keelson_runtime::tls::Pki::new(&cfg.tls)
+            .https_server(&me)
+            .map_err(BrokerError::Tls)?;
+        (
+            Some(tokio_rustls::TlsAcceptor::from(server)),
+            Some(reloader.spawn(Duration::from_secs(2))),
+        )
+    } else {
+        (None, None)
+    };
+    let gate = start_embedded(addr, max, auth.clone(), tls.clone()).await?;
     let ready = Arc::new(AtomicBool::new(true));
     let (_view_tx, view) = tokio::sync::watch::channel(ClusterView {
         me: "broker".to_string(),
@@ -221,12 +237,16 @@ pub async fn run(
         addr: ops_addr,
         source,
     })?;
-    tracing::info!(%addr, ops = %ops_addr, "embedded MQTT broker ready");
+    let scheme = if tls.is_some() { "mqtts" } else { "mqtt" };
+    tracing::info!(url = %format!("{scheme}://{addr}"), ops = %ops_addr, "embedded MQTT broker ready");
     stop.await;
     tracing::info!("stopping the embedded MQTT broker");
     trigger.fire();
     refresh.abort();
     gate.abort();
+    if let Some(r) = reload {
+        r.abort();
+    }
     let _ = ops.await;
     Ok(())
 }

@@ -30,6 +30,7 @@ mod mqtt_gate;
 mod publisher;
 mod simulator;
 pub mod topics;
+mod transport;
 
 pub use bridge::{command_payload, publish_command, service, BridgeSettings, ALERT_COMMAND};
 pub use broker::{run as run_broker, start_embedded, BrokerError, CredentialsFetch};
@@ -48,3 +49,4 @@ pub use simulator::{
     devices as simulated_devices, register, simulate, SimulateError, SimulateOptions,
     SimulateReport,
 };
+pub use transport::MqttTls;

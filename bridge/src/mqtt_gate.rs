@@ -3,7 +3,7 @@
 //! loopback port of its own that accepts nothing but the gate's internal login.
 //!
 //! ```text
-//! client ──▶ gate (mqtt.port): CONNECT ─▶ Authenticator (who?) ─▶ will topic allowed?
+//! client ──TLS (tls.enabled)──▶ gate (mqtt.port): CONNECT ─▶ Authenticator (who?) ─▶ will topic allowed?
 //!              │  CONNECT with the internal login ─────────────────────────▶ rumqttd (127.0.0.254)
 //!              │  client → broker: every PUBLISH / SUBSCRIBE checked by mqtt_acl
 //!              │      denied PUBLISH: dropped (QoS 1: PUBACK so the client moves on), counted
@@ -79,8 +79,13 @@ fn denied(action: &str) {
 }
 
 impl Gate {
-    /// Accepts clients on `listener` until the task is aborted.
-    pub fn spawn(self: Arc<Self>, listener: TcpListener) -> tokio::task::JoinHandle<()> {
+    /// Accepts clients on `listener` until the task is aborted; with `tls`, each connection's
+    /// handshake runs in its own task under a deadline.
+    pub fn spawn(
+        self: Arc<Self>,
+        listener: TcpListener,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+    ) -> tokio::task::JoinHandle<()> {
         tokio::spawn(async move {
             loop {
                 let (tcp, peer) = match listener.accept().await {
@@ -93,8 +98,18 @@ impl Gate {
                 };
                 let _ = tcp.set_nodelay(true);
                 let gate = self.clone();
+                let tls = tls.clone();
                 tokio::spawn(async move {
-                    if let Err(e) = gate.serve(tcp).await {
+                    let r = match tls {
+                        None => gate.serve(tcp).await,
+                        Some(a) => match tokio::time::timeout(CONNECT_TIMEOUT, a.accept(tcp)).await
+                        {
+                            Ok(Ok(s)) => gate.serve(s).await,
+                            Ok(Err(e)) => Err(format!("TLS handshake failed: {e}")),
+                            Err(_) => Err("TLS handshake timed out".into()),
+                        },
+                    };
+                    if let Err(e) = r {
                         tracing::debug!(%peer, error = %e, "MQTT connection closed");
                     }
                 });

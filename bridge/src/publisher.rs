@@ -57,6 +57,7 @@ impl Publisher {
         broker: SocketAddr,
         client_id: &str,
         password: Option<&keelson_runtime::config::Secret>,
+        tls: &crate::MqttTls,
         max_packet: usize,
     ) -> Self {
         let (jobs, rx) = mpsc::channel(1024);
@@ -64,6 +65,7 @@ impl Publisher {
         if let Some(p) = password {
             opts.set_credentials(client_id, p.expose());
         }
+        tls.apply(&mut opts);
         opts.set_keep_alive(Duration::from_secs(5))
             .set_clean_session(true)
             .set_max_packet_size(max_packet + 1024, max_packet + 1024);

@@ -40,6 +40,8 @@ pub struct SimulateOptions {
     pub prefix: String,
     /// The MQTT service secret: the simulator speaks for its whole fleet as one service client.
     pub mqtt_password: Option<keelson_runtime::config::Secret>,
+    /// TLS to the broker.
+    pub mqtt_tls: crate::MqttTls,
 }
 
 /// What happened.
@@ -190,6 +192,7 @@ pub async fn simulate(opts: &SimulateOptions) -> SimulateReport {
     if let Some(p) = &opts.mqtt_password {
         mqtt.set_credentials(client_id, p.expose());
     }
+    opts.mqtt_tls.apply(&mut mqtt);
     mqtt.set_keep_alive(Duration::from_secs(5))
         .set_clean_session(true)
         .set_inflight(100);

@@ -107,11 +107,14 @@ pub async fn run(cfg: ClusterConfig, stop: impl Future<Output = ()>) -> Result<(
         tracing::warn!(http = %http_addr, "TLS is off (tls.enabled = false): plain HTTP on loopback only");
         (None, None)
     };
+    let mqtt_tls = keelson_bridge::MqttTls::for_cluster(&cfg)
+        .map_err(|e| RuntimeError::Security(e.to_string()))?;
     let publisher = cfg.mqtt.as_ref().map(|m| {
         keelson_bridge::Publisher::start(
             m.addr,
             &format!("keelson-pub-{}", me.name),
             keelson_bridge::service_secret(&cfg).as_ref(),
+            &mqtt_tls,
             m.max_payload_bytes * 64,
         )
     });

@@ -308,9 +308,27 @@ pub fn client_trusting(ca: &Path) -> Result<ClientConfig, TlsError> {
         .with_no_client_auth())
 }
 
-/// Every member that gets a certificate: the nodes, the gateway, the embedded broker.
+/// Name of the certificate an outside MQTT broker (Mosquitto) serves TLS with.
+pub const EXTERNAL_BROKER_CERT: &str = "mqtt-broker";
+
+/// Every member that gets a certificate: the nodes, the gateway, the embedded broker (or the
+/// outside broker's listener).
 fn members_of(cfg: &ClusterConfig) -> Vec<Member> {
-    cfg.members().cloned().chain(cfg.broker()).collect()
+    let external = cfg
+        .mqtt
+        .as_ref()
+        .filter(|_| cfg.broker().is_none())
+        .map(|m| Member {
+            name: EXTERNAL_BROKER_CERT.to_string(),
+            role: Role::Broker,
+            cluster_addr: m.addr,
+            ops_addr: m.addr,
+        });
+    cfg.members()
+        .cloned()
+        .chain(cfg.broker())
+        .chain(external)
+        .collect()
 }
 
 fn member_params(m: &Member) -> Result<rcgen::CertificateParams, TlsError> {

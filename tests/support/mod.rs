@@ -289,6 +289,13 @@ impl Cluster {
         self.procs.insert(name.to_string(), child);
     }
 
+    /// Sets TLS (trusting the cluster CA) on an MQTT client's options, as every client must.
+    pub fn mqtt_tls(&self, opts: &mut rumqttc::MqttOptions) {
+        keelson_bridge::MqttTls::for_cluster(&self.cfg)
+            .expect("the cluster CA")
+            .apply(opts);
+    }
+
     /// The MQTT service secret `keelson init` made.
     pub fn mqtt_secret(&self) -> String {
         std::fs::read_to_string(self.dir.join("data/run/mqtt-service.secret"))
