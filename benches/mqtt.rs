@@ -199,14 +199,34 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    rt.block_on(async {
+    // The same run with TLS on every link (the default) and with it off (loopback only).
+    for tls in [true, false] {
+        rt.block_on(run(tls));
+    }
+}
+
+async fn run(tls: bool) {
+    println!(
+        "== MQTT and cluster links with TLS {}",
+        if tls { "on" } else { "off" }
+    );
+    {
         let c = Cluster::start(
-            "bench-mqtt",
+            if tls {
+                "bench-mqtt-tls"
+            } else {
+                "bench-mqtt-plain"
+            },
             Settings {
                 mqtt: Some((
                     Broker::Embedded,
                     "rate_per_device = 10000.0\nburst = 10000.0\n".to_string(),
                 )),
+                extra: if tls {
+                    String::new()
+                } else {
+                    "[tls]\nenabled = false\n".to_string()
+                },
                 ..Settings::default()
             },
         )
@@ -224,5 +244,5 @@ fn main() {
         register(&c).await;
         ingest(&c).await;
         anomaly_latency(&c).await;
-    });
+    }
 }

@@ -102,7 +102,12 @@ pub fn run(cfg: &ClusterConfig, cmd: DevicesCommand) -> ExitCode {
             return ExitCode::from(2);
         }
         eprintln!(
-            "publishing {rate} msg/s to mqtt://{} for {duration} s",
+            "publishing {rate} msg/s to {}://{} for {duration} s",
+            if opts.mqtt_tls.enabled() {
+                "mqtts"
+            } else {
+                "mqtt"
+            },
             opts.broker
         );
         let report = simulate(&opts).await;

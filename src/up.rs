@@ -545,7 +545,8 @@ fn print_banner(up: &Up) {
     }
     if let Some(m) = &cfg.mqtt {
         out.push_str(&format!(
-            "  mqtt     mqtt://{}   (devices publish to keelson/devices/<id>/telemetry)\n",
+            "  mqtt     {}://{}   (devices publish to keelson/devices/<id>/telemetry with their own credentials)\n",
+            if cfg.tls.enabled { "mqtts" } else { "mqtt" },
             m.addr
         ));
     }

@@ -3,7 +3,8 @@
 //!
 //! ```text
 //! config ─▶ node::run ─┬─ storage (sled, one tree per shard, group commit)
-//!                      ├─ member: ractor_cluster transport + heartbeat + membership
+//!                      ├─ member: ractor_cluster transport (links: mutual TLS from the cluster
+//!                      │          CA, tls: certificates) + heartbeat + membership
 //!                      │          (failure_detector decides up/down, publishes ClusterView)
 //!                      ├─ shard_host (remotable) ─▶ shard_supervisor (per shard) ─▶ entity actors
 //!                      │          (activation: idle/LRU passivation; restart_budget: backoff, quarantine)
