@@ -19,25 +19,10 @@ pub struct Made {
     pub mqtt_secret: Option<PathBuf>,
 }
 
-/// Writes `contents` to a new file readable by its owner only; false if it already exists.
+/// Writes a new secret file (mode 0600); false if it already exists.
 fn write_new_secret(path: &std::path::Path, contents: &str) -> anyhow::Result<bool> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    if path.exists() {
-        return Ok(false);
-    }
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    }
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("cannot create {}", path.display()))?;
-    writeln!(f, "{contents}")?;
-    f.sync_all()?;
-    Ok(true)
+    keelson_runtime::config::write_secret(path, format!("{contents}\n").as_bytes(), false)
+        .with_context(|| format!("cannot create {}", path.display()))
 }
 
 /// Makes whatever is missing.

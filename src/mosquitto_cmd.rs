@@ -42,46 +42,22 @@ pub fn acl(services: &[String]) -> String {
 }
 
 fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .with_context(|| format!("cannot write {}", tmp.display()))?;
-    f.write_all(text.as_bytes())?;
-    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))
+    keelson_runtime::config::write_secret(path, text.as_bytes(), true)
+        .map(|_| ())
+        .with_context(|| format!("cannot write {}", path.display()))
 }
 
-/// Device hashes from the cluster, if its gateway answers.
+/// Device hashes from the cluster, if its gateway answers (the embedded broker's own fetch).
 async fn device_hashes(cfg: &ClusterConfig) -> Result<Vec<(String, String)>, String> {
-    let key = keelson_gateway::tool_key(cfg).ok_or("no API key")?;
-    let api = keelson_gateway::api_client(cfg, Some(&key), std::time::Duration::from_secs(5))
-        .map_err(|e| e.to_string())?;
-    let r = api
-        .http
-        .get(format!("{}/v1/mqtt/credentials", api.base))
-        .send()
-        .await
-        .map_err(|e| format!("the gateway does not answer: {e}"))?;
-    if !r.status().is_success() {
-        return Err(format!("the gateway answered {}", r.status()));
-    }
-    let v: serde_json::Value = r.json().await.map_err(|e| e.to_string())?;
-    Ok(v["devices"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|d| {
-            Some((
-                d["device_id"].as_str()?.to_string(),
-                d["hash"].as_str()?.to_string(),
-            ))
+    let fetch = crate::credentials_fetch(cfg).map_err(|e| e.to_string())?;
+    Ok(fetch(None)
+        .await?
+        .map(|(_, devices)| {
+            let mut v: Vec<_> = devices.into_iter().collect();
+            v.sort();
+            v
         })
-        .collect())
+        .unwrap_or_default())
 }
 
 /// Writes the three files into `out`.

@@ -9,11 +9,11 @@ use keelson_actors::{
     CredentialsAnswer, CredentialsCommand, CredentialsReply, DeviceAnswer, DeviceCommand,
     CREDENTIALS_ID,
 };
-use keelson_runtime::{decode_payload, encode_payload, Access};
+use keelson_runtime::Access;
 use warp::http::StatusCode;
 
 use crate::error::ApiError;
-use crate::routes::{id_ok, ok, send_device, with_node, Ctx, Outcome, Rq};
+use crate::routes::{call_entity, id_ok, ok, send_device, with_node, Ctx, Outcome, Rq};
 
 async fn send(
     ctx: &Ctx,
@@ -25,25 +25,16 @@ async fn send(
     } else {
         Access::write(None)
     };
-    let a = ctx
-        .client
-        .send(
-            "mqtt-credentials",
-            CREDENTIALS_ID,
-            encode_payload(&cmd),
-            &rid.id,
-            None,
-            access,
-        )
-        .await?;
-    let reply = decode_payload::<CredentialsReply>(&a.reply).map_err(|e| {
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            format!("credentials reply does not decode: {e}"),
-        )
-    })?;
-    Ok((a.node, reply))
+    call_entity(
+        &ctx.client,
+        "mqtt-credentials",
+        CREDENTIALS_ID,
+        &cmd,
+        &rid.id,
+        None,
+        access,
+    )
+    .await
 }
 
 fn unexpected(node: &str) -> ApiError {

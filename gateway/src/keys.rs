@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use keelson_actors::{ApiKeyRecord, KeyringAnswer, KeyringCommand, KeyringReply, KEYRING_ID};
-use keelson_runtime::{decode_payload, encode_payload, Access, ClusterClient};
+use keelson_runtime::{Access, ClusterClient};
 use serde::{Deserialize, Serialize};
 use warp::http::StatusCode;
 
@@ -12,7 +12,7 @@ use crate::authz::Role;
 use crate::body;
 use crate::error::ApiError;
 use crate::identity::{self, Identities};
-use crate::routes::{ok, with_node, Ctx, Outcome, Rq};
+use crate::routes::{call_entity, ok, with_node, Ctx, Outcome, Rq};
 
 /// `POST /v1/keys`
 #[derive(Debug, Deserialize)]
@@ -54,24 +54,10 @@ async fn send(
     } else {
         Access::write(None)
     };
-    let a = client
-        .send(
-            "keyring",
-            KEYRING_ID,
-            encode_payload(&cmd),
-            request_id,
-            None,
-            access,
-        )
-        .await?;
-    let reply = decode_payload::<KeyringReply>(&a.reply).map_err(|e| {
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            format!("keyring reply does not decode: {e}"),
-        )
-    })?;
-    Ok((a.node, reply))
+    call_entity(
+        client, "keyring", KEYRING_ID, &cmd, request_id, None, access,
+    )
+    .await
 }
 
 fn unexpected(node: &str) -> ApiError {

@@ -388,6 +388,29 @@ fn ready(ctx: &Ctx) -> Outcome {
     )
 }
 
+/// Sends one command to entity `kind/id` and decodes its reply: (answering node, reply).
+pub(crate) async fn call_entity<C: Serialize, R: serde::de::DeserializeOwned>(
+    client: &ClusterClient,
+    kind: &str,
+    id: &str,
+    cmd: &C,
+    request_id: &str,
+    fault: Option<Fault>,
+    access: Access,
+) -> Result<(String, R), ApiError> {
+    let a = client
+        .send(kind, id, encode_payload(cmd), request_id, fault, access)
+        .await?;
+    let reply = decode_payload::<R>(&a.reply).map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            format!("{kind} reply does not decode: {e}"),
+        )
+    })?;
+    Ok((a.node, reply))
+}
+
 pub(crate) async fn send_customer(
     ctx: &Ctx,
     id: &str,
@@ -400,18 +423,7 @@ pub(crate) async fn send_customer(
     } else {
         Access::write(rid.idempotency_key.clone())
     };
-    let a = ctx
-        .client
-        .send("customer", id, encode_payload(&cmd), &rid.id, fault, access)
-        .await?;
-    let reply = decode_payload::<CustomerReply>(&a.reply).map_err(|e| {
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            format!("customer reply does not decode: {e}"),
-        )
-    })?;
-    Ok((a.node, reply))
+    call_entity(&ctx.client, "customer", id, &cmd, &rid.id, fault, access).await
 }
 
 pub(crate) async fn send_device(
@@ -425,18 +437,7 @@ pub(crate) async fn send_device(
     } else {
         Access::write(rid.idempotency_key.clone())
     };
-    let a = ctx
-        .client
-        .send("device", id, encode_payload(&cmd), &rid.id, None, access)
-        .await?;
-    let reply = decode_payload::<DeviceReply>(&a.reply).map_err(|e| {
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            format!("device reply does not decode: {e}"),
-        )
-    })?;
-    Ok((a.node, reply))
+    call_entity(&ctx.client, "device", id, &cmd, &rid.id, None, access).await
 }
 
 pub(crate) fn with_node(e: DomainError, node: &str) -> ApiError {

@@ -16,8 +16,8 @@ mod iot;
 mod security;
 pub use iot::{BrokerLocation, IotConfig, MqttConfig, RawIot, RawMqtt, RawRange};
 pub use security::{
-    read_secret, AuthSettings, JwtSettings, PublicKeyAlgorithm, RawAuth, RawJwt, RawTls, Secret,
-    TlsSettings, ADMIN_KEY_ENV, API_KEY_ENV, COOKIE_ENV, EXAMPLE_COOKIE,
+    read_secret, write_secret, AuthSettings, JwtSettings, PublicKeyAlgorithm, RawAuth, RawJwt,
+    RawTls, Secret, TlsSettings, ADMIN_KEY_ENV, API_KEY_ENV, COOKIE_ENV, EXAMPLE_COOKIE,
 };
 
 /// The file as written. Every field is documented in `nodes.toml`.

@@ -191,3 +191,65 @@ fn mqtt_and_iot_problems_name_their_field() {
     let p = problems(&format!("{GOOD}\n[mqtt]\ncolour = 1\n"));
     assert!(p[0].contains("colour"), "{p:?}");
 }
+
+#[test]
+fn unsafe_defaults_are_refused_beyond_loopback() {
+    let public = GOOD.replace(
+        "host = \"127.0.0.1\"\nhttp_port",
+        "host = \"10.0.0.5\"\nhttp_port",
+    );
+    // On a network: TLS off and the shipped example cookie are refused, naming the field.
+    let off = public.replace("[gateway]", "[tls]\nenabled = false\n\n[gateway]");
+    assert!(
+        problems(&off).iter().any(|m| m.starts_with("tls.enabled:")),
+        "{:?}",
+        problems(&off)
+    );
+    let example = public.replace("\"secret-cookie\"", &format!("\"{EXAMPLE_COOKIE}\""));
+    assert!(problems(&example)
+        .iter()
+        .any(|m| m.starts_with("cluster.cookie:") && m.contains("example")));
+    // On loopback both are allowed (a laptop cluster), and TLS is on by default.
+    let c = parse(
+        &GOOD.replace("\"secret-cookie\"", &format!("\"{EXAMPLE_COOKIE}\"")),
+        Path::new("/b"),
+    )
+    .unwrap();
+    assert!(c.tls.enabled);
+    assert_eq!(c.tls.dir, PathBuf::from("/b/data/tls"));
+    assert_eq!(
+        c.auth.admin_key_file,
+        PathBuf::from("/b/data/run/admin.key")
+    );
+    // The ops port of a public member stays on loopback unless ops_host says otherwise.
+    let p = parse(&public, Path::new("/b")).unwrap();
+    assert_eq!(p.gateway.ops_addr, "127.0.0.1:9100".parse().unwrap());
+    assert_eq!(p.gateway_http, "10.0.0.5:8080".parse().unwrap());
+}
+
+#[test]
+fn secrets_come_from_files_and_never_reach_debug_output() {
+    let dir = std::env::temp_dir().join(format!("keelson-cfg-secret-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("cookie"), "cookie-from-a-file\n").unwrap();
+    let text = GOOD.replace("cookie = \"secret-cookie\"", "cookie_file = \"cookie\"");
+    let c = parse(&text, &dir).unwrap();
+    assert_eq!(c.cookie.expose(), "cookie-from-a-file");
+    assert!(!format!("{c:?}").contains("cookie-from-a-file"));
+    let missing = GOOD.replace("cookie = \"secret-cookie\"", "cookie_file = \"nope\"");
+    assert!(problems(&missing)
+        .iter()
+        .any(|m| m.starts_with("cluster.cookie_file:")));
+    let none = GOOD.replace("cookie = \"secret-cookie\"\n", "");
+    assert!(problems(&none)
+        .iter()
+        .any(|m| m.starts_with("cluster.cookie:")));
+    let reserved = GOOD.replace(
+        "host = \"127.0.0.1\"\ncluster_port = 4701",
+        "host = \"127.0.0.254\"\ncluster_port = 4701",
+    );
+    assert!(problems(&reserved)
+        .iter()
+        .any(|m| m.contains("127.0.0.254 is reserved")));
+    let _ = std::fs::remove_dir_all(&dir);
+}

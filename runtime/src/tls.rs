@@ -84,21 +84,11 @@ fn gen(e: rcgen::Error) -> TlsError {
     TlsError::Generate(e.to_string())
 }
 
-/// Writes `bytes` to `path` readable by the owner only (keys), atomically.
+/// Writes a private key readable by the owner only.
 fn write_private(path: &Path, bytes: &[u8]) -> Result<(), TlsError> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(io(&tmp))?;
-    f.write_all(bytes).map_err(io(&tmp))?;
-    f.sync_all().map_err(io(&tmp))?;
-    std::fs::rename(&tmp, path).map_err(io(path))
+    crate::config::write_secret(path, bytes, true)
+        .map(|_| ())
+        .map_err(io(path))
 }
 
 fn ca_params() -> rcgen::CertificateParams {
@@ -419,5 +409,70 @@ impl CertReloader {
 impl ResolvesServerCert for CertReloader {
     fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         Some(self.current.read().expect("cert lock").clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cluster(dir: &Path) -> ClusterConfig {
+        ClusterConfig::for_test(2, 47100, dir)
+    }
+
+    #[test]
+    fn certificates_name_their_members_and_are_kept_across_runs() {
+        let dir = std::env::temp_dir().join(format!("keelson-pki-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let cfg = cluster(&dir);
+        let pki = Pki::new(&cfg.tls);
+        let made = pki.ensure(&cfg).unwrap();
+        assert_eq!(made.len(), 2 + 3, "CA key, CA, n1, n2, gateway: {made:?}");
+        assert!(
+            pki.ensure(&cfg).unwrap().is_empty(),
+            "a second run changes nothing"
+        );
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(pki.key_path("n1"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        for m in cfg.members() {
+            let der = CertificateDer::pem_file_iter(pki.cert_path(&m.name))
+                .unwrap()
+                .next()
+                .unwrap()
+                .unwrap();
+            assert_eq!(identify(&cfg, &der).map(|x| x.name), Some(m.name.clone()));
+        }
+        // The configs build (mTLS both ways, HTTPS).
+        let n1 = cfg.member("n1").unwrap().clone();
+        pki.cluster_server(&n1).unwrap();
+        pki.cluster_client(&n1).unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn the_https_certificate_is_reloaded_when_its_files_change() {
+        let dir = std::env::temp_dir().join(format!("keelson-reload-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let cfg = cluster(&dir);
+        let pki = Pki::new(&cfg.tls);
+        pki.ensure(&cfg).unwrap();
+        let gw = cfg.gateway.clone();
+        let (_, reloader) = pki.https_server(&gw).unwrap();
+        let before = reloader.current.read().unwrap().cert[0].clone();
+        assert!(!reloader.check(), "nothing changed yet");
+        // A broken file is refused and the old certificate kept.
+        std::fs::write(pki.cert_path(&gw.name), "not a certificate").unwrap();
+        assert!(!reloader.check());
+        assert_eq!(reloader.current.read().unwrap().cert[0], before);
+        // A new pair is picked up.
+        std::fs::remove_file(pki.cert_path(&gw.name)).unwrap();
+        pki.ensure(&cfg).unwrap();
+        assert!(reloader.check());
+        assert_ne!(reloader.current.read().unwrap().cert[0], before);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -178,6 +178,30 @@ impl AuthSettings {
     }
 }
 
+/// Writes a secret file readable by its owner only (mode 0600), atomically through a temporary
+/// file. Without `replace` an existing file is kept and `false` returned.
+pub fn write_secret(path: &Path, contents: &[u8], replace: bool) -> std::io::Result<bool> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    if !replace && path.exists() {
+        return Ok(false);
+    }
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    f.write_all(contents)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    Ok(true)
+}
+
 /// Reads a secret file, trimmed of surrounding whitespace.
 pub fn read_secret(path: &Path) -> Result<Secret, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read: {e}"))?;
