@@ -692,6 +692,14 @@ async fn cluster_links_refuse_strangers_and_stolen_names_and_stalled_handshakes_
     // Meanwhile the cluster serves, and a stalled peer never blocked the real n4's return.
     let (s, _, v) = c.req("GET", "/v1/customers/still", None).await;
     assert_eq!(s, 200, "{v}");
+    // The gateway's own traffic (requests, map reads, heartbeats) never trips the node-side
+    // filter that ends a gateway session sending replication or consensus messages.
+    for n in ["n1", "n2", "n3"] {
+        let tripped = c
+            .metric(n, "keelson_link_refusals_total{reason=\"gateway_frame\"}")
+            .await;
+        assert_eq!(tripped, 0.0, "{n}");
+    }
     let _ = impostor.kill();
     let _ = impostor.wait();
     c.spawn("n4");

@@ -25,6 +25,7 @@ mod consensus;
 mod control_plane;
 mod entity;
 mod failure_detector;
+mod gateway_frames;
 mod heartbeat;
 mod lease;
 mod links;

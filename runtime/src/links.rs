@@ -197,12 +197,66 @@ impl TlsLinks {
             tracing::warn!(%addr, "cluster link refused: the certificate names no member of this cluster");
             return;
         };
-        let _ = server.cast(NodeServerMessage::ConnectionOpenedExternal {
-            stream: Box::new(Verified {
-                stream,
-                label: label(&member.name, addr),
-            }),
-            is_server: true,
-        });
+        let label = label(&member.name, addr);
+        let opened = if member.role == Role::Gateway {
+            // A gateway's frames are read first: requests pass, replication and votes end it.
+            let (ours, theirs) = tokio::io::duplex(256 * 1024);
+            tokio::spawn(filter_gateway(stream, ours, member.name.clone()));
+            NodeServerMessage::ConnectionOpenedExternal {
+                stream: Box::new(Verified {
+                    stream: theirs,
+                    label,
+                }),
+                is_server: true,
+            }
+        } else {
+            NodeServerMessage::ConnectionOpenedExternal {
+                stream: Box::new(Verified { stream, label }),
+                is_server: true,
+            }
+        };
+        let _ = server.cast(opened);
     }
+}
+
+/// Largest frame ractor_cluster accepts by default; a bigger one ends the session anyway.
+const MAX_FRAME: u64 = 16 << 20;
+
+/// Passes a gateway's session through, frame by frame (u64 big-endian length, then the
+/// message), ending it at the first frame a gateway may not send.
+async fn filter_gateway<S>(tls: S, ours: tokio::io::DuplexStream, gateway: String)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (mut tr, mut tw) = tokio::io::split(tls);
+    let (mut or, mut ow) = tokio::io::split(ours);
+    let back = tokio::spawn(async move {
+        let _ = tokio::io::copy(&mut or, &mut tw).await;
+        let _ = tw.shutdown().await;
+    });
+    let mut frame = Vec::new();
+    loop {
+        let Ok(len) = tr.read_u64().await else { break };
+        if len > MAX_FRAME {
+            break;
+        }
+        frame.resize(len as usize, 0);
+        if tr.read_exact(&mut frame).await.is_err() {
+            break;
+        }
+        if let Err(why) = crate::gateway_frames::check(&frame) {
+            crate::metrics::get()
+                .link_refusals
+                .with_label_values(&["gateway_frame"])
+                .inc();
+            tracing::warn!(gateway = %gateway, why = %why, "closing a gateway session that sent what a gateway may not");
+            break;
+        }
+        if ow.write_all(&len.to_be_bytes()).await.is_err() || ow.write_all(&frame).await.is_err() {
+            break;
+        }
+    }
+    let _ = ow.shutdown().await;
+    back.abort();
 }

@@ -293,7 +293,13 @@ impl Metrics {
                     "Cluster connections refused, by reason.",
                     &["reason"],
                 );
-                for reason in ["tls_handshake", "tls_timeout", "unknown_identity", "name_mismatch"] {
+                for reason in [
+                    "tls_handshake",
+                    "tls_timeout",
+                    "unknown_identity",
+                    "name_mismatch",
+                    "gateway_frame",
+                ] {
                     c.with_label_values(&[reason]);
                 }
                 c
