@@ -24,8 +24,11 @@ fn varint(b: &[u8], at: &mut usize) -> Result<u64, String> {
     Err("varint longer than 64 bits".into())
 }
 
-/// The fields of a protobuf message: (field number, length-delimited bytes if any).
-fn fields(b: &[u8]) -> Result<Vec<(u64, Option<&[u8]>)>, String> {
+/// One protobuf field: its number and, when length-delimited, its bytes.
+type Field<'a> = (u64, Option<&'a [u8]>);
+
+/// The fields of a protobuf message.
+fn fields(b: &[u8]) -> Result<Vec<Field<'_>>, String> {
     let mut out = Vec::new();
     let mut at = 0;
     while at < b.len() {

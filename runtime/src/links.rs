@@ -236,8 +236,7 @@ where
         let _ = tw.shutdown().await;
     });
     let mut frame = Vec::new();
-    loop {
-        let Ok(len) = tr.read_u64().await else { break };
+    while let Ok(len) = tr.read_u64().await {
         if len > MAX_FRAME {
             break;
         }
