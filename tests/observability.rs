@@ -245,6 +245,23 @@ async fn busy_cluster(test: &str) -> Cluster {
     for i in 0..20 {
         c.req("GET", &format!("/v1/customers/o{i}"), None).await;
     }
+    // Idle entities (idle_timeout_secs = 1) are passivated on a live node: wait for one, so the
+    // passivation metric is exported however fast the steps above ran.
+    wait_for(
+        "an idle entity passivated",
+        Duration::from_secs(20),
+        || async {
+            let mut total = 0.0;
+            for n in &c.nodes {
+                total += c
+                    .try_metric(n, "keelson_entity_passivations_total")
+                    .await
+                    .unwrap_or(0.0);
+            }
+            (total >= 1.0).then_some(())
+        },
+    )
+    .await;
     c
 }
 

@@ -164,6 +164,7 @@ pub fn document() -> Value {
                     "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{}", r.response.1)}}}
                 },
                 "400": error_response("invalid request (the message names the field)"),
+                "default": error_response("any other error: 404, 405, 409, 413, 500, 503 with Retry-After, 504"),
             }
         });
         if r.permission == Permission::Open {
