@@ -66,6 +66,7 @@ fn hs256(c: &Value) -> String {
     .unwrap()
 }
 
+/// A request with `token` (none: no credentials): status and JSON body.
 async fn send(
     c: &Cluster,
     method: &str,
@@ -73,23 +74,11 @@ async fn send(
     body: Option<&Value>,
     token: Option<&str>,
 ) -> (u16, Value) {
-    let m = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
-    let mut rb = c.anon.request(m, format!("{}{path}", c.gateway));
-    if let Some(t) = token {
-        rb = rb.header("authorization", format!("Bearer {t}"));
-    }
-    if let Some(b) = body {
-        rb = rb
-            .header("content-type", "application/json")
-            .body(b.to_string());
-    }
-    let r = rb
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
-    let status = r.status().as_u16();
-    let text = r.text().await.unwrap();
-    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    let body = body.map(Value::to_string);
+    let (s, _, v) = c
+        .req_as(method, path, body.as_deref(), Some(token.unwrap_or("")))
+        .await;
+    (s, v)
 }
 
 async fn make_key(c: &Cluster, name: &str, role: &str) -> String {

@@ -20,11 +20,7 @@ async fn send(
     cmd: CredentialsCommand,
     rid: &Rq,
 ) -> Result<(String, CredentialsReply), ApiError> {
-    let access = if cmd.is_read() {
-        Access::read()
-    } else {
-        Access::write(None)
-    };
+    let access = Access::of(cmd.is_read(), None);
     call_entity(
         &ctx.client,
         "mqtt-credentials",

@@ -49,11 +49,7 @@ async fn send(
     cmd: KeyringCommand,
     request_id: &str,
 ) -> Result<(String, KeyringReply), ApiError> {
-    let access = if cmd.is_read() {
-        Access::read()
-    } else {
-        Access::write(None)
-    };
+    let access = Access::of(cmd.is_read(), None);
     call_entity(
         client, "keyring", KEYRING_ID, &cmd, request_id, None, access,
     )

@@ -418,11 +418,10 @@ pub(crate) async fn send_customer(
     rid: &Rq,
     fault: Option<Fault>,
 ) -> Result<(String, CustomerReply), ApiError> {
-    let access = if cmd.is_read() && fault.is_none() {
-        Access::read()
-    } else {
-        Access::write(rid.idempotency_key.clone())
-    };
+    let access = Access::of(
+        cmd.is_read() && fault.is_none(),
+        rid.idempotency_key.clone(),
+    );
     call_entity(&ctx.client, "customer", id, &cmd, &rid.id, fault, access).await
 }
 
@@ -432,11 +431,7 @@ pub(crate) async fn send_device(
     cmd: DeviceCommand,
     rid: &Rq,
 ) -> Result<(String, DeviceReply), ApiError> {
-    let access = if cmd.is_read() {
-        Access::read()
-    } else {
-        Access::write(rid.idempotency_key.clone())
-    };
+    let access = Access::of(cmd.is_read(), rid.idempotency_key.clone());
     call_entity(&ctx.client, "device", id, &cmd, &rid.id, None, access).await
 }
 

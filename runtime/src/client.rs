@@ -83,6 +83,15 @@ impl Access {
         }
     }
 
+    /// A read when `read`, else a write with `idempotency_key`.
+    pub fn of(read: bool, idempotency_key: Option<String>) -> Self {
+        if read {
+            Self::read()
+        } else {
+            Self::write(idempotency_key)
+        }
+    }
+
     fn idempotent(&self) -> bool {
         self.read || self.idempotency_key.is_some()
     }

@@ -467,15 +467,35 @@ impl Cluster {
         Some(total)
     }
 
-    /// Sends a request to the gateway: (status, headers, JSON body or Null).
+    /// Sends a request to the gateway with the admin key: (status, headers, JSON body or Null).
     pub async fn req(
         &self,
         method: &str,
         path: &str,
         body: Option<&str>,
     ) -> (u16, reqwest::header::HeaderMap, Value) {
+        self.req_as(method, path, body, None).await
+    }
+
+    /// Like [`Cluster::req`], sending `Bearer <token>` when given (and then no admin key), or
+    /// no credentials at all with `Some("")`.
+    pub async fn req_as(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&str>,
+        token: Option<&str>,
+    ) -> (u16, reqwest::header::HeaderMap, Value) {
         let m = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
-        let mut rb = self.http.request(m, format!("{}{path}", self.gateway));
+        let client = if token.is_some() {
+            &self.anon
+        } else {
+            &self.http
+        };
+        let mut rb = client.request(m, format!("{}{path}", self.gateway));
+        if let Some(t) = token.filter(|t| !t.is_empty()) {
+            rb = rb.header("authorization", format!("Bearer {t}"));
+        }
         if let Some(b) = body {
             rb = rb
                 .header("content-type", "application/json")
