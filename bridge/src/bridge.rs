@@ -40,7 +40,7 @@ use keelson_actors::{
     TwinValue,
 };
 use keelson_runtime::node::{NodeContext, NodeService};
-use keelson_runtime::{decode_payload, encode_payload, Access, ClusterConfig};
+use keelson_runtime::{decode_payload, encode_payload, Access, ClusterConfig, IdempotencyKey};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, Publish, QoS};
 use tokio::sync::mpsc;
 
@@ -416,8 +416,13 @@ impl Bridge {
         payload: Vec<u8>,
         key: Option<String>,
     ) -> Result<Vec<u8>, Transient> {
+        // The bridge's keys name the message they come from (`{device}-{seq}`, the alert id): a
+        // redelivery is the same message, so the key alone identifies the request.
         let access = match key {
-            Some(k) => Access::write(Some(k)),
+            Some(k) => Access::write(Some(IdempotencyKey {
+                key: k,
+                fingerprint: [0; 16],
+            })),
             None => Access::read(),
         };
         let rid = format!("mqtt-{}", now_ms());

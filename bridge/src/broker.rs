@@ -172,6 +172,8 @@ pub async fn run(
         ));
     };
     keelson_runtime::metrics::init("broker", "broker");
+    // Registered now, so refusals and ACL denials read 0 before the first one.
+    crate::metrics::get();
     let addr = mqtt.addr;
     let max = mqtt.max_payload_bytes;
     let service = crate::mqtt_auth::service_secret(&cfg);

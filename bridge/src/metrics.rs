@@ -166,6 +166,8 @@ pub fn get() -> &'static MqttMetrics {
             m.received.with_label_values(&[t]);
             m.delivered.with_label_values(&[t]);
         }
+        // A topic outside the device tree is received (and dead-lettered), never delivered.
+        m.received.with_label_values(&["other"]);
         for o in ["alert", "api"] {
             m.commands.with_label_values(&[o]);
         }

@@ -133,6 +133,16 @@ impl From<RequestError> for ApiError {
                 format!("{message}; the write may or may not have been applied"),
             )
             .retry(1),
+            RemoteError::IdempotencyKeyReused { .. } => Self::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "idempotency_key_reused",
+                format!("header `Idempotency-Key`: {message}; nothing was applied (use a new key for a new request)"),
+            ),
+            RemoteError::EntityTooLarge { .. } => Self::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "entity_too_large",
+                format!("{message}; nothing was applied"),
+            ),
             RemoteError::UnknownKind(_) | RemoteError::BadRequest(_) => {
                 Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
             }

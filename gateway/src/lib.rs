@@ -17,6 +17,7 @@ mod body;
 mod client;
 mod device_credentials;
 mod error;
+mod idempotency;
 mod identity;
 mod iot;
 mod keys;
@@ -123,6 +124,10 @@ pub async fn run(cfg: ClusterConfig, stop: impl Future<Output = ()>) -> Result<(
         client,
         cfg: cfg.clone(),
         publisher,
+        keys: idempotency::Keys::new(
+            std::time::Duration::from_millis(cfg.entity_limits.keys.ttl_ms),
+            100_000,
+        ),
     });
     let scheme = if tls.is_some() { "https" } else { "http" };
     let http_task = tokio::spawn(server::serve(

@@ -1,9 +1,13 @@
-//! The gateway's collectors, registered once in the process registry.
+//! The gateway's collectors, registered once in the process registry. Every route of the route
+//! table, every denial reason and handshake result is exported at 0 from start-up, so the 5xx
+//! ratio and the per-route panels read 0 on a healthy gateway, never "No data".
 
 use std::sync::OnceLock;
 
 use keelson_runtime::metrics::{latency_buckets, registry};
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts};
+
+use crate::route_table::{Route, ROUTES};
 
 /// HTTP collectors.
 #[derive(Debug)]
@@ -19,6 +23,15 @@ pub struct HttpMetrics {
 }
 
 static HTTP: OnceLock<HttpMetrics> = OnceLock::new();
+
+/// The 5xx statuses the gateway answers (internal error; unavailable: no primary, no majority,
+/// shed; timeout), exported at 0 for every route so that `status=~"5.."` always matches.
+pub const SERVER_ERRORS: &[u16] = &[500, 503, 504];
+
+/// The statuses exported at 0 for `route` from the start: its success and every server error.
+fn known_statuses(route: &Route) -> impl Iterator<Item = u16> {
+    std::iter::once(route.response.0).chain(SERVER_ERRORS.iter().copied())
+}
 
 /// The gateway's collectors.
 pub fn http() -> &'static HttpMetrics {
@@ -69,6 +82,12 @@ pub fn http() -> &'static HttpMetrics {
         for r in ["ok", "failed", "timeout"] {
             tls_handshakes.with_label_values(&[r]);
         }
+        for route in ROUTES {
+            latency.with_label_values(&[route.path]);
+            for status in known_statuses(route) {
+                requests.with_label_values(&[route.path, route.method, &status.to_string()]);
+            }
+        }
         registry()
             .register(Box::new(tls_handshakes.clone()))
             .expect("registered once");
@@ -88,4 +107,46 @@ pub fn http() -> &'static HttpMetrics {
             tls_handshakes,
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_route_exports_its_success_and_every_server_error_from_the_start() {
+        http();
+        // What is exported, read before anything here could create a series by asking for it.
+        let text = keelson_runtime::metrics::render();
+        let lines: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("keelson_http_requests_total{"))
+            .collect();
+        for route in ROUTES {
+            for status in known_statuses(route) {
+                let want = [
+                    format!("method=\"{}\"", route.method),
+                    format!("route=\"{}\"", route.path),
+                    format!("status=\"{status}\""),
+                ];
+                assert!(
+                    lines
+                        .iter()
+                        .any(|l| want.iter().all(|w| l.contains(w.as_str()))),
+                    "no {} {} {status} in {lines:#?}",
+                    route.method,
+                    route.path
+                );
+            }
+            let route_label = format!("route=\"{}\"", route.path);
+            assert!(
+                text.lines().any(|l| {
+                    l.starts_with("keelson_http_request_duration_seconds_count{")
+                        && l.contains(&route_label)
+                }),
+                "no latency series for {}",
+                route.path
+            );
+        }
+    }
 }

@@ -4,6 +4,7 @@
 //! logs, and counts.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -12,7 +13,7 @@ use keelson_actors::{
     DeviceReply, DomainError,
 };
 use keelson_runtime::{
-    decode_payload, encode_payload, Access, ClusterClient, ClusterConfig, Fault,
+    decode_payload, encode_payload, Access, ClusterClient, ClusterConfig, Fault, IdempotencyKey,
 };
 use rand::RngExt;
 use serde::Serialize;
@@ -23,6 +24,7 @@ use crate::api;
 use crate::authz::{self, Decision, Principal};
 use crate::body;
 use crate::error::ApiError;
+use crate::idempotency;
 use crate::identity::{AuthFailure, Identities};
 use crate::iot;
 use crate::keys;
@@ -39,6 +41,8 @@ pub struct Ctx {
     pub cfg: ClusterConfig,
     /// Publishes desired state and commands to devices; `None` without `[mqtt]`.
     pub publisher: Option<keelson_bridge::Publisher>,
+    /// Idempotency keys recently used through this gateway.
+    pub keys: Arc<idempotency::Keys>,
 }
 
 /// A successful answer.
@@ -73,22 +77,25 @@ fn request_id(headers: &HeaderMap) -> String {
 pub struct Rq {
     /// `x-request-id`, given or generated.
     pub(crate) id: String,
-    /// `Idempotency-Key`, if the client sent a usable one.
-    idempotency_key: Option<String>,
+    /// `Idempotency-Key` bound to this request (writes only).
+    pub(crate) idempotency_key: Option<IdempotencyKey>,
     /// Who sent it, once authenticated.
     pub(crate) principal: Option<Principal>,
-}
-
-fn idempotency_key(headers: &HeaderMap) -> Option<String> {
-    headers
-        .get("idempotency-key")
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
-        .map(str::to_string)
+    /// Set when an entity answered with the reply it kept for the idempotency key.
+    replayed: AtomicBool,
 }
 
 pub(crate) fn new_id(prefix: &str) -> String {
     format!("{prefix}-{:016x}", rand::rng().random::<u64>())
+}
+
+/// A new entity's id: derived from the idempotency key when there is one, so a retried create
+/// reaches the same entity (which answers it from memory), random otherwise.
+fn new_id_for(prefix: &str, rid: &Rq) -> String {
+    match &rid.idempotency_key {
+        Some(k) => idempotency::derived_id(prefix, k),
+        None => new_id(prefix),
+    }
 }
 
 pub(crate) fn id_ok(field: &str, id: &str) -> Result<(), ApiError> {
@@ -112,8 +119,9 @@ pub async fn handle(
     let started = Instant::now();
     let mut rid = Rq {
         id: request_id(&headers),
-        idempotency_key: idempotency_key(&headers),
+        idempotency_key: None,
         principal: None,
+        replayed: AtomicBool::new(false),
     };
     let query: HashMap<String, String> = query
         .split('&')
@@ -135,7 +143,16 @@ pub async fn handle(
             let Resolved::Route(r, params) = &resolved else {
                 unreachable!("admit lets only resolved routes through")
             };
-            let out = dispatch(&ctx, r, params, &query, body, &rid).await;
+            let out = match keyed(&ctx, r, params, &headers, &body, &mut rid) {
+                Err(e) => Err(e),
+                Ok(in_flight) => {
+                    let out = dispatch(&ctx, r, params, &query, body, &rid).await;
+                    if let (Some(guard), Ok(_)) = (in_flight, &out) {
+                        guard.succeeded();
+                    }
+                    out
+                }
+            };
             audit(r, params, &rid, &out);
             match out {
                 Ok(mut o) if mask => {
@@ -197,6 +214,9 @@ pub async fn handle(
     }
     if status == StatusCode::UNAUTHORIZED {
         h.insert("www-authenticate", HeaderValue::from_static("Bearer"));
+    }
+    if rid.replayed.load(Ordering::Acquire) {
+        h.insert("idempotent-replayed", HeaderValue::from_static("true"));
     }
     resp
 }
@@ -284,6 +304,37 @@ async fn admit(
             }
         }
     }
+}
+
+/// Binds the request's `Idempotency-Key` (on writes; reads ignore it) and marks it in flight.
+fn keyed(
+    ctx: &Ctx,
+    r: &Route,
+    params: &route_table::Params<'_>,
+    headers: &HeaderMap,
+    body: &Result<Vec<u8>, ApiError>,
+    rid: &mut Rq,
+) -> Result<Option<idempotency::InFlight>, ApiError> {
+    let Some(key) = idempotency::parse(headers)? else {
+        return Ok(None);
+    };
+    if r.method == "GET" {
+        return Ok(None);
+    }
+    let principal = rid.principal.as_ref().map_or("-", |p| p.name.as_str());
+    let mut named: Vec<(&str, &str)> = params.iter().map(|(k, v)| (*k, *v)).collect();
+    named.sort_unstable();
+    let bound = idempotency::bind(
+        principal,
+        &key,
+        r.method,
+        r.path,
+        &named,
+        body.as_deref().unwrap_or_default(),
+    );
+    let guard = ctx.keys.begin(&bound).map_err(|refusal| refusal.error())?;
+    rid.idempotency_key = Some(bound);
+    Ok(Some(guard))
 }
 
 /// Every successful change of personal data or credentials is logged with who made it.
@@ -398,6 +449,21 @@ pub(crate) async fn call_entity<C: Serialize, R: serde::de::DeserializeOwned>(
     fault: Option<Fault>,
     access: Access,
 ) -> Result<(String, R), ApiError> {
+    call(client, kind, id, cmd, request_id, fault, access)
+        .await
+        .map(|(node, reply, _)| (node, reply))
+}
+
+/// [`call_entity`], also saying whether the reply was the one kept for the idempotency key.
+async fn call<C: Serialize, R: serde::de::DeserializeOwned>(
+    client: &ClusterClient,
+    kind: &str,
+    id: &str,
+    cmd: &C,
+    request_id: &str,
+    fault: Option<Fault>,
+    access: Access,
+) -> Result<(String, R, bool), ApiError> {
     let a = client
         .send(kind, id, encode_payload(cmd), request_id, fault, access)
         .await?;
@@ -408,7 +474,24 @@ pub(crate) async fn call_entity<C: Serialize, R: serde::de::DeserializeOwned>(
             format!("{kind} reply does not decode: {e}"),
         )
     })?;
-    Ok((a.node, reply))
+    Ok((a.node, reply, a.replayed))
+}
+
+/// A call made for the client's request `rid`: a replayed reply marks the whole answer.
+async fn call_for<C: Serialize, R: serde::de::DeserializeOwned>(
+    ctx: &Ctx,
+    kind: &str,
+    id: &str,
+    cmd: &C,
+    rid: &Rq,
+    fault: Option<Fault>,
+    access: Access,
+) -> Result<(String, R), ApiError> {
+    let (node, reply, replayed) = call(&ctx.client, kind, id, cmd, &rid.id, fault, access).await?;
+    if replayed {
+        rid.replayed.store(true, Ordering::Release);
+    }
+    Ok((node, reply))
 }
 
 pub(crate) async fn send_customer(
@@ -422,7 +505,7 @@ pub(crate) async fn send_customer(
         cmd.is_read() && fault.is_none(),
         rid.idempotency_key.clone(),
     );
-    call_entity(&ctx.client, "customer", id, &cmd, &rid.id, fault, access).await
+    call_for(ctx, "customer", id, &cmd, rid, fault, access).await
 }
 
 pub(crate) async fn send_device(
@@ -432,7 +515,7 @@ pub(crate) async fn send_device(
     rid: &Rq,
 ) -> Result<(String, DeviceReply), ApiError> {
     let access = Access::of(cmd.is_read(), rid.idempotency_key.clone());
-    call_entity(&ctx.client, "device", id, &cmd, &rid.id, None, access).await
+    call_for(ctx, "device", id, &cmd, rid, None, access).await
 }
 
 pub(crate) fn with_node(e: DomainError, node: &str) -> ApiError {
@@ -484,7 +567,7 @@ async fn create_customer(ctx: &Ctx, body: Result<Vec<u8>, ApiError>, rid: &Rq) -
             id_ok("id", id)?;
             id.clone()
         }
-        None => new_id("c"),
+        None => new_id_for("c", rid),
     };
     let mut out = customer(
         ctx,
@@ -524,10 +607,9 @@ async fn add_interaction(
     let (node, reply) = send_customer(ctx, id, cmd, rid, None).await?;
     match reply {
         Ok(CustomerAnswer::Customer(c)) => {
-            let last = c
-                .interactions
-                .last()
-                .expect("an interaction was just added");
+            let Some(last) = c.interactions.last() else {
+                return Err(unexpected_answer("customer", &node));
+            };
             ok(
                 StatusCode::CREATED,
                 &node,
@@ -566,7 +648,7 @@ async fn create_device(ctx: &Ctx, body: Result<Vec<u8>, ApiError>, rid: &Rq) -> 
             id_ok("id", id)?;
             id.clone()
         }
-        None => new_id("d"),
+        None => new_id_for("d", rid),
     };
     let cmd = DeviceCommand::Register(req.into_new());
     cmd.validate()?;

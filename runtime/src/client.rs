@@ -19,7 +19,9 @@ use crate::map_follower::Refresh;
 use crate::membership::ClusterView;
 use crate::metrics;
 use crate::shard_map::{ShardId, ShardMap};
-use crate::wire::{self, EntityReply, EntityRequest, Fault, RemoteError, ShardHostRpc};
+use crate::wire::{
+    self, EntityReply, EntityRequest, Fault, IdempotencyKey, RemoteError, ShardHostRpc,
+};
 
 /// Why a request got no answer from its entity.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -63,7 +65,7 @@ pub struct Access {
     pub read: bool,
     /// The client's idempotency key for a write: with one, a write whose outcome is unknown
     /// is retried, and the entity applies it once.
-    pub idempotency_key: Option<String>,
+    pub idempotency_key: Option<IdempotencyKey>,
 }
 
 impl Access {
@@ -76,7 +78,7 @@ impl Access {
     }
 
     /// A write, with an optional idempotency key.
-    pub fn write(idempotency_key: Option<String>) -> Self {
+    pub fn write(idempotency_key: Option<IdempotencyKey>) -> Self {
         Self {
             read: false,
             idempotency_key,
@@ -84,7 +86,7 @@ impl Access {
     }
 
     /// A read when `read`, else a write with `idempotency_key`.
-    pub fn of(read: bool, idempotency_key: Option<String>) -> Self {
+    pub fn of(read: bool, idempotency_key: Option<IdempotencyKey>) -> Self {
         if read {
             Self::read()
         } else {
@@ -106,6 +108,8 @@ pub struct Answer {
     pub shard: ShardId,
     /// The entity's encoded reply.
     pub reply: Vec<u8>,
+    /// True when the reply is the one kept for the request's idempotency key, sent again.
+    pub replayed: bool,
 }
 
 /// Sends entity requests; cheap to clone.
@@ -474,23 +478,24 @@ impl ClusterClient {
             owner: owner.clone(),
             error: RemoteError::BadRequest(format!("reply does not decode: {e}")),
         })?;
-        match reply {
-            EntityReply::Ok(reply) => {
-                m.routed_requests.with_label_values(&["ok"]).inc();
-                Ok(Answer {
-                    node: owner,
-                    shard,
-                    reply,
-                })
-            }
+        let (reply, replayed) = match reply {
+            EntityReply::Ok(reply) => (reply, false),
+            EntityReply::Replayed(reply) => (reply, true),
             EntityReply::Err(error) => {
                 m.routed_requests.with_label_values(&["remote_error"]).inc();
-                Err(RequestError::Remote {
+                return Err(RequestError::Remote {
                     shard: shard.0,
                     owner,
                     error,
-                })
+                });
             }
-        }
+        };
+        m.routed_requests.with_label_values(&["ok"]).inc();
+        Ok(Answer {
+            node: owner,
+            shard,
+            reply,
+            replayed,
+        })
     }
 }

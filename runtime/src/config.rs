@@ -13,7 +13,9 @@ use serde::{Deserialize, Serialize};
 use crate::restart_budget::RestartPolicy;
 
 mod iot;
+mod limits;
 mod security;
+pub use limits::{EntityLimits, Limits, RateLimit, RawLimits, RawRate, Retention};
 pub use iot::{BrokerLocation, IotConfig, MqttConfig, RawIot, RawMqtt, RawRange};
 pub use security::{
     read_secret, write_secret, AuthSettings, JwtSettings, PublicKeyAlgorithm, RawAuth, RawJwt,
@@ -49,7 +51,14 @@ pub struct RawConfig {
     /// Who may call the API.
     #[serde(default)]
     pub auth: RawAuth,
+    /// Rate limits, concurrency and connection limits of the gateway.
+    #[serde(default)]
+    pub limits: RawLimits,
 }
+
+/// Largest `entities.max_state_bytes` allowed: an entity's value must fit in one frame between
+/// nodes with room to spare.
+pub const MAX_STATE_BYTES: u64 = 8 * 1024 * 1024;
 
 /// `[cluster]`
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -178,6 +187,15 @@ pub struct RawEntities {
     /// How long a quarantined entity refuses requests.
     #[serde(default = "default_quarantine_secs")]
     pub quarantine_secs: u64,
+    /// Largest encoded state one entity may persist, in bytes; a write past it is refused.
+    #[serde(default = "default_max_state_bytes")]
+    pub max_state_bytes: u64,
+    /// How long an entity remembers an idempotency key (and the reply it got).
+    #[serde(default = "default_idempotency_ttl_secs")]
+    pub idempotency_ttl_secs: u64,
+    /// How many idempotency keys each entity remembers; the oldest are forgotten first.
+    #[serde(default = "default_idempotency_keys")]
+    pub idempotency_keys: usize,
 }
 
 impl Default for RawEntities {
@@ -190,6 +208,9 @@ impl Default for RawEntities {
             backoff_base_ms: default_backoff_base_ms(),
             backoff_max_ms: default_backoff_max_ms(),
             quarantine_secs: default_quarantine_secs(),
+            max_state_bytes: default_max_state_bytes(),
+            idempotency_ttl_secs: default_idempotency_ttl_secs(),
+            idempotency_keys: default_idempotency_keys(),
         }
     }
 }
@@ -229,6 +250,15 @@ fn default_cache_mb() -> u64 {
 }
 fn default_idle_timeout_secs() -> u64 {
     300
+}
+fn default_max_state_bytes() -> u64 {
+    1024 * 1024
+}
+fn default_idempotency_ttl_secs() -> u64 {
+    24 * 3600
+}
+fn default_idempotency_keys() -> usize {
+    32
 }
 fn default_max_active() -> usize {
     1_000_000
@@ -327,6 +357,10 @@ pub struct ClusterConfig {
     pub max_active: usize,
     /// Supervision policy.
     pub restart: RestartPolicy,
+    /// Size and idempotency bounds of every entity.
+    pub entity_limits: EntityLimits,
+    /// Rate, concurrency and connection limits of the gateway.
+    pub limits: Limits,
     /// Shard-hosting nodes, in file order.
     pub nodes: Vec<Member>,
     /// The gateway.
@@ -578,6 +612,24 @@ pub fn validate(raw: &RawConfig, base_dir: &Path) -> Result<ClusterConfig, Vec<S
     if e.max_active == 0 {
         problems.push("entities.max_active: must be at least 1".to_string());
     }
+    if !(4096..=MAX_STATE_BYTES).contains(&e.max_state_bytes) {
+        problems.push(format!(
+            "entities.max_state_bytes: {} is outside 4096..={MAX_STATE_BYTES} (a value must fit in one frame between nodes)",
+            e.max_state_bytes
+        ));
+    }
+    if e.idempotency_ttl_secs == 0 || e.idempotency_ttl_secs > 30 * 24 * 3600 {
+        problems.push(format!(
+            "entities.idempotency_ttl_secs: {} is outside 1..=2592000 (30 days)",
+            e.idempotency_ttl_secs
+        ));
+    }
+    if !(1..=1000).contains(&e.idempotency_keys) {
+        problems.push(format!(
+            "entities.idempotency_keys: {} is outside 1..=1000",
+            e.idempotency_keys
+        ));
+    }
     if e.max_restarts == 0 {
         problems.push("entities.max_restarts: must be at least 1".to_string());
     }
@@ -714,6 +766,7 @@ pub fn validate(raw: &RawConfig, base_dir: &Path) -> Result<ClusterConfig, Vec<S
         }
     }
     let iot = iot::validate_iot(&raw.iot, &mut problems);
+    let limits = limits::validate(&raw.limits, &mut problems);
     if let Some(m) = &mqtt {
         ips.push(m.addr.ip());
     }
@@ -758,6 +811,14 @@ pub fn validate(raw: &RawConfig, base_dir: &Path) -> Result<ClusterConfig, Vec<S
             backoff_max: Duration::from_millis(e.backoff_max_ms),
             quarantine: Duration::from_secs(e.quarantine_secs),
         },
+        entity_limits: EntityLimits {
+            max_state_bytes: e.max_state_bytes as usize,
+            keys: Retention {
+                ttl_ms: e.idempotency_ttl_secs * 1000,
+                max_keys: e.idempotency_keys,
+            },
+        },
+        limits,
         nodes: members,
         gateway,
         gateway_http: gateway_http.expect("no problems, so the http port was claimed"),

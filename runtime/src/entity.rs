@@ -19,11 +19,13 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::codec;
+use crate::config::EntityLimits;
+use crate::idempotency::{KeyRecord, Remembered, Seen};
 use crate::metrics;
 use crate::replication::Replicator;
 use crate::shard_map::ShardId;
 use crate::storage::Store;
-use crate::wire::{Fault, RemoteError};
+use crate::wire::{Fault, IdempotencyKey, RemoteError};
 
 /// Address of an entity within the cluster.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -118,8 +120,22 @@ pub trait Entity: Send + Sync + 'static {
     }
 }
 
-/// Result of one entity request: the encoded reply or a runtime error.
+/// Result of one entity read: the encoded reply or a runtime error.
 pub type EntityResult = Result<Vec<u8>, RemoteError>;
+
+/// An entity's answer to one call.
+#[derive(Debug)]
+pub struct Served {
+    /// The encoded `E::Reply`.
+    pub reply: Vec<u8>,
+    /// True when this is the reply kept for the call's idempotency key, sent again.
+    pub replayed: bool,
+}
+
+/// Result of one call: the answer or a runtime error.
+pub type CallResult = Result<Served, RemoteError>;
+
+
 
 /// Message to an entity actor.
 #[derive(RactorMessage)]
@@ -136,26 +152,33 @@ pub struct Call {
     /// Injected fault, already authorised by the shard host.
     pub fault: Option<Fault>,
     /// A client key: a command seen with the same key is answered from memory, not re-run.
-    pub idempotency_key: Option<String>,
+    pub idempotency_key: Option<IdempotencyKey>,
     /// The request's `x-request-id`, carried from the gateway into this entity's logs.
     pub request_id: String,
     /// Where the encoded `E::Reply` goes.
-    pub reply: RpcReplyPort<EntityResult>,
+    pub reply: RpcReplyPort<CallResult>,
 }
 
-/// Version byte of the runtime's envelope around an entity's persisted state.
+/// Version byte of the runtime's first envelope (keys without fingerprints).
 const ENVELOPE_V1: u8 = 0xE0;
 
-/// How many idempotency keys each entity remembers (with their replies).
-const RECENT_KEYS: usize = 32;
+/// Version byte of the runtime's envelope around an entity's persisted state.
+const ENVELOPE_V2: u8 = 0xE1;
+
+/// Version 1 of the envelope: the replies to the last keyed writes, by key.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct EnvelopeV1 {
+    state: Option<Vec<u8>>,
+    recent: VecDeque<(String, Vec<u8>)>,
+}
 
 /// What the runtime persists for an entity: its state (in the entity crate's own versioned
-/// encoding) and the replies to the last writes made with idempotency keys, so a retried write
-/// is applied once even across a failover.
+/// encoding) and the idempotency keys of its last keyed writes with their fingerprints and
+/// replies, so a retried write is applied once even across a failover.
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct Envelope {
     state: Option<Vec<u8>>,
-    recent: VecDeque<(String, Vec<u8>)>,
+    keys: Remembered,
 }
 
 /// Encodes a command or reply payload.
@@ -190,6 +213,8 @@ pub struct EntityArgs {
     pub store: Store,
     /// Where changes go to be confirmed on the shard's followers.
     pub replicator: Arc<Replicator>,
+    /// Size and idempotency bounds.
+    pub limits: EntityLimits,
 }
 
 /// Live state of an [`EntityActor`].
@@ -198,32 +223,51 @@ pub struct EntityState<E: Entity> {
     shard: ShardId,
     store: Store,
     replicator: Arc<Replicator>,
+    limits: EntityLimits,
     state: Option<E::State>,
-    recent: VecDeque<(String, Vec<u8>)>,
+    keys: Remembered,
 }
 
-type Loaded<S> = (Option<S>, VecDeque<(String, Vec<u8>)>);
+type Loaded<S> = (Option<S>, Remembered);
 
 fn load<E: Entity>(store: &Store, shard: ShardId, id: &str) -> Result<Loaded<E::State>, String> {
     let bad =
         |e: codec::CodecError| format!("stored state of {}/{id} does not decode: {e}", E::KIND);
     let Some(bytes) = store.get(shard, E::KIND, id).map_err(|e| e.to_string())? else {
-        return Ok((None, VecDeque::new()));
+        return Ok((None, Remembered::default()));
     };
-    // Values written before the envelope existed are the bare state.
-    let env = if bytes.first() == Some(&ENVELOPE_V1) {
-        codec::decode::<Envelope>(ENVELOPE_V1, &bytes).map_err(bad)?
-    } else {
-        Envelope {
-            state: Some(bytes),
-            recent: VecDeque::new(),
+    let env = match bytes.first() {
+        Some(&ENVELOPE_V2) => codec::decode::<Envelope>(ENVELOPE_V2, &bytes).map_err(bad)?,
+        Some(&ENVELOPE_V1) => {
+            let old = codec::decode::<EnvelopeV1>(ENVELOPE_V1, &bytes).map_err(bad)?;
+            // Their age is unknown: they count from now.
+            let at_ms = now_ms();
+            let records = old
+                .recent
+                .into_iter()
+                .map(|(key, reply)| KeyRecord {
+                    key,
+                    fingerprint: None,
+                    at_ms,
+                    reply: Some(reply),
+                })
+                .collect();
+            Envelope {
+                state: old.state,
+                keys: Remembered::from_records(records),
+            }
         }
+        // Values written before the envelope existed are the bare state.
+        _ => Envelope {
+            state: Some(bytes),
+            keys: Remembered::default(),
+        },
     };
     let state = match env.state {
         Some(b) => Some(decode_state::<E>(&b).map_err(bad)?),
         None => None,
     };
-    Ok((state, env.recent))
+    Ok((state, env.keys))
 }
 
 /// Decodes a persisted state, upgrading one written under an older `STATE_VERSION`.
@@ -236,19 +280,24 @@ fn decode_state<E: Entity>(bytes: &[u8]) -> Result<E::State, codec::CodecError> 
     }
 }
 
-fn persisted<E: Entity>(st: &EntityState<E>) -> Result<Option<Vec<u8>>, String> {
-    let state = match &st.state {
-        Some(s) => Some(codec::encode(E::STATE_VERSION, s).map_err(|e| e.to_string())?),
-        None => None,
-    };
-    if state.is_none() && st.recent.is_empty() {
+/// The state's encoding, or `None` once deleted.
+fn encoded_state<E: Entity>(st: &EntityState<E>) -> Result<Option<Vec<u8>>, String> {
+    match &st.state {
+        Some(s) => Some(codec::encode(E::STATE_VERSION, s).map_err(|e| e.to_string())).transpose(),
+        None => Ok(None),
+    }
+}
+
+/// The envelope to store, or `None` (a tombstone) when there is neither state nor key.
+fn persisted(state: Option<Vec<u8>>, keys: &Remembered) -> Result<Option<Vec<u8>>, String> {
+    if state.is_none() && keys.is_empty() {
         return Ok(None);
     }
     let env = Envelope {
         state,
-        recent: st.recent.clone(),
+        keys: keys.clone(),
     };
-    codec::encode(ENVELOPE_V1, &env)
+    codec::encode(ENVELOPE_V2, &env)
         .map(Some)
         .map_err(|e| e.to_string())
 }
@@ -263,14 +312,15 @@ impl<E: Entity> Actor for EntityActor<E> {
         _myself: ActorRef<Self::Msg>,
         args: EntityArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
-        let (state, recent) = load::<E>(&args.store, args.shard, &args.id)?;
+        let (state, keys) = load::<E>(&args.store, args.shard, &args.id)?;
         Ok(EntityState {
             id: args.id,
             shard: args.shard,
             store: args.store,
             replicator: args.replicator,
+            limits: args.limits,
             state,
-            recent,
+            keys,
         })
     }
 
@@ -298,10 +348,31 @@ impl<E: Entity> Actor for EntityActor<E> {
             }
             None => {}
         }
+        let now = now_ms();
         if let Some(key) = &idempotency_key {
-            if let Some((_, answer)) = st.recent.iter().find(|(k, _)| k == key) {
-                handled.with_label_values(&[E::KIND, "deduplicated"]).inc();
-                let _ = reply.send(Ok(answer.clone()));
+            let refused = match st.keys.check(key, now, st.limits.keys) {
+                Seen::New => None,
+                Seen::Replay(Some(answer)) => {
+                    handled.with_label_values(&[E::KIND, "deduplicated"]).inc();
+                    let _ = reply.send(Ok(Served {
+                        reply: answer.to_vec(),
+                        replayed: true,
+                    }));
+                    return Ok(());
+                }
+                Seen::Replay(None) => Some(RemoteError::BadRequest(format!(
+                    "this idempotency key was applied to {}/{} already; its reply was too large to keep, read the entity instead",
+                    E::KIND,
+                    st.id
+                ))),
+                Seen::Reused => Some(RemoteError::IdempotencyKeyReused {
+                    kind: E::KIND.to_string(),
+                    id: st.id.clone(),
+                }),
+            };
+            if let Some(e) = refused {
+                handled.with_label_values(&[E::KIND, "key_reused"]).inc();
+                let _ = reply.send(Err(e));
                 return Ok(());
             }
         }
@@ -318,8 +389,9 @@ impl<E: Entity> Actor for EntityActor<E> {
         };
         let ctx = EntityContext {
             id: &st.id,
-            now_ms: now_ms(),
+            now_ms: now,
         };
+        let existed = st.state.is_some();
         let done = E::handle(&ctx, &mut st.state, command).map_err(|e| {
             handled.with_label_values(&[E::KIND, "failed"]).inc();
             format!("{}/{} handler failed: {e}", E::KIND, st.id)
@@ -327,13 +399,27 @@ impl<E: Entity> Actor for EntityActor<E> {
         let answer = encode_payload(&done.reply);
         tracing::debug!(changed = done.changed, "command applied");
         if done.changed {
-            if let Some(key) = idempotency_key {
-                st.recent.push_back((key, answer.clone()));
-                while st.recent.len() > RECENT_KEYS {
-                    st.recent.pop_front();
-                }
+            let state = encoded_state(st)?;
+            let size = state.as_ref().map_or(0, Vec::len);
+            if size > st.limits.max_state_bytes {
+                handled.with_label_values(&[E::KIND, "too_large"]).inc();
+                (st.state, st.keys) = load::<E>(&st.store, st.shard, &st.id)?;
+                let _ = reply.send(Err(RemoteError::EntityTooLarge {
+                    kind: E::KIND.to_string(),
+                    id: st.id.clone(),
+                    bytes: size as u64,
+                    limit: st.limits.max_state_bytes as u64,
+                }));
+                return Ok(());
             }
-            let bytes = persisted(st)?;
+            if existed && st.state.is_none() {
+                // Deleted: the replies kept for earlier keys may hold what was just erased.
+                st.keys.clear();
+            }
+            if let Some(key) = &idempotency_key {
+                st.keys.remember(key, &answer, now, st.limits.keys);
+            }
+            let bytes = persisted(state, &st.keys)?;
             if let Err(e) = st
                 .replicator
                 .write(st.shard, E::KIND, &st.id, bytes.as_deref())
@@ -342,13 +428,16 @@ impl<E: Entity> Actor for EntityActor<E> {
                 // What the entity holds may now be ahead of what is confirmed: start again from
                 // what this node stored.
                 handled.with_label_values(&[E::KIND, "write_failed"]).inc();
-                (st.state, st.recent) = load::<E>(&st.store, st.shard, &st.id)?;
+                (st.state, st.keys) = load::<E>(&st.store, st.shard, &st.id)?;
                 let _ = reply.send(Err(e));
                 return Ok(());
             }
         }
         handled.with_label_values(&[E::KIND, "ok"]).inc();
-        let _ = reply.send(Ok(answer));
+        let _ = reply.send(Ok(Served {
+            reply: answer,
+            replayed: false,
+        }));
         Ok(())
     }
 }
@@ -434,6 +523,11 @@ impl EntityKinds {
     /// The factory of `kind`.
     pub fn get(&self, kind: &str) -> Option<&Arc<dyn EntityFactory>> {
         self.kinds.get(kind)
+    }
+
+    /// The kinds' names.
+    pub fn names(&self) -> impl Iterator<Item = &'static str> + '_ {
+        self.kinds.keys().copied()
     }
 }
 

@@ -27,6 +27,7 @@ mod entity;
 mod failure_detector;
 mod gateway_frames;
 mod heartbeat;
+mod idempotency;
 mod lease;
 mod links;
 mod load;
@@ -51,7 +52,7 @@ mod wire;
 pub use activation::ActivationTable;
 pub use client::{Access, Answer, ClusterClient, RequestError};
 pub use codec::CodecError;
-pub use config::{ClusterConfig, ConfigError, Member, Role};
+pub use config::{ClusterConfig, ConfigError, EntityLimits, Limits, Member, Retention, Role};
 pub use consensus::{MapWatch, ProposeError};
 pub use control_plane::{ControlPlane, Proposer};
 pub use entity::{
@@ -69,7 +70,7 @@ pub use shard_map::{
 };
 pub use slow_nodes::{NodeSample, SlowNodeDetector};
 pub use storage::{StorageError, Store};
-pub use wire::{Fault, RemoteError};
+pub use wire::{Fault, IdempotencyKey, RemoteError};
 
 /// Failures starting or running a process.
 #[derive(Debug, thiserror::Error)]

@@ -413,6 +413,7 @@ impl Actor for Membership {
             args.peers.iter().map(|p| p.name.clone()),
             now,
         );
+        metrics::get().known_peers(args.peers.iter().map(|p| p.name.as_str()));
         for p in &args.peers {
             metrics::get().peer_up.with_label_values(&[&p.name]).set(0);
         }

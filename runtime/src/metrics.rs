@@ -1,8 +1,15 @@
 //! Every Prometheus collector of the runtime, registered once per process in one registry whose
 //! constant labels (`node`, `role`) say which process is speaking. Other crates register their own
 //! collectors into [`registry`].
+//!
+//! Every label value known before its first event ([`known`], the node's entity kinds, the
+//! cluster's peers) is exported at 0 from start-up: a dashboard or an alert on a healthy cluster
+//! reads 0 rather than "No data", and a counter's first increment is a rise from 0 that `rate()`
+//! sees instead of a new series it cannot.
 
 use std::sync::OnceLock;
+
+use crate::failure_detector::PeerState;
 
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
@@ -86,6 +93,49 @@ pub struct Metrics {
     pub node_degraded: IntGaugeVec,
     /// This process's latency EWMA per node, seconds.
     pub node_latency: prometheus::GaugeVec,
+    /// Frames from peers refused by this process, by reason (see `frame_check`).
+    pub bad_frames: IntCounterVec,
+    /// Times this node restarted its shard host after it died.
+    pub shard_host_restarts: IntCounter,
+}
+
+
+/// The label values each vector can take that do not depend on the cluster's configuration,
+/// each exported at 0 from start-up. A value passed to `with_label_values` belongs here.
+pub mod known {
+    /// Why an entity was passivated (`keelson_entity_passivations_total{reason}`).
+    pub const PASSIVATION_REASONS: &[&str] = &["idle", "cap", "died"];
+    /// What failed, for a restart (`keelson_entity_restarts_total{reason}`).
+    pub const RESTART_REASONS: &[&str] = &["panic", "error"];
+    /// Why an entity was quarantined (`keelson_entity_quarantines_total{reason}`).
+    pub const QUARANTINE_REASONS: &[&str] = &["restart_budget"];
+    /// How an entity request ended (`keelson_messages_handled_total{outcome}`).
+    pub const HANDLED_OUTCOMES: &[&str] = &[
+        "ok",
+        "deduplicated",
+        "key_reused",
+        "bad_request",
+        "failed",
+        "too_large",
+        "write_failed",
+    ];
+    /// How a request sent to another node ended (`keelson_routed_requests_total{outcome}`).
+    pub const ROUTED_OUTCOMES: &[&str] =
+        &["ok", "retried", "unavailable", "timeout", "remote_error"];
+    /// Why a cluster connection was refused (`keelson_link_refusals_total{reason}`).
+    pub const LINK_REFUSALS: &[&str] = &[
+        "tls_handshake",
+        "tls_timeout",
+        "unknown_identity",
+        "name_mismatch",
+        "gateway_frame",
+    ];
+    /// What a follower did with a replicated write (`keelson_replica_writes_total{result}`).
+    pub const REPLICA_WRITE_RESULTS: &[&str] = &["applied", "stale", "failed"];
+    /// Shard-map changes a leader commits (`keelson_map_changes_total{change}`).
+    pub const MAP_CHANGES: &[&str] = &["promote", "shrink", "add_learner", "join", "handoff"];
+    /// What a node served a read as (`keelson_reads_served_total{served_as}`).
+    pub const SERVED_AS: &[&str] = &["primary", "follower"];
 }
 
 static METRICS: OnceLock<Metrics> = OnceLock::new();
@@ -119,6 +169,15 @@ pub fn render() -> String {
 fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
     let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
     r.register(Box::new(c.clone())).expect("registered once");
+    c
+}
+
+/// A counter vector with one label whose `values` are exported at 0 from the start.
+fn counter_of(r: &Registry, name: &str, help: &str, label: &str, values: &[&str]) -> IntCounterVec {
+    let c = counter(r, name, help, &[label]);
+    for v in values {
+        c.with_label_values(&[v]);
+    }
     c
 }
 
@@ -253,11 +312,12 @@ impl Metrics {
                 &["peer", "state"],
             ),
             heartbeat_rtt,
-            routed_requests: counter(
+            routed_requests: counter_of(
                 &r,
                 "keelson_routed_requests_total",
                 "Entity requests sent by this process, by outcome.",
-                &["outcome"],
+                "outcome",
+                known::ROUTED_OUTCOMES,
             ),
             storage_flush_seconds: histogram(
                 &r,
@@ -286,35 +346,26 @@ impl Metrics {
                 "keelson_in_sync_shrinks_total",
                 "Followers dropped from an in-sync set by this node.",
             ),
-            link_refusals: {
-                let c = counter(
-                    &r,
-                    "keelson_link_refusals_total",
-                    "Cluster connections refused, by reason.",
-                    &["reason"],
-                );
-                for reason in [
-                    "tls_handshake",
-                    "tls_timeout",
-                    "unknown_identity",
-                    "name_mismatch",
-                    "gateway_frame",
-                ] {
-                    c.with_label_values(&[reason]);
-                }
-                c
-            },
-            replica_writes: counter(
+            link_refusals: counter_of(
+                &r,
+                "keelson_link_refusals_total",
+                "Cluster connections refused, by reason.",
+                "reason",
+                known::LINK_REFUSALS,
+            ),
+            replica_writes: counter_of(
                 &r,
                 "keelson_replica_writes_total",
                 "Replicated writes received as a follower, by result.",
-                &["result"],
+                "result",
+                known::REPLICA_WRITE_RESULTS,
             ),
-            map_changes: counter(
+            map_changes: counter_of(
                 &r,
                 "keelson_map_changes_total",
                 "Shard-map changes committed by this node while leading, by kind.",
-                &["change"],
+                "change",
+                known::MAP_CHANGES,
             ),
             shards_following: gauge(
                 &r,
@@ -336,11 +387,12 @@ impl Metrics {
                 "keelson_consensus_leader",
                 "1 while this node leads the consensus log.",
             ),
-            reads_served: counter(
+            reads_served: counter_of(
                 &r,
                 "keelson_reads_served_total",
                 "Reads served by this node, by what it served them as (primary or follower).",
-                &["served_as"],
+                "served_as",
+                known::SERVED_AS,
             ),
             replication_ack: histogram(
                 &r,
@@ -392,7 +444,65 @@ impl Metrics {
                 r.register(Box::new(g.clone())).expect("registered once");
                 g
             },
+            bad_frames: {
+                let c = counter(
+                    &r,
+                    "keelson_bad_frames_total",
+                    "Frames from peers refused because a shard number, index or length in them was out of range, by reason.",
+                    &["reason"],
+                );
+                for reason in crate::wire::FrameError::REASONS {
+                    c.with_label_values(&[reason]);
+                }
+                c
+            },
+            shard_host_restarts: int_counter(
+                &r,
+                "keelson_shard_host_restarts_total",
+                "Times this node restarted its shard host after it died.",
+            ),
             registry: r,
+
+        }
+    }
+
+    /// Exports every per-kind series at 0 for the entity kinds this node hosts: active,
+    /// activations, failures, requests in flight, quarantined, and each known passivation,
+    /// restart and quarantine reason and request outcome. Called once at start-up.
+    pub fn known_kinds<'a>(&self, kinds: impl IntoIterator<Item = &'a str>) {
+        for kind in kinds {
+            self.entities_active.with_label_values(&[kind]);
+            self.entity_activations.with_label_values(&[kind]);
+            self.entity_failures.with_label_values(&[kind]);
+            self.entity_requests_in_flight.with_label_values(&[kind]);
+            self.entities_quarantined.with_label_values(&[kind]);
+            for (vec, values) in [
+                (&self.entity_passivations, known::PASSIVATION_REASONS),
+                (&self.entity_restarts, known::RESTART_REASONS),
+                (&self.entity_quarantines, known::QUARANTINE_REASONS),
+                (&self.messages_handled, known::HANDLED_OUTCOMES),
+            ] {
+                for v in values {
+                    vec.with_label_values(&[kind, v]);
+                }
+            }
+        }
+    }
+
+    /// Exports every per-peer series at 0 for the peers this process watches: up, each state
+    /// transition, and the heartbeat round trip. Called once at start-up.
+    pub fn known_peers<'a>(&self, peers: impl IntoIterator<Item = &'a str>) {
+        for peer in peers {
+            self.peer_up.with_label_values(&[peer]);
+            self.heartbeat_rtt.with_label_values(&[peer]);
+            for state in [PeerState::Joining, PeerState::Up, PeerState::Down] {
+                self.peer_transitions
+                    .with_label_values(&[peer, state.as_str()]);
+            }
         }
     }
 }
+
+#[cfg(test)]
+#[path = "metrics_test.rs"]
+mod tests;

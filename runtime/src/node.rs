@@ -75,6 +75,7 @@ pub async fn run_with(
         .cloned()
         .ok_or_else(|| RuntimeError::UnknownNode(name.to_string(), cfg.node_names().join(", ")))?;
     metrics::init(&me.name, "node");
+    metrics::get().known_kinds(kinds.names());
     tracing::info!(node = %me.name, cluster = %cfg.name, shards = cfg.shards, "starting node");
 
     let dir = cfg.node_data_dir(&me.name).join("db");
@@ -117,6 +118,7 @@ pub async fn run_with(
             store: store.clone(),
             kinds: Arc::new(kinds),
             policy: cfg.restart,
+            entity_limits: cfg.entity_limits,
             idle_timeout: cfg.idle_timeout,
             max_active: cfg.max_active,
             fault_injection: cfg.fault_injection,

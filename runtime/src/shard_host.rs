@@ -19,7 +19,7 @@ use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, Supervi
 
 use crate::activation::ActivationTable;
 use crate::consensus::MapWatch;
-use crate::entity::{EntityKey, EntityKinds, EntityResult};
+use crate::entity::{CallResult, EntityKey, EntityKinds, Served};
 use crate::lease::Lease;
 use crate::load::Load;
 use crate::metrics;
@@ -46,6 +46,8 @@ pub struct ShardHostArgs {
     pub kinds: Arc<EntityKinds>,
     /// Restart policy for every entity.
     pub policy: RestartPolicy,
+    /// Size and idempotency bounds of every entity.
+    pub entity_limits: crate::config::EntityLimits,
     /// Passivate entities idle this long.
     pub idle_timeout: Duration,
     /// Most active entities on this node.
@@ -376,6 +378,7 @@ impl ShardHostState {
             kinds: self.args.kinds.clone(),
             policy: self.args.policy,
             replicator: self.args.replicator.clone(),
+            limits: self.args.entity_limits,
         };
         let (sup, _) = Actor::spawn_linked(None, ShardSupervisor, args, myself.get_cell())
             .await
@@ -438,7 +441,7 @@ impl ShardHostState {
             }
         };
         tracing::debug!(request_id = %req.request_id, entity = %key, shard = shard.0, "delivering");
-        let (tx, rx) = ractor::concurrency::oneshot::<EntityResult>();
+        let (tx, rx) = ractor::concurrency::oneshot::<CallResult>();
         let timeout = self.args.request_timeout;
         let failed = RemoteError::EntityFailed {
             kind: key.kind.clone(),
@@ -477,13 +480,20 @@ impl ShardHostState {
             let _guard = guard;
             let started = Instant::now();
             let answer = match tokio::time::timeout(timeout, rx).await {
-                Ok(Ok(Ok(bytes))) => EntityReply::Ok(bytes),
+                Ok(Ok(Ok(Served {
+                    reply,
+                    replayed: false,
+                }))) => EntityReply::Ok(reply),
+                Ok(Ok(Ok(Served {
+                    reply,
+                    replayed: true,
+                }))) => EntityReply::Replayed(reply),
                 Ok(Ok(Err(e))) => EntityReply::Err(e),
                 Ok(Err(_)) => EntityReply::Err(failed),
                 Err(_) => EntityReply::Err(RemoteError::Timeout(timeout.as_millis() as u64)),
             };
             in_flight.dec();
-            tracing::debug!(%request_id, kind = %kind, ok = matches!(answer, EntityReply::Ok(_)), latency_us = started.elapsed().as_micros() as u64, "handled");
+            tracing::debug!(%request_id, kind = %kind, ok = !matches!(answer, EntityReply::Err(_)), latency_us = started.elapsed().as_micros() as u64, "handled");
             let _ = reply.send(wire::encode(&answer));
         });
     }

@@ -51,6 +51,8 @@ pub struct ShardSupervisorArgs {
     pub policy: RestartPolicy,
     /// The node's write path.
     pub replicator: Arc<Replicator>,
+    /// Size and idempotency bounds of every entity.
+    pub limits: crate::config::EntityLimits,
 }
 
 enum Slot {
@@ -92,6 +94,7 @@ impl ShardSupervisorState {
             shard: self.args.shard,
             store: self.args.store.clone(),
             replicator: self.args.replicator.clone(),
+            limits: self.args.limits,
         };
         match factory.spawn(args, myself.get_cell()).await {
             Ok(actor) => {

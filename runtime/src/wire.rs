@@ -15,8 +15,9 @@ use crate::codec::{self, CodecError};
 use crate::config::Role;
 use crate::load::LoadReport;
 
-/// Version byte of every frame in this module.
-pub const WIRE_VERSION: u8 = 2;
+/// Version byte of every frame in this module. 3: idempotency keys carry a request fingerprint,
+/// replays are marked, entity size and key-reuse errors.
+pub const WIRE_VERSION: u8 = 3;
 
 /// Process-group name of a node's shard host. Explicit constant: never derived from a type name.
 pub fn shard_host_group(node: &str) -> String {
@@ -109,7 +110,81 @@ pub enum ReplicaAck {
     },
     /// The follower could not apply it.
     Failed(String),
+    /// The frame broke a rule every frame from a peer is checked against (see `frame_check`);
+    /// nothing was applied.
+    Refused(FrameError),
 }
+
+/// Why a node refused a frame from a peer. Sent back where the frame has a reply port; it names
+/// fields and numbers, never the frame's contents.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum FrameError {
+    /// The bytes do not decode as the frame the message carries.
+    #[error("{frame} frame does not decode: {reason}")]
+    Malformed {
+        /// Which frame.
+        frame: String,
+        /// The decoder's complaint.
+        reason: String,
+    },
+    /// A frame, value or field is longer than its limit.
+    #[error("{what} is {bytes} bytes, over the limit of {limit} bytes")]
+    TooLarge {
+        /// What was too large.
+        what: String,
+        /// Its size.
+        bytes: u64,
+        /// The limit.
+        limit: u64,
+    },
+    /// A shard number outside `0..count`.
+    #[error("shard {shard} does not exist: this cluster has shards 0..{count}")]
+    NoSuchShard {
+        /// The shard named.
+        shard: u32,
+        /// The configured shard count.
+        count: u32,
+    },
+    /// An epoch, lsn, offset or count that cannot be right.
+    #[error("{field} {value} is out of range: {expected}")]
+    OutOfRange {
+        /// Which field.
+        field: String,
+        /// Its value.
+        value: u64,
+        /// What it should have been.
+        expected: String,
+    },
+    /// A node name that is not one of the cluster's nodes.
+    #[error("{field} names no node of this cluster")]
+    UnknownNode {
+        /// Which field.
+        field: String,
+    },
+}
+
+impl FrameError {
+    /// Every value of [`FrameError::reason`], for pre-initialised metric labels.
+    pub const REASONS: &'static [&'static str] = &[
+        "malformed",
+        "too_large",
+        "bad_shard",
+        "out_of_range",
+        "unknown_node",
+    ];
+
+    /// The metric label of this refusal.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            FrameError::Malformed { .. } => "malformed",
+            FrameError::TooLarge { .. } => "too_large",
+            FrameError::NoSuchShard { .. } => "bad_shard",
+            FrameError::OutOfRange { .. } => "out_of_range",
+            FrameError::UnknownNode { .. } => "unknown_node",
+        }
+    }
+}
+
 
 /// A learner's request for one page of a shard copy.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -199,9 +274,20 @@ pub struct EntityRequest {
     /// True when the command only reads (it may be retried, and served by a replica).
     pub read: bool,
     /// The client's idempotency key: the entity applies a write with the same key once.
-    pub idempotency_key: Option<String>,
+    pub idempotency_key: Option<IdempotencyKey>,
     /// The kind-specific command, encoded by its entity crate.
     pub payload: Vec<u8>,
+}
+
+/// A client's idempotency key and what it is bound to.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct IdempotencyKey {
+    /// The key, already scoped to the client that chose it (a client's key never matches
+    /// another client's).
+    pub key: String,
+    /// A digest of the request the key was first used for: the same key with another
+    /// fingerprint is refused, never answered with the first request's reply.
+    pub fingerprint: [u8; 16],
 }
 
 /// The answer to an [`EntityRequest`].
@@ -211,6 +297,8 @@ pub enum EntityReply {
     Ok(Vec<u8>),
     /// The runtime could not get an answer from the entity.
     Err(RemoteError),
+    /// The reply the entity gave when it first applied this idempotency key, sent again.
+    Replayed(Vec<u8>),
 }
 
 /// Runtime failures a node reports back to the sender.
@@ -279,6 +367,27 @@ pub enum RemoteError {
         /// Why.
         reason: String,
     },
+    /// The idempotency key was first used for a different request; nothing was applied.
+    #[error("idempotency key already used for a different request to {kind}/{id}")]
+    IdempotencyKeyReused {
+        /// Kind.
+        kind: String,
+        /// Id.
+        id: String,
+    },
+    /// The write would make the entity's persisted state larger than the node allows; nothing
+    /// was applied.
+    #[error("{kind}/{id} would take {bytes} bytes, more than the limit of {limit} bytes")]
+    EntityTooLarge {
+        /// Kind.
+        kind: String,
+        /// Id.
+        id: String,
+        /// Encoded size the write would have produced.
+        bytes: u64,
+        /// The limit (`entities.max_state_bytes`).
+        limit: u64,
+    },
 }
 
 /// Heartbeat request.
@@ -331,7 +440,10 @@ mod tests {
             epoch: 1,
             fault: Some(Fault::Panic),
             read: false,
-            idempotency_key: Some("k".into()),
+            idempotency_key: Some(IdempotencyKey {
+                key: "k".into(),
+                fingerprint: [7; 16],
+            }),
             payload: vec![1, 2, 3],
         };
         assert_eq!(decode::<EntityRequest>(&encode(&req)).unwrap(), req);

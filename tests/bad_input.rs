@@ -1,0 +1,275 @@
+//! Bad input and overload change nothing: idempotency keys bound to their request, exhaustively
+//! over the route table; limits; shedding. Real processes, real sockets, real TLS.
+
+mod support;
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use support::{serial, wait_for, Broker, Cluster, Settings};
+
+/// One request with an optional `Idempotency-Key`: (status, replayed?, body). A dropped
+/// connection fails the test.
+async fn send(
+    c: &Cluster,
+    method: &str,
+    path: &str,
+    body: Option<&Value>,
+    key: Option<&str>,
+) -> (u16, bool, Value) {
+    let m = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+    let mut rb = c.http.request(m, format!("{}{path}", c.gateway));
+    if let Some(k) = key {
+        rb = rb.header("idempotency-key", k);
+    }
+    if let Some(b) = body {
+        rb = rb
+            .header("content-type", "application/json")
+            .body(b.to_string());
+    }
+    let r = rb
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{method} {path}: no answer: {e}"));
+    let status = r.status().as_u16();
+    let replayed = r
+        .headers()
+        .get("idempotent-replayed")
+        .is_some_and(|v| v == "true");
+    let text = r.text().await.unwrap();
+    let v = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    (status, replayed, v)
+}
+
+/// A body each request schema accepts, for targets `c` (customer) and `d` (device).
+fn sample_body(schema: &str, c: &str, n: usize) -> Value {
+    match schema {
+        "CreateCustomer" => json!({"name": format!("Sample {n}")}),
+        "PatchCustomer" => json!({"company": format!("co-{n}")}),
+        "AddInteraction" => json!({"kind": "call", "item": format!("i-{n}")}),
+        "CreateDevice" => json!({"customer_id": c, "kind": "temperature", "firmware": "1.0"}),
+        "PostTelemetry" => json!({"readings": {"temperature": 21.5}}),
+        "PatchDesired" => json!({"state": {"mode": format!("m{n}")}}),
+        "PostCommand" => json!({"name": "reboot"}),
+        "CreateKey" => json!({"name": format!("idem-{n}"), "role": "viewer"}),
+        "InjectFault" => json!({"mode": "error"}),
+        other => panic!("no sample body for {other}"),
+    }
+}
+
+/// Every write route the gateway describes: (method, path template, request schema).
+async fn write_routes(c: &Cluster) -> Vec<(String, String, Option<String>)> {
+    let (s, _, doc) = send(c, "GET", "/v1/openapi.json", None, None).await;
+    assert_eq!(s, 200);
+    let mut out = Vec::new();
+    for (template, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            let method = method.to_uppercase();
+            // The fault route makes an entity fail on purpose: its 500 is its success.
+            if method == "GET" || template.starts_with("/v1/debug/fault") {
+                continue;
+            }
+            let schema = op["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+                .as_str()
+                .map(|r| r.rsplit('/').next().unwrap().to_string());
+            out.push((method, template.clone(), schema));
+        }
+    }
+    out
+}
+
+async fn customer(c: &Cluster, id: &str) -> Value {
+    let (s, _, v) = send(c, "GET", &format!("/v1/customers/{id}"), None, None).await;
+    assert_eq!(s, 200, "{v}");
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idempotency_key_replays_its_own_request_and_refuses_any_other() {
+    let _guard = serial().await;
+    let c = Cluster::start("idem-keys", Settings::default()).await;
+    let (s, _, v) = send(
+        &c,
+        "POST",
+        "/v1/customers",
+        Some(&json!({"id": "ik-1", "name": "I"})),
+        None,
+    )
+    .await;
+    assert_eq!(s, 201, "{v}");
+
+    // Same key, same request: the first answer again, marked.
+    let patch = json!({"company": "A"});
+    let first = send(&c, "PATCH", "/v1/customers/ik-1", Some(&patch), Some("k-1")).await;
+    assert_eq!((first.0, first.1), (200, false), "{}", first.2);
+    // The same JSON written another way is the same request.
+    let again = send(
+        &c,
+        "PATCH",
+        "/v1/customers/ik-1",
+        Some(&serde_json::from_str::<Value>("{ \"company\" : \"A\" }").unwrap()),
+        Some("k-1"),
+    )
+    .await;
+    assert_eq!((again.0, again.1), (200, true));
+    assert_eq!(again.2, first.2, "the first answer, not a new one");
+
+    // Same key, another body: 422 and nothing applied.
+    let (s, replayed, v) = send(
+        &c,
+        "PATCH",
+        "/v1/customers/ik-1",
+        Some(&json!({"company": "B"})),
+        Some("k-1"),
+    )
+    .await;
+    assert_eq!((s, replayed), (422, false), "{v}");
+    assert_eq!(v["error"]["code"], "idempotency_key_reused");
+    assert_eq!(customer(&c, "ik-1").await["company"], "A");
+
+    // Same key on another route of the same entity: 422, nothing applied, no dropped connection.
+    let (s, _, v) = send(
+        &c,
+        "POST",
+        "/v1/customers/ik-1/interactions",
+        Some(&json!({"kind": "call", "item": "x"})),
+        Some("k-1"),
+    )
+    .await;
+    assert_eq!(s, 422, "{v}");
+    assert_eq!(
+        customer(&c, "ik-1").await["interactions"],
+        json!([]),
+        "nothing appended"
+    );
+
+    // A keyed create that names no id, retried: one customer, the same answer.
+    let body = json!({"name": "Retried"});
+    let one = send(&c, "POST", "/v1/customers", Some(&body), Some("create-1")).await;
+    let two = send(&c, "POST", "/v1/customers", Some(&body), Some("create-1")).await;
+    assert_eq!((one.0, one.1), (201, false), "{}", one.2);
+    assert_eq!((two.0, two.1), (201, true), "{}", two.2);
+    assert_eq!(one.2["id"], two.2["id"]);
+    let other = send(
+        &c,
+        "POST",
+        "/v1/customers",
+        Some(&json!({"name": "Other"})),
+        Some("create-1"),
+    )
+    .await;
+    assert_eq!(other.0, 422, "{}", other.2);
+
+    // A malformed key is refused by name, not ignored.
+    let bad = "x".repeat(300);
+    let (s, _, v) = send(&c, "PATCH", "/v1/customers/ik-1", Some(&patch), Some(&bad)).await;
+    assert_eq!(s, 400, "{v}");
+    assert!(v["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("Idempotency-Key"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reusing_a_key_across_every_pair_of_write_routes_never_breaks_a_connection() {
+    let _guard = serial().await;
+    let settings = Settings {
+        mqtt: Some((Broker::Embedded, String::new())),
+        ..Settings::default()
+    };
+    let c = Cluster::start("idem-routes", settings).await;
+    let routes = write_routes(&c).await;
+    assert!(routes.len() >= 11, "{routes:?}");
+    let mut pairs = 0;
+    for (i, (ma, ta, sa)) in routes.iter().enumerate() {
+        for (j, (mb, tb, sb)) in routes.iter().enumerate() {
+            let n = i * 100 + j;
+            // Fresh targets for each pair: a customer and a device it owns.
+            let (cid, did) = (format!("pc{n}"), format!("pd{n}"));
+            let (s, _, v) = send(
+                &c,
+                "POST",
+                "/v1/customers",
+                Some(&json!({"id": cid, "name": "P"})),
+                None,
+            )
+            .await;
+            assert_eq!(s, 201, "{v}");
+            let (s, _, v) = send(
+                &c,
+                "POST",
+                "/v1/devices",
+                Some(&json!({"id": did, "customer_id": cid, "kind": "temperature", "firmware": "1"})),
+                None,
+            )
+            .await;
+            assert_eq!(s, 201, "{v}");
+            let path = |t: &str| {
+                let id = if t.starts_with("/v1/devices") { &did } else { &cid };
+                t.replace("{kind}", "customer")
+                    .replace("{id}", id)
+                    .replace("{name}", &format!("idem-{n}"))
+            };
+            let key = format!("pair-{n}");
+            let body_a = sa.as_deref().map(|s| sample_body(s, &cid, n));
+            let (first, _, va) = send(&c, ma, &path(ta), body_a.as_ref(), Some(&key)).await;
+            assert!(first < 500, "{ma} {ta}: {first} {va}");
+            let body_b = sb.as_deref().map(|s| sample_body(s, &cid, n + 1));
+            let (second, replayed, vb) =
+                send(&c, mb, &path(tb), body_b.as_ref(), Some(&key)).await;
+            let what = format!("{ma} {ta} ({first}) then {mb} {tb} with its key: {second} {vb}");
+            assert!(second < 500, "{what}");
+            if (200..300).contains(&first) && i != j {
+                assert_eq!(second, 422, "{what}");
+                assert!(!replayed, "{what}");
+            }
+            pairs += 1;
+        }
+    }
+    assert!(pairs >= 121, "{pairs} pairs");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_key_while_its_first_request_is_still_running_gets_409() {
+    let _guard = serial().await;
+    let c = Cluster::start("idem-in-flight", Settings::default()).await;
+    let (s, _, v) = send(
+        &c,
+        "POST",
+        "/v1/customers",
+        Some(&json!({"id": "fl-1", "name": "F"})),
+        None,
+    )
+    .await;
+    assert_eq!(s, 201, "{v}");
+    // Freeze the owner so the first keyed write stays in flight until the request deadline.
+    let owner = c.owner("customer", "fl-1").await;
+    c.signal(&owner, libc::SIGSTOP);
+    let first = {
+        let (http, url) = (c.http.clone(), format!("{}/v1/customers/fl-1", c.gateway));
+        tokio::spawn(async move {
+            http.patch(url)
+                .header("idempotency-key", "slow-1")
+                .header("content-type", "application/json")
+                .body(r#"{"company":"slow"}"#)
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+        })
+    };
+    let conflict = wait_for("a 409 for the key in flight", Duration::from_secs(5), || async {
+        let (s, _, v) = send(
+            &c,
+            "PATCH",
+            "/v1/customers/fl-1",
+            Some(&json!({"company": "slow"})),
+            Some("slow-1"),
+        )
+        .await;
+        (s == 409).then_some(v)
+    })
+    .await;
+    assert_eq!(conflict["error"]["code"], "idempotency_key_in_flight");
+    c.signal(&owner, libc::SIGCONT);
+    let _ = first.await.unwrap();
+}
