@@ -320,6 +320,7 @@ impl ClusterClient {
             // Each node's own latency: its heartbeat round trip, smoothed. (Request latency
             // would blame a follower for the primary it asks before serving a read.)
             let mut rtt: HashMap<String, f64> = HashMap::new();
+            metrics::get().known_nodes(me.stats.keys().map(String::as_str));
             let mut tick = tokio::time::interval(Duration::from_millis(250));
             let mut n = 0u64;
             loop {

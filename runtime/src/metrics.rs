@@ -489,6 +489,15 @@ impl Metrics {
         }
     }
 
+    /// Exports the health watch's series at 0 for the nodes it watches, before its first sample:
+    /// not degraded, no latency measured yet. Called once when the watch starts.
+    pub fn known_nodes<'a>(&self, nodes: impl IntoIterator<Item = &'a str>) {
+        for node in nodes {
+            self.node_degraded.with_label_values(&[node]);
+            self.node_latency.with_label_values(&[node]);
+        }
+    }
+
     /// Exports every per-peer series at 0 for the peers this process watches: up, each state
     /// transition, and the heartbeat round trip. Called once at start-up.
     pub fn known_peers<'a>(&self, peers: impl IntoIterator<Item = &'a str>) {

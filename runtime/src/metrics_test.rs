@@ -1,19 +1,16 @@
 use super::*;
 
-/// Families a periodic sample sets rather than an event counts: they appear with the first
-/// sample (the health watch's latency and degraded flag per node), not at start-up.
-const SAMPLED: &[&str] = &["keelson_node_latency_seconds", "keelson_node_degraded"];
-
 #[test]
 fn after_start_up_every_family_exports_a_series_before_any_event() {
     let m = Metrics::new("n1", "node");
     m.known_kinds(["customer", "device"]);
     m.known_peers(["n2", "gateway"]);
+    m.known_nodes(["n1", "n2"]);
     let empty: Vec<String> = m
         .registry
         .gather()
         .iter()
-        .filter(|f| f.get_metric().is_empty() && !SAMPLED.contains(&f.name()))
+        .filter(|f| f.get_metric().is_empty())
         .map(|f| f.name().to_string())
         .collect();
     assert!(empty.is_empty(), "families with no series: {empty:?}");
@@ -24,52 +21,85 @@ fn every_known_label_value_reads_zero_per_kind_and_peer() {
     let m = Metrics::new("n1", "node");
     m.known_kinds(["customer"]);
     m.known_peers(["n2"]);
-    let text = {
-        let mut buf = Vec::new();
-        TextEncoder::new()
-            .encode(&m.registry.gather(), &mut buf)
-            .unwrap();
-        String::from_utf8(buf).unwrap()
-    };
-    let series = |name: &str, labels: &str| {
-        text.lines()
-            .find(|l| l.starts_with(&format!("{name}{{")) && l.contains(labels))
-            .unwrap_or_else(|| panic!("no {name} with {labels} in\n{text}"))
-            .to_string()
+    let mut buf = Vec::new();
+    TextEncoder::new()
+        .encode(&m.registry.gather(), &mut buf)
+        .unwrap();
+    let text = String::from_utf8(buf).unwrap();
+    // The line of `name` carrying every `labels` pair, whatever their order; it must read 0.
+    let series = |name: &str, labels: &[(&str, &str)]| {
+        let pairs: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
+        let line = text
+            .lines()
+            .find(|l| {
+                l.starts_with(&format!("{name}{{")) && pairs.iter().all(|p| l.contains(p.as_str()))
+            })
+            .unwrap_or_else(|| panic!("no {name} with {pairs:?} in\n{text}"));
+        assert!(line.ends_with(" 0"), "{line}");
     };
     for reason in known::PASSIVATION_REASONS {
-        let l = series(
+        series(
             "keelson_entity_passivations_total",
-            &format!("kind=\"customer\",node=\"n1\",reason=\"{reason}\""),
+            &[("kind", "customer"), ("reason", reason)],
         );
-        assert!(l.ends_with(" 0"), "{l}");
+    }
+    for reason in known::RESTART_REASONS {
+        series(
+            "keelson_entity_restarts_total",
+            &[("kind", "customer"), ("reason", reason)],
+        );
     }
     for outcome in known::HANDLED_OUTCOMES {
         series(
             "keelson_messages_handled_total",
-            &format!("kind=\"customer\",node=\"n1\",outcome=\"{outcome}\""),
+            &[("kind", "customer"), ("outcome", outcome)],
         );
     }
-    series("keelson_entity_failures_total", "kind=\"customer\"");
-    series("keelson_entities_quarantined", "kind=\"customer\"");
+    for name in [
+        "keelson_entities_active",
+        "keelson_entity_activations_total",
+        "keelson_entity_failures_total",
+        "keelson_entity_requests_in_flight",
+        "keelson_entities_quarantined",
+    ] {
+        series(
+            name,
+            &[("kind", "customer"), ("node", "n1"), ("role", "node")],
+        );
+    }
     series(
         "keelson_entity_quarantines_total",
-        "reason=\"restart_budget\"",
+        &[("kind", "customer"), ("reason", "restart_budget")],
     );
-    for state in ["joining", "up", "down"] {
+    for state in [PeerState::Joining, PeerState::Up, PeerState::Down] {
         series(
             "keelson_peer_transitions_total",
-            &format!("peer=\"n2\",role=\"node\",state=\"{state}\""),
+            &[("peer", "n2"), ("state", state.as_str())],
         );
     }
-    series("keelson_heartbeat_rtt_seconds_count", "peer=\"n2\"");
-    for change in known::MAP_CHANGES {
-        series("keelson_map_changes_total", &format!("change=\"{change}\""));
-    }
-    for outcome in known::ROUTED_OUTCOMES {
-        series(
+    series("keelson_peer_up", &[("peer", "n2")]);
+    series("keelson_heartbeat_rtt_seconds_count", &[("peer", "n2")]);
+    for (name, label, values) in [
+        ("keelson_map_changes_total", "change", known::MAP_CHANGES),
+        (
             "keelson_routed_requests_total",
-            &format!("outcome=\"{outcome}\""),
-        );
+            "outcome",
+            known::ROUTED_OUTCOMES,
+        ),
+        (
+            "keelson_replica_writes_total",
+            "result",
+            known::REPLICA_WRITE_RESULTS,
+        ),
+        ("keelson_reads_served_total", "served_as", known::SERVED_AS),
+        (
+            "keelson_link_refusals_total",
+            "reason",
+            known::LINK_REFUSALS,
+        ),
+    ] {
+        for v in values {
+            series(name, &[(label, v)]);
+        }
     }
 }
