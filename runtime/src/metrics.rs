@@ -99,7 +99,6 @@ pub struct Metrics {
     pub shard_host_restarts: IntCounter,
 }
 
-
 /// The label values each vector can take that do not depend on the cluster's configuration,
 /// each exported at 0 from start-up. A value passed to `with_label_values` belongs here.
 pub mod known {
