@@ -273,3 +273,81 @@ async fn the_same_key_while_its_first_request_is_still_running_gets_409() {
     c.signal(&owner, libc::SIGCONT);
     let _ = first.await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_from_one_key_gets_429s_while_another_key_is_unaffected() {
+    let _guard = serial().await;
+    let settings = Settings {
+        extra: "[limits.rate]\nagent = 5\nburst_secs = 2\n".into(),
+        ..Settings::default()
+    };
+    let c = Cluster::start("rate-limit", settings).await;
+    let mut keys = Vec::new();
+    for name in ["burst-a", "calm-b"] {
+        let (s, _, v) = send(
+            &c,
+            "POST",
+            "/v1/keys",
+            Some(&json!({"name": name, "role": "agent"})),
+            None,
+        )
+        .await;
+        assert_eq!(s, 201, "{v}");
+        keys.push(v["key"].as_str().unwrap().to_string());
+    }
+    let (s, _, v) = send(
+        &c,
+        "POST",
+        "/v1/customers",
+        Some(&json!({"id": "rl-1", "name": "R"})),
+        None,
+    )
+    .await;
+    assert_eq!(s, 201, "{v}");
+    // The keyring reaches the gateway within its refresh period.
+    wait_for("the new keys accepted", Duration::from_secs(5), || async {
+        let r = c
+            .anon
+            .get(format!("{}/v1/customers/rl-1", c.gateway))
+            .bearer_auth(&keys[1])
+            .send()
+            .await
+            .ok()?;
+        (r.status() == 200).then_some(())
+    })
+    .await;
+    let get = |key: String| {
+        let (anon, url) = (c.anon.clone(), format!("{}/v1/customers/rl-1", c.gateway));
+        async move {
+            let r = anon.get(url).bearer_auth(key).send().await.unwrap();
+            let h = r.headers().clone();
+            (r.status().as_u16(), h)
+        }
+    };
+    // 40 at once from one key: its burst of 10 passes, the rest are paced with 429s.
+    let burst = futures_util::future::join_all((0..40).map(|_| get(keys[0].clone()))).await;
+    let limited: Vec<_> = burst.iter().filter(|(s, _)| *s == 429).collect();
+    let ok = burst.iter().filter(|(s, _)| *s == 200).count();
+    assert!(
+        (8..=14).contains(&ok),
+        "{ok} of 40 passed; burst 10 (+ refill)"
+    );
+    assert_eq!(ok + limited.len(), 40, "only 200s and 429s");
+    let (_, h) = limited[0];
+    let retry: u64 = h["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=2).contains(&retry), "Retry-After {retry}");
+    assert_eq!(h["ratelimit-policy"], "10;w=2");
+    assert!(
+        h["ratelimit"].to_str().unwrap().contains("remaining=0"),
+        "{:?}",
+        h["ratelimit"]
+    );
+    // The other key, meanwhile, is not limited at all.
+    for _ in 0..5 {
+        assert_eq!(get(keys[1].clone()).await.0, 200);
+    }
+    let shed = c
+        .metric("gateway", "keelson_http_shed_total{reason=\"rate_limited\"}")
+        .await;
+    assert!(shed >= 26.0, "{shed}");
+}

@@ -210,8 +210,21 @@ pub struct ClusterInfo {
     pub under_replicated: usize,
     /// Shard copies in progress.
     pub learners: usize,
+    /// What this gateway is bounded by.
+    pub gateway_limits: GatewayLimits,
     /// Every member.
     pub members: Vec<ClusterMemberInfo>,
+}
+
+/// The gateway's limits in force, in `GET /v1/cluster`.
+#[derive(Debug, Serialize)]
+pub struct GatewayLimits {
+    /// The process's open-file limit (raised to the hard limit at start).
+    pub open_files: u64,
+    /// Open connections kept at most.
+    pub max_connections: usize,
+    /// Requests in progress at most.
+    pub max_in_flight: usize,
 }
 
 /// One shard in `GET /v1/cluster/shards`.

@@ -60,6 +60,18 @@ pub fn too_large() -> ApiError {
     )
 }
 
+/// The error for a body not sent in time.
+pub fn too_slow(deadline: std::time::Duration) -> ApiError {
+    ApiError::new(
+        StatusCode::REQUEST_TIMEOUT,
+        "body_timeout",
+        format!(
+            "request body: not received within {} ms",
+            deadline.as_millis()
+        ),
+    )
+}
+
 /// Parses a JSON body, naming the field at fault.
 pub fn json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     if bytes.is_empty() {

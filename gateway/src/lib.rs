@@ -21,6 +21,7 @@ mod idempotency;
 mod identity;
 mod iot;
 mod keys;
+mod limits;
 mod metrics;
 mod openapi;
 mod route_table;
@@ -59,7 +60,17 @@ where
     let body = if len.is_some_and(|l| l > 1024 * 1024) {
         Err(body::too_large())
     } else {
-        body::read_capped(Box::pin(stream)).await
+        let deadline = ctx.cfg.limits.body_timeout;
+        match tokio::time::timeout(deadline, body::read_capped(Box::pin(stream))).await {
+            Ok(read) => read,
+            Err(_) => {
+                metrics::http()
+                    .shed
+                    .with_label_values(&["body_timeout"])
+                    .inc();
+                Err(body::too_slow(deadline))
+            }
+        }
     };
     routes::handle(ctx, method, path, query, headers, body).await
 }
@@ -119,6 +130,10 @@ pub async fn run(cfg: ClusterConfig, stop: impl Future<Output = ()>) -> Result<(
             m.max_payload_bytes * 64,
         )
     });
+    let open_files = limits::raise_open_files();
+    tracing::info!(open_files, "open-file limit");
+    let gate = Arc::new(limits::Gate::new(&cfg.limits));
+    let gate_task = gate.spawn_housekeeping();
     let ctx = Arc::new(routes::Ctx {
         identities,
         client,
@@ -128,6 +143,8 @@ pub async fn run(cfg: ClusterConfig, stop: impl Future<Output = ()>) -> Result<(
             std::time::Duration::from_millis(cfg.entity_limits.keys.ttl_ms),
             100_000,
         ),
+        gate: gate.clone(),
+        open_files,
     });
     let scheme = if tls.is_some() { "https" } else { "http" };
     let http_task = tokio::spawn(server::serve(
@@ -163,6 +180,7 @@ pub async fn run(cfg: ClusterConfig, stop: impl Future<Output = ()>) -> Result<(
     let _ = ops_task.await;
     health_watch.abort();
     keyring_task.abort();
+    gate_task.abort();
     if let Some(t) = reload_task {
         t.abort();
     }

@@ -20,6 +20,8 @@ pub struct HttpMetrics {
     pub auth_denied: IntCounterVec,
     /// TLS handshakes on the API port, by result.
     pub tls_handshakes: IntCounterVec,
+    /// Requests and connections refused to protect the gateway, by reason.
+    pub shed: IntCounterVec,
 }
 
 static HTTP: OnceLock<HttpMetrics> = OnceLock::new();
@@ -82,6 +84,20 @@ pub fn http() -> &'static HttpMetrics {
         for r in ["ok", "failed", "timeout"] {
             tls_handshakes.with_label_values(&[r]);
         }
+        let shed = IntCounterVec::new(
+            Opts::new(
+                "keelson_http_shed_total",
+                "Requests refused at once to protect the gateway (in_flight: 503; rate_limited: 429; connections: closed at accept; body_timeout: 408).",
+            ),
+            &["reason"],
+        )
+        .expect("valid metric");
+        for r in ["in_flight", "rate_limited", "connections", "body_timeout"] {
+            shed.with_label_values(&[r]);
+        }
+        registry()
+            .register(Box::new(shed.clone()))
+            .expect("registered once");
         for route in ROUTES {
             latency.with_label_values(&[route.path]);
             for status in known_statuses(route) {
@@ -105,6 +121,7 @@ pub fn http() -> &'static HttpMetrics {
             latency,
             auth_denied,
             tls_handshakes,
+            shed,
         }
     })
 }

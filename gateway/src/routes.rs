@@ -28,6 +28,7 @@ use crate::idempotency;
 use crate::identity::{AuthFailure, Identities};
 use crate::iot;
 use crate::keys;
+use crate::limits;
 use crate::metrics;
 use crate::route_table::{self, Handler, Permission, Resolved, Route};
 
@@ -43,6 +44,10 @@ pub struct Ctx {
     pub publisher: Option<keelson_bridge::Publisher>,
     /// Idempotency keys recently used through this gateway.
     pub keys: Arc<idempotency::Keys>,
+    /// Rate limits and the in-flight cap.
+    pub gate: Arc<limits::Gate>,
+    /// The open-file limit in force, reported in `/v1/cluster`.
+    pub open_files: u64,
 }
 
 /// A successful answer.
@@ -83,6 +88,8 @@ pub struct Rq {
     pub(crate) principal: Option<Principal>,
     /// Set when an entity answered with the reply it kept for the idempotency key.
     replayed: AtomicBool,
+    /// The principal's rate standing, once counted.
+    rate: Option<limits::Standing>,
 }
 
 pub(crate) fn new_id(prefix: &str) -> String {
@@ -122,6 +129,7 @@ pub async fn handle(
         idempotency_key: None,
         principal: None,
         replayed: AtomicBool::new(false),
+        rate: None,
     };
     let query: HashMap<String, String> = query
         .split('&')
@@ -137,7 +145,14 @@ pub async fn handle(
         _ => "other",
     };
     let mut allow = None;
-    let outcome = match admit(&ctx, &method, &resolved, &headers, &mut rid).await {
+    let open = matches!(&resolved, Resolved::Route(r, _) if r.permission == Permission::Open);
+    // Health checks are answered even at the limit; everything else needs a permit, at once.
+    let permit = if open { None } else { Some(ctx.gate.admit()) };
+    let admitted = match permit {
+        Some(Err(e)) => Err(e),
+        _ => admit(&ctx, &method, &resolved, &headers, &mut rid).await,
+    };
+    let outcome = match admitted {
         Err(e) => Err(e),
         Ok(mask) => {
             let Resolved::Route(r, params) = &resolved else {
@@ -218,6 +233,19 @@ pub async fn handle(
     if rid.replayed.load(Ordering::Acquire) {
         h.insert("idempotent-replayed", HeaderValue::from_static("true"));
     }
+    if let Some(st) = rid.rate {
+        // IETF RateLimit header fields (draft 7): the policy, then where this principal stands.
+        let window = st.limit.burst.div_ceil(st.limit.per_second.max(1));
+        if let Ok(v) = HeaderValue::from_str(&format!("{};w={window}", st.limit.burst)) {
+            h.insert("ratelimit-policy", v);
+        }
+        if let Ok(v) = HeaderValue::from_str(&format!(
+            "limit={}, remaining={}, reset={}",
+            st.limit.burst, st.remaining, st.reset_secs
+        )) {
+            h.insert("ratelimit", v);
+        }
+    }
     resp
 }
 
@@ -248,6 +276,15 @@ async fn admit(
         )
     })?;
     rid.principal = Some(principal.clone());
+    match ctx.gate.count(principal.role.as_str(), &principal.name) {
+        Some(Ok(standing)) => rid.rate = Some(standing),
+        Some(Err((standing, e))) => {
+            rid.rate = Some(standing);
+            tracing::debug!(request_id = %rid.id, principal = %principal.name, "rate limited");
+            return Err(e);
+        }
+        None => {}
+    }
     let (route, params) = match resolved {
         Resolved::Route(r, p) => (*r, p),
         Resolved::MethodNotAllowed(allowed) => {
@@ -727,6 +764,11 @@ fn cluster(ctx: &Ctx) -> Ok_ {
             .filter(|(_, p)| 1 + p.in_sync.len() < map.replication_factor())
             .count(),
         learners: map.iter().map(|(_, p)| p.learners.len()).sum(),
+        gateway_limits: api::GatewayLimits {
+            open_files: ctx.open_files,
+            max_connections: ctx.cfg.limits.max_connections,
+            max_in_flight: ctx.cfg.limits.max_in_flight,
+        },
         members: view
             .members
             .into_iter()

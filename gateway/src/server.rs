@@ -4,7 +4,8 @@
 //! so both are done here; the header-read timeout bounds slow clients.
 //!
 //! ```text
-//! accept ─▶ spawn ─▶ TLS handshake (10 s) ─▶ hyper auto (h1/h2, 10 s header timeout) ─▶ warp filter
+//! accept ─▶ connection cap ─▶ spawn ─▶ TLS handshake (10 s) ─▶ hyper auto (h1/h2, header
+//!   timeout: also the keep-alive idle limit) ─▶ warp filter (body timeout) ─▶ routes
 //! ```
 
 use std::future::Future;
@@ -25,8 +26,6 @@ use crate::routes::Ctx;
 
 /// Longest TLS handshake.
 const HANDSHAKE: Duration = Duration::from_secs(10);
-/// Longest wait for a request's headers.
-const HEADER_READ: Duration = Duration::from_secs(10);
 /// Longest wait for open connections at shutdown.
 const DRAIN: Duration = Duration::from_secs(5);
 
@@ -37,6 +36,10 @@ pub async fn serve(
     tls: Option<TlsAcceptor>,
     stop: impl Future<Output = ()>,
 ) {
+    let header_read = ctx.cfg.limits.header_timeout;
+    // Each connection holds a permit; at the cap a new connection is closed at once (counted)
+    // instead of holding a file and memory the gateway does not have.
+    let connections = Arc::new(tokio::sync::Semaphore::new(ctx.cfg.limits.max_connections));
     let api = warp::any()
         .map(move || ctx.clone())
         .and(warp::method())
@@ -61,19 +64,28 @@ pub async fn serve(
             },
             _ = &mut stop => break,
         };
+        let Ok(permit) = connections.clone().try_acquire_owned() else {
+            metrics::http()
+                .shed
+                .with_label_values(&["connections"])
+                .inc();
+            drop(tcp);
+            continue;
+        };
         let _ = tcp.set_nodelay(true);
         let svc = TowerToHyperService::new(warp::service(api.clone()));
         let watcher = graceful.watcher();
         let tls = tls.clone();
         tokio::spawn(async move {
+            let _permit = permit;
             match tls {
-                None => serve_conn(tcp, svc, watcher).await,
+                None => serve_conn(tcp, svc, watcher, header_read).await,
                 Some(acceptor) => {
                     let m = &metrics::http().tls_handshakes;
                     match tokio::time::timeout(HANDSHAKE, acceptor.accept(tcp)).await {
                         Ok(Ok(stream)) => {
                             m.with_label_values(&["ok"]).inc();
-                            serve_conn(stream, svc, watcher).await
+                            serve_conn(stream, svc, watcher, header_read).await
                         }
                         Ok(Err(e)) => {
                             m.with_label_values(&["failed"]).inc();
@@ -97,7 +109,7 @@ pub async fn serve(
     }
 }
 
-async fn serve_conn<I, S, B>(io: I, svc: S, watcher: Watcher)
+async fn serve_conn<I, S, B>(io: I, svc: S, watcher: Watcher, header_read: Duration)
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     B: hyper::body::Body + Send + 'static,
@@ -114,7 +126,7 @@ where
     let mut b = auto::Builder::new(TokioExecutor::new());
     b.http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ)
+        .header_read_timeout(header_read)
         .keep_alive(true);
     b.http2().timer(TokioTimer::new());
     let conn = b.serve_connection_with_upgrades(TokioIo::new(io), svc);

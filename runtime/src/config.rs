@@ -15,7 +15,9 @@ use crate::restart_budget::RestartPolicy;
 mod iot;
 mod limits;
 mod security;
-pub use limits::{EntityLimits, Limits, RateLimit, RawLimits, RawRate, Retention};
+pub use limits::{
+    validate as validate_limits, EntityLimits, Limits, RateLimit, RawLimits, RawRate, Retention,
+};
 pub use iot::{BrokerLocation, IotConfig, MqttConfig, RawIot, RawMqtt, RawRange};
 pub use security::{
     read_secret, write_secret, AuthSettings, JwtSettings, PublicKeyAlgorithm, RawAuth, RawJwt,
@@ -97,7 +99,27 @@ pub struct RawCluster {
     /// Log level when `RUST_LOG` is unset.
     #[serde(default = "default_log_level")]
     pub log_level: String,
+    /// Largest frame a process sends to or takes from a peer, in bytes; a bigger one is refused.
+    #[serde(default = "default_max_frame_bytes")]
+    pub max_frame_bytes: u64,
+    /// A shard-copy page stops adding records once it holds this many bytes (at least one record).
+    #[serde(default = "default_copy_page_bytes")]
+    pub copy_page_bytes: u64,
 }
+
+/// Smallest `cluster.max_frame_bytes`.
+pub const MIN_FRAME_BYTES: u64 = 1 << 20;
+/// Largest `cluster.max_frame_bytes`: the codec refuses to decode more than 64 MiB.
+pub const MAX_FRAME_BYTES: u64 = 64 << 20;
+/// Room in a frame beyond its values: names, ids, encodings, ractor's own envelope.
+pub const FRAME_ENVELOPE_BYTES: u64 = 64 << 10;
+
+/// About how many bytes the shard map of `shards` shards takes as one frame (JSON, a primary,
+/// `rf - 1` followers and a learner per shard, names up to 32 bytes).
+pub fn shard_map_bytes(shards: u32, rf: usize) -> u64 {
+    u64::from(shards) * (48 + 36 * (rf as u64 + 1)) + 4096
+}
+
 
 /// `[gateway]`
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -236,6 +258,18 @@ fn default_request_timeout_ms() -> u64 {
 fn default_log_level() -> String {
     "info".to_string()
 }
+/// 4 MiB: four times the default entity limit, so a copy page (1 MiB) and the largest entity
+/// fit with room to spare, and the shard map of up to ~16,000 shards; small enough that one
+/// frame holds the link (one session per peer, frames in order) for only a few milliseconds.
+fn default_max_frame_bytes() -> u64 {
+    4 << 20
+}
+/// 1 MiB: a page takes about a millisecond of a loopback link and a few on a LAN, so the live
+/// writes a learner also receives are never queued long behind a page.
+fn default_copy_page_bytes() -> u64 {
+    1 << 20
+}
+
 fn default_gateway_name() -> String {
     "gateway".to_string()
 }
@@ -347,6 +381,11 @@ pub struct ClusterConfig {
     pub fault_injection: bool,
     /// Default log level.
     pub log_level: String,
+    /// Largest frame between processes, bytes.
+    pub max_frame_bytes: usize,
+    /// Byte budget of one shard-copy page.
+    pub copy_page_bytes: usize,
+
     /// Flush policy.
     pub flush: FlushPolicy,
     /// sled cache size in bytes.
@@ -544,7 +583,41 @@ fn valid_name(name: &str) -> bool {
         && name.starts_with(|c: char| c.is_ascii_lowercase())
 }
 
+/// Frames between processes: one frame must carry a copy page with the largest entity beside it,
+/// and the whole shard map (a gateway reads it in one frame).
+fn frame_limits(c: &RawCluster, e: &RawEntities, problems: &mut Vec<String>) {
+    let frame = c.max_frame_bytes;
+    if !(MIN_FRAME_BYTES..=MAX_FRAME_BYTES).contains(&frame) {
+        problems.push(format!(
+            "cluster.max_frame_bytes: {frame} is outside {MIN_FRAME_BYTES}..={MAX_FRAME_BYTES}"
+        ));
+        return;
+    }
+    if c.copy_page_bytes == 0 || c.copy_page_bytes > frame / 2 {
+        problems.push(format!(
+            "cluster.copy_page_bytes: {} is outside 1..={} (half of max_frame_bytes)",
+            c.copy_page_bytes,
+            frame / 2
+        ));
+    }
+    let need = e.max_state_bytes + c.copy_page_bytes + FRAME_ENVELOPE_BYTES;
+    if need > frame {
+        problems.push(format!(
+            "cluster.max_frame_bytes: {frame} cannot carry a copy page (copy_page_bytes = {}) beside the largest entity (entities.max_state_bytes = {}); raise it to at least {need}",
+            c.copy_page_bytes, e.max_state_bytes
+        ));
+    }
+    let map = shard_map_bytes(c.shards, c.replication_factor);
+    if map > frame {
+        problems.push(format!(
+            "cluster.max_frame_bytes: {frame} cannot carry the shard map of {} shards (about {map} bytes); raise it or use fewer shards",
+            c.shards
+        ));
+    }
+}
+
 /// Checks every rule and collects every problem, so one run of `check-config` shows them all.
+
 pub fn validate(raw: &RawConfig, base_dir: &Path) -> Result<ClusterConfig, Vec<String>> {
     let mut problems = Vec::new();
     let c = &raw.cluster;
@@ -642,7 +715,9 @@ pub fn validate(raw: &RawConfig, base_dir: &Path) -> Result<ClusterConfig, Vec<S
             e.backoff_base_ms, e.backoff_max_ms
         ));
     }
+    frame_limits(c, e, &mut problems);
     if raw.nodes.is_empty() {
+
         problems.push("node: at least one [[node]] is required".to_string());
     }
 
@@ -800,6 +875,9 @@ pub fn validate(raw: &RawConfig, base_dir: &Path) -> Result<ClusterConfig, Vec<S
         request_timeout: Duration::from_millis(c.request_timeout_ms),
         fault_injection: c.fault_injection,
         log_level: c.log_level.clone(),
+        max_frame_bytes: c.max_frame_bytes as usize,
+        copy_page_bytes: c.copy_page_bytes as usize,
+
         flush,
         cache_bytes: raw.storage.cache_mb * 1024 * 1024,
         idle_timeout: Duration::from_secs(e.idle_timeout_secs),

@@ -58,15 +58,13 @@ pub struct RawLimits {
     /// Open client connections the gateway keeps; past it new connections are closed at once.
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
-    /// Longest wait for a request's headers.
+    /// Longest wait for a request's headers; also how long an idle keep-alive connection is
+    /// kept open waiting for its next request.
     #[serde(default = "default_header_timeout_ms")]
     pub header_timeout_ms: u64,
     /// Longest wait for a request's body once its headers are in.
     #[serde(default = "default_body_timeout_ms")]
     pub body_timeout_ms: u64,
-    /// A keep-alive connection with no request for this long is closed.
-    #[serde(default = "default_idle_timeout_ms")]
-    pub idle_timeout_ms: u64,
 }
 
 impl Default for RawLimits {
@@ -77,7 +75,6 @@ impl Default for RawLimits {
             max_connections: default_max_connections(),
             header_timeout_ms: default_header_timeout_ms(),
             body_timeout_ms: default_body_timeout_ms(),
-            idle_timeout_ms: default_idle_timeout_ms(),
         }
     }
 }
@@ -116,9 +113,6 @@ fn default_header_timeout_ms() -> u64 {
 }
 fn default_body_timeout_ms() -> u64 {
     10_000
-}
-fn default_idle_timeout_ms() -> u64 {
-    60_000
 }
 
 /// How long and how many idempotency keys an entity remembers.
@@ -173,8 +167,6 @@ pub struct Limits {
     pub header_timeout: Duration,
     /// Body-read deadline.
     pub body_timeout: Duration,
-    /// Keep-alive idle deadline.
-    pub idle_timeout: Duration,
 }
 
 impl Limits {
@@ -239,7 +231,6 @@ pub fn validate(raw: &RawLimits, problems: &mut Vec<String>) -> Limits {
     for (field, v) in [
         ("header_timeout_ms", raw.header_timeout_ms),
         ("body_timeout_ms", raw.body_timeout_ms),
-        ("idle_timeout_ms", raw.idle_timeout_ms),
     ] {
         check_range(problems, field, v, 100, 3_600_000);
     }
@@ -249,7 +240,6 @@ pub fn validate(raw: &RawLimits, problems: &mut Vec<String>) -> Limits {
         max_connections: raw.max_connections,
         header_timeout: Duration::from_millis(raw.header_timeout_ms),
         body_timeout: Duration::from_millis(raw.body_timeout_ms),
-        idle_timeout: Duration::from_millis(raw.idle_timeout_ms),
     }
 }
 
