@@ -1,6 +1,8 @@
 //! A learner copies each shard it was added to from the shard's primary, page by page, while the
 //! primary also sends it every new write; records apply by lsn, so the two streams may interleave.
-//! When the copy is complete the learner proposes to join the in-sync set.
+//! When the copy is complete the learner proposes to join the in-sync set. Pages are bounded in
+//! bytes by the primary (`cluster.copy_page_bytes`) and checked by the learner before a record
+//! of them is applied.
 //!
 //! ```text
 //! map lists me as learner of S ──▶ copy(S): Copy pages from primary ──▶ store.apply (by lsn)
@@ -13,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use crate::consensus::MapWatch;
 use crate::control_plane::Proposer;
+use crate::frame_check::{self, FrameLimits};
 use crate::metrics;
 use crate::replication::call_host;
 use crate::shard_map::{MapCommand, ShardId};
@@ -26,6 +29,7 @@ pub fn spawn(
     mut map: MapWatch,
     proposer: Proposer,
     timeout: Duration,
+    limits: FrameLimits,
 ) -> tokio::task::JoinHandle<()> {
     let running: Arc<Mutex<HashSet<u32>>> = Arc::default();
     tokio::spawn(async move {
@@ -55,7 +59,7 @@ pub fn spawn(
                 );
                 tokio::spawn(async move {
                     let started = Instant::now();
-                    match copy(&node, &store, &map, &proposer, shard, timeout).await {
+                    match copy(&node, &store, &map, &proposer, shard, timeout, &limits).await {
                         Ok(n) => tracing::info!(
                             shard = shard.0,
                             records = n,
@@ -80,6 +84,7 @@ async fn copy(
     proposer: &Proposer,
     shard: ShardId,
     timeout: Duration,
+    limits: &FrameLimits,
 ) -> Result<usize, String> {
     let primary = map.borrow().placement(shard).primary.clone();
     let mut after = None;
@@ -91,7 +96,30 @@ async fn copy(
             after: after.clone(),
         });
         let page = call_host(&primary, ShardHostRpc::Copy, req, timeout).await?;
-        match wire::decode::<CopyPage>(&page).map_err(|e| e.to_string())? {
+        let page = frame_check::decode::<CopyPage>("copy_page", &page, limits).and_then(|p| {
+            if let CopyPage::Records {
+                records,
+                next,
+                done,
+            } = &p
+            {
+                let epoch = map.borrow().placement(shard).epoch;
+                frame_check::copy_page(
+                    records,
+                    next.as_deref(),
+                    *done,
+                    after.as_deref(),
+                    epoch,
+                    limits,
+                )?;
+            }
+            Ok(p)
+        });
+        let page = page.map_err(|e| {
+            frame_check::refuse("copy_page", &e);
+            format!("copy page from {primary} refused: {e}")
+        })?;
+        match page {
             CopyPage::Refused(why) => {
                 // The primary may not have applied the map change yet.
                 tokio::time::sleep(Duration::from_millis(100)).await;

@@ -25,8 +25,11 @@ mod consensus;
 mod control_plane;
 mod entity;
 mod failure_detector;
+mod frame_check;
+
 mod gateway_frames;
 mod heartbeat;
+mod keeper;
 mod idempotency;
 mod lease;
 mod links;
@@ -47,7 +50,8 @@ pub mod shutdown;
 mod slow_nodes;
 mod storage;
 pub mod tls;
-mod wire;
+pub mod wire;
+
 
 pub use activation::ActivationTable;
 pub use client::{Access, Answer, ClusterClient, RequestError};

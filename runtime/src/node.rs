@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! start: metrics → store (sled) → cluster member (transport, heartbeat, membership)
-//!        → control plane (raft over the shard map) → shard host → ops endpoint → ready
+//!        → control plane (raft over the shard map) → shard host (kept: restarted with backoff
+//!        if it dies, /ready false meanwhile) → ops endpoint → ready
 //! stop:  not ready → shard host (entities stop) → control plane → cluster member → ops
 //!        → store flush
 //! ```
@@ -20,16 +21,30 @@ use crate::client::ClusterClient;
 use crate::config::ClusterConfig;
 use crate::control_plane::ControlPlane;
 use crate::entity::EntityKinds;
+use crate::frame_check::FrameLimits;
+use crate::keeper::{Keeper, KeeperArgs};
 use crate::lease::Lease;
 use crate::member::ClusterMember;
 use crate::metrics;
-use crate::ops;
+use crate::ops::{self, Readiness};
+use crate::restart_budget::RestartPolicy;
 use crate::replication::Replicator;
 use crate::shard_host::{ShardHost, ShardHostArgs};
 use crate::shutdown;
 use crate::shutdown::Shutdown;
 use crate::storage::Store;
 use crate::RuntimeError;
+
+/// How the node restarts a shard host that died: quickly at first (the entities restart from
+/// their persisted state on their next request), backing off to 5 s, and never giving up (a
+/// spent budget waits 30 s and tries again).
+const SHARD_HOST_RESTARTS: RestartPolicy = RestartPolicy {
+    max_restarts: 10,
+    window: Duration::from_secs(60),
+    backoff_base: Duration::from_millis(100),
+    backoff_max: Duration::from_secs(5),
+    quarantine: Duration::from_secs(30),
+};
 
 /// What a node lends the services the binary runs beside its shards (the MQTT bridge).
 #[derive(Clone)]
@@ -108,11 +123,9 @@ pub async fn run_with(
         map.clone(),
         control.proposer(),
         cfg.request_timeout,
+        FrameLimits::of(&cfg),
     );
-    let (host, _) = Actor::spawn(
-        None,
-        ShardHost,
-        ShardHostArgs {
+    let host_args = ShardHostArgs {
             node: me.name.clone(),
             map: map.clone(),
             store: store.clone(),
@@ -126,6 +139,18 @@ pub async fn run_with(
             replicator,
             lease: member.lease(),
             load: member.load(),
+            frames: FrameLimits::of(&cfg),
+    };
+    let host_up = Arc::new(AtomicBool::new(false));
+    let (host, _) = Actor::spawn(
+        None,
+        Keeper::<ShardHost>::new(),
+        KeeperArgs {
+            name: "shard host",
+            start: Box::new(move || (ShardHost, host_args.clone())),
+            policy: SHARD_HOST_RESTARTS,
+            up: host_up.clone(),
+            restarts: metrics::get().shard_host_restarts.clone(),
         },
     )
     .await
@@ -140,7 +165,7 @@ pub async fn run_with(
     let (trigger, shutdown_rx) = shutdown::channel();
     let ops_task = ops::serve(
         me.ops_addr,
-        ready.clone(),
+        Readiness::all(vec![("started", ready.clone()), ("shard_host", host_up)]),
         member.view(),
         cfg.auth.metrics_token.clone(),
         shutdown_rx,

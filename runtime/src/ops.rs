@@ -1,5 +1,6 @@
 //! The ops endpoint every process serves: `/metrics` (Prometheus text), `/health` (the process is
-//! running), `/ready` (it has finished starting and can take traffic) and `/view` (who this
+//! running), `/ready` (it has finished starting, its essential actors run, and it can take
+//! traffic) and `/view` (who this
 //! process believes is up, as JSON: what chaos runs use to time failure detection).
 
 use std::net::SocketAddr;
@@ -15,11 +16,39 @@ use crate::config::Secret;
 use crate::metrics;
 use crate::shutdown::Shutdown;
 
+/// What `/ready` answers: ready while every named condition holds, otherwise 503 naming the ones
+/// that do not (a node: `started`, and `shard_host` while its shard host is being restarted).
+#[derive(Debug, Clone)]
+pub struct Readiness(Arc<Vec<(&'static str, Arc<AtomicBool>)>>);
+
+impl Readiness {
+    /// Ready when every flag is set.
+    pub fn all(conditions: Vec<(&'static str, Arc<AtomicBool>)>) -> Self {
+        Self(Arc::new(conditions))
+    }
+
+    /// The conditions that do not hold.
+    pub fn missing(&self) -> Vec<&'static str> {
+        self.0
+            .iter()
+            .filter(|(_, f)| !f.load(Ordering::Acquire))
+            .map(|(n, _)| *n)
+            .collect()
+    }
+}
+
+impl From<Arc<AtomicBool>> for Readiness {
+    /// One flag: the process has started.
+    fn from(started: Arc<AtomicBool>) -> Self {
+        Self::all(vec![("started", started)])
+    }
+}
+
 /// Binds `addr` and serves the ops endpoints until `shutdown`; `/metrics` asks for
 /// `metrics_token` as a bearer token when one is given.
 pub async fn serve(
     addr: SocketAddr,
-    ready: Arc<AtomicBool>,
+    ready: impl Into<Readiness>,
     view: tokio::sync::watch::Receiver<crate::membership::ClusterView>,
     metrics_token: Option<Secret>,
     shutdown: Shutdown,
@@ -58,11 +87,16 @@ pub async fn serve(
             )
         });
     let health = warp::path!("health").and(warp::get()).map(|| "ok\n");
+    let ready: Readiness = ready.into();
     let ready_route = warp::path!("ready").and(warp::get()).map(move || {
-        if ready.load(Ordering::Acquire) {
-            warp::reply::with_status("ready\n", StatusCode::OK)
+        let missing = ready.missing();
+        if missing.is_empty() {
+            warp::reply::with_status("ready\n".to_string(), StatusCode::OK)
         } else {
-            warp::reply::with_status("starting\n", StatusCode::SERVICE_UNAVAILABLE)
+            warp::reply::with_status(
+                format!("not ready: {}\n", missing.join(", ")),
+                StatusCode::SERVICE_UNAVAILABLE,
+            )
         }
     });
     let view_route = warp::path!("view")

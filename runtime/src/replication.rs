@@ -361,7 +361,11 @@ impl Replicator {
             let in_sync = p.in_sync.contains(target);
             match ack.map(|b| wire::decode::<ReplicaAck>(&b)) {
                 Ok(Ok(ReplicaAck::Applied)) => {}
-                Ok(Ok(ReplicaAck::Stale { epoch })) => {
+                Ok(Ok(ReplicaAck::Stale { epoch }))
+                    if crate::frame_check::stale_epoch(epoch, write.epoch)
+                        .inspect_err(|e| crate::frame_check::refuse("replica_ack", e))
+                        .is_ok() =>
+                {
                     metrics::get().stale_primary_refusals.inc();
                     if self.depose(shard, epoch) {
                         tracing::warn!(shard = shard.0, follower = %target, epoch, "a follower knows a newer primary; stepping down");

@@ -19,6 +19,7 @@ use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, Supervi
 
 use crate::activation::ActivationTable;
 use crate::consensus::MapWatch;
+use crate::frame_check::{self, FrameLimits};
 use crate::entity::{CallResult, EntityKey, EntityKinds, Served};
 use crate::lease::Lease;
 use crate::load::Load;
@@ -33,8 +34,9 @@ use crate::wire::{
     ReplicaWrite, ShardHostRpc,
 };
 
-/// Start-up arguments of the shard host.
-#[derive(Debug)]
+/// Start-up arguments of the shard host (cloned for every start: the node restarts a host that
+/// died).
+#[derive(Debug, Clone)]
 pub struct ShardHostArgs {
     /// This node's name.
     pub node: String,
@@ -62,6 +64,8 @@ pub struct ShardHostArgs {
     pub lease: Lease,
     /// This node's load counters.
     pub load: Load,
+    /// Byte limits of frames from and to peers.
+    pub frames: FrameLimits,
 }
 
 /// Shard host state.
@@ -121,12 +125,25 @@ impl ShardHostState {
     /// A follower applies a write from the shard's primary, unless it knows a newer epoch.
     fn replicate(&mut self, bytes: Vec<u8>, reply: RpcReplyPort<Vec<u8>>) {
         let m = metrics::get();
-        let w: ReplicaWrite = match wire::decode(&bytes) {
+        let checked = frame_check::decode::<ReplicaWrite>("replicate", &bytes, &self.args.frames)
+            .and_then(|w| {
+                let map = self.args.map.borrow();
+                let s = frame_check::shard(w.shard, map.shard_count())?;
+                let epoch = map.placement(s).epoch;
+                frame_check::replica_write(
+                    &w,
+                    map.shard_count(),
+                    map.nodes(),
+                    epoch,
+                    &self.args.frames,
+                )?;
+                Ok(w)
+            });
+        let w = match checked {
             Ok(w) => w,
             Err(e) => {
-                let _ = reply.send(wire::encode(&ReplicaAck::Failed(format!(
-                    "bad replica frame: {e}"
-                ))));
+                frame_check::refuse("replicate", &e);
+                let _ = reply.send(wire::encode(&ReplicaAck::Refused(e)));
                 return;
             }
         };
@@ -196,16 +213,24 @@ impl ShardHostState {
     /// Gives a shard up to an in-sync follower (see [`Replicator::hand_over`]), off the actor;
     /// requests stop at the ownership check at once, the entities when the map arrives.
     fn hand_over(&mut self, bytes: Vec<u8>, reply: RpcReplyPort<Vec<u8>>) {
-        let req = match wire::decode::<wire::HandOver>(&bytes) {
-            Ok(r) => r,
+        let checked = frame_check::decode::<wire::HandOver>("hand_over", &bytes, &self.args.frames)
+            .and_then(|h| {
+                let map = self.args.map.borrow();
+                let s = frame_check::shard(h.shard, map.shard_count())?;
+                let epoch = map.placement(s).epoch;
+                frame_check::hand_over(&h, map.shard_count(), map.nodes(), epoch)?;
+                Ok((s, h))
+            });
+        let (shard, req) = match checked {
+            Ok(c) => c,
             Err(e) => {
+                frame_check::refuse("hand_over", &e);
                 let _ = reply.send(wire::encode(&Err::<(), String>(format!(
-                    "bad hand-over request: {e}"
+                    "hand-over refused: {e}"
                 ))));
                 return;
             }
         };
-        let shard = ShardId(req.shard);
         let replicator = self.args.replicator.clone();
         tracing::info!(shard = req.shard, to = %req.to, epoch = req.epoch, "handing the shard over");
         tokio::spawn(async move {
@@ -228,10 +253,18 @@ impl ShardHostState {
 
     /// The primary serves one page of a shard to a learner it knows about.
     fn copy(&mut self, bytes: Vec<u8>, reply: RpcReplyPort<Vec<u8>>) {
-        let page = match wire::decode::<CopyRequest>(&bytes) {
-            Err(e) => CopyPage::Refused(format!("bad copy request: {e}")),
-            Ok(req) => {
-                let shard = ShardId(req.shard);
+        let checked =
+            frame_check::decode::<CopyRequest>("copy", &bytes, &self.args.frames).and_then(|r| {
+                let map = self.args.map.borrow();
+                let s = frame_check::copy_request(&r, map.shard_count(), map.nodes())?;
+                Ok((s, r))
+            });
+        let page = match checked {
+            Err(e) => {
+                frame_check::refuse("copy", &e);
+                CopyPage::Refused(format!("copy request refused: {e}"))
+            }
+            Ok((shard, req)) => {
                 let p = self.args.map.borrow().placement(shard).clone();
                 if p.primary != self.args.node || !p.learners.contains(&req.learner) {
                     CopyPage::Refused(format!(
@@ -244,7 +277,12 @@ impl ShardHostState {
                         // that read the map before it listed the learner.
                         self.args.replicator.fence(shard);
                     }
-                    match self.args.store.scan(shard, req.after.as_deref(), COPY_PAGE) {
+                    match self.args.store.scan(
+                        shard,
+                        req.after.as_deref(),
+                        frame_check::MAX_PAGE_RECORDS,
+                        self.args.frames.copy_page_bytes,
+                    ) {
                         Ok((records, next)) => CopyPage::Records {
                             records: records
                                 .into_iter()
@@ -309,6 +347,7 @@ impl ShardHostState {
             self.args.request_timeout,
         );
         let guard = self.args.load.begin();
+        let limit = self.args.frames.max_frame_bytes;
         tokio::spawn(async move {
             let _guard = guard;
             let ask = wire::encode(&ReadIndex {
@@ -343,13 +382,21 @@ impl ShardHostState {
                     Err(e) => EntityReply::Err(e),
                 }
             };
-            let _ = reply.send(wire::encode(&answer));
+            let _ = reply.send(bounded(&answer, limit));
         });
     }
 
     /// The primary answers a follower's [`ReadIndex`].
     fn read_index(&self, bytes: Vec<u8>, reply: RpcReplyPort<Vec<u8>>) {
-        let ok = wire::decode::<ReadIndex>(&bytes).is_ok_and(|q| {
+        let checked = frame_check::decode::<ReadIndex>("read_index", &bytes, &self.args.frames)
+            .and_then(|q| {
+                let map = self.args.map.borrow();
+                frame_check::read_index(&q, map.shard_count(), map.nodes())?;
+                Ok(q)
+            });
+        // A question that breaks the rules is answered "not confirmed": the follower must not
+        // serve the read.
+        let ok = checked.inspect_err(|e| frame_check::refuse("read_index", e)).is_ok_and(|q| {
             let map = self.args.map.borrow();
             let p = map.placement(ShardId(q.shard));
             self.args.lease.is_valid()
@@ -404,11 +451,17 @@ impl ShardHostState {
         bytes: Vec<u8>,
         reply: RpcReplyPort<Vec<u8>>,
     ) {
-        let req: EntityRequest = match wire::decode(&bytes) {
+        let checked = frame_check::decode::<EntityRequest>("request", &bytes, &self.args.frames)
+            .and_then(|r| {
+                frame_check::entity_request(&r, self.args.map.borrow().shard_count())?;
+                Ok(r)
+            });
+        let req = match checked {
             Ok(r) => r,
             Err(e) => {
+                frame_check::refuse("request", &e);
                 let _ = reply.send(wire::encode(&EntityReply::Err(RemoteError::BadRequest(
-                    format!("entity request does not decode: {e}"),
+                    format!("entity request refused: {e}"),
                 ))));
                 return;
             }
@@ -476,6 +529,7 @@ impl ShardHostState {
                 .inc();
         }
         let request_id = req.request_id;
+        let limit = self.args.frames.max_frame_bytes;
         tokio::spawn(async move {
             let _guard = guard;
             let started = Instant::now();
@@ -494,9 +548,27 @@ impl ShardHostState {
             };
             in_flight.dec();
             tracing::debug!(%request_id, kind = %kind, ok = !matches!(answer, EntityReply::Err(_)), latency_us = started.elapsed().as_micros() as u64, "handled");
-            let _ = reply.send(wire::encode(&answer));
+            let _ = reply.send(bounded(&answer, limit));
         });
     }
+}
+
+/// Encodes an answer for a peer, replacing one over the frame limit by an error: the peer would
+/// refuse the frame (and end its session), so it must never be sent.
+fn bounded(answer: &EntityReply, limit: usize) -> Vec<u8> {
+    let bytes = wire::encode(answer);
+    if bytes.len() <= limit {
+        return bytes;
+    }
+    tracing::error!(
+        bytes = bytes.len(),
+        limit,
+        "an entity answer is over the frame limit; answering an error instead"
+    );
+    wire::encode(&EntityReply::Err(RemoteError::BadRequest(format!(
+        "the answer is {} bytes, over the {limit}-byte frame limit (cluster.max_frame_bytes)",
+        bytes.len()
+    ))))
 }
 
 impl Actor for ShardHost {

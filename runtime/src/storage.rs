@@ -312,12 +312,15 @@ impl Store {
     }
 
     /// Up to `limit` records of `shard` after key `after` (tombstones included), for copying
-    /// the shard to another node; also the key to resume after, if any remain.
+    /// the shard to another node; also the key to resume after, if any remain. The page stops
+    /// once it holds `max_bytes` (keys, values and 16 bytes per record), with at least one
+    /// record, so a page always fits a frame and a copy always moves on.
     pub fn scan(
         &self,
         shard: ShardId,
         after: Option<&[u8]>,
         limit: usize,
+        max_bytes: usize,
     ) -> Result<ScanPage, StorageError> {
         let tree = self.tree(shard);
         let iter = match after {
@@ -328,8 +331,9 @@ impl Store {
         };
         let mut out = Vec::new();
         let mut last = None;
+        let mut bytes = 0usize;
         for item in iter {
-            if out.len() == limit {
+            if out.len() == limit || (!out.is_empty() && bytes >= max_bytes) {
                 return Ok((out, last));
             }
             let (k, v) = item?;
@@ -338,6 +342,7 @@ impl Store {
             };
             let kind = String::from_utf8_lossy(&k[..sep]).into_owned();
             let id = String::from_utf8_lossy(&k[sep + 1..]).into_owned();
+            bytes += k.len() + v.len() + 16;
             out.push((kind, id, Record::decode(&v)));
             last = Some(k.to_vec());
         }
@@ -462,7 +467,7 @@ mod tests {
             "a copy must not resurrect a deleted entity"
         );
         assert_eq!(s.get(ShardId(1), "c", "x").unwrap(), None);
-        let (scanned, next) = s.scan(ShardId(1), None, 10).unwrap();
+        let (scanned, next) = s.scan(ShardId(1), None, 10, usize::MAX).unwrap();
         assert_eq!(
             scanned,
             vec![(
@@ -479,10 +484,19 @@ mod tests {
             s.apply(ShardId(0), "c", &format!("k{i}"), 20 + i, Some(b"v"))
                 .unwrap();
         }
-        let (page, next) = s.scan(ShardId(0), None, 3).unwrap();
+        let (page, next) = s.scan(ShardId(0), None, 3, usize::MAX).unwrap();
         assert_eq!((page.len(), page[0].1.as_str()), (3, "k0"));
-        let (rest, end) = s.scan(ShardId(0), next.as_deref(), 3).unwrap();
+        let (rest, end) = s.scan(ShardId(0), next.as_deref(), 3, usize::MAX).unwrap();
         assert_eq!((rest.len(), rest[0].1.as_str(), end), (2, "k3", None));
+        // A byte budget ends the page early, never before its first record.
+        let (one, next) = s.scan(ShardId(0), None, 3, 1).unwrap();
+        assert_eq!((one.len(), one[0].1.as_str()), (1, "k0"));
+        let (two, _) = s.scan(ShardId(0), next.as_deref(), 3, 40).unwrap();
+        assert_eq!(
+            two.iter().map(|r| r.1.as_str()).collect::<Vec<_>>(),
+            ["k1", "k2"],
+            "each record is 4 + 10 + 16 = 30 bytes: the second passes the 40-byte budget"
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 
