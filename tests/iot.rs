@@ -542,8 +542,13 @@ async fn kill_mid_chain(broker: Broker) {
         )
         .await;
     }
-    // Kill the bridge's node while the chains are running.
-    tokio::time::sleep(Duration::from_millis(150)).await;
+    // Kill the bridge's node while the chains are running: once the first alert is raised.
+    wait_for(
+        "the first alert raised by the bridge's node",
+        Duration::from_secs(20),
+        || async { (c.metric(&holder, "keelson_anomalies_total").await >= 1.0).then_some(()) },
+    )
+    .await;
     c.kill(&holder);
 
     let mut commands: BTreeMap<String, HashSet<String>> = BTreeMap::new();

@@ -157,11 +157,18 @@ async fn a_frozen_primary_is_replaced_fenced_and_rejoins_as_a_follower() {
         .req("GET", &format!("/v1/cluster/locate/customer/{key}"), None)
         .await;
     assert_eq!(loc["owner_state"], "up");
-    assert!(
-        c.metric("n2", "keelson_shards_following").await
-            + c.metric("n2", "keelson_shards_owned").await
-            > 0.0
-    );
+    // The gateway can see the map that makes n2 a replica before n2 has applied it.
+    wait_for(
+        "n2 to count itself a replica",
+        Duration::from_secs(10),
+        || async {
+            (c.metric("n2", "keelson_shards_following").await
+                + c.metric("n2", "keelson_shards_owned").await
+                > 0.0)
+                .then_some(())
+        },
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
