@@ -401,6 +401,22 @@ async fn faults(c: &mut Cluster) {
         (live_sum(c, "keelson_failovers_total").await >= 1.0).then_some(())
     })
     .await;
+    let victim = busiest.0;
+    wait_for(
+        "every shard of the killed node failed over",
+        Duration::from_secs(20),
+        || async {
+            let v = c
+                .get_json(&format!("{}/v1/cluster/shards", c.gateway))
+                .await?;
+            v["shards"]
+                .as_array()?
+                .iter()
+                .all(|p| p["primary"] != victim.as_str())
+                .then_some(())
+        },
+    )
+    .await;
     light_traffic(c, "o").await;
 }
 
