@@ -253,3 +253,43 @@ fn secrets_come_from_files_and_never_reach_debug_output() {
         .any(|m| m.contains("127.0.0.254 is reserved")));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn frames_between_nodes_hold_a_copy_page_beside_the_largest_entity_and_the_whole_map() {
+    let c = parse(GOOD, Path::new("/base")).unwrap();
+    assert_eq!((c.max_frame_bytes, c.copy_page_bytes), (4 << 20, 1 << 20));
+    let with = |cluster: &str, entities: &str| {
+        problems(&GOOD.replace(
+            "cookie = \"secret-cookie\"\n",
+            &format!("cookie = \"secret-cookie\"\n{cluster}\n[entities]\n{entities}\n"),
+        ))
+    };
+    assert_eq!(with("", ""), Vec::<String>::new());
+    let p = with("max_frame_bytes = 100", "");
+    assert!(
+        p.iter()
+            .any(|m| m.starts_with("cluster.max_frame_bytes: 100 is outside")),
+        "{p:?}"
+    );
+    // An entity limit the frames cannot carry is named with the size to raise the frame to.
+    let p = with("", "max_state_bytes = 8388608");
+    assert!(
+        p.iter().any(|m| m.starts_with("cluster.max_frame_bytes:")
+            && m.contains("entities.max_state_bytes = 8388608")
+            && m.contains(&format!("at least {}", (8 << 20) + (1 << 20) + (64 << 10)))),
+        "{p:?}"
+    );
+    assert_eq!(
+        with("max_frame_bytes = 16777216", "max_state_bytes = 8388608"),
+        Vec::<String>::new()
+    );
+    let p = with("copy_page_bytes = 0", "");
+    assert!(p.iter().any(|m| m.starts_with("cluster.copy_page_bytes:")), "{p:?}");
+    // 65,536 shards make a map of about 10 MiB: more than 4 MiB frames carry.
+    let p = with("shards = 65536", "");
+    assert!(
+        p.iter()
+            .any(|m| m.contains("cannot carry the shard map of 65536 shards")),
+        "{p:?}"
+    );
+}

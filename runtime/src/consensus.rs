@@ -75,6 +75,9 @@ pub fn raft_config(cluster: &str, failure_timeout: Duration) -> openraft::Config
         install_snapshot_timeout: 2000,
         snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(1000),
         max_in_snapshot_log_to_keep: 200,
+        // A chunk's bytes travel as a JSON array (up to 4 characters a byte): 128 KiB makes
+        // frames of at most ~512 KiB, well inside the smallest `cluster.max_frame_bytes` (1 MiB).
+        snapshot_max_chunk_size: 128 * 1024,
         ..Default::default()
     }
 }

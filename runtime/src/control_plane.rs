@@ -93,8 +93,14 @@ impl ControlPlane {
                 .await
                 .map_err(|e| RuntimeError::Spawn("consensus", e.to_string()))?,
         );
-        let server = serve_raft_rpc(me, raft.clone(), map.clone(), cfg.request_timeout)
-            .await
+        let server = serve_raft_rpc(
+            me,
+            raft.clone(),
+            map.clone(),
+            cfg.request_timeout,
+            crate::frame_check::FrameLimits::of(cfg),
+        )
+        .await
             .map_err(|e| RuntimeError::Spawn("consensus endpoint", e.to_string()))?;
         if !raft.is_initialized().await.unwrap_or(true) {
             // Safe on every node with the same membership: openraft converges on one leader.

@@ -201,7 +201,12 @@ impl TlsLinks {
         let opened = if member.role == Role::Gateway {
             // A gateway's frames are read first: requests pass, replication and votes end it.
             let (ours, theirs) = tokio::io::duplex(256 * 1024);
-            tokio::spawn(filter_gateway(stream, ours, member.name.clone()));
+            tokio::spawn(filter_gateway(
+                stream,
+                ours,
+                member.name.clone(),
+                crate::member::inbound_limit(&self.cfg),
+            ));
             NodeServerMessage::ConnectionOpenedExternal {
                 stream: Box::new(Verified {
                     stream: theirs,
@@ -219,12 +224,10 @@ impl TlsLinks {
     }
 }
 
-/// Largest frame ractor_cluster accepts by default; a bigger one ends the session anyway.
-const MAX_FRAME: u64 = 16 << 20;
-
 /// Passes a gateway's session through, frame by frame (u64 big-endian length, then the
-/// message), ending it at the first frame a gateway may not send.
-async fn filter_gateway<S>(tls: S, ours: tokio::io::DuplexStream, gateway: String)
+/// message), ending it at the first frame a gateway may not send or one over `max_frame` (the
+/// node server would end it there anyway).
+async fn filter_gateway<S>(tls: S, ours: tokio::io::DuplexStream, gateway: String, max_frame: u64)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
@@ -237,7 +240,12 @@ where
     });
     let mut frame = Vec::new();
     while let Ok(len) = tr.read_u64().await {
-        if len > MAX_FRAME {
+        if len > max_frame {
+            crate::metrics::get()
+                .link_refusals
+                .with_label_values(&["gateway_frame"])
+                .inc();
+            tracing::warn!(gateway = %gateway, bytes = len, limit = max_frame, "closing a gateway session that sent a frame over the limit");
             break;
         }
         frame.resize(len as usize, 0);

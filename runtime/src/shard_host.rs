@@ -93,9 +93,6 @@ enum Route {
     Follower(ShardId, String),
 }
 
-/// Records per copy page.
-const COPY_PAGE: usize = 512;
-
 impl ShardHostState {
     /// Stops the entities of shards this node no longer leads: their state now lives elsewhere.
     fn map_changed(&mut self) {

@@ -1,6 +1,8 @@
 //! openraft's transport over the cluster link: each node runs one remotable [`RaftRpcServer`]
 //! in the process group `keelson.v1.raft.<node>`; peers reach it with ractor RPCs whose payloads
-//! are versioned JSON frames of openraft's own types.
+//! are versioned JSON frames of openraft's own types. Every frame is checked before openraft
+//! sees it (size, entry count, snapshot offsets and shape, proposed shard), and every answer is
+//! an `Answer`: openraft's result or a typed refusal.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,8 +20,9 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::{MapRaft, MapRequest, MapWatch, Raft};
-use crate::shard_map::{MapError, ShardMap};
-use crate::wire::{self, RaftRpc, WIRE_VERSION};
+use crate::frame_check::{self, FrameLimits};
+use crate::shard_map::{MapCommand, MapError, ShardMap};
+use crate::wire::{self, FrameError, RaftRpc, WIRE_VERSION};
 
 fn frame<T: Serialize>(v: &T) -> Vec<u8> {
     let mut out = vec![WIRE_VERSION];
@@ -33,6 +36,70 @@ fn unframe<T: DeserializeOwned>(b: &[u8]) -> Result<T, String> {
         Some((v, _)) => Err(format!("frame version {v} is not {WIRE_VERSION}")),
         None => Err("empty frame".to_string()),
     }
+}
+
+/// Every answer of the consensus endpoint: openraft's own result, or why the frame was refused
+/// before openraft saw it (see `frame_check`).
+#[derive(Debug, Serialize, Deserialize)]
+enum Answer<T> {
+    Done(T),
+    Refused(FrameError),
+}
+
+/// Decodes and checks a frame from a peer; a refusal is counted and logged.
+fn take<T: DeserializeOwned>(
+    frame_name: &str,
+    b: &[u8],
+    limits: &FrameLimits,
+    check: impl FnOnce(&T) -> Result<(), FrameError>,
+) -> Result<T, FrameError> {
+    let checked = frame_check::size(&format!("{frame_name} frame"), b.len(), limits.max_frame_bytes)
+        .and_then(|()| {
+            unframe::<T>(b).map_err(|reason| FrameError::Malformed {
+                frame: frame_name.to_string(),
+                reason,
+            })
+        })
+        .and_then(|v| check(&v).map(|()| v));
+    if let Err(e) = &checked {
+        frame_check::refuse(frame_name, e);
+    }
+    checked
+}
+
+/// A snapshot sent whole in one chunk must hold a map of this cluster's shape: a map of another
+/// shard count would make every shard number this node uses wrong.
+fn snapshot_shape(
+    req: &InstallSnapshotRequest<MapRaft>,
+    map: &ShardMap,
+) -> Result<(), FrameError> {
+    frame_check::snapshot_chunk(req.offset, req.data.len())?;
+    if req.offset != 0 || !req.done {
+        return Ok(());
+    }
+    let v: serde_json::Value =
+        serde_json::from_slice(&req.data).map_err(|e| FrameError::Malformed {
+            frame: "snapshot data".to_string(),
+            reason: e.to_string(),
+        })?;
+    let shards = v["map"]["shards"].as_array().map_or(0, Vec::len) as u64;
+    if shards != u64::from(map.shard_count()) {
+        return Err(FrameError::OutOfRange {
+            field: "snapshot shard count".to_string(),
+            value: shards,
+            expected: format!("{} (this cluster's)", map.shard_count()),
+        });
+    }
+    let nodes: Vec<&str> = v["map"]["nodes"]
+        .as_array()
+        .map(|n| n.iter().filter_map(|n| n.as_str()).collect())
+        .unwrap_or_default();
+    if nodes != map.nodes().iter().map(String::as_str).collect::<Vec<_>>() {
+        return Err(FrameError::UnknownNode {
+            field: "snapshot nodes".to_string(),
+        });
+    }
+    Ok(())
 }
 
 /// Why a proposal did not change the map.
@@ -103,9 +170,14 @@ impl Connection {
         let bytes = call(&self.name, build, frame(req), option.hard_ttl())
             .await
             .map_err(|e| RPCError::Unreachable(Unreachable::new(&std::io::Error::other(e))))?;
-        let res: Result<Resp, RaftError<u64, E>> = unframe(&bytes)
+        let answer: Answer<Result<Resp, RaftError<u64, E>>> = unframe(&bytes)
             .map_err(|e| RPCError::Network(NetworkError::new(&std::io::Error::other(e))))?;
-        res.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+        match answer {
+            Answer::Done(res) => res.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e))),
+            Answer::Refused(e) => Err(RPCError::Network(NetworkError::new(
+                &std::io::Error::other(format!("{} refused the frame: {e}", self.name)),
+            ))),
+        }
     }
 }
 
@@ -153,7 +225,15 @@ pub async fn propose(
             let bytes = call(&leader.addr, RaftRpc::Propose, frame(&cmd), timeout)
                 .await
                 .map_err(ProposeError::NoLeader)?;
-            unframe::<Result<u64, ProposeError>>(&bytes).map_err(ProposeError::NoLeader)?
+            match unframe::<Answer<Result<u64, ProposeError>>>(&bytes)
+                .map_err(ProposeError::NoLeader)?
+            {
+                Answer::Done(r) => r,
+                Answer::Refused(e) => Err(ProposeError::NoLeader(format!(
+                    "{} refused the proposal: {e}",
+                    leader.addr
+                ))),
+            }
         }
         Err(e) => Err(ProposeError::NoLeader(e.to_string())),
     }
@@ -162,7 +242,10 @@ pub async fn propose(
 /// Fetches the shard map applied by node `from`.
 pub async fn fetch_map(from: &str, timeout: Duration) -> Result<ShardMap, String> {
     let bytes = call(from, RaftRpc::GetMap, frame(&()), timeout).await?;
-    unframe(&bytes)
+    match unframe::<Answer<ShardMap>>(&bytes)? {
+        Answer::Done(map) => Ok(map),
+        Answer::Refused(e) => Err(format!("{from} refused the map request: {e}")),
+    }
 }
 
 /// The consensus endpoint actor.
@@ -174,6 +257,7 @@ pub struct RaftServerState {
     raft: Arc<Raft>,
     map: MapWatch,
     timeout: Duration,
+    frames: FrameLimits,
 }
 
 /// Starts the consensus endpoint of `node`.
@@ -182,6 +266,7 @@ pub async fn serve_raft_rpc(
     raft: Arc<Raft>,
     map: MapWatch,
     timeout: Duration,
+    frames: FrameLimits,
 ) -> Result<ActorRef<RaftRpc>, ractor::SpawnErr> {
     let (actor, _) = Actor::spawn(
         None,
@@ -191,6 +276,7 @@ pub async fn serve_raft_rpc(
             raft,
             map,
             timeout,
+            frames,
         },
     )
     .await?;
@@ -226,46 +312,64 @@ impl Actor for RaftRpcServer {
         msg: RaftRpc,
         st: &mut RaftServerState,
     ) -> Result<(), ActorProcessingErr> {
-        // openraft calls may wait on I/O: answer from a task so the mailbox never blocks.
+        // openraft calls may wait on I/O: answer from a task so the mailbox never blocks. Every
+        // frame is checked first; a refused one is answered `Refused`, never dropped silently.
         let raft = st.raft.clone();
+        let limits = st.frames;
+        let map = st.map.borrow().clone();
         match msg {
             RaftRpc::Append(b, reply) => {
                 tokio::spawn(async move {
-                    let Ok(req) = unframe::<AppendEntriesRequest<MapRaft>>(&b) else {
-                        return;
+                    let answer = match take::<AppendEntriesRequest<MapRaft>>(
+                        "raft_append",
+                        &b,
+                        &limits,
+                        |r| frame_check::append_entries(r.entries.len()),
+                    ) {
+                        Ok(req) => Answer::Done(raft.append_entries(req).await),
+                        Err(e) => Answer::Refused(e),
                     };
-                    let _ = reply.send(frame(&raft.append_entries(req).await));
+                    let _ = reply.send(frame(&answer));
                 });
             }
             RaftRpc::Vote(b, reply) => {
                 tokio::spawn(async move {
-                    let Ok(req) = unframe::<VoteRequest<u64>>(&b) else {
-                        return;
+                    let answer = match take::<VoteRequest<u64>>("raft_vote", &b, &limits, |_| Ok(()))
+                    {
+                        Ok(req) => Answer::Done(raft.vote(req).await),
+                        Err(e) => Answer::Refused(e),
                     };
-                    let _ = reply.send(frame(&raft.vote(req).await));
+                    let _ = reply.send(frame(&answer));
                 });
             }
             RaftRpc::Snapshot(b, reply) => {
                 tokio::spawn(async move {
-                    let Ok(req) = unframe::<InstallSnapshotRequest<MapRaft>>(&b) else {
-                        return;
+                    let answer = match take::<InstallSnapshotRequest<MapRaft>>(
+                        "raft_snapshot",
+                        &b,
+                        &limits,
+                        |r| snapshot_shape(r, &map),
+                    ) {
+                        Ok(req) => Answer::Done(raft.install_snapshot(req).await),
+                        Err(e) => Answer::Refused(e),
                     };
-                    let _ = reply.send(frame(&raft.install_snapshot(req).await));
+                    let _ = reply.send(frame(&answer));
                 });
             }
             RaftRpc::Propose(b, reply) => {
                 let timeout = st.timeout;
                 tokio::spawn(async move {
-                    let result = match unframe(&b) {
-                        Ok(cmd) => propose_local(&raft, cmd, timeout).await,
-                        Err(e) => Err(ProposeError::NoLeader(format!("bad proposal frame: {e}"))),
+                    let answer = match take::<MapCommand>("raft_propose", &b, &limits, |c| {
+                        frame_check::shard(c.shard(), map.shard_count()).map(|_| ())
+                    }) {
+                        Ok(cmd) => Answer::Done(propose_local(&raft, cmd, timeout).await),
+                        Err(e) => Answer::Refused(e),
                     };
-                    let _ = reply.send(frame(&result));
+                    let _ = reply.send(frame(&answer));
                 });
             }
             RaftRpc::GetMap(_, reply) => {
-                let map = st.map.borrow().clone();
-                let _ = reply.send(frame(&*map));
+                let _ = reply.send(frame(&Answer::Done(&*map)));
             }
         }
         Ok(())

@@ -181,6 +181,20 @@ impl RaftStateMachine<MapRaft> for MapStateMachine {
         let data = snapshot.into_inner();
         let applied: Applied = serde_json::from_slice(&data)
             .map_err(|e| StorageIOError::read_snapshot(Some(meta.signature()), &e))?;
+        // A peer's snapshot of another cluster shape would make every shard number wrong here
+        // (single-chunk snapshots are refused on arrival; this catches the chunked ones).
+        if applied.map.shard_count() != self.applied.map.shard_count()
+            || applied.map.nodes() != self.applied.map.nodes()
+        {
+            let e = std::io::Error::other(format!(
+                "a snapshot of {} shards on {} nodes does not match this cluster ({} shards on nodes {:?})",
+                applied.map.shard_count(),
+                applied.map.nodes().len(),
+                self.applied.map.shard_count(),
+                self.applied.map.nodes()
+            ));
+            return Err(StorageIOError::read_snapshot(Some(meta.signature()), &e).into());
+        }
         self.applied = applied;
         self.applied.last_applied = meta.last_log_id;
         self.applied.membership = meta.last_membership.clone();
