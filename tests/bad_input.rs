@@ -351,3 +351,55 @@ async fn a_burst_from_one_key_gets_429s_while_another_key_is_unaffected() {
         .await;
     assert!(shed >= 26.0, "{shed}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_telemetry_is_held_to_the_same_rules_as_mqtt_and_a_refusal_changes_nothing() {
+    let _guard = serial().await;
+    let c = Cluster::start("http-telemetry", Settings::default()).await;
+    for (path, body) in [
+        ("/v1/customers", json!({"id": "ht-c", "name": "H"})),
+        (
+            "/v1/devices",
+            json!({"id": "ht-d", "customer_id": "ht-c", "kind": "temperature", "firmware": "1"}),
+        ),
+    ] {
+        let (s, _, v) = send(&c, "POST", path, Some(&body), None).await;
+        assert_eq!(s, 201, "{v}");
+    }
+    let post = |body: Value| {
+        let c = &c;
+        async move { send(c, "POST", "/v1/devices/ht-d/telemetry", Some(&body), None).await }
+    };
+    let (s, _, v) = post(json!({"readings": {"temperature": 21.0}})).await;
+    assert_eq!(s, 200, "{v}");
+    let before = send(&c, "GET", "/v1/devices/ht-d", None, None).await.2;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    for (body, field) in [
+        (json!({"readings": {"temperature": 21.0}, "at_ms": u64::MAX}), "at_ms"),
+        (json!({"readings": {"temperature": 21.0}, "at_ms": 0}), "at_ms"),
+        (
+            json!({"readings": {"temperature": 21.0}, "at_ms": now + 2 * 3600 * 1000}),
+            "at_ms",
+        ),
+        (json!({"readings": {"temperature": 1000.0}}), "readings.temperature"),
+        (json!({"readings": {"temperature": -1e308}}), "readings.temperature"),
+        (json!({"readings": {}}), "readings"),
+        (json!({"readings": {"temperature": 21.0}, "at_ms": -1}), "at_ms"),
+        (json!({"readings": {"temperature": 21.0}, "at_ms": 1.5}), "at_ms"),
+    ] {
+        let (s, _, v) = post(body.clone()).await;
+        assert_eq!(s, 400, "{body}: {v}");
+        let msg = v["error"]["message"].as_str().unwrap();
+        assert!(msg.contains(&format!("`{field}`")) || msg.contains(field), "{body}: {msg}");
+    }
+    let after = send(&c, "GET", "/v1/devices/ht-d", None, None).await.2;
+    assert_eq!(after, before, "refused samples changed the device");
+    // Later data still flows.
+    let (s, _, v) = post(json!({"readings": {"temperature": 22.0}})).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["telemetry_count"], 2);
+    assert_eq!(v["last_readings"]["temperature"], 22.0);
+}

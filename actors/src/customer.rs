@@ -336,7 +336,7 @@ impl CustomerState {
     }
 
     fn touch(&mut self, now_ms: u64) {
-        self.version += 1;
+        self.version = self.version.saturating_add(1);
         self.updated_ms = now_ms;
     }
 

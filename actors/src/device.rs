@@ -17,6 +17,7 @@
 mod alerts;
 mod anomaly;
 mod commands;
+mod sample_limits;
 mod telemetry;
 mod twin;
 mod v1;
@@ -32,6 +33,7 @@ pub(crate) use alerts::validate_ref;
 pub use alerts::{Alert, MAX_ALERTS, MAX_REF_LEN};
 pub use anomaly::{AnomalyConfig, Range, ALERT_COOLDOWN_MS, MAX_TRACKED_READINGS};
 pub use commands::{CommandAck, CommandRecord, MAX_COMMANDS};
+pub use sample_limits::{SampleLimits, MAX_SEQ};
 pub use telemetry::{
     Bucket, ReadingStats, Sample, TelemetryView, BUCKET_MS, HISTORY_BUCKETS, RECENT_SAMPLES,
     SEQ_WINDOW,
@@ -126,6 +128,8 @@ pub struct Telemetry {
     pub readings: BTreeMap<String, f64>,
     /// When it was taken; now if absent.
     pub at_ms: Option<u64>,
+    /// The time bounds it is held to.
+    pub limits: SampleLimits,
 }
 
 /// Commands a device accepts. New variants go at the end: the index is on the wire.
@@ -149,6 +153,8 @@ pub enum DeviceCommand {
         readings: BTreeMap<String, f64>,
         /// How to judge the readings.
         anomaly: AnomalyConfig,
+        /// The time and sequence bounds it is held to.
+        limits: SampleLimits,
     },
     /// Read recent samples and history from `since_ms` on. Answers `Telemetry`.
     GetTelemetry {
@@ -285,12 +291,19 @@ impl DeviceCommand {
                 }
                 validate::text("firmware", &d.firmware, 64)
             }
-            DeviceCommand::Telemetry(t) => check_readings(&t.readings),
+            DeviceCommand::Telemetry(t) => {
+                check_readings(&t.readings)?;
+                t.limits.validate("limits")
+            }
             DeviceCommand::Ingest {
-                readings, anomaly, ..
+                readings,
+                anomaly,
+                limits,
+                ..
             } => {
                 check_readings(readings)?;
-                anomaly.validate("anomaly")
+                anomaly.validate("anomaly")?;
+                limits.validate("limits")
             }
             DeviceCommand::ReportTwin { state, .. } => twin::check_report(state),
             DeviceCommand::PatchDesired { patch, .. } => twin::check_patch(patch),
@@ -387,8 +400,10 @@ impl DeviceState {
             }),
             DeviceCommand::Get => Ok((A::Device(self.view()), false)),
             DeviceCommand::Telemetry(t) => {
-                let seq = self.telemetry.seqs.next();
                 let at_ms = t.at_ms.unwrap_or(now_ms);
+                t.limits.check_time("at_ms", at_ms, now_ms)?;
+                let seq = self.telemetry.seqs.next();
+                t.limits.check_seq(seq, self.telemetry.seqs.highest)?;
                 let (_, changed) =
                     self.ingest(seq, at_ms, t.readings, &AnomalyConfig::default())?;
                 Ok((A::Device(self.view()), changed))
@@ -398,7 +413,12 @@ impl DeviceState {
                 at_ms,
                 readings,
                 anomaly,
+                limits,
             } => {
+                limits.check_time("ts", at_ms, now_ms)?;
+                if !self.telemetry.seqs.is_duplicate(seq) {
+                    limits.check_seq(seq, self.telemetry.seqs.highest)?;
+                }
                 let (outcome, changed) = self.ingest(seq, at_ms, readings, &anomaly)?;
                 Ok((A::Ingested(outcome), changed))
             }
@@ -455,7 +475,7 @@ impl DeviceState {
 
     fn bump(&mut self, changed: bool) {
         if changed {
-            self.version += 1;
+            self.version = self.version.saturating_add(1);
         }
     }
 
@@ -498,7 +518,7 @@ impl DeviceState {
                 self.last_readings.entry(k.clone()).or_insert(*v);
             }
         }
-        self.telemetry_count += 1;
+        self.telemetry_count = self.telemetry_count.saturating_add(1);
         let alert = self
             .detector
             .observe(cfg, at_ms, &readings)

@@ -3,6 +3,13 @@ use keelson_runtime::encode_payload;
 
 const MIN: u64 = 60_000;
 
+/// Bounds that let these tests use small clock values; the bounds themselves are tested below.
+const LOOSE: SampleLimits = SampleLimits {
+    max_future_ms: u64::MAX,
+    max_past_ms: u64::MAX,
+    max_seq_jump: MAX_SEQ,
+};
+
 fn ctx(now_ms: u64) -> EntityContext<'static> {
     EntityContext { id: "d1", now_ms }
 }
@@ -35,6 +42,7 @@ fn ingest(seq: u64, at_ms: u64, values: &[(&str, f64)]) -> DeviceCommand {
         at_ms,
         readings: readings(values),
         anomaly: AnomalyConfig::default(),
+        limits: LOOSE,
     }
 }
 
@@ -92,6 +100,7 @@ fn register_then_telemetry_updates_last_readings() {
     let t = Telemetry {
         readings: readings(&[("celsius", 21.5)]),
         at_ms: Some(40),
+        limits: LOOSE,
     };
     let h = run(&mut s, DeviceCommand::Telemetry(t), 50);
     assert!(h.changed);
@@ -105,6 +114,7 @@ fn register_then_telemetry_updates_last_readings() {
     let t = Telemetry {
         readings: readings(&[("celsius", 22.0)]),
         at_ms: None,
+        limits: LOOSE,
     };
     let d = view(&run(&mut s, DeviceCommand::Telemetry(t), 60));
     assert_eq!(
@@ -120,6 +130,7 @@ fn bad_telemetry_is_refused_and_changes_nothing() {
     let t = Telemetry {
         readings: readings(&[("celsius", f64::NAN)]),
         at_ms: None,
+        limits: LOOSE,
     };
     let h = run(&mut s, DeviceCommand::Telemetry(t), 50);
     assert!(!h.changed);
@@ -135,6 +146,7 @@ fn commands_for_an_unregistered_device_are_not_found() {
         DeviceCommand::Telemetry(Telemetry {
             readings: readings(&[("x", 1.0)]),
             at_ms: None,
+            limits: LOOSE,
         }),
         ingest(1, 1, &[("x", 1.0)]),
         DeviceCommand::GetTwin,
@@ -353,6 +365,7 @@ fn custom_thresholds_replace_the_defaults() {
         at_ms: seq * MIN * 2,
         readings: readings(&[("co2", v), ("temperature", 99.0)]),
         anomaly: anomaly.clone(),
+        limits: LOOSE,
     };
     assert_eq!(outcome(&run(&mut s, cmd(1, 900.0), 2)).alert, None);
     let a = outcome(&run(&mut s, cmd(2, 1_200.0), 2)).alert.unwrap();
@@ -936,6 +949,7 @@ fn invalid_fields_are_named() {
             at_ms: 1,
             readings: readings(&[("x", 1.0)]),
             anomaly,
+            limits: LOOSE,
         }
     };
     let cases = [
@@ -1077,4 +1091,52 @@ fn a_version_1_device_is_upgraded_with_everything_new_empty() {
     let o = outcome(&run(&mut s, ingest(0, 50, &[("celsius", 22.0)]), 60));
     assert!(!o.duplicate);
     assert_eq!(s.unwrap().telemetry_count, 4);
+}
+
+#[test]
+fn a_sequence_number_or_time_at_the_edge_of_its_type_is_refused_and_later_data_still_flows() {
+    const NOW: u64 = 1_800_000_000_000;
+    let limits = SampleLimits::default();
+    let mut s = registered();
+    let at = |seq: u64, at_ms: u64| DeviceCommand::Ingest {
+        seq,
+        at_ms,
+        readings: readings(&[("x", 1.0)]),
+        anomaly: AnomalyConfig::default(),
+        limits,
+    };
+    assert!(run(&mut s, at(1, NOW), NOW).changed);
+    for (cmd, field) in [
+        (at(u64::MAX, NOW), "seq"),
+        (at(MAX_SEQ + 1, NOW), "seq"),
+        (at(2 + limits.max_seq_jump, NOW), "seq"),
+        (at(2, u64::MAX), "ts"),
+        (at(2, 0), "ts"),
+    ] {
+        let before = s.clone();
+        let h = run(&mut s, cmd, NOW);
+        assert!(!h.changed);
+        assert!(
+            matches!(h.reply, Err(DomainError::Invalid { field: ref f, .. }) if f == field),
+            "{:?}",
+            h.reply
+        );
+        assert_eq!(s, before, "a refused sample changes nothing");
+    }
+    // The next ordinary message is taken as if the bad ones never came.
+    assert!(run(&mut s, at(2, NOW), NOW).changed);
+    let t = Telemetry {
+        readings: readings(&[("x", 2.0)]),
+        at_ms: Some(u64::MAX),
+        limits,
+    };
+    let h = run(&mut s, DeviceCommand::Telemetry(t), NOW);
+    assert!(matches!(h.reply, Err(DomainError::Invalid { ref field, .. }) if field == "at_ms"));
+    let t = Telemetry {
+        readings: readings(&[("x", 2.0)]),
+        at_ms: None,
+        limits,
+    };
+    let d = view(&run(&mut s, DeviceCommand::Telemetry(t), NOW));
+    assert_eq!(d.highest_seq, Some(3));
 }

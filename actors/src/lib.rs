@@ -36,7 +36,7 @@ pub use device::{
     Range, ReadingStats, Sample, Telemetry, TelemetryView, Twin, TwinValue, TwinView,
     ALERT_COOLDOWN_MS, BUCKET_MS, HISTORY_BUCKETS, MAX_ALERTS, MAX_COMMANDS,
     MAX_READINGS_PER_MESSAGE, MAX_REF_LEN, MAX_TRACKED_READINGS, MAX_TWIN_KEYS, MAX_TWIN_TEXT,
-    RECENT_SAMPLES, SEQ_WINDOW, VIEW_ALERTS,
+    RECENT_SAMPLES, SEQ_WINDOW, VIEW_ALERTS, SampleLimits, MAX_SEQ,
 };
 pub use keyring::{
     ApiKeyRecord, Keyring, KeyringAnswer, KeyringCommand, KeyringReply, KeyringState,

@@ -37,7 +37,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use keelson_actors::{
     AnomalyConfig, CustomerCommand, DeviceAnswer, DeviceCommand, DeviceReply, DomainError,
-    TwinValue,
+    SampleLimits, TwinValue,
 };
 use keelson_runtime::node::{NodeContext, NodeService};
 use keelson_runtime::{decode_payload, encode_payload, Access, ClusterConfig, IdempotencyKey};
@@ -82,16 +82,33 @@ pub struct BridgeSettings {
     pub tls: crate::MqttTls,
 }
 
+/// The edge's rules from the cluster config: what the bridge checks every MQTT message against,
+/// and what the gateway checks HTTP telemetry against.
+pub fn edge_config(cfg: &ClusterConfig) -> EdgeConfig {
+    let defaults = EdgeConfig::default();
+    let d = defaults.samples;
+    let samples = SampleLimits {
+        max_future_ms: cfg.iot.max_future_ms.unwrap_or(d.max_future_ms),
+        max_past_ms: cfg.iot.max_past_ms.unwrap_or(d.max_past_ms),
+        max_seq_jump: cfg.iot.max_seq_jump.unwrap_or(d.max_seq_jump),
+    };
+    match cfg.mqtt.as_ref() {
+        Some(m) => EdgeConfig {
+            max_payload_bytes: m.max_payload_bytes,
+            rate_per_s: m.rate_per_device,
+            burst: m.burst,
+            samples,
+            ..defaults
+        },
+        None => EdgeConfig { samples, ..defaults },
+    }
+}
+
 impl BridgeSettings {
     /// From the cluster config; `None` without `[mqtt]`.
     pub fn from_config(cfg: &ClusterConfig) -> Option<Self> {
         let m = cfg.mqtt.as_ref()?;
-        let edge = EdgeConfig {
-            max_payload_bytes: m.max_payload_bytes,
-            rate_per_s: m.rate_per_device,
-            burst: m.burst,
-            ..EdgeConfig::default()
-        };
+        let edge = edge_config(cfg);
         let mut anomaly = AnomalyConfig::default();
         if let Some(a) = cfg.iot.ewma_alpha {
             anomaly.alpha = a;
@@ -339,7 +356,7 @@ impl Bridge {
                     now_ms(),
                 );
                 match checked {
-                    Ok(a) => self.telemetry(device, a).await,
+                    Ok(a) => self.telemetry(device, a, &p.topic, &p.payload).await,
                     Err(r) => return self.reject(&p.topic, &p.payload, r).await,
                 }
             }
@@ -456,12 +473,19 @@ impl Bridge {
         decode_payload(&bytes).map_err(|e| Transient(format!("customer reply: {e}")))
     }
 
-    async fn telemetry(&self, device: &str, a: crate::edge::Accepted) -> Result<(), Transient> {
+    async fn telemetry(
+        &self,
+        device: &str,
+        a: crate::edge::Accepted,
+        topic: &str,
+        payload: &[u8],
+    ) -> Result<(), Transient> {
         let cmd = DeviceCommand::Ingest {
             seq: a.seq,
             at_ms: a.at_ms,
             readings: a.readings,
             anomaly: self.settings.anomaly.clone(),
+            limits: self.settings.edge.samples,
         };
         let key = format!("ingest-{}", a.seq);
         let alert = match self.device(device, cmd, Some(key)).await? {
@@ -471,8 +495,17 @@ impl Bridge {
                 }
                 out.alert
             }
-            // Refused by the actor's own validation: nothing to retry.
-            Ok(_) | Err(_) => None,
+            // Refused by the actor's own validation: nothing to retry; dead-lettered with why.
+            Err(e) => {
+                let detail = match e {
+                    DomainError::Invalid { field, reason } => format!("{field}: {reason}"),
+                    other => other.to_string(),
+                };
+                return self
+                    .reject(topic, payload, Rejected::new(crate::edge::Reason::Refused, detail))
+                    .await;
+            }
+            Ok(_) => None,
         };
         match alert {
             Some(alert) => self.alert_chain(device, alert).await,

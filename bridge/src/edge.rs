@@ -23,6 +23,7 @@ use std::fmt;
 
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
+use keelson_actors::{DomainError, SampleLimits};
 use serde_json::{Map, Number, Value};
 
 /// Topic prefix of every per-device topic.
@@ -58,8 +59,9 @@ pub struct EdgeConfig {
     pub rate_per_s: f64,
     /// Telemetry messages a device may send at once after being quiet.
     pub burst: f64,
-    /// Timestamps further than this ahead of the bridge clock are rejected.
-    pub max_clock_skew_ms: u64,
+    /// When a sample may have been taken (around the bridge clock), and how far its sequence
+    /// number may jump: the same bounds the gateway and the device entity apply.
+    pub samples: SampleLimits,
     /// Devices whose duplicate cache and rate limit are tracked; the least recently seen is evicted.
     pub max_devices: usize,
     /// Device kind → reading → inclusive (min, max) in canonical units. [`ANY_KIND`] applies to
@@ -110,7 +112,7 @@ impl Default for EdgeConfig {
             max_payload_bytes: 16 * 1024,
             rate_per_s: 20.0,
             burst: 40.0,
-            max_clock_skew_ms: 24 * 60 * 60 * 1000,
+            samples: SampleLimits::default(),
             max_devices: 100_000,
             ranges: ranges
                 .into_iter()
@@ -151,6 +153,9 @@ impl EdgeConfig {
         }
         if self.max_devices == 0 {
             return bad("max_devices".into(), "must be at least 1".into());
+        }
+        if let Err(e) = self.samples.validate("samples") {
+            return bad("samples".into(), e.to_string());
         }
         for (kind, readings) in &self.ranges {
             for (reading, &(lo, hi)) in readings {
@@ -200,11 +205,14 @@ pub enum Reason {
     UnknownDevice,
     /// The topic is not a device topic or its device id is invalid.
     BadTopic,
+    /// The device entity refused the sample (e.g. its sequence number jumps too far past the
+    /// highest it has); decided by the bridge from the entity's answer.
+    Refused,
 }
 
 impl Reason {
     /// Every reason, for registering metric labels up front.
-    pub const ALL: [Reason; 11] = [
+    pub const ALL: [Reason; 12] = [
         Reason::TooLarge,
         Reason::NotUtf8,
         Reason::BadJson,
@@ -216,6 +224,7 @@ impl Reason {
         Reason::RateLimited,
         Reason::UnknownDevice,
         Reason::BadTopic,
+        Reason::Refused,
     ];
 
     /// The snake_case label used in metrics and the deadletter document; never changes.
@@ -232,6 +241,7 @@ impl Reason {
             Reason::RateLimited => "rate_limited",
             Reason::UnknownDevice => "unknown_device",
             Reason::BadTopic => "bad_topic",
+            Reason::Refused => "refused",
         }
     }
 }
@@ -833,14 +843,54 @@ fn check_ranges(
     now_ms: u64,
 ) -> Result<(), Rejected> {
     let out = |detail: String| Err(Rejected::new(Reason::OutOfRange, detail));
-    if raw.ts > now_ms.saturating_add(config.max_clock_skew_ms) {
-        return out(format!(
-            "ts: {} is {} ms ahead of the bridge clock ({now_ms}), the limit is {} ms",
-            raw.ts,
-            raw.ts - now_ms,
-            config.max_clock_skew_ms
-        ));
+    if let Err(e) = config.samples.check_time("ts", raw.ts, now_ms) {
+        return out(field_detail(e));
     }
+    check_sample_ranges(config, kind, readings, |name| {
+        raw.units
+            .iter()
+            .find(|(n, _)| *n == name)
+            .and_then(|&(_, unit)| {
+                let original = raw.readings.iter().find(|(n, _)| *n == name)?.1;
+                Some(format!(" (sent as {original:?} {unit})"))
+            })
+            .unwrap_or_default()
+    })
+}
+
+/// `field: reason`, as every rejection detail reads.
+fn field_detail(e: DomainError) -> String {
+    match e {
+        DomainError::Invalid { field, reason } => format!("{field}: {reason}"),
+        other => other.to_string(),
+    }
+}
+
+/// Checks one sample that reached Keelson without MQTT (the gateway's `POST
+/// /v1/devices/{id}/telemetry`) with the edge's own rules: its time window and, for a device of
+/// a known `kind`, the physical range of every reading. The detail names the field.
+pub fn check_sample(
+    config: &EdgeConfig,
+    kind: Option<&str>,
+    readings: &BTreeMap<String, f64>,
+    at_ms: u64,
+    now_ms: u64,
+) -> Result<(), Rejected> {
+    if let Err(e) = config.samples.check_time("at_ms", at_ms, now_ms) {
+        return Err(Rejected::new(Reason::OutOfRange, field_detail(e)));
+    }
+    check_sample_ranges(config, kind, readings, |_| String::new())
+}
+
+/// Every reading finite and, for a known kind, inside its configured range; `sent` describes
+/// how a reading was sent (its unit) for the message.
+fn check_sample_ranges(
+    config: &EdgeConfig,
+    kind: Option<&str>,
+    readings: &BTreeMap<String, f64>,
+    sent: impl Fn(&str) -> String,
+) -> Result<(), Rejected> {
+    let out = |detail: String| Err(Rejected::new(Reason::OutOfRange, detail));
     for (name, &value) in readings {
         let field = format!("readings.{}", key_path(name));
         let symbol = Quantity::of(name).symbol();
@@ -852,15 +902,7 @@ fn check_ranges(
         let Some(kind) = kind else { continue };
         if let Some((lo, hi)) = config.range(kind, name) {
             if !(lo..=hi).contains(&value) {
-                let sent = raw
-                    .units
-                    .iter()
-                    .find(|(n, _)| n == name)
-                    .and_then(|&(_, unit)| {
-                        let original = raw.readings.iter().find(|(n, _)| n == name)?.1;
-                        Some(format!(" (sent as {original:?} {unit})"))
-                    })
-                    .unwrap_or_default();
+                let sent = sent(name);
                 return out(format!(
                     "{field}: {value:?}{symbol}{sent} is outside {lo}..{hi} for a {kind} device"
                 ));

@@ -333,8 +333,8 @@ fn the_range_check_applies_after_unit_conversion_and_mentions_what_was_sent() {
 }
 
 #[test]
-fn a_timestamp_too_far_in_the_future_is_out_of_range() {
-    let skew = EdgeConfig::default().max_clock_skew_ms;
+fn a_timestamp_outside_the_window_around_now_is_out_of_range() {
+    let skew = EdgeConfig::default().samples.max_future_ms;
     let at = |ts: u64| {
         serde_json::to_vec(&json!({"device_id": "d1", "seq": 1, "ts": ts, "readings": {"x": 1}}))
             .unwrap()
@@ -345,9 +345,17 @@ fn a_timestamp_too_far_in_the_future_is_out_of_range() {
     let r = reject(edge().check_telemetry("d1", None, &at(NOW + skew + 1), NOW));
     assert_eq!(r.reason, Reason::OutOfRange);
     assert!(r.detail.starts_with("ts: "), "{}", r.detail);
+    let past = EdgeConfig::default().samples.max_past_ms;
     edge()
-        .check_telemetry("d1", None, &at(1), NOW)
-        .expect("old timestamps pass");
+        .check_telemetry("d1", None, &at(NOW - past), NOW)
+        .expect("timestamps as old as the window pass");
+    let r = reject(edge().check_telemetry("d1", None, &at(NOW - past - 1), NOW));
+    assert_eq!(r.reason, Reason::OutOfRange);
+    assert!(r.detail.starts_with("ts: "), "{}", r.detail);
+    for edge_of_type in [1, u64::MAX] {
+        let r = reject(edge().check_telemetry("d1", None, &at(edge_of_type), NOW));
+        assert!(r.detail.starts_with("ts: "), "{}", r.detail);
+    }
 }
 
 #[test]
@@ -402,7 +410,8 @@ fn reason_labels_are_stable_and_distinct() {
             "duplicate",
             "rate_limited",
             "unknown_device",
-            "bad_topic"
+            "bad_topic",
+            "refused"
         ]
     );
     assert_eq!(Reason::RateLimited.to_string(), "rate_limited");

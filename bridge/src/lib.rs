@@ -32,10 +32,13 @@ mod simulator;
 pub mod topics;
 mod transport;
 
-pub use bridge::{command_payload, publish_command, service, BridgeSettings, ALERT_COMMAND};
+pub use bridge::{
+    command_payload, edge_config, publish_command, service, BridgeSettings, ALERT_COMMAND,
+};
 pub use broker::{run as run_broker, start_embedded, BrokerError, CredentialsFetch};
 pub use edge::{
-    deadletter, parse_topic, Accepted, AckStatus, CommandAckMsg, DeviceTopic, Edge, EdgeConfig,
+    check_sample, deadletter, parse_topic, Accepted, AckStatus, CommandAckMsg, DeviceTopic, Edge,
+    EdgeConfig,
     EdgeConfigError, Reason, Rejected, ReportedTwin, Scalar, ACK_SUFFIX, ANY_KIND,
     DEADLETTER_TOPIC, DEVICE_TOPIC_PREFIX, REPORTED_SUFFIX, TELEMETRY_SUFFIX,
 };

@@ -141,11 +141,12 @@ pub struct PostTelemetry {
 }
 
 impl PostTelemetry {
-    /// The domain command's fields.
-    pub fn into_telemetry(self) -> Telemetry {
+    /// The domain command's fields, held to `limits`.
+    pub fn into_telemetry(self, limits: keelson_actors::SampleLimits) -> Telemetry {
         Telemetry {
             readings: self.readings,
             at_ms: self.at_ms,
+            limits,
         }
     }
 }

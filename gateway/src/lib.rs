@@ -144,6 +144,7 @@ pub async fn run(cfg: ClusterConfig, stop: impl Future<Output = ()>) -> Result<(
             100_000,
         ),
         gate: gate.clone(),
+        edge: keelson_bridge::edge_config(&cfg),
         open_files,
     });
     let scheme = if tls.is_some() { "https" } else { "http" };

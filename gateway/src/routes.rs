@@ -46,6 +46,8 @@ pub struct Ctx {
     pub keys: Arc<idempotency::Keys>,
     /// Rate limits and the in-flight cap.
     pub gate: Arc<limits::Gate>,
+    /// The rules device data is held to (shared with the MQTT edge).
+    pub edge: keelson_bridge::EdgeConfig,
     /// The open-file limit in force, reported in `/v1/cluster`.
     pub open_files: u64,
 }
@@ -708,10 +710,34 @@ async fn create_device(ctx: &Ctx, body: Result<Vec<u8>, ApiError>, rid: &Rq) -> 
     Ok(out)
 }
 
+/// Telemetry over HTTP is held to the same rules as over MQTT (the edge's time window and the
+/// device kind's physical ranges), then to the entity's own.
 async fn telemetry(ctx: &Ctx, id: &str, body: Result<Vec<u8>, ApiError>, rid: &Rq) -> Outcome {
     id_ok("id", id)?;
-    let t = body::json::<api::PostTelemetry>(&body?)?.into_telemetry();
-    device(ctx, id, DeviceCommand::Telemetry(t), rid, StatusCode::OK).await
+    let t = body::json::<api::PostTelemetry>(&body?)?.into_telemetry(ctx.edge.samples);
+    let cmd = DeviceCommand::Telemetry(t);
+    cmd.validate()?;
+    let DeviceCommand::Telemetry(t) = &cmd else {
+        unreachable!("built above")
+    };
+    let kind = match send_device(ctx, id, DeviceCommand::Get, rid).await? {
+        (_, Ok(DeviceAnswer::Device(d))) => d.kind,
+        (node, Ok(_)) => return Err(unexpected_answer("device", &node)),
+        (node, Err(e)) => return Err(with_node(e, &node)),
+    };
+    let now = keelson_runtime::now_ms();
+    keelson_bridge::check_sample(
+        &ctx.edge,
+        Some(&kind),
+        &t.readings,
+        t.at_ms.unwrap_or(now),
+        now,
+    )
+    .map_err(|r| match r.detail.split_once(": ") {
+        Some((field, why)) => ApiError::field(field, why),
+        None => ApiError::field("readings", r.detail),
+    })?;
+    device(ctx, id, cmd, rid, StatusCode::OK).await
 }
 
 async fn fault(

@@ -137,7 +137,7 @@ impl Ewma {
             self.mean += incr;
             self.var = (1.0 - alpha) * (self.var + diff * incr);
         }
-        self.n += 1;
+        self.n = self.n.saturating_add(1);
     }
 }
 

@@ -141,7 +141,7 @@ impl ReadingStats {
     }
 
     fn add(&mut self, v: f64) {
-        self.count += 1;
+        self.count = self.count.saturating_add(1);
         self.min = self.min.min(v);
         self.max = self.max.max(v);
         self.mean += (v - self.mean) / self.count as f64;
@@ -211,7 +211,7 @@ impl TelemetryLog {
             }
         };
         if let Some(b) = bucket {
-            b.count += 1;
+            b.count = b.count.saturating_add(1);
             for (name, &v) in &sample.readings {
                 b.readings
                     .entry(name.clone())

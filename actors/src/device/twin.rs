@@ -187,6 +187,12 @@ impl Twin {
         version: Option<u64>,
         now_ms: u64,
     ) -> Result<bool, DomainError> {
+        if let Some(v) = version.filter(|&v| v > crate::device::MAX_SEQ) {
+            return Err(invalid(
+                "version",
+                format!("{v} is above {}", crate::device::MAX_SEQ),
+            ));
+        }
         if version.is_some_and(|v| v <= self.reported_version) {
             return Ok(false);
         }
@@ -201,7 +207,7 @@ impl Twin {
             ));
         }
         self.reported.extend(state);
-        self.reported_version = version.unwrap_or(self.reported_version + 1);
+        self.reported_version = version.unwrap_or(self.reported_version.saturating_add(1));
         self.reported_ms = Some(now_ms);
         Ok(true)
     }
@@ -242,7 +248,7 @@ impl Twin {
             ));
         }
         self.desired = desired;
-        self.desired_version += 1;
+        self.desired_version = self.desired_version.saturating_add(1);
         self.desired_ms = Some(now_ms);
         Ok(true)
     }

@@ -46,6 +46,13 @@ pub struct RawIot {
     /// Static limits per reading name, e.g. `temperature = { min = -20, max = 60 }`.
     #[serde(default)]
     pub thresholds: BTreeMap<String, RawRange>,
+    /// A sample taken more than this after now is refused (default 1 hour).
+    pub max_future_ms: Option<u64>,
+    /// A sample taken more than this before now is refused (default 30 days).
+    pub max_past_ms: Option<u64>,
+    /// A sequence number more than this above the device's highest is refused and
+    /// dead-lettered (default 1,000,000).
+    pub max_seq_jump: Option<u64>,
 }
 
 /// A static limit.
@@ -118,6 +125,12 @@ pub struct IotConfig {
     pub warmup: Option<u32>,
     /// Static limits by reading: (min, max).
     pub thresholds: BTreeMap<String, (Option<f64>, Option<f64>)>,
+    /// Time window of samples: (before now, after now), ms; defaults when `None`.
+    pub max_past_ms: Option<u64>,
+    /// See [`RawIot::max_future_ms`].
+    pub max_future_ms: Option<u64>,
+    /// See [`RawIot::max_seq_jump`].
+    pub max_seq_jump: Option<u64>,
 }
 
 impl MqttConfig {
@@ -215,6 +228,15 @@ pub fn validate_iot(i: &RawIot, problems: &mut Vec<String>) -> IotConfig {
             problems.push(format!("iot.warmup: {w} is above 100000"));
         }
     }
+    for (field, v, max) in [
+        ("max_future_ms", i.max_future_ms, 366 * 24 * 3600 * 1000u64),
+        ("max_past_ms", i.max_past_ms, 10 * 366 * 24 * 3600 * 1000),
+        ("max_seq_jump", i.max_seq_jump, 1 << 53),
+    ] {
+        if let Some(v) = v.filter(|v| !(1..=max).contains(v)) {
+            problems.push(format!("iot.{field}: {v} is outside 1..={max}"));
+        }
+    }
     for (name, r) in &i.thresholds {
         let valid_name = !name.is_empty()
             && name.len() <= 32
@@ -235,6 +257,9 @@ pub fn validate_iot(i: &RawIot, problems: &mut Vec<String>) -> IotConfig {
         }
     }
     IotConfig {
+        max_past_ms: i.max_past_ms,
+        max_future_ms: i.max_future_ms,
+        max_seq_jump: i.max_seq_jump,
         ewma_alpha: i.ewma_alpha,
         z_threshold: i.z_threshold,
         warmup: i.warmup,
