@@ -15,10 +15,10 @@ use crate::restart_budget::RestartPolicy;
 mod iot;
 mod limits;
 mod security;
+pub use iot::{BrokerLocation, IotConfig, MqttConfig, RawIot, RawMqtt, RawRange};
 pub use limits::{
     validate as validate_limits, EntityLimits, Limits, RateLimit, RawLimits, RawRate, Retention,
 };
-pub use iot::{BrokerLocation, IotConfig, MqttConfig, RawIot, RawMqtt, RawRange};
 pub use security::{
     read_secret, write_secret, AuthSettings, JwtSettings, PublicKeyAlgorithm, RawAuth, RawJwt,
     RawTls, Secret, TlsSettings, ADMIN_KEY_ENV, API_KEY_ENV, COOKIE_ENV, EXAMPLE_COOKIE,
@@ -119,7 +119,6 @@ pub const FRAME_ENVELOPE_BYTES: u64 = 64 << 10;
 pub fn shard_map_bytes(shards: u32, rf: usize) -> u64 {
     u64::from(shards) * (48 + 36 * (rf as u64 + 1)) + 4096
 }
-
 
 /// `[gateway]`
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -617,7 +616,6 @@ fn frame_limits(c: &RawCluster, e: &RawEntities, problems: &mut Vec<String>) {
 }
 
 /// Checks every rule and collects every problem, so one run of `check-config` shows them all.
-
 pub fn validate(raw: &RawConfig, base_dir: &Path) -> Result<ClusterConfig, Vec<String>> {
     let mut problems = Vec::new();
     let c = &raw.cluster;
@@ -717,7 +715,6 @@ pub fn validate(raw: &RawConfig, base_dir: &Path) -> Result<ClusterConfig, Vec<S
     }
     frame_limits(c, e, &mut problems);
     if raw.nodes.is_empty() {
-
         problems.push("node: at least one [[node]] is required".to_string());
     }
 

@@ -284,7 +284,10 @@ fn frames_between_nodes_hold_a_copy_page_beside_the_largest_entity_and_the_whole
         Vec::<String>::new()
     );
     let p = with("copy_page_bytes = 0", "");
-    assert!(p.iter().any(|m| m.starts_with("cluster.copy_page_bytes:")), "{p:?}");
+    assert!(
+        p.iter().any(|m| m.starts_with("cluster.copy_page_bytes:")),
+        "{p:?}"
+    );
     // 65,536 shards make a map of about 10 MiB: more than 4 MiB frames carry.
     let p = with("shards = 65536", "");
     assert!(

@@ -101,7 +101,7 @@ impl ControlPlane {
             crate::frame_check::FrameLimits::of(cfg),
         )
         .await
-            .map_err(|e| RuntimeError::Spawn("consensus endpoint", e.to_string()))?;
+        .map_err(|e| RuntimeError::Spawn("consensus endpoint", e.to_string()))?;
         if !raft.is_initialized().await.unwrap_or(true) {
             // Safe on every node with the same membership: openraft converges on one leader.
             if let Err(e) = raft.initialize(members(&nodes)).await {

@@ -109,7 +109,11 @@ pub fn decode<T: serde::de::DeserializeOwned>(
     bytes: &[u8],
     limits: &FrameLimits,
 ) -> Result<T, FrameError> {
-    size(&format!("{frame} frame"), bytes.len(), limits.max_frame_bytes)?;
+    size(
+        &format!("{frame} frame"),
+        bytes.len(),
+        limits.max_frame_bytes,
+    )?;
     wire::decode(bytes).map_err(|e| FrameError::Malformed {
         frame: frame.to_string(),
         reason: e.to_string(),
@@ -196,7 +200,10 @@ pub fn replica_write(
         "lsn",
         w.lsn,
         epoch_of(w.lsn) == w.epoch && w.lsn > epoch_base(w.epoch),
-        format!("an lsn of epoch {} (epoch << 40 | counter, counter >= 1)", w.epoch),
+        format!(
+            "an lsn of epoch {} (epoch << 40 | counter, counter >= 1)",
+            w.epoch
+        ),
     )?;
     entity(&w.kind, &w.id)?;
     if let Some(v) = &w.value {
@@ -206,7 +213,11 @@ pub fn replica_write(
 }
 
 /// A follower's read-index question.
-pub fn read_index(q: &ReadIndex, shard_count: u32, nodes: &[String]) -> Result<ShardId, FrameError> {
+pub fn read_index(
+    q: &ReadIndex,
+    shard_count: u32,
+    nodes: &[String],
+) -> Result<ShardId, FrameError> {
     let s = shard(q.shard, shard_count)?;
     node("follower", &q.follower, nodes)?;
     Ok(s)

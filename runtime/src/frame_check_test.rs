@@ -34,10 +34,7 @@ fn request() -> EntityRequest {
 #[test]
 fn a_good_replicated_write_passes() {
     let l = FrameLimits::for_test();
-    assert_eq!(
-        replica_write(&write(), 64, &nodes(), 5, &l),
-        Ok(ShardId(3))
-    );
+    assert_eq!(replica_write(&write(), 64, &nodes(), 5, &l), Ok(ShardId(3)));
     // A primary whose map is a little ahead of this node's.
     let mut w = write();
     w.epoch = 9;
@@ -48,7 +45,8 @@ fn a_good_replicated_write_passes() {
 #[test]
 fn a_replicated_write_with_a_bad_number_is_refused_with_its_reason() {
     let l = FrameLimits::for_test();
-    let cases: Vec<(&str, Box<dyn Fn(&mut ReplicaWrite)>)> = vec![
+    type Spoil = Box<dyn Fn(&mut ReplicaWrite)>;
+    let cases: Vec<(&str, Spoil)> = vec![
         ("bad_shard", Box::new(|w| w.shard = 64)),
         ("bad_shard", Box::new(|w| w.shard = u32::MAX)),
         ("unknown_node", Box::new(|w| w.primary = "n9".into())),
@@ -66,7 +64,10 @@ fn a_replicated_write_with_a_bad_number_is_refused_with_its_reason() {
         ("out_of_range", Box::new(|w| w.lsn = u64::MAX)),
         ("too_large", Box::new(|w| w.kind = "k".repeat(65))),
         ("too_large", Box::new(|w| w.id = "i".repeat(1025))),
-        ("too_large", Box::new(|w| w.value = Some(vec![0; (64 << 10) + 1]))),
+        (
+            "too_large",
+            Box::new(|w| w.value = Some(vec![0; (64 << 10) + 1])),
+        ),
     ];
     for (reason, spoil) in cases {
         let mut w = write();
@@ -136,7 +137,15 @@ fn questions_and_orders_name_existing_shards_and_nodes() {
         follower: "n2".into(),
     };
     assert_eq!(read_index(&q, 64, &n), Ok(ShardId(1)));
-    assert!(read_index(&ReadIndex { shard: 99, ..q.clone() }, 64, &n).is_err());
+    assert!(read_index(
+        &ReadIndex {
+            shard: 99,
+            ..q.clone()
+        },
+        64,
+        &n
+    )
+    .is_err());
     assert!(read_index(
         &ReadIndex {
             follower: "zz".into(),
@@ -156,7 +165,10 @@ fn questions_and_orders_name_existing_shards_and_nodes() {
         after: Some(vec![1; MAX_RESUME_KEY_BYTES + 1]),
         ..c.clone()
     };
-    assert_eq!(copy_request(&long, 64, &n).unwrap_err().reason(), "too_large");
+    assert_eq!(
+        copy_request(&long, 64, &n).unwrap_err().reason(),
+        "too_large"
+    );
     assert_eq!(
         copy_request(&CopyRequest { shard: 64, ..c }, 64, &n)
             .unwrap_err()
@@ -216,7 +228,14 @@ fn copy_pages_are_bounded_and_always_move_forward() {
     };
     let page = vec![rec("a"), rec("b")];
     assert_eq!(
-        copy_page(&page, Some(b"customer\0b"), false, Some(b"customer\0"), 2, &l),
+        copy_page(
+            &page,
+            Some(b"customer\0b"),
+            false,
+            Some(b"customer\0"),
+            2,
+            &l
+        ),
         Ok(())
     );
     assert_eq!(copy_page(&page, None, true, None, 2, &l), Ok(()));
@@ -235,7 +254,9 @@ fn copy_pages_are_bounded_and_always_move_forward() {
         );
     }
     assert!(copy_page(&[], Some(b"x"), false, None, 2, &l).is_err());
-    let many: Vec<CopyRecord> = (0..=MAX_PAGE_RECORDS).map(|i| rec(&i.to_string())).collect();
+    let many: Vec<CopyRecord> = (0..=MAX_PAGE_RECORDS)
+        .map(|i| rec(&i.to_string()))
+        .collect();
     assert!(copy_page(&many, None, true, None, 2, &l).is_err());
     let mut huge = rec("a");
     huge.3 = Some(vec![0; l.max_value_bytes + 1]);

@@ -102,8 +102,15 @@ async fn a_child_that_dies_is_started_again_and_is_not_up_meanwhile() {
     // A panic in the child: not up during the backoff, then a new child, up again.
     let first = slot.lock().unwrap().clone().unwrap();
     first.send_message(FragileMsg::Boom).unwrap();
-    until("the keeper to see the child die", || !up.load(Ordering::Acquire)).await;
-    assert_eq!(starts.load(Ordering::SeqCst), 1, "no restart before the backoff");
+    until("the keeper to see the child die", || {
+        !up.load(Ordering::Acquire)
+    })
+    .await;
+    assert_eq!(
+        starts.load(Ordering::SeqCst),
+        1,
+        "no restart before the backoff"
+    );
     until("the child to be back", || up.load(Ordering::Acquire)).await;
     assert_eq!(which(&slot).await, Some(2));
     assert_eq!(restarts.get(), 1);

@@ -29,8 +29,8 @@ mod frame_check;
 
 mod gateway_frames;
 mod heartbeat;
-mod keeper;
 mod idempotency;
+mod keeper;
 mod lease;
 mod links;
 mod load;
@@ -51,7 +51,6 @@ mod slow_nodes;
 mod storage;
 pub mod tls;
 pub mod wire;
-
 
 pub use activation::ActivationTable;
 pub use client::{Access, Answer, ClusterClient, RequestError};

@@ -27,8 +27,8 @@ use crate::lease::Lease;
 use crate::member::ClusterMember;
 use crate::metrics;
 use crate::ops::{self, Readiness};
-use crate::restart_budget::RestartPolicy;
 use crate::replication::Replicator;
+use crate::restart_budget::RestartPolicy;
 use crate::shard_host::{ShardHost, ShardHostArgs};
 use crate::shutdown;
 use crate::shutdown::Shutdown;
@@ -126,20 +126,20 @@ pub async fn run_with(
         FrameLimits::of(&cfg),
     );
     let host_args = ShardHostArgs {
-            node: me.name.clone(),
-            map: map.clone(),
-            store: store.clone(),
-            kinds: Arc::new(kinds),
-            policy: cfg.restart,
-            entity_limits: cfg.entity_limits,
-            idle_timeout: cfg.idle_timeout,
-            max_active: cfg.max_active,
-            fault_injection: cfg.fault_injection,
-            request_timeout: cfg.request_timeout,
-            replicator,
-            lease: member.lease(),
-            load: member.load(),
-            frames: FrameLimits::of(&cfg),
+        node: me.name.clone(),
+        map: map.clone(),
+        store: store.clone(),
+        kinds: Arc::new(kinds),
+        policy: cfg.restart,
+        entity_limits: cfg.entity_limits,
+        idle_timeout: cfg.idle_timeout,
+        max_active: cfg.max_active,
+        fault_injection: cfg.fault_injection,
+        request_timeout: cfg.request_timeout,
+        replicator,
+        lease: member.lease(),
+        load: member.load(),
+        frames: FrameLimits::of(&cfg),
     };
     let host_up = Arc::new(AtomicBool::new(false));
     let (host, _) = Actor::spawn(

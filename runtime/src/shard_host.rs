@@ -19,8 +19,8 @@ use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, Supervi
 
 use crate::activation::ActivationTable;
 use crate::consensus::MapWatch;
-use crate::frame_check::{self, FrameLimits};
 use crate::entity::{CallResult, EntityKey, EntityKinds, Served};
+use crate::frame_check::{self, FrameLimits};
 use crate::lease::Lease;
 use crate::load::Load;
 use crate::metrics;
@@ -250,8 +250,8 @@ impl ShardHostState {
 
     /// The primary serves one page of a shard to a learner it knows about.
     fn copy(&mut self, bytes: Vec<u8>, reply: RpcReplyPort<Vec<u8>>) {
-        let checked =
-            frame_check::decode::<CopyRequest>("copy", &bytes, &self.args.frames).and_then(|r| {
+        let checked = frame_check::decode::<CopyRequest>("copy", &bytes, &self.args.frames)
+            .and_then(|r| {
                 let map = self.args.map.borrow();
                 let s = frame_check::copy_request(&r, map.shard_count(), map.nodes())?;
                 Ok((s, r))
@@ -393,18 +393,20 @@ impl ShardHostState {
             });
         // A question that breaks the rules is answered "not confirmed": the follower must not
         // serve the read.
-        let ok = checked.inspect_err(|e| frame_check::refuse("read_index", e)).is_ok_and(|q| {
-            let map = self.args.map.borrow();
-            let p = map.placement(ShardId(q.shard));
-            self.args.lease.is_valid()
-                && p.primary == self.args.node
-                && p.in_sync.contains(&q.follower)
-                && !self.args.replicator.is_deposed(ShardId(q.shard), p.epoch)
-                && self
-                    .args
-                    .replicator
-                    .may_serve_reads(ShardId(q.shard), &q.follower)
-        });
+        let ok = checked
+            .inspect_err(|e| frame_check::refuse("read_index", e))
+            .is_ok_and(|q| {
+                let map = self.args.map.borrow();
+                let p = map.placement(ShardId(q.shard));
+                self.args.lease.is_valid()
+                    && p.primary == self.args.node
+                    && p.in_sync.contains(&q.follower)
+                    && !self.args.replicator.is_deposed(ShardId(q.shard), p.epoch)
+                    && self
+                        .args
+                        .replicator
+                        .may_serve_reads(ShardId(q.shard), &q.follower)
+            });
         let _ = reply.send(wire::encode(&ok));
     }
 
@@ -581,6 +583,12 @@ impl Actor for ShardHost {
         let m = metrics::get();
         m.shards_owned
             .set(args.map.borrow().shards_of(&args.node).count() as i64);
+        // A host starts with no entity (after a restart, ractor killed the old host's
+        // supervisors and entities without their exit events).
+        for kind in args.kinds.names() {
+            m.entities_active.with_label_values(&[kind]).set(0);
+            m.entities_quarantined.with_label_values(&[kind]).set(0);
+        }
         ractor::pg::join(wire::shard_host_group(&args.node), vec![myself.get_cell()]);
         let tick =
             (args.idle_timeout / 10).clamp(Duration::from_millis(100), Duration::from_secs(5));

@@ -185,7 +185,6 @@ impl FrameError {
     }
 }
 
-
 /// A learner's request for one page of a shard copy.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CopyRequest {

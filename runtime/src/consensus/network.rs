@@ -53,14 +53,18 @@ fn take<T: DeserializeOwned>(
     limits: &FrameLimits,
     check: impl FnOnce(&T) -> Result<(), FrameError>,
 ) -> Result<T, FrameError> {
-    let checked = frame_check::size(&format!("{frame_name} frame"), b.len(), limits.max_frame_bytes)
-        .and_then(|()| {
-            unframe::<T>(b).map_err(|reason| FrameError::Malformed {
-                frame: frame_name.to_string(),
-                reason,
-            })
+    let checked = frame_check::size(
+        &format!("{frame_name} frame"),
+        b.len(),
+        limits.max_frame_bytes,
+    )
+    .and_then(|()| {
+        unframe::<T>(b).map_err(|reason| FrameError::Malformed {
+            frame: frame_name.to_string(),
+            reason,
         })
-        .and_then(|v| check(&v).map(|()| v));
+    })
+    .and_then(|v| check(&v).map(|()| v));
     if let Err(e) = &checked {
         frame_check::refuse(frame_name, e);
     }
@@ -69,10 +73,7 @@ fn take<T: DeserializeOwned>(
 
 /// A snapshot sent whole in one chunk must hold a map of this cluster's shape: a map of another
 /// shard count would make every shard number this node uses wrong.
-fn snapshot_shape(
-    req: &InstallSnapshotRequest<MapRaft>,
-    map: &ShardMap,
-) -> Result<(), FrameError> {
+fn snapshot_shape(req: &InstallSnapshotRequest<MapRaft>, map: &ShardMap) -> Result<(), FrameError> {
     frame_check::snapshot_chunk(req.offset, req.data.len())?;
     if req.offset != 0 || !req.done {
         return Ok(());
@@ -173,7 +174,9 @@ impl Connection {
         let answer: Answer<Result<Resp, RaftError<u64, E>>> = unframe(&bytes)
             .map_err(|e| RPCError::Network(NetworkError::new(&std::io::Error::other(e))))?;
         match answer {
-            Answer::Done(res) => res.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e))),
+            Answer::Done(res) => {
+                res.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+            }
             Answer::Refused(e) => Err(RPCError::Network(NetworkError::new(
                 &std::io::Error::other(format!("{} refused the frame: {e}", self.name)),
             ))),
@@ -334,11 +337,11 @@ impl Actor for RaftRpcServer {
             }
             RaftRpc::Vote(b, reply) => {
                 tokio::spawn(async move {
-                    let answer = match take::<VoteRequest<u64>>("raft_vote", &b, &limits, |_| Ok(()))
-                    {
-                        Ok(req) => Answer::Done(raft.vote(req).await),
-                        Err(e) => Answer::Refused(e),
-                    };
+                    let answer =
+                        match take::<VoteRequest<u64>>("raft_vote", &b, &limits, |_| Ok(())) {
+                            Ok(req) => Answer::Done(raft.vote(req).await),
+                            Err(e) => Answer::Refused(e),
+                        };
                     let _ = reply.send(frame(&answer));
                 });
             }
