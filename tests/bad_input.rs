@@ -138,8 +138,8 @@ async fn an_idempotency_key_replays_its_own_request_and_refuses_any_other() {
     .await;
     assert_eq!(s, 422, "{v}");
     assert_eq!(
-        customer(&c, "ik-1").await["interactions"],
-        json!([]),
+        customer(&c, "ik-1").await["interaction_count"],
+        0,
         "nothing appended"
     );
 
@@ -402,4 +402,83 @@ async fn http_telemetry_is_held_to_the_same_rules_as_mqtt_and_a_refusal_changes_
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["telemetry_count"], 2);
     assert_eq!(v["last_readings"]["temperature"], 22.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn appending_the_twenty_thousandth_interaction_costs_what_the_first_did() {
+    let _guard = serial().await;
+    let c = Cluster::start("append-cost", Settings::default()).await;
+    let (s, _, v) = send(
+        &c,
+        "POST",
+        "/v1/customers",
+        Some(&json!({"id": "many", "name": "M"})),
+        None,
+    )
+    .await;
+    assert_eq!(s, 201, "{v}");
+    const N: usize = 20_000;
+    const SAMPLE: usize = 500;
+    let url = format!("{}/v1/customers/many/interactions", c.gateway);
+    let started = std::time::Instant::now();
+    let mut latencies = Vec::with_capacity(N);
+    for i in 0..N {
+        let t = std::time::Instant::now();
+        let r = c
+            .http
+            .post(&url)
+            .header("content-type", "application/json")
+            .body(format!(r#"{{"kind":"view","item":"item-{i}"}}"#))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201, "append {i}: {}", r.text().await.unwrap());
+        latencies.push(t.elapsed());
+        assert!(started.elapsed() < Duration::from_secs(600), "too slow at {i}");
+    }
+    let median = |s: &[Duration]| {
+        let mut v = s.to_vec();
+        v.sort();
+        v[v.len() / 2]
+    };
+    let (first, last) = (median(&latencies[..SAMPLE]), median(&latencies[N - SAMPLE..]));
+    println!(
+        "append cost: median of the first {SAMPLE}: {first:?}; of the last {SAMPLE} (up to {N}): {last:?}; total {:?}",
+        started.elapsed()
+    );
+    assert!(
+        last <= first * 3,
+        "the last appends cost {last:?}, the first {first:?}"
+    );
+    // Read back by page: every interaction once, in order.
+    let mut after = 0u64;
+    let mut seen = 0u64;
+    loop {
+        let (s, _, v) = send(
+            &c,
+            "GET",
+            &format!("/v1/customers/many/interactions?after={after}&limit=1000"),
+            None,
+            None,
+        )
+        .await;
+        assert_eq!(s, 200, "{v}");
+        for i in v["interactions"].as_array().unwrap() {
+            seen += 1;
+            assert_eq!(i["seq"], seen);
+        }
+        match v["next_after"].as_u64() {
+            Some(n) => after = n,
+            None => break,
+        }
+    }
+    assert_eq!(seen, N as u64);
+    let (_, _, v) = send(&c, "GET", "/v1/customers/many", None, None).await;
+    assert_eq!(v["interaction_count"], N as u64);
+    // The customer's own record stays small however many interactions it has.
+    for (q, field) in [("limit=0", "limit"), ("limit=1001", "limit"), ("after=-1", "after"), ("after=x", "after"), ("page=2", "page")] {
+        let (s, _, v) = send(&c, "GET", &format!("/v1/customers/many/interactions?{q}"), None, None).await;
+        assert_eq!(s, 400, "{q}: {v}");
+        assert!(v["error"]["message"].as_str().unwrap().contains(field), "{q}: {v}");
+    }
 }

@@ -51,6 +51,11 @@ pub enum CredentialsCommand {
         /// The version the caller has.
         unless_version: Option<u64>,
     },
+    /// Remove a device's credential (its device was erased); again: nothing changes.
+    Revoke {
+        /// Device.
+        device_id: String,
+    },
 }
 
 impl CredentialsCommand {
@@ -74,6 +79,8 @@ pub enum CredentialsAnswer {
     All(CredentialsState),
     /// Nothing changed since the version asked about.
     Unchanged(u64),
+    /// The device holds no credential (any more); the registry's version.
+    Revoked(u64),
 }
 
 /// A credentials command's result.
@@ -132,6 +139,13 @@ impl Entity for Credentials {
                     version: s.version,
                 }))
             }
+            CredentialsCommand::Revoke { device_id } => {
+                if s.devices.remove(&device_id).is_none() {
+                    return Ok(Handled::read(Ok(CredentialsAnswer::Revoked(s.version))));
+                }
+                s.version = s.version.saturating_add(1);
+                Handled::wrote(Ok(CredentialsAnswer::Revoked(s.version)))
+            }
         })
     }
 }
@@ -142,10 +156,7 @@ mod tests {
 
     fn run(s: &mut Option<CredentialsState>, c: CredentialsCommand) -> Handled<CredentialsReply> {
         Credentials::handle(
-            &EntityContext {
-                id: CREDENTIALS_ID,
-                now_ms: 5,
-            },
+            &EntityContext::new(CREDENTIALS_ID, 5),
             s,
             c,
         )

@@ -1,6 +1,7 @@
-//! The Customer entity: contact details, tags, consent flags, an append-only list of
-//! interactions, and the support tickets opened for its devices' alerts. Persisted as
-//! [`CustomerState`] behind `STATE_VERSION`; version 1 states are upgraded on load.
+//! The Customer entity: contact details, tags, consent flags, the devices it owns, the support
+//! tickets opened for their alerts, and an append-only list of interactions kept in the entity's
+//! journal (one record each, read by page). Persisted as [`CustomerState`] behind
+//! `STATE_VERSION`; version 1 and 2 states are upgraded on load.
 //!
 //! ```text
 //! gateway ──Create / Get / Update / Delete / AddInteraction──▶ contact record ──▶ CustomerView
@@ -8,7 +9,7 @@
 //!        ──RecordTicketAck{alert_id}──▶ acknowledged, first acknowledgement wins
 //! ```
 
-use keelson_runtime::{Entity, EntityContext, EntityError, Handled};
+use keelson_runtime::{decode_payload, encode_payload, Entity, EntityContext, EntityError, Handled};
 use serde::{Deserialize, Serialize};
 
 use crate::device::validate_ref;
@@ -88,8 +89,9 @@ pub struct CustomerState {
     pub tags: Vec<String>,
     /// Consent flags.
     pub consent: Consent,
-    /// Interactions, oldest first.
-    pub interactions: Vec<Interaction>,
+    /// Interactions recorded before they moved to the journal (version 2 states), oldest
+    /// first; numbered before the journal's.
+    pub early_interactions: Vec<Interaction>,
     /// Incremented on every change.
     pub version: u64,
     /// Creation time, ms since the Unix epoch.
@@ -98,6 +100,8 @@ pub struct CustomerState {
     pub updated_ms: u64,
     /// The last [`MAX_TICKETS`] tickets, oldest first.
     pub tickets: Vec<Ticket>,
+    /// Devices registered to this customer, oldest first: what an erasure removes.
+    pub devices: Vec<String>,
 }
 
 /// A customer as returned: everything but its tickets, which are read with `ListTickets`.
@@ -117,8 +121,10 @@ pub struct CustomerView {
     pub tags: Vec<String>,
     /// Consent flags.
     pub consent: Consent,
-    /// Interactions, oldest first.
-    pub interactions: Vec<Interaction>,
+    /// Interactions recorded; read them with `GET /v1/customers/{id}/interactions`.
+    pub interaction_count: u64,
+    /// Devices registered to this customer.
+    pub devices: Vec<String>,
     /// Incremented on every change.
     pub version: u64,
     /// Creation time, ms since the Unix epoch.
@@ -207,6 +213,19 @@ pub enum CustomerCommand {
     },
     /// Read the tickets kept. Answers `Tickets`.
     ListTickets,
+    /// Read up to `limit` interactions numbered after `after`. Answers `Interactions`.
+    ListInteractions {
+        /// Sequence number to start after (0: from the first).
+        after: u64,
+        /// Most interactions to return.
+        limit: u32,
+    },
+    /// Record that a device is registered to this customer (again: nothing changes). Answers
+    /// `Customer`.
+    LinkDevice {
+        /// The device.
+        device_id: String,
+    },
 }
 
 /// What a customer command answers.
@@ -220,13 +239,33 @@ pub enum CustomerAnswer {
     Ticket(Ticket),
     /// Every ticket kept, oldest first.
     Tickets(Vec<Ticket>),
+    /// An interaction just recorded, and the customer's version after it.
+    InteractionAdded {
+        /// The interaction.
+        interaction: Interaction,
+        /// The customer's version.
+        version: u64,
+    },
+    /// A page of interactions, oldest first.
+    Interactions {
+        /// The page.
+        items: Vec<Interaction>,
+        /// Interactions recorded in all.
+        total: u64,
+    },
 }
 
 /// The answer, or why the command was refused.
 pub type CustomerReply = Result<CustomerAnswer, DomainError>;
 
 /// Most interactions kept per customer; the oldest are not dropped, the append is refused.
-pub const MAX_INTERACTIONS: usize = 10_000;
+pub const MAX_INTERACTIONS: u64 = 100_000;
+
+/// Most interactions returned in one page.
+pub const MAX_INTERACTION_PAGE: u32 = 1_000;
+
+/// Most devices one customer may own.
+pub const MAX_DEVICES: usize = 1_000;
 
 /// Tickets kept per customer; the oldest are dropped.
 pub const MAX_TICKETS: usize = 200;
@@ -302,13 +341,30 @@ impl CustomerCommand {
                 validate_ref("command_id", command_id)?;
                 validate::text("status", status, MAX_TICKET_ACK_STATUS)
             }
+            CustomerCommand::ListInteractions { limit, .. } => {
+                if !(1..=MAX_INTERACTION_PAGE).contains(limit) {
+                    return Err(invalid(
+                        "limit",
+                        format!("{limit} is outside 1..={MAX_INTERACTION_PAGE}"),
+                    ));
+                }
+                Ok(())
+            }
+            CustomerCommand::LinkDevice { device_id } => {
+                validate::validate_id("device_id", device_id)
+            }
             CustomerCommand::Get | CustomerCommand::Delete | CustomerCommand::ListTickets => Ok(()),
         }
     }
 
     /// Whether the command only reads (and so may be served by a follower).
     pub fn is_read(&self) -> bool {
-        matches!(self, CustomerCommand::Get | CustomerCommand::ListTickets)
+        matches!(
+            self,
+            CustomerCommand::Get
+                | CustomerCommand::ListTickets
+                | CustomerCommand::ListInteractions { .. }
+        )
     }
 }
 
@@ -318,8 +374,8 @@ pub fn ticket_id(alert_id: &str) -> String {
 }
 
 impl CustomerState {
-    /// The customer as returned.
-    pub fn view(&self) -> CustomerView {
+    /// The customer as returned, with `journal_len` interactions in the journal.
+    pub fn view(&self, journal_len: u64) -> CustomerView {
         CustomerView {
             id: self.id.clone(),
             name: self.name.clone(),
@@ -328,11 +384,38 @@ impl CustomerState {
             company: self.company.clone(),
             tags: self.tags.clone(),
             consent: self.consent,
-            interactions: self.interactions.clone(),
+            interaction_count: self.early_interactions.len() as u64 + journal_len,
+            devices: self.devices.clone(),
             version: self.version,
             created_ms: self.created_ms,
             updated_ms: self.updated_ms,
         }
+    }
+
+    /// Up to `limit` interactions numbered after `after`: the early ones, then the journal's.
+    fn interactions(
+        &self,
+        ctx: &EntityContext<'_>,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<Interaction>, EntityError> {
+        let early = self.early_interactions.len() as u64;
+        let mut out: Vec<Interaction> = self
+            .early_interactions
+            .iter()
+            .filter(|i| i.seq > after)
+            .take(limit)
+            .cloned()
+            .collect();
+        if out.len() < limit {
+            let from = after.saturating_sub(early);
+            for (_, bytes) in ctx.journal(from, limit - out.len())? {
+                let i: Interaction = decode_payload(&bytes)
+                    .map_err(|e| EntityError(format!("interaction record does not decode: {e}")))?;
+                out.push(i);
+            }
+        }
+        Ok(out)
     }
 
     fn touch(&mut self, now_ms: u64) {
@@ -404,7 +487,7 @@ impl CustomerState {
 
 impl Entity for Customer {
     const KIND: &'static str = "customer";
-    const STATE_VERSION: u8 = 2;
+    const STATE_VERSION: u8 = 3;
     type State = CustomerState;
     type Command = CustomerCommand;
     type Reply = CustomerReply;
@@ -437,19 +520,20 @@ impl Entity for Customer {
                     company: c.company,
                     tags: c.tags,
                     consent: c.consent,
-                    interactions: Vec::new(),
+                    early_interactions: Vec::new(),
                     version: 1,
                     created_ms: ctx.now_ms,
                     updated_ms: ctx.now_ms,
                     tickets: Vec::new(),
+                    devices: Vec::new(),
                 };
-                let view = created.view();
+                let view = created.view(ctx.journal_len);
                 *state = Some(created);
                 Handled::wrote(Ok(CustomerAnswer::Customer(view)))
             }
             (_, None) => Handled::read(Err(not_found())),
             (CustomerCommand::Get, Some(s)) => {
-                Handled::read(Ok(CustomerAnswer::Customer(s.view())))
+                Handled::read(Ok(CustomerAnswer::Customer(s.view(ctx.journal_len))))
             }
             (CustomerCommand::Update(p), Some(s)) => {
                 if let Some(n) = p.name {
@@ -471,14 +555,15 @@ impl Entity for Customer {
                     s.consent = c;
                 }
                 s.touch(ctx.now_ms);
-                Handled::wrote(Ok(CustomerAnswer::Customer(s.view())))
+                Handled::wrote(Ok(CustomerAnswer::Customer(s.view(ctx.journal_len))))
             }
             (CustomerCommand::Delete, Some(_)) => {
                 *state = None;
                 Handled::wrote(Ok(CustomerAnswer::Deleted))
             }
             (CustomerCommand::AddInteraction(i), Some(s)) => {
-                if s.interactions.len() >= MAX_INTERACTIONS {
+                let count = s.early_interactions.len() as u64 + ctx.journal_len;
+                if count >= MAX_INTERACTIONS {
                     return Ok(Handled::read(Err(invalid(
                         "interactions",
                         format!(
@@ -486,14 +571,44 @@ impl Entity for Customer {
                         ),
                     ))));
                 }
-                s.interactions.push(Interaction {
-                    seq: s.interactions.len() as u64 + 1,
+                let interaction = Interaction {
+                    seq: count + 1,
                     kind: i.kind,
                     item: i.item,
                     at_ms: i.at_ms.unwrap_or(ctx.now_ms),
-                });
+                };
                 s.touch(ctx.now_ms);
-                Handled::wrote(Ok(CustomerAnswer::Customer(s.view())))
+                let record = encode_payload(&interaction);
+                Handled::appended(
+                    Ok(CustomerAnswer::InteractionAdded {
+                        interaction,
+                        version: s.version,
+                    }),
+                    record,
+                )
+            }
+            (CustomerCommand::ListInteractions { after, limit }, Some(s)) => {
+                let items = s.interactions(ctx, after, limit as usize)?;
+                Handled::read(Ok(CustomerAnswer::Interactions {
+                    items,
+                    total: s.early_interactions.len() as u64 + ctx.journal_len,
+                }))
+            }
+            (CustomerCommand::LinkDevice { device_id }, Some(s)) => {
+                if s.devices.contains(&device_id) {
+                    return Ok(Handled::read(Ok(CustomerAnswer::Customer(
+                        s.view(ctx.journal_len),
+                    ))));
+                }
+                if s.devices.len() >= MAX_DEVICES {
+                    return Ok(Handled::read(Err(invalid(
+                        "customer_id",
+                        format!("the customer already owns the maximum of {MAX_DEVICES} devices"),
+                    ))));
+                }
+                s.devices.push(device_id);
+                s.touch(ctx.now_ms);
+                Handled::wrote(Ok(CustomerAnswer::Customer(s.view(ctx.journal_len))))
             }
             (
                 CustomerCommand::OpenTicket {
@@ -504,9 +619,10 @@ impl Entity for Customer {
                 Some(s),
             ) => {
                 let (ticket, opened) = s.open_ticket(alert_id, device_id, summary, ctx.now_ms);
-                Handled {
-                    reply: Ok(CustomerAnswer::Ticket(ticket)),
-                    changed: opened,
+                if opened {
+                    Handled::wrote(Ok(CustomerAnswer::Ticket(ticket)))
+                } else {
+                    Handled::read(Ok(CustomerAnswer::Ticket(ticket)))
                 }
             }
             (
@@ -517,10 +633,8 @@ impl Entity for Customer {
                 },
                 Some(s),
             ) => match s.record_ticket_ack(&alert_id, command_id, status, ctx.now_ms) {
-                Ok((ticket, changed)) => Handled {
-                    reply: Ok(CustomerAnswer::Ticket(ticket)),
-                    changed,
-                },
+                Ok((ticket, true)) => Handled::wrote(Ok(CustomerAnswer::Ticket(ticket))),
+                Ok((ticket, false)) => Handled::read(Ok(CustomerAnswer::Ticket(ticket))),
                 Err(e) => Handled::read(Err(e)),
             },
             (CustomerCommand::ListTickets, Some(s)) => {
@@ -532,6 +646,9 @@ impl Entity for Customer {
     fn upgrade(version: u8, body: &[u8]) -> Option<CustomerState> {
         match version {
             v1::VERSION => Self::decode_body::<v1::CustomerState>(version, body)
+                .ok()
+                .map(|old| v2::CustomerState::from(old).into()),
+            v2::VERSION => Self::decode_body::<v2::CustomerState>(version, body)
                 .ok()
                 .map(CustomerState::from),
             _ => None,
@@ -565,7 +682,7 @@ pub(crate) mod v1 {
         pub updated_ms: u64,
     }
 
-    impl From<CustomerState> for super::CustomerState {
+    impl From<CustomerState> for super::v2::CustomerState {
         fn from(old: CustomerState) -> Self {
             Self {
                 id: old.id,
@@ -580,6 +697,54 @@ pub(crate) mod v1 {
                 created_ms: old.created_ms,
                 updated_ms: old.updated_ms,
                 tickets: Vec::new(),
+            }
+        }
+    }
+}
+
+/// Version 2 of the persisted customer state: interactions inline, no device list. Frozen:
+/// loaded states of this version keep their interactions as the early ones.
+pub(crate) mod v2 {
+    use serde::{Deserialize, Serialize};
+
+    use super::{Consent, Interaction, Ticket};
+
+    /// `STATE_VERSION` of this shape.
+    pub(crate) const VERSION: u8 = 2;
+
+    /// A customer as version 2 stored it.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    pub(crate) struct CustomerState {
+        pub id: String,
+        pub name: String,
+        pub email: Option<String>,
+        pub phone: Option<String>,
+        pub company: Option<String>,
+        pub tags: Vec<String>,
+        pub consent: Consent,
+        pub interactions: Vec<Interaction>,
+        pub version: u64,
+        pub created_ms: u64,
+        pub updated_ms: u64,
+        pub tickets: Vec<Ticket>,
+    }
+
+    impl From<CustomerState> for super::CustomerState {
+        fn from(old: CustomerState) -> Self {
+            Self {
+                id: old.id,
+                name: old.name,
+                email: old.email,
+                phone: old.phone,
+                company: old.company,
+                tags: old.tags,
+                consent: old.consent,
+                early_interactions: old.interactions,
+                version: old.version,
+                created_ms: old.created_ms,
+                updated_ms: old.updated_ms,
+                tickets: old.tickets,
+                devices: Vec::new(),
             }
         }
     }

@@ -2,7 +2,7 @@ use super::*;
 use keelson_runtime::encode_payload;
 
 fn ctx(now_ms: u64) -> EntityContext<'static> {
-    EntityContext { id: "c1", now_ms }
+    EntityContext::new("c1", now_ms)
 }
 
 fn new(name: &str) -> NewCustomer {
@@ -136,33 +136,92 @@ fn invalid_fields_are_named_and_change_nothing() {
     assert!(matches!(h.reply, Err(DomainError::Invalid { ref field, .. }) if field == "name"));
 }
 
+/// A journal in memory, as the runtime keeps one in the store.
+#[derive(Default)]
+struct Journal(std::cell::RefCell<Vec<Vec<u8>>>);
+
+impl keelson_runtime::JournalRead for Journal {
+    fn page(&self, after: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, String> {
+        Ok(self
+            .0
+            .borrow()
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (i as u64 + 1, r.clone()))
+            .skip(after as usize)
+            .take(limit)
+            .collect())
+    }
+}
+
+/// Runs `cmd` with `journal`, appending what it appends.
+fn run_with(
+    state: &mut Option<CustomerState>,
+    journal: &Journal,
+    cmd: CustomerCommand,
+    now: u64,
+) -> Handled<CustomerReply> {
+    let len = journal.0.borrow().len() as u64;
+    let h = Customer::handle(&ctx(now).with_journal(len, journal), state, cmd).unwrap();
+    journal.0.borrow_mut().extend(h.append.iter().cloned());
+    h
+}
+
+fn page(s: &mut Option<CustomerState>, j: &Journal, after: u64, limit: u32) -> Vec<Interaction> {
+    match run_with(s, j, CustomerCommand::ListInteractions { after, limit }, 500).reply {
+        Ok(CustomerAnswer::Interactions { items, .. }) => items,
+        other => panic!("{other:?}"),
+    }
+}
+
 #[test]
-fn interactions_append_in_order() {
+fn interactions_are_appended_one_record_each_and_read_by_page() {
     let mut s = None;
-    run(&mut s, CustomerCommand::Create(new("Ada")), 10);
-    for (i, item) in ["order-1", "ticket-7"].iter().enumerate() {
+    let j = Journal::default();
+    run_with(&mut s, &j, CustomerCommand::Create(new("Ada")), 10);
+    for (i, item) in ["order-1", "ticket-7", "call-3"].iter().enumerate() {
         let add = NewInteraction {
             kind: "order".into(),
             item: item.to_string(),
             at_ms: None,
         };
-        let c = customer(run(
+        let h = run_with(
             &mut s,
+            &j,
             CustomerCommand::AddInteraction(add),
             100 + i as u64,
-        ));
-        assert_eq!(c.interactions.len(), i + 1);
+        );
+        assert_eq!(h.append.len(), 1, "one record per interaction");
+        match h.reply {
+            Ok(CustomerAnswer::InteractionAdded { interaction, .. }) => {
+                assert_eq!(interaction.seq, i as u64 + 1)
+            }
+            other => panic!("{other:?}"),
+        }
     }
-    let c = s.unwrap();
     assert_eq!(
-        c.interactions[1],
-        Interaction {
+        page(&mut s, &j, 1, 1),
+        vec![Interaction {
             seq: 2,
             kind: "order".into(),
             item: "ticket-7".into(),
             at_ms: 101
-        }
+        }]
     );
+    assert_eq!(page(&mut s, &j, 0, 10).len(), 3);
+    assert!(page(&mut s, &j, 3, 10).is_empty());
+    let view = customer(run_with(&mut s, &j, CustomerCommand::Get, 600));
+    assert_eq!(view.interaction_count, 3);
+    let h = run_with(
+        &mut s,
+        &j,
+        CustomerCommand::ListInteractions {
+            after: 0,
+            limit: 0,
+        },
+        600,
+    );
+    assert!(matches!(h.reply, Err(DomainError::Invalid { ref field, .. }) if field == "limit"));
 }
 
 #[test]
@@ -335,11 +394,23 @@ fn a_version_1_customer_is_upgraded_with_no_tickets() {
     let body = &encode_payload(&old)[1..];
     let new = Customer::upgrade(1, body).expect("version 1 upgrades");
     assert_eq!(
-        (new.name.as_str(), new.version, new.interactions.len()),
+        (new.name.as_str(), new.version, new.early_interactions.len()),
         ("Ada", 4, 1)
     );
     assert!(new.tickets.is_empty());
-    assert_eq!(new.view().interactions, old.interactions);
-    assert_eq!(Customer::upgrade(3, body), None);
+    assert_eq!(new.view(0).interaction_count, 1);
+    // Early interactions come first in a page, journal ones after them.
+    let (mut s, j) = (Some(new), Journal::default());
+    let add = NewInteraction {
+        kind: "call".into(),
+        item: "follow-up".into(),
+        at_ms: Some(9),
+    };
+    run_with(&mut s, &j, CustomerCommand::AddInteraction(add), 10);
+    let all = page(&mut s, &j, 0, 10);
+    assert_eq!(all[0], old.interactions[0]);
+    assert_eq!((all[1].seq, all[1].item.as_str()), (2, "follow-up"));
+    assert_eq!(page(&mut s, &j, 1, 10).len(), 1);
+    assert_eq!(Customer::upgrade(4, body), None);
     assert_eq!(Customer::upgrade(1, &body[..body.len() - 1]), None);
 }

@@ -217,6 +217,13 @@ pub enum DeviceCommand {
     ListAlerts,
     /// Read the commands kept. Answers `Commands`.
     ListCommands,
+    /// The owning customer is being erased: delete the device with its telemetry, alerts, twin
+    /// and commands (answers `Erased`), or, with `detach`, keep the device but forget its owner
+    /// and its alerts (answers `Device`). Again: nothing more changes.
+    Erase {
+        /// Keep the device, without its owner.
+        detach: bool,
+    },
 }
 
 /// The outcome of an `Ingest`.
@@ -247,6 +254,8 @@ pub enum DeviceAnswer {
     Alerts(Vec<Alert>),
     /// Every command kept, newest last.
     Commands(Vec<CommandRecord>),
+    /// The device was deleted (or was not there).
+    Erased,
 }
 
 /// The answer, or why the command was refused.
@@ -327,7 +336,8 @@ impl DeviceCommand {
             | DeviceCommand::GetTelemetry { .. }
             | DeviceCommand::GetTwin
             | DeviceCommand::ListAlerts
-            | DeviceCommand::ListCommands => Ok(()),
+            | DeviceCommand::ListCommands
+            | DeviceCommand::Erase { .. } => Ok(()),
         }
     }
 
@@ -470,6 +480,7 @@ impl DeviceState {
             DeviceCommand::ListCommands => {
                 Ok((A::Commands(self.commands.iter().cloned().collect()), false))
             }
+            DeviceCommand::Erase { .. } => unreachable!("handled with the state in Device::handle"),
         }
     }
 
@@ -650,6 +661,20 @@ impl Entity for Device {
             return Ok(Handled::read(Err(e)));
         }
         Ok(match (command, state.as_mut()) {
+            (DeviceCommand::Erase { .. }, None) => Handled::read(Ok(DeviceAnswer::Erased)),
+            (DeviceCommand::Erase { detach: false }, Some(_)) => {
+                *state = None;
+                Handled::wrote(Ok(DeviceAnswer::Erased))
+            }
+            (DeviceCommand::Erase { detach: true }, Some(s)) => {
+                if s.customer_id.is_empty() {
+                    return Ok(Handled::read(Ok(DeviceAnswer::Device(s.view()))));
+                }
+                s.customer_id.clear();
+                s.alerts.clear();
+                s.version = s.version.saturating_add(1);
+                Handled::wrote(Ok(DeviceAnswer::Device(s.view())))
+            }
             (DeviceCommand::Register(d), None) => {
                 let created = DeviceState::new(ctx.id, d, ctx.now_ms);
                 let view = created.view();

@@ -11,7 +11,7 @@ const LOOSE: SampleLimits = SampleLimits {
 };
 
 fn ctx(now_ms: u64) -> EntityContext<'static> {
-    EntityContext { id: "d1", now_ms }
+    EntityContext::new("d1", now_ms)
 }
 
 fn run(state: &mut Option<DeviceState>, cmd: DeviceCommand, now: u64) -> Handled<DeviceReply> {

@@ -195,10 +195,7 @@ mod tests {
 
     fn run(s: &mut Option<KeyringState>, c: KeyringCommand) -> Handled<KeyringReply> {
         Keyring::handle(
-            &EntityContext {
-                id: KEYRING_ID,
-                now_ms: 99,
-            },
+            &EntityContext::new(KEYRING_ID, 99),
             s,
             c,
         )

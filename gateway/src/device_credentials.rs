@@ -15,7 +15,7 @@ use warp::http::StatusCode;
 use crate::error::ApiError;
 use crate::routes::{call_entity, id_ok, ok, send_device, with_node, Ctx, Outcome, Rq};
 
-async fn send(
+pub(crate) async fn send(
     ctx: &Ctx,
     cmd: CredentialsCommand,
     rid: &Rq,

@@ -16,6 +16,7 @@ mod authz;
 mod body;
 mod client;
 mod device_credentials;
+mod erasure;
 mod error;
 mod idempotency;
 mod identity;

@@ -117,6 +117,10 @@ fn schemas() -> Map<String, Value> {
             "InteractionAdded",
             "customer_id, the interaction, the new version",
         ),
+        (
+            "Interactions",
+            "customer_id, a page of interactions oldest first, total, next_after",
+        ),
         ("Tickets", "support tickets"),
         ("Device", "a device"),
         ("Telemetry", "recent samples and per-minute history"),

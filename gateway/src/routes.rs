@@ -417,17 +417,9 @@ async fn dispatch(
         Handler::CreateCustomer => create_customer(ctx, body, rid).await,
         Handler::GetCustomer => customer(ctx, id, CustomerCommand::Get, rid, StatusCode::OK).await,
         Handler::PatchCustomer => patch_customer(ctx, id, body, rid).await,
-        Handler::DeleteCustomer => {
-            customer(
-                ctx,
-                id,
-                CustomerCommand::Delete,
-                rid,
-                StatusCode::NO_CONTENT,
-            )
-            .await
-        }
+        Handler::DeleteCustomer => crate::erasure::erase_customer(ctx, id, query, rid).await,
         Handler::AddInteraction => add_interaction(ctx, id, body, rid).await,
+        Handler::ListInteractions => list_interactions(ctx, id, query, rid).await,
         Handler::Tickets => iot::tickets(ctx, id, rid).await,
         Handler::CreateDevice => create_device(ctx, body, rid).await,
         Handler::GetDevice => device(ctx, id, DeviceCommand::Get, rid, StatusCode::OK).await,
@@ -557,6 +549,16 @@ pub(crate) async fn send_device(
     call_for(ctx, "device", id, &cmd, rid, None, access).await
 }
 
+/// A success without a body.
+pub(crate) fn empty(status: StatusCode, node: &str) -> Outcome {
+    Ok(Ok_ {
+        status,
+        body: String::new(),
+        node: node.to_string(),
+        location: None,
+    })
+}
+
 pub(crate) fn with_node(e: DomainError, node: &str) -> ApiError {
     ApiError {
         node: Some(node.to_string()),
@@ -645,27 +647,81 @@ async fn add_interaction(
     cmd.validate()?;
     let (node, reply) = send_customer(ctx, id, cmd, rid, None).await?;
     match reply {
-        Ok(CustomerAnswer::Customer(c)) => {
-            let Some(last) = c.interactions.last() else {
-                return Err(unexpected_answer("customer", &node));
-            };
-            ok(
-                StatusCode::CREATED,
-                &node,
-                &api::InteractionAdded {
-                    customer_id: &c.id,
-                    interaction: last,
-                    version: c.version,
-                },
-            )
-        }
-        Ok(CustomerAnswer::Deleted) => Err(ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            "customer vanished while adding an interaction",
-        )),
+        Ok(CustomerAnswer::InteractionAdded {
+            interaction,
+            version,
+        }) => ok(
+            StatusCode::CREATED,
+            &node,
+            &api::InteractionAdded {
+                customer_id: id,
+                interaction: &interaction,
+                version,
+            },
+        ),
         Ok(_) => Err(unexpected_answer("customer", &node)),
         Err(e) => Err(with_node(e, &node)),
+    }
+}
+
+/// A query parameter as an integer in `range`, `default` when absent.
+pub(crate) fn query_u64(
+    query: &HashMap<String, String>,
+    name: &str,
+    default: u64,
+    range: std::ops::RangeInclusive<u64>,
+) -> Result<u64, ApiError> {
+    match query.get(name) {
+        None => Ok(default),
+        Some(v) => v
+            .parse::<u64>()
+            .ok()
+            .filter(|n| range.contains(n))
+            .ok_or_else(|| {
+                ApiError::field(
+                    name,
+                    format!(
+                        "\"{}\" is not an integer in {}..={}",
+                        v.chars().take(40).collect::<String>(),
+                        range.start(),
+                        range.end()
+                    ),
+                )
+            }),
+    }
+}
+
+async fn list_interactions(
+    ctx: &Ctx,
+    id: &str,
+    query: &HashMap<String, String>,
+    rid: &Rq,
+) -> Outcome {
+    id_ok("id", id)?;
+    if let Some(k) = query.keys().find(|k| !matches!(k.as_str(), "after" | "limit")) {
+        return Err(ApiError::field(
+            k,
+            "unknown query parameter (`after` and `limit` are accepted)",
+        ));
+    }
+    let after = query_u64(query, "after", 0, 0..=u64::MAX)?;
+    let max = u64::from(keelson_actors::MAX_INTERACTION_PAGE);
+    let limit = query_u64(query, "limit", 100, 1..=max)? as u32;
+    let cmd = CustomerCommand::ListInteractions { after, limit };
+    match send_customer(ctx, id, cmd, rid, None).await? {
+        (node, Ok(CustomerAnswer::Interactions { items, total })) => {
+            let next_after = (items.len() == limit as usize)
+                .then(|| items.last().map(|i| i.seq))
+                .flatten()
+                .filter(|last| *last < total);
+            ok(
+                StatusCode::OK,
+                &node,
+                &serde_json::json!({"customer_id": id, "interactions": items, "total": total, "next_after": next_after}),
+            )
+        }
+        (node, Ok(_)) => Err(unexpected_answer("customer", &node)),
+        (node, Err(e)) => Err(with_node(e, &node)),
     }
 }
 
@@ -694,8 +750,24 @@ async fn create_device(ctx: &Ctx, body: Result<Vec<u8>, ApiError>, rid: &Rq) -> 
     let DeviceCommand::Register(new) = &cmd else {
         unreachable!("built above")
     };
-    // A device belongs to an existing customer.
-    match send_customer(ctx, &new.customer_id, CustomerCommand::Get, rid, None).await? {
+    // A device belongs to an existing customer, which lists it (what an erasure removes) before
+    // the device exists.
+    let link = CustomerCommand::LinkDevice {
+        device_id: id.clone(),
+    };
+    // Linking is idempotent by itself: it does not take the request's key, so a replay is
+    // reported only for the device's own answer.
+    let linked: (String, CustomerReply) = call_entity(
+        &ctx.client,
+        "customer",
+        &new.customer_id,
+        &link,
+        &rid.id,
+        None,
+        Access::write(None),
+    )
+    .await?;
+    match linked {
         (_, Ok(_)) => {}
         (_, Err(DomainError::NotFound { .. })) => {
             return Err(ApiError::field(

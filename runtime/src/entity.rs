@@ -6,7 +6,7 @@
 //! [`EntityKinds`] maps kind names to type-erased factories so the shard supervisor can start any
 //! kind without knowing it.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::future::Future;
 use std::marker::PhantomData;
 use std::pin::Pin;
@@ -20,7 +20,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::codec;
 use crate::config::EntityLimits;
-use crate::idempotency::{KeyRecord, Remembered, Seen};
+use crate::entity_store::{self, Persisted};
+use crate::idempotency::Seen;
 use crate::metrics;
 use crate::replication::Replicator;
 use crate::shard_map::ShardId;
@@ -42,22 +43,72 @@ impl std::fmt::Display for EntityKey {
     }
 }
 
+/// Reads an entity's journal for its handler.
+pub trait JournalRead {
+    /// Up to `limit` records after `after`, with their sequence numbers (from 1).
+    fn page(&self, after: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, String>;
+}
+
 /// What an entity handler sees besides its state.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct EntityContext<'a> {
     /// The entity's id.
     pub id: &'a str,
     /// Wall-clock time, ms since the Unix epoch.
     pub now_ms: u64,
+    /// Records in the entity's journal; the next one appended gets `journal_len + 1`.
+    pub journal_len: u64,
+    journal: Option<&'a dyn JournalRead>,
 }
 
-/// A handled command: the reply and whether the state changed (and so must be persisted).
+impl std::fmt::Debug for EntityContext<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EntityContext")
+            .field("id", &self.id)
+            .field("now_ms", &self.now_ms)
+            .field("journal_len", &self.journal_len)
+            .finish()
+    }
+}
+
+impl<'a> EntityContext<'a> {
+    /// A context with an empty journal (what a test of a handler needs).
+    pub fn new(id: &'a str, now_ms: u64) -> Self {
+        Self {
+            id,
+            now_ms,
+            journal_len: 0,
+            journal: None,
+        }
+    }
+
+    /// A context whose journal holds `len` records read through `journal`.
+    pub fn with_journal(mut self, len: u64, journal: &'a dyn JournalRead) -> Self {
+        self.journal_len = len;
+        self.journal = Some(journal);
+        self
+    }
+
+    /// Up to `limit` journal records after `after`.
+    pub fn journal(&self, after: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, EntityError> {
+        match self.journal {
+            Some(j) => j.page(after, limit).map_err(EntityError),
+            None => Ok(Vec::new()),
+        }
+    }
+}
+
+/// A handled command: the reply, whether the state changed (and so must be persisted), and
+/// records to append to the entity's journal.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Handled<R> {
     /// Reply to the caller.
     pub reply: R,
     /// True when `state` was modified.
     pub changed: bool,
+    /// Encoded records to append to the journal, in order: each costs one small write, however
+    /// long the journal already is.
+    pub append: Vec<Vec<u8>>,
 }
 
 impl<R> Handled<R> {
@@ -66,6 +117,7 @@ impl<R> Handled<R> {
         Self {
             reply,
             changed: false,
+            append: Vec::new(),
         }
     }
     /// A reply after a change.
@@ -73,6 +125,15 @@ impl<R> Handled<R> {
         Self {
             reply,
             changed: true,
+            append: Vec::new(),
+        }
+    }
+    /// A reply after a change that appends `record` to the journal.
+    pub fn appended(reply: R, record: Vec<u8>) -> Self {
+        Self {
+            reply,
+            changed: true,
+            append: vec![record],
         }
     }
 }
@@ -159,28 +220,6 @@ pub struct Call {
     pub reply: RpcReplyPort<CallResult>,
 }
 
-/// Version byte of the runtime's first envelope (keys without fingerprints).
-const ENVELOPE_V1: u8 = 0xE0;
-
-/// Version byte of the runtime's envelope around an entity's persisted state.
-const ENVELOPE_V2: u8 = 0xE1;
-
-/// Version 1 of the envelope: the replies to the last keyed writes, by key.
-#[derive(Debug, Default, Serialize, Deserialize)]
-struct EnvelopeV1 {
-    state: Option<Vec<u8>>,
-    recent: VecDeque<(String, Vec<u8>)>,
-}
-
-/// What the runtime persists for an entity: its state (in the entity crate's own versioned
-/// encoding) and the idempotency keys of its last keyed writes with their fingerprints and
-/// replies, so a retried write is applied once even across a failover.
-#[derive(Debug, Default, Serialize, Deserialize)]
-struct Envelope {
-    state: Option<Vec<u8>>,
-    keys: Remembered,
-}
-
 /// Encodes a command or reply payload.
 pub fn encode_payload<T: Serialize>(value: &T) -> Vec<u8> {
     codec::encode(crate::wire::WIRE_VERSION, value).expect("payload types always encode")
@@ -225,49 +264,41 @@ pub struct EntityState<E: Entity> {
     replicator: Arc<Replicator>,
     limits: EntityLimits,
     state: Option<E::State>,
-    keys: Remembered,
+    /// Everything persisted beside the state (its encoding is `None` here: see `state`).
+    rest: Persisted,
 }
 
-type Loaded<S> = (Option<S>, Remembered);
+/// The entity's journal in the store.
+struct StoredJournal<'a> {
+    store: &'a Store,
+    shard: ShardId,
+    kind: &'static str,
+    id: &'a str,
+    key: Option<&'a crate::sealing::DataKey>,
+    len: u64,
+}
 
-fn load<E: Entity>(store: &Store, shard: ShardId, id: &str) -> Result<Loaded<E::State>, String> {
-    let bad =
-        |e: codec::CodecError| format!("stored state of {}/{id} does not decode: {e}", E::KIND);
-    let Some(bytes) = store.get(shard, E::KIND, id).map_err(|e| e.to_string())? else {
-        return Ok((None, Remembered::default()));
-    };
-    let env = match bytes.first() {
-        Some(&ENVELOPE_V2) => codec::decode::<Envelope>(ENVELOPE_V2, &bytes).map_err(bad)?,
-        Some(&ENVELOPE_V1) => {
-            let old = codec::decode::<EnvelopeV1>(ENVELOPE_V1, &bytes).map_err(bad)?;
-            // Their age is unknown: they count from now.
-            let at_ms = now_ms();
-            let records = old
-                .recent
-                .into_iter()
-                .map(|(key, reply)| KeyRecord {
-                    key,
-                    fingerprint: None,
-                    at_ms,
-                    reply: Some(reply),
-                })
-                .collect();
-            Envelope {
-                state: old.state,
-                keys: Remembered::from_records(records),
-            }
-        }
-        // Values written before the envelope existed are the bare state.
-        _ => Envelope {
-            state: Some(bytes),
-            keys: Remembered::default(),
-        },
-    };
-    let state = match env.state {
-        Some(b) => Some(decode_state::<E>(&b).map_err(bad)?),
+impl JournalRead for StoredJournal<'_> {
+    fn page(&self, after: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, String> {
+        entity_store::read_journal(
+            self.store, self.shard, self.kind, self.id, self.key, self.len, after, limit,
+        )
+    }
+}
+
+fn load<E: Entity>(
+    store: &Store,
+    shard: ShardId,
+    id: &str,
+) -> Result<(Option<E::State>, Persisted), String> {
+    let mut p = entity_store::load(store, shard, E::KIND, id)?;
+    let state = match p.state.take() {
+        Some(b) => Some(decode_state::<E>(&b).map_err(|e| {
+            format!("stored state of {}/{id} does not decode: {e}", E::KIND)
+        })?),
         None => None,
     };
-    Ok((state, env.keys))
+    Ok((state, p))
 }
 
 /// Decodes a persisted state, upgrading one written under an older `STATE_VERSION`.
@@ -288,19 +319,8 @@ fn encoded_state<E: Entity>(st: &EntityState<E>) -> Result<Option<Vec<u8>>, Stri
     }
 }
 
-/// The envelope to store, or `None` (a tombstone) when there is neither state nor key.
-fn persisted(state: Option<Vec<u8>>, keys: &Remembered) -> Result<Option<Vec<u8>>, String> {
-    if state.is_none() && keys.is_empty() {
-        return Ok(None);
-    }
-    let env = Envelope {
-        state,
-        keys: keys.clone(),
-    };
-    codec::encode(ENVELOPE_V2, &env)
-        .map(Some)
-        .map_err(|e| e.to_string())
-}
+/// Largest journal record, in bytes.
+pub const MAX_RECORD_BYTES: usize = 64 * 1024;
 
 impl<E: Entity> Actor for EntityActor<E> {
     type Msg = EntityMsg;
@@ -312,7 +332,7 @@ impl<E: Entity> Actor for EntityActor<E> {
         _myself: ActorRef<Self::Msg>,
         args: EntityArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
-        let (state, keys) = load::<E>(&args.store, args.shard, &args.id)?;
+        let (state, rest) = load::<E>(&args.store, args.shard, &args.id)?;
         Ok(EntityState {
             id: args.id,
             shard: args.shard,
@@ -320,7 +340,7 @@ impl<E: Entity> Actor for EntityActor<E> {
             replicator: args.replicator,
             limits: args.limits,
             state,
-            keys,
+            rest,
         })
     }
 
@@ -350,7 +370,7 @@ impl<E: Entity> Actor for EntityActor<E> {
         }
         let now = now_ms();
         if let Some(key) = &idempotency_key {
-            let refused = match st.keys.check(key, now, st.limits.keys) {
+            let refused = match st.rest.keys.check(key, now, st.limits.keys) {
                 Seen::New => None,
                 Seen::Replay(Some(answer)) => {
                     handled.with_label_values(&[E::KIND, "deduplicated"]).inc();
@@ -387,48 +407,35 @@ impl<E: Entity> Actor for EntityActor<E> {
                 return Ok(());
             }
         };
-        let ctx = EntityContext {
-            id: &st.id,
-            now_ms: now,
-        };
         let existed = st.state.is_some();
-        let done = E::handle(&ctx, &mut st.state, command).map_err(|e| {
+        let done = {
+            let journal = StoredJournal {
+                store: &st.store,
+                shard: st.shard,
+                kind: E::KIND,
+                id: &st.id,
+                key: st.rest.key.as_ref(),
+                len: st.rest.journal_len,
+            };
+            let ctx = EntityContext::new(&st.id, now).with_journal(st.rest.journal_len, &journal);
+            E::handle(&ctx, &mut st.state, command)
+        }
+        .map_err(|e| {
             handled.with_label_values(&[E::KIND, "failed"]).inc();
             format!("{}/{} handler failed: {e}", E::KIND, st.id)
         })?;
         let answer = encode_payload(&done.reply);
-        tracing::debug!(changed = done.changed, "command applied");
-        if done.changed {
-            let state = encoded_state(st)?;
-            let size = state.as_ref().map_or(0, Vec::len);
-            if size > st.limits.max_state_bytes {
-                handled.with_label_values(&[E::KIND, "too_large"]).inc();
-                (st.state, st.keys) = load::<E>(&st.store, st.shard, &st.id)?;
-                let _ = reply.send(Err(RemoteError::EntityTooLarge {
-                    kind: E::KIND.to_string(),
-                    id: st.id.clone(),
-                    bytes: size as u64,
-                    limit: st.limits.max_state_bytes as u64,
-                }));
-                return Ok(());
-            }
-            if existed && st.state.is_none() {
-                // Deleted: the replies kept for earlier keys may hold what was just erased.
-                st.keys.clear();
-            }
-            if let Some(key) = &idempotency_key {
-                st.keys.remember(key, &answer, now, st.limits.keys);
-            }
-            let bytes = persisted(state, &st.keys)?;
-            if let Err(e) = st
-                .replicator
-                .write(st.shard, E::KIND, &st.id, bytes.as_deref())
-                .await
-            {
+        tracing::debug!(changed = done.changed, appended = done.append.len(), "command applied");
+        if done.changed || !done.append.is_empty() {
+            if let Err(e) = persist(st, existed, &done.append, idempotency_key.as_ref(), &answer, now).await {
+                if matches!(e, RemoteError::EntityTooLarge { .. }) {
+                    handled.with_label_values(&[E::KIND, "too_large"]).inc();
+                } else {
+                    handled.with_label_values(&[E::KIND, "write_failed"]).inc();
+                }
                 // What the entity holds may now be ahead of what is confirmed: start again from
                 // what this node stored.
-                handled.with_label_values(&[E::KIND, "write_failed"]).inc();
-                (st.state, st.keys) = load::<E>(&st.store, st.shard, &st.id)?;
+                (st.state, st.rest) = load::<E>(&st.store, st.shard, &st.id)?;
                 let _ = reply.send(Err(e));
                 return Ok(());
             }
@@ -439,6 +446,88 @@ impl<E: Entity> Actor for EntityActor<E> {
             replayed: false,
         }));
         Ok(())
+    }
+}
+
+/// Persists a change: the journal records first (so the envelope never counts a record that is
+/// not stored), then the envelope; after a deletion, the old journal's records are removed (they
+/// are unreadable already: the key they were sealed under is gone with the envelope).
+async fn persist<E: Entity>(
+    st: &mut EntityState<E>,
+    existed: bool,
+    append: &[Vec<u8>],
+    key: Option<&IdempotencyKey>,
+    answer: &[u8],
+    now: u64,
+) -> Result<(), RemoteError> {
+    let too_large = |bytes: usize, limit: usize| RemoteError::EntityTooLarge {
+        kind: E::KIND.to_string(),
+        id: st.id.clone(),
+        bytes: bytes as u64,
+        limit: limit as u64,
+    };
+    let state = encoded_state(st).map_err(RemoteError::Storage)?;
+    let size = state.as_ref().map_or(0, Vec::len);
+    if size > st.limits.max_state_bytes {
+        return Err(too_large(size, st.limits.max_state_bytes));
+    }
+    if let Some(big) = append.iter().find(|r| r.len() > MAX_RECORD_BYTES) {
+        return Err(too_large(big.len(), MAX_RECORD_BYTES));
+    }
+    let erased_journal = if existed && st.state.is_none() {
+        // Deleted: forget the replies kept for earlier keys (they may hold what was just
+        // erased), the journal and the key everything was sealed under.
+        st.rest.keys.clear();
+        st.rest.key = None;
+        std::mem::take(&mut st.rest.journal_len)
+    } else {
+        0
+    };
+    if let Some(key) = key {
+        st.rest.keys.remember(key, answer, now, st.limits.keys);
+    }
+    st.rest.state = state;
+    let data_key = st
+        .rest
+        .key
+        .get_or_insert_with(crate::sealing::DataKey::generate)
+        .clone();
+    for record in append {
+        let seq = st.rest.journal_len + 1;
+        let sealed = entity_store::seal_record(&data_key, E::KIND, &st.id, seq, record);
+        st.replicator
+            .write(st.shard, E::KIND, &entity_store::journal_id(&st.id, seq), Some(&sealed))
+            .await?;
+        st.rest.journal_len = seq;
+    }
+    let bytes = entity_store::envelope(E::KIND, &st.id, &mut st.rest).map_err(RemoteError::Storage)?;
+    st.rest.state = None;
+    st.replicator
+        .write(st.shard, E::KIND, &st.id, bytes.as_deref())
+        .await?;
+    if erased_journal > 0 {
+        erase_journal::<E>(st, erased_journal).await;
+    }
+    Ok(())
+}
+
+/// Removes records `1..=len` of the journal, many at a time.
+async fn erase_journal<E: Entity>(st: &EntityState<E>, len: u64) {
+    use futures_util::StreamExt;
+    let failed = futures_util::stream::iter(1..=len)
+        .map(|seq| {
+            let jid = entity_store::journal_id(&st.id, seq);
+            let replicator = st.replicator.clone();
+            let shard = st.shard;
+            async move { replicator.write(shard, E::KIND, &jid, None).await.is_err() }
+        })
+        .buffer_unordered(64)
+        .filter(|failed| std::future::ready(*failed))
+        .count()
+        .await;
+    if failed > 0 {
+        // Sealed under a destroyed key: unreadable; overwritten when the id is used again.
+        tracing::warn!(kind = E::KIND, id = %st.id, failed, "some journal records of an erased entity were not removed");
     }
 }
 
@@ -463,20 +552,25 @@ impl<E: Entity> EntityFactory for Factory<E> {
     }
 
     fn read(&self, store: &Store, shard: ShardId, id: &str, payload: &[u8]) -> EntityResult {
-        let (mut state, _) = load::<E>(store, shard, id).map_err(RemoteError::Storage)?;
+        let (mut state, rest) = load::<E>(store, shard, id).map_err(RemoteError::Storage)?;
         let command: E::Command = decode_payload(payload).map_err(|e| {
             RemoteError::BadRequest(format!("{} command does not decode: {e}", E::KIND))
         })?;
-        let ctx = EntityContext {
+        let journal = StoredJournal {
+            store,
+            shard,
+            kind: E::KIND,
             id,
-            now_ms: now_ms(),
+            key: rest.key.as_ref(),
+            len: rest.journal_len,
         };
+        let ctx = EntityContext::new(id, now_ms()).with_journal(rest.journal_len, &journal);
         let done = E::handle(&ctx, &mut state, command).map_err(|e| RemoteError::EntityFailed {
             kind: E::KIND.to_string(),
             id: id.to_string(),
             reason: e.to_string(),
         })?;
-        if done.changed {
+        if done.changed || !done.append.is_empty() {
             return Err(RemoteError::BadRequest(format!(
                 "{} command is not a read",
                 E::KIND

@@ -17,7 +17,7 @@
 use crate::config::ClusterConfig;
 use crate::metrics;
 use crate::replication::{epoch_base, epoch_of};
-use crate::shard_map::ShardId;
+use crate::shard_map::{ShardId, ShardMap};
 use crate::wire::{
     self, CopyRequest, EntityRequest, FrameError, HandOver, ReadIndex, ReplicaWrite,
 };
@@ -324,6 +324,35 @@ pub fn snapshot_chunk(offset: u64, len: usize) -> Result<(), FrameError> {
         end.is_some_and(|e| e <= MAX_SNAPSHOT_BYTES),
         format!("a chunk ending within {MAX_SNAPSHOT_BYTES} bytes"),
     )
+}
+
+/// A shard map from a peer (a gateway follows the nodes' map): the cluster's shard count and
+/// nodes, every replica a node, every epoch one an lsn can carry. Any other map would make the
+/// receiver's shard numbers wrong.
+pub fn shard_map(map: &ShardMap, expected: &ShardMap) -> Result<(), FrameError> {
+    range(
+        "map shard count",
+        u64::from(map.shard_count()),
+        map.shard_count() == expected.shard_count(),
+        format!("{} (this cluster's)", expected.shard_count()),
+    )?;
+    if map.nodes() != expected.nodes() {
+        return Err(FrameError::UnknownNode {
+            field: "map nodes".to_string(),
+        });
+    }
+    for (_, p) in map.iter() {
+        range(
+            "map epoch",
+            p.epoch,
+            p.epoch <= MAX_EPOCH,
+            format!("at most {MAX_EPOCH}"),
+        )?;
+        for n in p.replicas() {
+            node("map replica", n, expected.nodes())?;
+        }
+    }
+    Ok(())
 }
 
 /// A consensus AppendEntries' entry count.

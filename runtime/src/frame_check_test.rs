@@ -280,3 +280,19 @@ fn snapshot_chunks_stay_within_the_snapshot_limit() {
     assert!(append_entries(MAX_APPEND_ENTRIES).is_ok());
     assert!(append_entries(MAX_APPEND_ENTRIES + 1).is_err());
 }
+
+#[test]
+fn a_peer_s_shard_map_has_this_cluster_s_shape() {
+    let expected = ShardMap::initial(&nodes(), 8, 2);
+    assert_eq!(shard_map(&expected, &expected), Ok(()));
+    let fewer = ShardMap::initial(&nodes(), 4, 2);
+    assert_eq!(
+        shard_map(&fewer, &expected).unwrap_err().reason(),
+        "out_of_range"
+    );
+    let others = ShardMap::initial(&["n1".to_string(), "x".to_string()], 8, 2);
+    assert_eq!(
+        shard_map(&others, &expected).unwrap_err().reason(),
+        "unknown_node"
+    );
+}

@@ -24,6 +24,7 @@ pub mod config;
 mod consensus;
 mod control_plane;
 mod entity;
+mod entity_store;
 mod failure_detector;
 mod frame_check;
 
@@ -42,6 +43,7 @@ pub mod node;
 mod ops;
 mod replication;
 mod restart_budget;
+mod sealing;
 mod shard_host;
 mod shard_manager;
 mod shard_map;
@@ -60,7 +62,7 @@ pub use consensus::{MapWatch, ProposeError};
 pub use control_plane::{ControlPlane, Proposer};
 pub use entity::{
     decode_payload, encode_payload, now_ms, Entity, EntityContext, EntityError, EntityKey,
-    EntityKinds, Handled,
+    EntityKinds, Handled, JournalRead,
 };
 pub use failure_detector::{FailureDetector, PeerState};
 pub use map_follower::follow as follow_map;

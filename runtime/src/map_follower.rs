@@ -1,6 +1,7 @@
 //! How a process that hosts no shards (a gateway) learns the shard map: every heartbeat answer
 //! carries the responder's map version; when a member reports a newer one, fetch it from that
-//! member. A slow poll backs this up.
+//! member. A slow poll backs this up. A map of another shape than the configured one (shard
+//! count, nodes) is refused: every shard number routed with it would be wrong.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,6 +21,7 @@ pub fn follow(
     mut view: watch::Receiver<ClusterView>,
     timeout: Duration,
 ) -> (MapWatch, Refresh) {
+    let expected = initial.clone();
     let (tx, rx) = watch::channel(Arc::new(initial));
     let refresh: Refresh = Arc::new(Notify::new());
     let nudged = refresh.clone();
@@ -51,6 +53,14 @@ pub fn follow(
                 .iter()
                 .map(|from| async move { (from, fetch_map(from, timeout).await) });
             for (from, result) in futures_util::future::join_all(fetches).await {
+                let result = result.and_then(|map| {
+                    crate::frame_check::shard_map(&map, &expected)
+                        .map(|()| map)
+                        .map_err(|e| {
+                            crate::frame_check::refuse("shard_map", &e);
+                            e.to_string()
+                        })
+                });
                 match result {
                     Ok(map) if map.version() > tx.borrow().version() => {
                         tracing::info!(version = map.version(), from = %from, "learned a newer shard map");

@@ -1,0 +1,99 @@
+//! `DELETE /v1/customers/{id}`: erasing a customer everywhere (GDPR Art. 17).
+//!
+//! ```text
+//! customer Get ─▶ its devices ─▶ each: Erase (telemetry, alerts, twin, commands; or detach
+//!   with ?devices=detach) and its MQTT credential revoked ─▶ customer Delete (its record,
+//!   tickets, journal of interactions, kept idempotency replies, and the key they were sealed
+//!   under)
+//! ```
+//!
+//! Every step is idempotent, so a retried erasure finishes what a failed one started; the
+//! customer is deleted last, so a failure part-way leaves it listing what is still to erase.
+
+use std::collections::HashMap;
+
+use keelson_actors::{
+    CredentialsCommand, CustomerAnswer, CustomerCommand, DeviceAnswer, DeviceCommand, DomainError,
+};
+use keelson_runtime::Access;
+use warp::http::StatusCode;
+
+use crate::error::ApiError;
+use crate::routes::{call_entity, id_ok, send_customer, with_node, Ctx, Outcome, Rq};
+
+/// Erases customer `id` and, unless `?devices=detach`, its devices.
+pub async fn erase_customer(
+    ctx: &Ctx,
+    id: &str,
+    query: &HashMap<String, String>,
+    rid: &Rq,
+) -> Outcome {
+    id_ok("id", id)?;
+    if let Some(k) = query.keys().find(|k| k.as_str() != "devices") {
+        return Err(ApiError::field(
+            k,
+            "unknown query parameter (only `devices` is accepted)",
+        ));
+    }
+    let detach = match query.get("devices").map(String::as_str) {
+        None | Some("erase") => false,
+        Some("detach") => true,
+        Some(_) => {
+            return Err(ApiError::field(
+                "devices",
+                "must be `erase` (the default) or `detach`",
+            ))
+        }
+    };
+    let devices = match send_customer(ctx, id, CustomerCommand::Get, rid, None).await? {
+        (_, Ok(CustomerAnswer::Customer(c))) => c.devices,
+        (node, Err(e)) => return Err(with_node(e, &node)),
+        (node, Ok(_)) => return Err(unexpected(&node)),
+    };
+    for device in &devices {
+        let cmd = DeviceCommand::Erase { detach };
+        let (node, reply): (String, keelson_actors::DeviceReply) = call_entity(
+            &ctx.client,
+            "device",
+            device,
+            &cmd,
+            &rid.id,
+            None,
+            Access::write(None),
+        )
+        .await?;
+        match reply {
+            Ok(DeviceAnswer::Erased | DeviceAnswer::Device(_)) => {}
+            Err(e) => return Err(with_node(e, &node)),
+            Ok(_) => return Err(unexpected(&node)),
+        }
+        if !detach {
+            let revoke = CredentialsCommand::Revoke {
+                device_id: device.clone(),
+            };
+            if let (node, Err(e)) = crate::device_credentials::send(ctx, revoke, rid).await? {
+                return Err(with_node(e, &node));
+            }
+        }
+    }
+    match send_customer(ctx, id, CustomerCommand::Delete, rid, None).await? {
+        (node, Ok(CustomerAnswer::Deleted)) => {
+            tracing::info!(target: "keelson::audit", request_id = %rid.id, customer = id, devices = devices.len(), detach, "customer erased");
+            crate::routes::empty(StatusCode::NO_CONTENT, &node)
+        }
+        (node, Err(DomainError::NotFound { .. })) => crate::routes::empty(StatusCode::NO_CONTENT, &node),
+        (node, Err(e)) => Err(with_node(e, &node)),
+        (node, Ok(_)) => Err(unexpected(&node)),
+    }
+}
+
+fn unexpected(node: &str) -> ApiError {
+    ApiError {
+        node: Some(node.to_string()),
+        ..ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "an entity answered an erasure step with an unexpected kind of reply",
+        )
+    }
+}
