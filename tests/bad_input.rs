@@ -199,13 +199,19 @@ async fn reusing_a_key_across_every_pair_of_write_routes_never_breaks_a_connecti
                 &c,
                 "POST",
                 "/v1/devices",
-                Some(&json!({"id": did, "customer_id": cid, "kind": "temperature", "firmware": "1"})),
+                Some(
+                    &json!({"id": did, "customer_id": cid, "kind": "temperature", "firmware": "1"}),
+                ),
                 None,
             )
             .await;
             assert_eq!(s, 201, "{v}");
             let path = |t: &str| {
-                let id = if t.starts_with("/v1/devices") { &did } else { &cid };
+                let id = if t.starts_with("/v1/devices") {
+                    &did
+                } else {
+                    &cid
+                };
                 t.replace("{kind}", "customer")
                     .replace("{id}", id)
                     .replace("{name}", &format!("idem-{n}"))
@@ -215,8 +221,7 @@ async fn reusing_a_key_across_every_pair_of_write_routes_never_breaks_a_connecti
             let (first, _, va) = send(&c, ma, &path(ta), body_a.as_ref(), Some(&key)).await;
             assert!(first < 500, "{ma} {ta}: {first} {va}");
             let body_b = sb.as_deref().map(|s| sample_body(s, &cid, n + 1));
-            let (second, replayed, vb) =
-                send(&c, mb, &path(tb), body_b.as_ref(), Some(&key)).await;
+            let (second, replayed, vb) = send(&c, mb, &path(tb), body_b.as_ref(), Some(&key)).await;
             let what = format!("{ma} {ta} ({first}) then {mb} {tb} with its key: {second} {vb}");
             assert!(second < 500, "{what}");
             if (200..300).contains(&first) && i != j {
@@ -257,17 +262,21 @@ async fn the_same_key_while_its_first_request_is_still_running_gets_409() {
                 .map(|r| r.status().as_u16())
         })
     };
-    let conflict = wait_for("a 409 for the key in flight", Duration::from_secs(5), || async {
-        let (s, _, v) = send(
-            &c,
-            "PATCH",
-            "/v1/customers/fl-1",
-            Some(&json!({"company": "slow"})),
-            Some("slow-1"),
-        )
-        .await;
-        (s == 409).then_some(v)
-    })
+    let conflict = wait_for(
+        "a 409 for the key in flight",
+        Duration::from_secs(5),
+        || async {
+            let (s, _, v) = send(
+                &c,
+                "PATCH",
+                "/v1/customers/fl-1",
+                Some(&json!({"company": "slow"})),
+                Some("slow-1"),
+            )
+            .await;
+            (s == 409).then_some(v)
+        },
+    )
     .await;
     assert_eq!(conflict["error"]["code"], "idempotency_key_in_flight");
     c.signal(&owner, libc::SIGCONT);
@@ -347,7 +356,10 @@ async fn a_burst_from_one_key_gets_429s_while_another_key_is_unaffected() {
         assert_eq!(get(keys[1].clone()).await.0, 200);
     }
     let shed = c
-        .metric("gateway", "keelson_http_shed_total{reason=\"rate_limited\"}")
+        .metric(
+            "gateway",
+            "keelson_http_shed_total{reason=\"rate_limited\"}",
+        )
         .await;
     assert!(shed >= 26.0, "{shed}");
 }
@@ -378,22 +390,43 @@ async fn http_telemetry_is_held_to_the_same_rules_as_mqtt_and_a_refusal_changes_
         .unwrap()
         .as_millis() as u64;
     for (body, field) in [
-        (json!({"readings": {"temperature": 21.0}, "at_ms": u64::MAX}), "at_ms"),
-        (json!({"readings": {"temperature": 21.0}, "at_ms": 0}), "at_ms"),
+        (
+            json!({"readings": {"temperature": 21.0}, "at_ms": u64::MAX}),
+            "at_ms",
+        ),
+        (
+            json!({"readings": {"temperature": 21.0}, "at_ms": 0}),
+            "at_ms",
+        ),
         (
             json!({"readings": {"temperature": 21.0}, "at_ms": now + 2 * 3600 * 1000}),
             "at_ms",
         ),
-        (json!({"readings": {"temperature": 1000.0}}), "readings.temperature"),
-        (json!({"readings": {"temperature": -1e308}}), "readings.temperature"),
+        (
+            json!({"readings": {"temperature": 1000.0}}),
+            "readings.temperature",
+        ),
+        (
+            json!({"readings": {"temperature": -1e308}}),
+            "readings.temperature",
+        ),
         (json!({"readings": {}}), "readings"),
-        (json!({"readings": {"temperature": 21.0}, "at_ms": -1}), "at_ms"),
-        (json!({"readings": {"temperature": 21.0}, "at_ms": 1.5}), "at_ms"),
+        (
+            json!({"readings": {"temperature": 21.0}, "at_ms": -1}),
+            "at_ms",
+        ),
+        (
+            json!({"readings": {"temperature": 21.0}, "at_ms": 1.5}),
+            "at_ms",
+        ),
     ] {
         let (s, _, v) = post(body.clone()).await;
         assert_eq!(s, 400, "{body}: {v}");
         let msg = v["error"]["message"].as_str().unwrap();
-        assert!(msg.contains(&format!("`{field}`")) || msg.contains(field), "{body}: {msg}");
+        assert!(
+            msg.contains(&format!("`{field}`")) || msg.contains(field),
+            "{body}: {msg}"
+        );
     }
     let after = send(&c, "GET", "/v1/devices/ht-d", None, None).await.2;
     assert_eq!(after, before, "refused samples changed the device");
@@ -434,14 +467,20 @@ async fn appending_the_twenty_thousandth_interaction_costs_what_the_first_did() 
             .unwrap();
         assert_eq!(r.status(), 201, "append {i}: {}", r.text().await.unwrap());
         latencies.push(t.elapsed());
-        assert!(started.elapsed() < Duration::from_secs(600), "too slow at {i}");
+        assert!(
+            started.elapsed() < Duration::from_secs(600),
+            "too slow at {i}"
+        );
     }
     let median = |s: &[Duration]| {
         let mut v = s.to_vec();
         v.sort();
         v[v.len() / 2]
     };
-    let (first, last) = (median(&latencies[..SAMPLE]), median(&latencies[N - SAMPLE..]));
+    let (first, last) = (
+        median(&latencies[..SAMPLE]),
+        median(&latencies[N - SAMPLE..]),
+    );
     println!(
         "append cost: median of the first {SAMPLE}: {first:?}; of the last {SAMPLE} (up to {N}): {last:?}; total {:?}",
         started.elapsed()
@@ -476,9 +515,25 @@ async fn appending_the_twenty_thousandth_interaction_costs_what_the_first_did() 
     let (_, _, v) = send(&c, "GET", "/v1/customers/many", None, None).await;
     assert_eq!(v["interaction_count"], N as u64);
     // The customer's own record stays small however many interactions it has.
-    for (q, field) in [("limit=0", "limit"), ("limit=1001", "limit"), ("after=-1", "after"), ("after=x", "after"), ("page=2", "page")] {
-        let (s, _, v) = send(&c, "GET", &format!("/v1/customers/many/interactions?{q}"), None, None).await;
+    for (q, field) in [
+        ("limit=0", "limit"),
+        ("limit=1001", "limit"),
+        ("after=-1", "after"),
+        ("after=x", "after"),
+        ("page=2", "page"),
+    ] {
+        let (s, _, v) = send(
+            &c,
+            "GET",
+            &format!("/v1/customers/many/interactions?{q}"),
+            None,
+            None,
+        )
+        .await;
         assert_eq!(s, 400, "{q}: {v}");
-        assert!(v["error"]["message"].as_str().unwrap().contains(field), "{q}: {v}");
+        assert!(
+            v["error"]["message"].as_str().unwrap().contains(field),
+            "{q}: {v}"
+        );
     }
 }

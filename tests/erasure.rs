@@ -44,7 +44,10 @@ async fn ok(c: &Cluster, method: &str, path: &str, body: Value, key: Option<&str
     let r = rb.send().await.unwrap();
     let status = r.status().as_u16();
     let text = r.text().await.unwrap();
-    assert!((200..300).contains(&status), "{method} {path}: {status} {text}");
+    assert!(
+        (200..300).contains(&status),
+        "{method} {path}: {status} {text}"
+    );
     serde_json::from_str(&text).unwrap_or(Value::Null)
 }
 

@@ -941,3 +941,164 @@ async fn mqtt_identities(broker: Broker) {
         );
     }
 }
+
+both_brokers!(
+    no_payload_on_any_topic_breaks_the_bridge_or_changes_a_device,
+    no_payload_on_any_topic_breaks_the_bridge_or_changes_a_device_with_mosquitto,
+    fuzz_payloads
+);
+
+/// Payloads that are each wrong in one way (so every one must be dead-lettered), made by
+/// proptest from a fixed seed: broken fields at the edges of their types, a sequence jump,
+/// random JSON that is not an object, random bytes.
+fn broken_payloads(device: &str, next_seq: u64, cases: usize) -> Vec<(String, Vec<u8>)> {
+    use proptest::prelude::*;
+    use proptest::strategy::ValueTree;
+    let now = now_ms();
+    let telemetry = |field: &str, v: Value| {
+        let mut m = json!({"device_id": device, "seq": next_seq, "ts": now, "readings": {"temperature": 21.0}});
+        m[field] = v;
+        m.to_string().into_bytes()
+    };
+    let big_readings: serde_json::Map<String, Value> =
+        (0..70).map(|i| (format!("r{i}"), json!(1.0))).collect();
+    let fixed: Vec<(&str, Vec<u8>)> = vec![
+        ("telemetry", telemetry("seq", json!(0))),
+        ("telemetry", telemetry("seq", json!(-1))),
+        ("telemetry", telemetry("seq", json!(1.5))),
+        ("telemetry", telemetry("seq", json!(u64::MAX))),
+        ("telemetry", telemetry("seq", json!((1u64 << 53) + 1))),
+        ("telemetry", telemetry("seq", json!(next_seq + 50_000_000))),
+        ("telemetry", telemetry("seq", json!("7"))),
+        ("telemetry", telemetry("ts", json!(0))),
+        ("telemetry", telemetry("ts", json!(u64::MAX))),
+        ("telemetry", telemetry("ts", json!(now + 3 * 3600 * 1000))),
+        (
+            "telemetry",
+            telemetry("ts", json!(now - 90 * 24 * 3600 * 1000)),
+        ),
+        ("telemetry", telemetry("readings", json!({}))),
+        (
+            "telemetry",
+            telemetry("readings", json!({"temperature": 1e308})),
+        ),
+        (
+            "telemetry",
+            telemetry("readings", json!({"temperature": "hot"})),
+        ),
+        (
+            "telemetry",
+            telemetry("readings", json!({"temperature": 412})),
+        ),
+        (
+            "telemetry",
+            telemetry("readings", Value::Object(big_readings)),
+        ),
+        ("telemetry", telemetry("device_id", json!("someone-else"))),
+        ("telemetry", telemetry("extra", json!(1))),
+        ("twin/reported", br#"{"state": 5}"#.to_vec()),
+        (
+            "twin/reported",
+            br#"{"state": {"mode": "eco"}, "version": 18446744073709551615}"#.to_vec(),
+        ),
+        (
+            "twin/reported",
+            br#"{"state": {"mode": "eco"}, "version": 9007199254740993}"#.to_vec(),
+        ),
+        (
+            "twin/reported",
+            br#"{"state": {"mode": {"deep": 1}}}"#.to_vec(),
+        ),
+        (
+            "acks",
+            br#"{"command_id": "never-sent", "status": "ok"}"#.to_vec(),
+        ),
+        ("acks", br#"{"command_id": 5, "status": "ok"}"#.to_vec()),
+    ];
+    let mut out: Vec<(String, Vec<u8>)> = fixed
+        .into_iter()
+        .map(|(t, p)| (format!("keelson/devices/{device}/{t}"), p))
+        .collect();
+    let not_an_object = prop_oneof![
+        any::<i64>().prop_map(|n| json!(n).to_string().into_bytes()),
+        "[\\PC]{0,30}".prop_map(|s| json!(s).to_string().into_bytes()),
+        prop::collection::vec(any::<u32>(), 0..8).prop_map(|v| json!(v).to_string().into_bytes()),
+        prop::collection::vec(any::<u8>(), 1..300),
+    ];
+    let strategy = (
+        prop::sample::select(vec!["telemetry", "twin/reported", "acks"]),
+        not_an_object,
+    );
+    let mut runner = proptest::test_runner::TestRunner::deterministic();
+    for _ in 0..cases {
+        let (topic, payload) = strategy.new_tree(&mut runner).unwrap().current();
+        out.push((format!("keelson/devices/{device}/{topic}"), payload));
+    }
+    out
+}
+
+async fn fuzz_payloads(broker: Broker) {
+    let c = cluster("iot-fuzz", broker, 2).await;
+    register(&c, "fuzz-owner", &[("fz1", "temperature")]).await;
+    let mut watcher = Client::connect(&c, "it-fuzz-dl", &["keelson/deadletter"]).await;
+    let dev = Client::connect(&c, "it-fuzz", &[]).await;
+    dev.publish(
+        "keelson/devices/fz1/telemetry",
+        reading("fz1", 1, json!({"temperature": 21.0})),
+    )
+    .await;
+    wait_for(
+        "the first reading stored",
+        Duration::from_secs(20),
+        || async { (device(&c, "fz1").await["telemetry_count"] == 1).then_some(()) },
+    )
+    .await;
+    let snapshot = || async {
+        let (_, _, twin) = c.req("GET", "/v1/devices/fz1/twin", None).await;
+        let (_, _, commands) = c.req("GET", "/v1/devices/fz1/commands", None).await;
+        (device(&c, "fz1").await, twin, commands)
+    };
+    let before = snapshot().await;
+    let payloads = broken_payloads("fz1", 2, 120);
+    let started = Instant::now();
+    for (topic, payload) in &payloads {
+        dev.publish(topic, payload.clone()).await;
+        let d = watcher
+            .expect(
+                &format!(
+                    "a dead letter for {topic} {:?}",
+                    String::from_utf8_lossy(payload)
+                ),
+                |t, _| t == "keelson/deadletter",
+            )
+            .await;
+        let d: Value = serde_json::from_slice(&d).unwrap();
+        assert!(d["detail"].as_str().is_some_and(|s| !s.is_empty()), "{d}");
+        assert!(started.elapsed() < Duration::from_secs(240), "too slow");
+    }
+    assert_eq!(
+        snapshot().await,
+        before,
+        "a refused payload changed the device"
+    );
+    // The jump was refused, not remembered: the next ordinary message is taken.
+    dev.publish(
+        "keelson/devices/fz1/telemetry",
+        reading("fz1", 2, json!({"temperature": 22.0})),
+    )
+    .await;
+    wait_for(
+        "a good reading after the garbage",
+        Duration::from_secs(20),
+        || async {
+            let d = device(&c, "fz1").await;
+            (d["telemetry_count"] == 2 && d["highest_seq"] == 2).then_some(())
+        },
+    )
+    .await;
+    println!(
+        "mqtt fuzz: {} refused payloads, each dead-lettered, in {:?}",
+        payloads.len(),
+        started.elapsed()
+    );
+}

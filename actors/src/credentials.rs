@@ -155,12 +155,7 @@ mod tests {
     use super::*;
 
     fn run(s: &mut Option<CredentialsState>, c: CredentialsCommand) -> Handled<CredentialsReply> {
-        Credentials::handle(
-            &EntityContext::new(CREDENTIALS_ID, 5),
-            s,
-            c,
-        )
-        .unwrap()
+        Credentials::handle(&EntityContext::new(CREDENTIALS_ID, 5), s, c).unwrap()
     }
 
     #[test]

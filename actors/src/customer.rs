@@ -9,7 +9,9 @@
 //!        ──RecordTicketAck{alert_id}──▶ acknowledged, first acknowledgement wins
 //! ```
 
-use keelson_runtime::{decode_payload, encode_payload, Entity, EntityContext, EntityError, Handled};
+use keelson_runtime::{
+    decode_payload, encode_payload, Entity, EntityContext, EntityError, Handled,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::device::validate_ref;

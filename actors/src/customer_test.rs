@@ -168,7 +168,14 @@ fn run_with(
 }
 
 fn page(s: &mut Option<CustomerState>, j: &Journal, after: u64, limit: u32) -> Vec<Interaction> {
-    match run_with(s, j, CustomerCommand::ListInteractions { after, limit }, 500).reply {
+    match run_with(
+        s,
+        j,
+        CustomerCommand::ListInteractions { after, limit },
+        500,
+    )
+    .reply
+    {
         Ok(CustomerAnswer::Interactions { items, .. }) => items,
         other => panic!("{other:?}"),
     }
@@ -215,10 +222,7 @@ fn interactions_are_appended_one_record_each_and_read_by_page() {
     let h = run_with(
         &mut s,
         &j,
-        CustomerCommand::ListInteractions {
-            after: 0,
-            limit: 0,
-        },
+        CustomerCommand::ListInteractions { after: 0, limit: 0 },
         600,
     );
     assert!(matches!(h.reply, Err(DomainError::Invalid { ref field, .. }) if field == "limit"));

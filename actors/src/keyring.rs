@@ -194,12 +194,7 @@ mod tests {
     }
 
     fn run(s: &mut Option<KeyringState>, c: KeyringCommand) -> Handled<KeyringReply> {
-        Keyring::handle(
-            &EntityContext::new(KEYRING_ID, 99),
-            s,
-            c,
-        )
-        .unwrap()
+        Keyring::handle(&EntityContext::new(KEYRING_ID, 99), s, c).unwrap()
     }
 
     #[test]

@@ -27,17 +27,16 @@ pub use credentials::{
 };
 pub use customer::{
     ticket_id, Consent, Customer, CustomerAnswer, CustomerCommand, CustomerPatch, CustomerReply,
-    CustomerState, CustomerView, Interaction, NewCustomer, NewInteraction, Ticket,
-    MAX_DEVICES, MAX_INTERACTIONS, MAX_INTERACTION_PAGE, MAX_TICKETS, TICKET_ACKNOWLEDGED,
-    TICKET_OPEN,
+    CustomerState, CustomerView, Interaction, NewCustomer, NewInteraction, Ticket, MAX_DEVICES,
+    MAX_INTERACTIONS, MAX_INTERACTION_PAGE, MAX_TICKETS, TICKET_ACKNOWLEDGED, TICKET_OPEN,
 };
 pub use device::{
     twin_map_to_json, Alert, AnomalyConfig, Bucket, CommandAck, CommandRecord, Device,
     DeviceAnswer, DeviceCommand, DeviceReply, DeviceState, DeviceView, IngestOutcome, NewDevice,
-    Range, ReadingStats, Sample, Telemetry, TelemetryView, Twin, TwinValue, TwinView,
+    Range, ReadingStats, Sample, SampleLimits, Telemetry, TelemetryView, Twin, TwinValue, TwinView,
     ALERT_COOLDOWN_MS, BUCKET_MS, HISTORY_BUCKETS, MAX_ALERTS, MAX_COMMANDS,
-    MAX_READINGS_PER_MESSAGE, MAX_REF_LEN, MAX_TRACKED_READINGS, MAX_TWIN_KEYS, MAX_TWIN_TEXT,
-    RECENT_SAMPLES, SEQ_WINDOW, VIEW_ALERTS, SampleLimits, MAX_SEQ,
+    MAX_READINGS_PER_MESSAGE, MAX_REF_LEN, MAX_SEQ, MAX_TRACKED_READINGS, MAX_TWIN_KEYS,
+    MAX_TWIN_TEXT, RECENT_SAMPLES, SEQ_WINDOW, VIEW_ALERTS,
 };
 pub use keyring::{
     ApiKeyRecord, Keyring, KeyringAnswer, KeyringCommand, KeyringReply, KeyringState,

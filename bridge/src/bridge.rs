@@ -82,6 +82,15 @@ pub struct BridgeSettings {
     pub tls: crate::MqttTls,
 }
 
+/// A dead letter for a message the device entity refused, with the field at fault.
+fn refused(e: DomainError) -> Rejected {
+    let detail = match e {
+        DomainError::Invalid { field, reason } => format!("{field}: {reason}"),
+        other => other.to_string(),
+    };
+    Rejected::new(crate::edge::Reason::Refused, detail)
+}
+
 /// The edge's rules from the cluster config: what the bridge checks every MQTT message against,
 /// and what the gateway checks HTTP telemetry against.
 pub fn edge_config(cfg: &ClusterConfig) -> EdgeConfig {
@@ -100,7 +109,10 @@ pub fn edge_config(cfg: &ClusterConfig) -> EdgeConfig {
             samples,
             ..defaults
         },
-        None => EdgeConfig { samples, ..defaults },
+        None => EdgeConfig {
+            samples,
+            ..defaults
+        },
     }
 }
 
@@ -367,7 +379,7 @@ impl Bridge {
                     .expect("edge lock")
                     .check_reported(device, &p.payload);
                 match checked {
-                    Ok(r) => self.reported(device, r).await,
+                    Ok(r) => self.reported(device, r, &p.topic, &p.payload).await,
                     Err(r) => return self.reject(&p.topic, &p.payload, r).await,
                 }
             }
@@ -378,7 +390,7 @@ impl Bridge {
                     .expect("edge lock")
                     .check_ack(device, &p.payload);
                 match checked {
-                    Ok(a) => self.ack(device, a).await,
+                    Ok(a) => self.ack(device, a, &p.topic, &p.payload).await,
                     Err(r) => return self.reject(&p.topic, &p.payload, r).await,
                 }
             }
@@ -496,15 +508,7 @@ impl Bridge {
                 out.alert
             }
             // Refused by the actor's own validation: nothing to retry; dead-lettered with why.
-            Err(e) => {
-                let detail = match e {
-                    DomainError::Invalid { field, reason } => format!("{field}: {reason}"),
-                    other => other.to_string(),
-                };
-                return self
-                    .reject(topic, payload, Rejected::new(crate::edge::Reason::Refused, detail))
-                    .await;
-            }
+            Err(e) => return self.reject(topic, payload, refused(e)).await,
             Ok(_) => None,
         };
         match alert {
@@ -603,11 +607,17 @@ impl Bridge {
         Ok(())
     }
 
-    async fn reported(&self, device: &str, r: crate::edge::ReportedTwin) -> Result<(), Transient> {
+    async fn reported(
+        &self,
+        device: &str,
+        r: crate::edge::ReportedTwin,
+        topic: &str,
+        payload: &[u8],
+    ) -> Result<(), Transient> {
         let state = r.state.into_iter().map(|(k, v)| (k, scalar(v))).collect();
         let key = r.version.map(|v| format!("reported-{v}"));
-        // A stale version is answered without a change: nothing to retry either way.
-        let _ = self
+        // A stale version is answered without a change; a refused report is dead-lettered.
+        let reply = self
             .device(
                 device,
                 DeviceCommand::ReportTwin {
@@ -617,10 +627,19 @@ impl Bridge {
                 key.or_else(|| Some(format!("reported-at-{}", now_ms()))),
             )
             .await?;
-        Ok(())
+        match reply {
+            Err(e) => self.reject(topic, payload, refused(e)).await,
+            Ok(_) => Ok(()),
+        }
     }
 
-    async fn ack(&self, device: &str, a: crate::edge::CommandAckMsg) -> Result<(), Transient> {
+    async fn ack(
+        &self,
+        device: &str,
+        a: crate::edge::CommandAckMsg,
+        topic: &str,
+        payload: &[u8],
+    ) -> Result<(), Transient> {
         let status = a.status.as_str().to_string();
         let reply = self
             .device(
@@ -634,8 +653,9 @@ impl Bridge {
             .await?;
         let record = match reply {
             Ok(DeviceAnswer::Command(c)) => c,
-            // An ack for a command the device never had: nothing to record.
-            _ => return Ok(()),
+            // An ack for a command the device never had: nothing to record, and said so.
+            Err(e) => return self.reject(topic, payload, refused(e)).await,
+            Ok(_) => return Ok(()),
         };
         metrics::get()
             .command_acks

@@ -21,9 +21,9 @@ use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 
+use keelson_actors::{DomainError, SampleLimits};
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
-use keelson_actors::{DomainError, SampleLimits};
 use serde_json::{Map, Number, Value};
 
 /// Topic prefix of every per-device topic.

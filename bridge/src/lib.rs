@@ -38,8 +38,7 @@ pub use bridge::{
 pub use broker::{run as run_broker, start_embedded, BrokerError, CredentialsFetch};
 pub use edge::{
     check_sample, deadletter, parse_topic, Accepted, AckStatus, CommandAckMsg, DeviceTopic, Edge,
-    EdgeConfig,
-    EdgeConfigError, Reason, Rejected, ReportedTwin, Scalar, ACK_SUFFIX, ANY_KIND,
+    EdgeConfig, EdgeConfigError, Reason, Rejected, ReportedTwin, Scalar, ACK_SUFFIX, ANY_KIND,
     DEADLETTER_TOPIC, DEVICE_TOPIC_PREFIX, REPORTED_SUFFIX, TELEMETRY_SUFFIX,
 };
 pub use mqtt_acl::{may_publish, may_subscribe, Identity};

@@ -81,7 +81,9 @@ pub async fn erase_customer(
             tracing::info!(target: "keelson::audit", request_id = %rid.id, customer = id, devices = devices.len(), detach, "customer erased");
             crate::routes::empty(StatusCode::NO_CONTENT, &node)
         }
-        (node, Err(DomainError::NotFound { .. })) => crate::routes::empty(StatusCode::NO_CONTENT, &node),
+        (node, Err(DomainError::NotFound { .. })) => {
+            crate::routes::empty(StatusCode::NO_CONTENT, &node)
+        }
         (node, Err(e)) => Err(with_node(e, &node)),
         (node, Ok(_)) => Err(unexpected(&node)),
     }

@@ -160,8 +160,7 @@ impl InFlight {
     pub fn succeeded(self) {
         let mut g = self.keys.inner.lock().expect("idempotency lock");
         let now = Instant::now();
-        if g
-            .seen
+        if g.seen
             .insert(self.key.key.clone(), (self.key.fingerprint, now))
             .is_none()
         {
@@ -227,20 +226,52 @@ mod tests {
     use super::*;
 
     fn k(key: &str, body: &[u8]) -> IdempotencyKey {
-        bind("alice", key, "PATCH", "/v1/customers/{id}", &[("id", "c1")], body)
+        bind(
+            "alice",
+            key,
+            "PATCH",
+            "/v1/customers/{id}",
+            &[("id", "c1")],
+            body,
+        )
     }
 
     #[test]
     fn the_key_is_scoped_and_the_fingerprint_covers_route_params_and_body() {
         let a = k("k1", br#"{"name":"A","tags":[]}"#);
-        assert_eq!(a, k("k1", br#"{ "tags": [], "name": "A" }"#), "canonical JSON");
+        assert_eq!(
+            a,
+            k("k1", br#"{ "tags": [], "name": "A" }"#),
+            "canonical JSON"
+        );
         assert_ne!(a.fingerprint, k("k1", br#"{"name":"B"}"#).fingerprint);
-        let other_entity = bind("alice", "k1", "PATCH", "/v1/customers/{id}", &[("id", "c2")], br#"{"name":"A","tags":[]}"#);
+        let other_entity = bind(
+            "alice",
+            "k1",
+            "PATCH",
+            "/v1/customers/{id}",
+            &[("id", "c2")],
+            br#"{"name":"A","tags":[]}"#,
+        );
         assert_eq!(a.key, other_entity.key);
         assert_ne!(a.fingerprint, other_entity.fingerprint);
-        let other_route = bind("alice", "k1", "POST", "/v1/customers/{id}/interactions", &[("id", "c1")], br#"{"name":"A","tags":[]}"#);
+        let other_route = bind(
+            "alice",
+            "k1",
+            "POST",
+            "/v1/customers/{id}/interactions",
+            &[("id", "c1")],
+            br#"{"name":"A","tags":[]}"#,
+        );
         assert_ne!(a.fingerprint, other_route.fingerprint);
-        let bob = bind("bob", "k1", "PATCH", "/v1/customers/{id}", &[("id", "c1")], br#"{"name":"A","tags":[]}"#);
+        let bob = bind(
+            "bob",
+            "k1",
+            "PATCH",
+            "/v1/customers/{id}",
+            &[("id", "c1")],
+            br#"{"name":"A","tags":[]}"#,
+        );
         assert_ne!(a.key, bob.key, "another principal's key never matches");
         assert_eq!(a.key.len(), 32);
         assert_eq!(derived_id("c", &a).len(), 18);
@@ -253,16 +284,24 @@ mod tests {
         let first = keys.begin(&a).unwrap();
         assert_eq!(keys.begin(&a).err(), Some(Refusal::InFlight));
         first.succeeded();
-        let again = keys.begin(&a).expect("same request again goes to the entity, which replays");
+        let again = keys
+            .begin(&a)
+            .expect("same request again goes to the entity, which replays");
         drop(again);
-        assert_eq!(keys.begin(&k("k1", b"{\"x\":1}")).err(), Some(Refusal::Reused));
+        assert_eq!(
+            keys.begin(&k("k1", b"{\"x\":1}")).err(),
+            Some(Refusal::Reused)
+        );
         // A failed first request is not remembered: the key may be used again.
         drop(keys.begin(&k("k2", b"{}")).unwrap());
         drop(keys.begin(&k("k2", b"{\"y\":2}")).unwrap());
         // Bounded by count.
         keys.begin(&k("k3", b"{}")).unwrap().succeeded();
         keys.begin(&k("k4", b"{}")).unwrap().succeeded();
-        drop(keys.begin(&k("k1", b"{\"x\":1}")).expect("k1 was forgotten"));
+        drop(
+            keys.begin(&k("k1", b"{\"x\":1}"))
+                .expect("k1 was forgotten"),
+        );
     }
 
     #[test]

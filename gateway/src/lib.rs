@@ -76,6 +76,20 @@ where
     routes::handle(ctx, method, path, query, headers, body).await
 }
 
+/// Connections the kernel may queue before the gateway accepts them: enough for a burst of
+/// thousands of clients connecting at once (the kernel caps it at `net.core.somaxconn`).
+const ACCEPT_BACKLOG: u32 = 8192;
+
+fn listen(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = match addr {
+        std::net::SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        std::net::SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(ACCEPT_BACKLOG)
+}
+
 /// Runs the gateway until `stop` resolves.
 pub async fn run(cfg: ClusterConfig, stop: impl Future<Output = ()>) -> Result<(), RuntimeError> {
     let me = cfg.gateway.clone();
@@ -100,13 +114,11 @@ pub async fn run(cfg: ClusterConfig, stop: impl Future<Output = ()>) -> Result<(
 
     let (trigger, shutdown_rx) = shutdown::channel();
     let http_addr = cfg.gateway_http;
-    let listener = tokio::net::TcpListener::bind(http_addr)
-        .await
-        .map_err(|e| RuntimeError::Bind {
-            what: "http",
-            addr: http_addr,
-            source: e,
-        })?;
+    let listener = listen(http_addr).map_err(|e| RuntimeError::Bind {
+        what: "http",
+        addr: http_addr,
+        source: e,
+    })?;
     let (tls, reload_task) = if cfg.tls.enabled {
         let pki = keelson_runtime::tls::Pki::new(&cfg.tls);
         let (server_cfg, reloader) = pki
@@ -149,7 +161,33 @@ pub async fn run(cfg: ClusterConfig, stop: impl Future<Output = ()>) -> Result<(
         open_files,
     });
     let scheme = if tls.is_some() { "https" } else { "http" };
-    let http_task = tokio::spawn(server::serve(
+    // The API runs on a runtime of its own: however many requests it is busy with, the cluster
+    // member's heartbeats keep their threads, so an overloaded gateway is never mistaken for a
+    // dead one (and never sees the nodes as dead).
+    let http_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2),
+        )
+        .thread_name("keelson-http")
+        .enable_all()
+        .build()
+        .map_err(|e| RuntimeError::Spawn("HTTP runtime", e.to_string()))?;
+    let listener = {
+        let _enter = http_rt.enter();
+        tokio::net::TcpListener::from_std(listener.into_std().map_err(|e| RuntimeError::Bind {
+            what: "http",
+            addr: http_addr,
+            source: e,
+        })?)
+        .map_err(|e| RuntimeError::Bind {
+            what: "http",
+            addr: http_addr,
+            source: e,
+        })?
+    };
+    let http_task = http_rt.spawn(server::serve(
         ctx,
         listener,
         tls,
@@ -186,6 +224,7 @@ pub async fn run(cfg: ClusterConfig, stop: impl Future<Output = ()>) -> Result<(
     if let Some(t) = reload_task {
         t.abort();
     }
+    http_rt.shutdown_background();
     member.leave().await;
     tracing::info!("gateway stopped");
     Ok(())

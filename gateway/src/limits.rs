@@ -60,7 +60,10 @@ impl Gate {
                 let quota = Quota::per_second(per_second).allow_burst(burst);
                 Some((
                     *role,
-                    (l, RateLimiter::keyed(quota).with_middleware::<StateInformationMiddleware>()),
+                    (
+                        l,
+                        RateLimiter::keyed(quota).with_middleware::<StateInformationMiddleware>(),
+                    ),
                 ))
             })
             .collect();
@@ -91,7 +94,11 @@ impl Gate {
 
     /// Counts one request of `principal` (of `role`): its standing, or a 429 with when to retry.
     /// `None` when the role is unlimited.
-    pub fn count(&self, role: &str, principal: &str) -> Option<Result<Standing, (Standing, ApiError)>> {
+    pub fn count(
+        &self,
+        role: &str,
+        principal: &str,
+    ) -> Option<Result<Standing, (Standing, ApiError)>> {
         let (limit, limiter) = self.rates.get(role)?;
         let full_in = |remaining: u32| {
             let missing = limit.burst.saturating_sub(remaining);
@@ -215,8 +222,14 @@ mod tests {
         assert_eq!(e.status, StatusCode::TOO_MANY_REQUESTS);
         assert_eq!(e.retry_after, Some(1));
         assert_eq!(s.remaining, 0);
-        assert!(g.count("customer", "bob").unwrap().is_ok(), "another principal is unaffected");
-        assert!(g.count("nobody", "alice").is_none(), "unknown roles are not rate limited here");
+        assert!(
+            g.count("customer", "bob").unwrap().is_ok(),
+            "another principal is unaffected"
+        );
+        assert!(
+            g.count("nobody", "alice").is_none(),
+            "unknown roles are not rate limited here"
+        );
     }
 
     #[test]
@@ -225,7 +238,10 @@ mod tests {
         let a = g.admit().unwrap();
         let _b = g.admit().unwrap();
         let e = g.admit().unwrap_err();
-        assert_eq!((e.status, e.code), (StatusCode::SERVICE_UNAVAILABLE, "overloaded"));
+        assert_eq!(
+            (e.status, e.code),
+            (StatusCode::SERVICE_UNAVAILABLE, "overloaded")
+        );
         drop(a);
         assert!(g.admit().is_ok());
     }

@@ -698,7 +698,10 @@ async fn list_interactions(
     rid: &Rq,
 ) -> Outcome {
     id_ok("id", id)?;
-    if let Some(k) = query.keys().find(|k| !matches!(k.as_str(), "after" | "limit")) {
+    if let Some(k) = query
+        .keys()
+        .find(|k| !matches!(k.as_str(), "after" | "limit"))
+    {
         return Err(ApiError::field(
             k,
             "unknown query parameter (`after` and `limit` are accepted)",

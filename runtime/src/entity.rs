@@ -196,8 +196,6 @@ pub struct Served {
 /// Result of one call: the answer or a runtime error.
 pub type CallResult = Result<Served, RemoteError>;
 
-
-
 /// Message to an entity actor.
 #[derive(RactorMessage)]
 pub enum EntityMsg {
@@ -293,9 +291,10 @@ fn load<E: Entity>(
 ) -> Result<(Option<E::State>, Persisted), String> {
     let mut p = entity_store::load(store, shard, E::KIND, id)?;
     let state = match p.state.take() {
-        Some(b) => Some(decode_state::<E>(&b).map_err(|e| {
-            format!("stored state of {}/{id} does not decode: {e}", E::KIND)
-        })?),
+        Some(b) => Some(
+            decode_state::<E>(&b)
+                .map_err(|e| format!("stored state of {}/{id} does not decode: {e}", E::KIND))?,
+        ),
         None => None,
     };
     Ok((state, p))
@@ -425,9 +424,22 @@ impl<E: Entity> Actor for EntityActor<E> {
             format!("{}/{} handler failed: {e}", E::KIND, st.id)
         })?;
         let answer = encode_payload(&done.reply);
-        tracing::debug!(changed = done.changed, appended = done.append.len(), "command applied");
+        tracing::debug!(
+            changed = done.changed,
+            appended = done.append.len(),
+            "command applied"
+        );
         if done.changed || !done.append.is_empty() {
-            if let Err(e) = persist(st, existed, &done.append, idempotency_key.as_ref(), &answer, now).await {
+            if let Err(e) = persist(
+                st,
+                existed,
+                &done.append,
+                idempotency_key.as_ref(),
+                &answer,
+                now,
+            )
+            .await
+            {
                 if matches!(e, RemoteError::EntityTooLarge { .. }) {
                     handled.with_label_values(&[E::KIND, "too_large"]).inc();
                 } else {
@@ -496,11 +508,17 @@ async fn persist<E: Entity>(
         let seq = st.rest.journal_len + 1;
         let sealed = entity_store::seal_record(&data_key, E::KIND, &st.id, seq, record);
         st.replicator
-            .write(st.shard, E::KIND, &entity_store::journal_id(&st.id, seq), Some(&sealed))
+            .write(
+                st.shard,
+                E::KIND,
+                &entity_store::journal_id(&st.id, seq),
+                Some(&sealed),
+            )
             .await?;
         st.rest.journal_len = seq;
     }
-    let bytes = entity_store::envelope(E::KIND, &st.id, &mut st.rest).map_err(RemoteError::Storage)?;
+    let bytes =
+        entity_store::envelope(E::KIND, &st.id, &mut st.rest).map_err(RemoteError::Storage)?;
     st.rest.state = None;
     st.replicator
         .write(st.shard, E::KIND, &st.id, bytes.as_deref())

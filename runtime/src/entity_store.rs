@@ -77,7 +77,8 @@ pub fn journal_id(id: &str, seq: u64) -> String {
 
 /// Loads entity `kind/id` of `shard`.
 pub fn load(store: &Store, shard: ShardId, kind: &str, id: &str) -> Result<Persisted, String> {
-    let bad = |e: &dyn std::fmt::Display| format!("stored state of {kind}/{id} does not decode: {e}");
+    let bad =
+        |e: &dyn std::fmt::Display| format!("stored state of {kind}/{id} does not decode: {e}");
     let Some(bytes) = store.get(shard, kind, id).map_err(|e| e.to_string())? else {
         return Ok(Persisted::default());
     };

@@ -93,7 +93,8 @@ impl Remembered {
     /// Remembers `key` with the reply it got, dropping expired keys and the oldest past the
     /// count.
     pub fn remember(&mut self, key: &IdempotencyKey, reply: &[u8], now_ms: u64, keep: Retention) {
-        self.records.retain(|r| r.key != key.key && !expired(r, now_ms, keep));
+        self.records
+            .retain(|r| r.key != key.key && !expired(r, now_ms, keep));
         self.records.push_back(KeyRecord {
             key: key.key.clone(),
             fingerprint: Some(key.fingerprint),
@@ -148,11 +149,18 @@ mod tests {
         r.remember(&key("b", 1), b"2", 500, KEEP);
         r.remember(&key("c", 1), b"3", 600, KEEP);
         assert_eq!(r.records().len(), 2, "count bound");
-        assert_eq!(r.check(&key("a", 1), 600, KEEP), Seen::New, "oldest dropped");
+        assert_eq!(
+            r.check(&key("a", 1), 600, KEEP),
+            Seen::New,
+            "oldest dropped"
+        );
         // Expired records are dropped when a new key is remembered.
         r.remember(&key("d", 1), b"4", 1_550, KEEP);
         assert_eq!(
-            r.records().iter().map(|r| r.key.as_str()).collect::<Vec<_>>(),
+            r.records()
+                .iter()
+                .map(|r| r.key.as_str())
+                .collect::<Vec<_>>(),
             vec!["c", "d"]
         );
     }

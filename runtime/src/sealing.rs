@@ -89,11 +89,18 @@ mod tests {
             .any(|w| w == b"ada@example.com"));
         assert_eq!(k.open(b"customer/c1", &sealed).unwrap(), b"ada@example.com");
         assert_eq!(k.open(b"customer/c2", &sealed), Err(Unsealable));
-        assert_eq!(DataKey::generate().open(b"customer/c1", &sealed), Err(Unsealable));
+        assert_eq!(
+            DataKey::generate().open(b"customer/c1", &sealed),
+            Err(Unsealable)
+        );
         let mut altered = sealed.clone();
         *altered.last_mut().unwrap() ^= 1;
         assert_eq!(k.open(b"customer/c1", &altered), Err(Unsealable));
         assert_eq!(k.open(b"customer/c1", &sealed[..5]), Err(Unsealable));
-        assert_ne!(k.seal(b"a", b"x"), k.seal(b"a", b"x"), "fresh nonce each time");
+        assert_ne!(
+            k.seal(b"a", b"x"),
+            k.seal(b"a", b"x"),
+            "fresh nonce each time"
+        );
     }
 }

@@ -21,6 +21,8 @@ pub const TEST_SERVICES: &[&str] = &[
     "it-after",
     "bench",
     "obs",
+    "it-fuzz",
+    "it-fuzz-dl",
 ];
 
 /// Multi-process tests share 2 cores: run one cluster at a time so timing assertions hold.

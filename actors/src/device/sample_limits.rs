@@ -97,7 +97,9 @@ mod tests {
         let l = SampleLimits::default();
         assert!(l.check_time("ts", NOW, NOW).is_ok());
         assert!(l.check_time("ts", NOW + l.max_future_ms, NOW).is_ok());
-        let e = l.check_time("ts", NOW + l.max_future_ms + 1, NOW).unwrap_err();
+        let e = l
+            .check_time("ts", NOW + l.max_future_ms + 1, NOW)
+            .unwrap_err();
         assert!(e.to_string().contains("ts"), "{e}");
         assert!(l.check_time("ts", u64::MAX, NOW).is_err());
         assert!(l.check_time("at_ms", 0, NOW).is_err());
@@ -114,7 +116,10 @@ mod tests {
         assert!(l.check_seq(MAX_SEQ, None).is_ok());
         assert!(l.check_seq(MAX_SEQ + 1, None).is_err());
         assert!(l.check_seq(u64::MAX, Some(5)).is_err());
-        assert!(l.check_seq(0, None).is_ok(), "HTTP samples are numbered from 0");
+        assert!(
+            l.check_seq(0, None).is_ok(),
+            "HTTP samples are numbered from 0"
+        );
         assert!(l.check_seq(5 + l.max_seq_jump, Some(5)).is_ok());
         let e = l.check_seq(6 + l.max_seq_jump, Some(5)).unwrap_err();
         assert!(e.to_string().contains("seq"), "{e}");
