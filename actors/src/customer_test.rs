@@ -127,7 +127,7 @@ fn invalid_fields_are_named_and_change_nothing() {
         h.reply,
         Err(DomainError::Invalid {
             field: "email".into(),
-            reason: "\"nope\" is not an e-mail address".into()
+            reason: "is not an e-mail address (expected name@domain.tld)".into()
         })
     );
     assert!(!h.changed);

@@ -68,8 +68,12 @@ pub(crate) fn text(field: &str, value: &str, max: usize) -> Result<(), DomainErr
     if value.trim().is_empty() {
         return Err(invalid(field, "must not be empty"));
     }
-    if value.chars().count() > max {
-        return Err(invalid(field, format!("must be at most {max} characters")));
+    // Bounded in bytes (what is stored and sent), not characters.
+    if value.len() > max {
+        return Err(invalid(
+            field,
+            format!("must be at most {max} bytes of UTF-8, got {}", value.len()),
+        ));
     }
     if value.chars().any(char::is_control) {
         return Err(invalid(field, "must not contain control characters"));
@@ -91,7 +95,8 @@ pub(crate) fn email(field: &str, value: &str) -> Result<(), DomainError> {
         }
         _ => Err(invalid(
             field,
-            format!("\"{value}\" is not an e-mail address"),
+            // Personal data is never echoed back (nor into logs that record errors).
+            "is not an e-mail address (expected name@domain.tld)".to_string(),
         )),
     }
 }
@@ -104,7 +109,10 @@ pub(crate) fn phone(field: &str, value: &str) -> Result<(), DomainError> {
         .all(|c| c.is_ascii_digit() || " +-()".contains(c))
         || !(5..=20).contains(&digits)
     {
-        return Err(invalid(field, format!("\"{value}\" is not a phone number")));
+        return Err(invalid(
+            field,
+            "is not a phone number (5-20 digits, optionally with +, spaces, -, ( and ))",
+        ));
     }
     Ok(())
 }

@@ -133,6 +133,9 @@ impl From<RequestError> for ApiError {
                 format!("{message}; the write may or may not have been applied"),
             )
             .retry(1),
+            RemoteError::Overloaded { .. } => {
+                Self::new(StatusCode::SERVICE_UNAVAILABLE, "overloaded", message).retry(1)
+            }
             RemoteError::IdempotencyKeyReused { .. } => Self::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "idempotency_key_reused",

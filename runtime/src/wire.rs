@@ -366,6 +366,14 @@ pub enum RemoteError {
         /// Why.
         reason: String,
     },
+    /// The node has as many entity requests in progress as it takes; nothing was applied.
+    #[error("node {node} is at its limit of {limit} entity requests in progress")]
+    Overloaded {
+        /// The node.
+        node: String,
+        /// Its limit.
+        limit: u32,
+    },
     /// The idempotency key was first used for a different request; nothing was applied.
     #[error("idempotency key already used for a different request to {kind}/{id}")]
     IdempotencyKeyReused {
