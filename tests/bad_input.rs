@@ -237,7 +237,13 @@ async fn reusing_a_key_across_every_pair_of_write_routes_never_breaks_a_connecti
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_same_key_while_its_first_request_is_still_running_gets_409() {
     let _guard = serial().await;
-    let c = Cluster::start("idem-in-flight", Settings::default()).await;
+    // A failure timeout far past the request deadline: the frozen owner stays "up", so a keyed
+    // write to it stays in flight (no failover completes it early).
+    let settings = Settings {
+        cluster: "failure_timeout_ms = 30000\nheartbeat_interval_ms = 150\n".into(),
+        ..Settings::default()
+    };
+    let c = Cluster::start("idem-in-flight", settings).await;
     let (s, _, v) = send(
         &c,
         "POST",
@@ -247,40 +253,39 @@ async fn the_same_key_while_its_first_request_is_still_running_gets_409() {
     )
     .await;
     assert_eq!(s, 201, "{v}");
-    // Freeze the owner so the first keyed write stays in flight until the request deadline.
     let owner = c.owner("customer", "fl-1").await;
     c.signal(&owner, libc::SIGSTOP);
-    let first = {
+    // Two copies of one keyed write at once: whichever reaches the gateway second is refused
+    // at once with 409; the other waits for the frozen owner.
+    let attempt = || {
         let (http, url) = (c.http.clone(), format!("{}/v1/customers/fl-1", c.gateway));
         tokio::spawn(async move {
-            http.patch(url)
+            let t = std::time::Instant::now();
+            let r = http
+                .patch(url)
                 .header("idempotency-key", "slow-1")
                 .header("content-type", "application/json")
                 .body(r#"{"company":"slow"}"#)
                 .send()
                 .await
-                .map(|r| r.status().as_u16())
+                .unwrap();
+            let status = r.status().as_u16();
+            let v: Value = r.json().await.unwrap_or(Value::Null);
+            (status, v, t.elapsed())
         })
     };
-    let conflict = wait_for(
-        "a 409 for the key in flight",
-        Duration::from_secs(5),
-        || async {
-            let (s, _, v) = send(
-                &c,
-                "PATCH",
-                "/v1/customers/fl-1",
-                Some(&json!({"company": "slow"})),
-                Some("slow-1"),
-            )
-            .await;
-            (s == 409).then_some(v)
-        },
-    )
+    let (a, b) = (attempt(), attempt());
+    wait_for("one of them answered", Duration::from_secs(10), || {
+        let done = a.is_finished() || b.is_finished();
+        async move { done.then_some(()) }
+    })
     .await;
-    assert_eq!(conflict["error"]["code"], "idempotency_key_in_flight");
+    let first_done = if a.is_finished() { a } else { b };
+    let (status, v, took) = first_done.await.unwrap();
+    assert_eq!(status, 409, "{v}");
+    assert_eq!(v["error"]["code"], "idempotency_key_in_flight");
+    assert!(took < Duration::from_secs(2), "the 409 took {took:?}");
     c.signal(&owner, libc::SIGCONT);
-    let _ = first.await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,8 +6,10 @@
 //!                      ├─ member: ractor_cluster transport (links: mutual TLS from the cluster
 //!                      │          CA, tls: certificates) + heartbeat + membership
 //!                      │          (failure_detector decides up/down, publishes ClusterView)
-//!                      ├─ shard_host (remotable) ─▶ shard_supervisor (per shard) ─▶ entity actors
-//!                      │          (activation: idle/LRU passivation; restart_budget: backoff, quarantine)
+//!                      ├─ keeper ─▶ shard_host (remotable; frame_check on every peer frame)
+//!                      │     ─▶ shard_supervisor (per shard) ─▶ entity actors
+//!                      │          (activation: idle/LRU passivation; restart_budget: backoff, quarantine;
+//!                      │           entity_store: sealed envelope + journal; idempotency: keys kept)
 //!                      └─ ops: /metrics /health /ready
 //! client: (kind, id) ─shard_map─▶ owner ─wire─▶ owner's shard_host      (one hop, from any process)
 //! ```
