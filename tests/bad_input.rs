@@ -440,6 +440,19 @@ async fn http_telemetry_is_held_to_the_same_rules_as_mqtt_and_a_refusal_changes_
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["telemetry_count"], 2);
     assert_eq!(v["last_readings"]["temperature"], 22.0);
+    // Bounded lists are paged.
+    for path in [
+        "/v1/devices/ht-d/alerts",
+        "/v1/devices/ht-d/commands",
+        "/v1/customers/ht-c/tickets",
+    ] {
+        let (s, _, v) = send(&c, "GET", &format!("{path}?offset=0&limit=5"), None, None).await;
+        assert_eq!(s, 200, "{path}: {v}");
+        assert_eq!(v["total"], 0, "{path}: {v}");
+        assert_eq!(v["next_offset"], Value::Null, "{path}: {v}");
+        let (s, _, v) = send(&c, "GET", &format!("{path}?limit=0"), None, None).await;
+        assert_eq!(s, 400, "{path}: {v}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

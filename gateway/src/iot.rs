@@ -243,15 +243,16 @@ fn command_json(c: &keelson_actors::CommandRecord) -> Value {
 }
 
 /// `GET /v1/devices/{id}/commands`
-pub async fn commands(ctx: &Ctx, id: &str, rid: &Rq) -> Outcome {
+pub async fn commands(ctx: &Ctx, id: &str, query: &HashMap<String, String>, rid: &Rq) -> Outcome {
     id_ok("id", id)?;
+    let page = Page::of(query)?;
     match send_device(ctx, id, DeviceCommand::ListCommands, rid).await? {
         (node, Ok(DeviceAnswer::Commands(list))) => {
             let list: Vec<Value> = list.iter().map(command_json).collect();
             ok(
                 StatusCode::OK,
                 &node,
-                &json!({"device_id": id, "commands": list}),
+                &page.answer("device_id", id, "commands", &list),
             )
         }
         (node, Err(e)) => Err(with_node(e, &node)),
@@ -260,13 +261,14 @@ pub async fn commands(ctx: &Ctx, id: &str, rid: &Rq) -> Outcome {
 }
 
 /// `GET /v1/devices/{id}/alerts`
-pub async fn alerts(ctx: &Ctx, id: &str, rid: &Rq) -> Outcome {
+pub async fn alerts(ctx: &Ctx, id: &str, query: &HashMap<String, String>, rid: &Rq) -> Outcome {
     id_ok("id", id)?;
+    let page = Page::of(query)?;
     match send_device(ctx, id, DeviceCommand::ListAlerts, rid).await? {
         (node, Ok(DeviceAnswer::Alerts(list))) => ok(
             StatusCode::OK,
             &node,
-            &json!({"device_id": id, "alerts": list}),
+            &page.answer("device_id", id, "alerts", &list),
         ),
         (node, Err(e)) => Err(with_node(e, &node)),
         _ => Err(unexpected("ListAlerts")),
@@ -303,15 +305,106 @@ pub async fn telemetry(ctx: &Ctx, id: &str, query: &HashMap<String, String>, rid
 }
 
 /// `GET /v1/customers/{id}/tickets`
-pub async fn tickets(ctx: &Ctx, id: &str, rid: &Rq) -> Outcome {
+pub async fn tickets(ctx: &Ctx, id: &str, query: &HashMap<String, String>, rid: &Rq) -> Outcome {
     id_ok("id", id)?;
+    let page = Page::of(query)?;
     match send_customer(ctx, id, CustomerCommand::ListTickets, rid, None).await? {
         (node, Ok(CustomerAnswer::Tickets(list))) => ok(
             StatusCode::OK,
             &node,
-            &json!({"customer_id": id, "tickets": list}),
+            &page.answer("customer_id", id, "tickets", &list),
         ),
         (node, Err(e)) => Err(with_node(e, &node)),
         _ => Err(unexpected("ListTickets")),
+    }
+}
+
+/// `?offset=&limit=` over a bounded list kept oldest first (alerts, commands, tickets).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Page {
+    offset: usize,
+    limit: usize,
+}
+
+/// Most items one page returns.
+const MAX_PAGE: u64 = 1_000;
+
+impl Page {
+    fn of(query: &HashMap<String, String>) -> Result<Self, ApiError> {
+        if let Some(k) = query
+            .keys()
+            .find(|k| !matches!(k.as_str(), "offset" | "limit"))
+        {
+            return Err(ApiError::field(
+                k,
+                "unknown query parameter (`offset` and `limit` are accepted)",
+            ));
+        }
+        Ok(Self {
+            offset: crate::routes::query_u64(query, "offset", 0, 0..=u64::from(u32::MAX))? as usize,
+            limit: crate::routes::query_u64(query, "limit", MAX_PAGE, 1..=MAX_PAGE)? as usize,
+        })
+    }
+
+    /// `{owner_field: id, field: [page], total, next_offset}`.
+    fn answer<T: serde::Serialize>(
+        &self,
+        owner_field: &str,
+        id: &str,
+        field: &str,
+        list: &[T],
+    ) -> Value {
+        let items: Vec<&T> = list.iter().skip(self.offset).take(self.limit).collect();
+        let next = self.offset.saturating_add(items.len());
+        let mut v = json!({owner_field: id, field: items, "total": list.len()});
+        v["next_offset"] = if next < list.len() {
+            json!(next)
+        } else {
+            Value::Null
+        };
+        v
+    }
+}
+
+#[cfg(test)]
+mod page_tests {
+    use super::*;
+
+    fn q(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn pages_slice_the_list_and_say_where_the_next_starts() {
+        let list: Vec<u32> = (1..=5).collect();
+        let p = Page::of(&q(&[("offset", "1"), ("limit", "2")])).unwrap();
+        let v = p.answer("device_id", "d1", "alerts", &list);
+        assert_eq!(v["alerts"], json!([2, 3]));
+        assert_eq!(
+            (v["total"].clone(), v["next_offset"].clone()),
+            (json!(5), json!(3))
+        );
+        let last =
+            Page::of(&q(&[("offset", "3")]))
+                .unwrap()
+                .answer("device_id", "d1", "alerts", &list);
+        assert_eq!(last["next_offset"], Value::Null);
+        let past =
+            Page::of(&q(&[("offset", "99")]))
+                .unwrap()
+                .answer("device_id", "d1", "alerts", &list);
+        assert_eq!(past["alerts"], json!([]));
+        for bad in [
+            ("limit", "0"),
+            ("limit", "1001"),
+            ("offset", "-1"),
+            ("page", "2"),
+        ] {
+            let e = Page::of(&q(&[bad])).unwrap_err();
+            assert!(e.message.contains(bad.0), "{}", e.message);
+        }
     }
 }
