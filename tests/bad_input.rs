@@ -532,6 +532,9 @@ async fn appending_the_twenty_thousandth_interaction_costs_what_the_first_did() 
     assert_eq!(seen, N as u64);
     let (_, _, v) = send(&c, "GET", "/v1/customers/many", None, None).await;
     assert_eq!(v["interaction_count"], N as u64);
+    let recent = v["interactions"].as_array().unwrap();
+    assert_eq!(recent.len(), 20, "the record carries only the latest");
+    assert_eq!(recent[19]["seq"], N as u64);
     // The customer's own record stays small however many interactions it has.
     for (q, field) in [
         ("limit=0", "limit"),

@@ -123,8 +123,10 @@ pub struct CustomerView {
     pub tags: Vec<String>,
     /// Consent flags.
     pub consent: Consent,
-    /// Interactions recorded; read them with `GET /v1/customers/{id}/interactions`.
+    /// Interactions recorded; read them all, by page, with `GET /v1/customers/{id}/interactions`.
     pub interaction_count: u64,
+    /// The last [`VIEW_INTERACTIONS`] interactions, oldest first.
+    pub interactions: Vec<Interaction>,
     /// Devices registered to this customer.
     pub devices: Vec<String>,
     /// Incremented on every change.
@@ -266,6 +268,9 @@ pub const MAX_INTERACTIONS: u64 = 100_000;
 /// Most interactions returned in one page.
 pub const MAX_INTERACTION_PAGE: u32 = 1_000;
 
+/// Interactions included in a [`CustomerView`], the most recent.
+pub const VIEW_INTERACTIONS: u64 = 20;
+
 /// Most devices one customer may own.
 pub const MAX_DEVICES: usize = 1_000;
 
@@ -376,9 +381,16 @@ pub fn ticket_id(alert_id: &str) -> String {
 }
 
 impl CustomerState {
-    /// The customer as returned, with `journal_len` interactions in the journal.
-    pub fn view(&self, journal_len: u64) -> CustomerView {
-        CustomerView {
+    /// The customer as returned, with its last interactions read from the journal.
+    pub fn view(&self, ctx: &EntityContext<'_>) -> Result<CustomerView, EntityError> {
+        let journal_len = ctx.journal_len;
+        let count = self.early_interactions.len() as u64 + journal_len;
+        let recent = self.interactions(
+            ctx,
+            count.saturating_sub(VIEW_INTERACTIONS),
+            VIEW_INTERACTIONS as usize,
+        )?;
+        Ok(CustomerView {
             id: self.id.clone(),
             name: self.name.clone(),
             email: self.email.clone(),
@@ -386,12 +398,13 @@ impl CustomerState {
             company: self.company.clone(),
             tags: self.tags.clone(),
             consent: self.consent,
-            interaction_count: self.early_interactions.len() as u64 + journal_len,
+            interaction_count: count,
+            interactions: recent,
             devices: self.devices.clone(),
             version: self.version,
             created_ms: self.created_ms,
             updated_ms: self.updated_ms,
-        }
+        })
     }
 
     /// Up to `limit` interactions numbered after `after`: the early ones, then the journal's.
@@ -529,13 +542,13 @@ impl Entity for Customer {
                     tickets: Vec::new(),
                     devices: Vec::new(),
                 };
-                let view = created.view(ctx.journal_len);
+                let view = created.view(ctx)?;
                 *state = Some(created);
                 Handled::wrote(Ok(CustomerAnswer::Customer(view)))
             }
             (_, None) => Handled::read(Err(not_found())),
             (CustomerCommand::Get, Some(s)) => {
-                Handled::read(Ok(CustomerAnswer::Customer(s.view(ctx.journal_len))))
+                Handled::read(Ok(CustomerAnswer::Customer(s.view(ctx)?)))
             }
             (CustomerCommand::Update(p), Some(s)) => {
                 if let Some(n) = p.name {
@@ -557,7 +570,7 @@ impl Entity for Customer {
                     s.consent = c;
                 }
                 s.touch(ctx.now_ms);
-                Handled::wrote(Ok(CustomerAnswer::Customer(s.view(ctx.journal_len))))
+                Handled::wrote(Ok(CustomerAnswer::Customer(s.view(ctx)?)))
             }
             (CustomerCommand::Delete, Some(_)) => {
                 *state = None;
@@ -598,9 +611,7 @@ impl Entity for Customer {
             }
             (CustomerCommand::LinkDevice { device_id }, Some(s)) => {
                 if s.devices.contains(&device_id) {
-                    return Ok(Handled::read(Ok(CustomerAnswer::Customer(
-                        s.view(ctx.journal_len),
-                    ))));
+                    return Ok(Handled::read(Ok(CustomerAnswer::Customer(s.view(ctx)?))));
                 }
                 if s.devices.len() >= MAX_DEVICES {
                     return Ok(Handled::read(Err(invalid(
@@ -610,7 +621,7 @@ impl Entity for Customer {
                 }
                 s.devices.push(device_id);
                 s.touch(ctx.now_ms);
-                Handled::wrote(Ok(CustomerAnswer::Customer(s.view(ctx.journal_len))))
+                Handled::wrote(Ok(CustomerAnswer::Customer(s.view(ctx)?)))
             }
             (
                 CustomerCommand::OpenTicket {
