@@ -1,6 +1,5 @@
 //! `keelson chaos`: faults against a cluster started by `keelson up`, and scenario runs.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -213,15 +212,6 @@ fn show_status(cfg: &ClusterConfig) -> ExitCode {
 fn fail(e: FaultError) -> ExitCode {
     eprintln!("error: {e}");
     ExitCode::from(2)
-}
-
-/// Where `keelson chaos run` writes when `--out` is not given.
-pub fn default_out(scenario: &str) -> PathBuf {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    PathBuf::from("chaos-reports").join(format!("{scenario}-{secs}"))
 }
 
 /// The link control's client, with the tools' key (operator or admin).

@@ -182,7 +182,7 @@ pub fn run(cfg: &ClusterConfig, config_path: &Path, args: RunArgs) -> ExitCode {
     let out = args
         .out
         .clone()
-        .unwrap_or_else(|| crate::chaos_cmd::default_out(&scenario.name));
+        .unwrap_or_else(|| default_out(&scenario.name));
     match execute(cfg, config_path, &args, &scenario, &out) {
         Ok(passed) => {
             if passed {
@@ -284,4 +284,13 @@ fn execute(
         written.chart.display()
     );
     Ok(report.verdict.passed)
+}
+
+/// Where `keelson chaos run` writes when `--out` is not given.
+pub fn default_out(scenario: &str) -> std::path::PathBuf {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    std::path::PathBuf::from("chaos-reports").join(format!("{scenario}-{secs}"))
 }

@@ -13,7 +13,7 @@ use keelson_runtime::Access;
 use warp::http::StatusCode;
 
 use crate::error::ApiError;
-use crate::routes::{call_entity, id_ok, ok, send_device, with_node, Ctx, Outcome, Rq};
+use crate::handler::{call_entity, id_ok, ok, send_device, with_node, Ctx, Outcome, Rq};
 
 pub(crate) async fn send(
     ctx: &Ctx,

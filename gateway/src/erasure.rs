@@ -19,7 +19,7 @@ use keelson_runtime::Access;
 use warp::http::StatusCode;
 
 use crate::error::ApiError;
-use crate::routes::{call_entity, id_ok, send_customer, with_node, Ctx, Outcome, Rq};
+use crate::handler::{call_entity, id_ok, send_customer, with_node, Ctx, Outcome, Rq};
 
 /// Erases customer `id` and, unless `?devices=detach`, its devices.
 pub async fn erase_customer(
@@ -79,10 +79,10 @@ pub async fn erase_customer(
     match send_customer(ctx, id, CustomerCommand::Delete, rid, None).await? {
         (node, Ok(CustomerAnswer::Deleted)) => {
             tracing::info!(target: "keelson::audit", request_id = %rid.id, customer = id, devices = devices.len(), detach, "customer erased");
-            crate::routes::empty(StatusCode::NO_CONTENT, &node)
+            crate::handler::empty(StatusCode::NO_CONTENT, &node)
         }
         (node, Err(DomainError::NotFound { .. })) => {
-            crate::routes::empty(StatusCode::NO_CONTENT, &node)
+            crate::handler::empty(StatusCode::NO_CONTENT, &node)
         }
         (node, Err(e)) => Err(with_node(e, &node)),
         (node, Ok(_)) => Err(unexpected(&node)),

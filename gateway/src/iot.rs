@@ -16,7 +16,7 @@ use warp::http::StatusCode;
 
 use crate::body;
 use crate::error::ApiError;
-use crate::routes::{id_ok, new_id, ok, send_customer, send_device, with_node, Ctx, Outcome, Rq};
+use crate::handler::{id_ok, new_id, ok, send_customer, send_device, with_node, Ctx, Outcome, Rq};
 
 /// `PATCH /v1/devices/{id}/twin/desired`
 #[derive(Debug, Deserialize)]
@@ -341,8 +341,9 @@ impl Page {
             ));
         }
         Ok(Self {
-            offset: crate::routes::query_u64(query, "offset", 0, 0..=u64::from(u32::MAX))? as usize,
-            limit: crate::routes::query_u64(query, "limit", MAX_PAGE, 1..=MAX_PAGE)? as usize,
+            offset: crate::handler::query_u64(query, "offset", 0, 0..=u64::from(u32::MAX))?
+                as usize,
+            limit: crate::handler::query_u64(query, "limit", MAX_PAGE, 1..=MAX_PAGE)? as usize,
         })
     }
 

@@ -11,8 +11,8 @@ use warp::http::StatusCode;
 use crate::authz::Role;
 use crate::body;
 use crate::error::ApiError;
+use crate::handler::{call_entity, ok, with_node, Ctx, Outcome, Rq};
 use crate::identity::{self, Identities};
-use crate::routes::{call_entity, ok, with_node, Ctx, Outcome, Rq};
 
 /// `POST /v1/keys`
 #[derive(Debug, Deserialize)]
@@ -127,7 +127,7 @@ pub async fn list(ctx: &Ctx, rid: &Rq) -> Outcome {
 /// Revokes the live key called `name`; this gateway refuses it at once, the others within
 /// [`identity::REFRESH`].
 pub async fn revoke(ctx: &Ctx, name: &str, rid: &Rq) -> Outcome {
-    crate::routes::id_ok("name", name)?;
+    crate::handler::id_ok("name", name)?;
     let (node, reply) = send(
         &ctx.client,
         KeyringCommand::Revoke {

@@ -15,9 +15,12 @@ mod api;
 mod authz;
 mod body;
 mod client;
+mod customers;
 mod device_credentials;
+mod devices;
 mod erasure;
 mod error;
+mod handler;
 mod idempotency;
 mod identity;
 mod iot;
@@ -42,39 +45,6 @@ pub use client::{api_client, base_url, tool_key, ApiClient};
 pub use error::ApiError;
 pub use identity::new_bootstrap_key;
 pub use openapi::document as openapi_document;
-
-/// Reads the body under its cap and hands the request to the router.
-pub(crate) async fn serve_one<S, B>(
-    ctx: Arc<routes::Ctx>,
-    method: warp::http::Method,
-    path: String,
-    query: String,
-    headers: warp::http::HeaderMap,
-    len: Option<u64>,
-    stream: S,
-) -> warp::http::Response<warp::hyper::body::Bytes>
-where
-    S: futures_util::Stream<Item = Result<B, warp::Error>> + Send,
-    B: bytes::Buf,
-{
-    // A declared length over the cap is refused unread unless it is small enough to drain.
-    let body = if len.is_some_and(|l| l > 1024 * 1024) {
-        Err(body::too_large())
-    } else {
-        let deadline = ctx.cfg.limits.body_timeout;
-        match tokio::time::timeout(deadline, body::read_capped(Box::pin(stream))).await {
-            Ok(read) => read,
-            Err(_) => {
-                metrics::http()
-                    .shed
-                    .with_label_values(&["body_timeout"])
-                    .inc();
-                Err(body::too_slow(deadline))
-            }
-        }
-    };
-    routes::handle(ctx, method, path, query, headers, body).await
-}
 
 /// Connections the kernel may queue before the gateway accepts them: enough for a burst of
 /// thousands of clients connecting at once (the kernel caps it at `net.core.somaxconn`).
@@ -147,7 +117,7 @@ pub async fn run(cfg: ClusterConfig, stop: impl Future<Output = ()>) -> Result<(
     tracing::info!(open_files, "open-file limit");
     let gate = Arc::new(limits::Gate::new(&cfg.limits));
     let gate_task = gate.spawn_housekeeping();
-    let ctx = Arc::new(routes::Ctx {
+    let ctx = Arc::new(handler::Ctx {
         identities,
         client,
         cfg: cfg.clone(),

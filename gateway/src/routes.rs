@@ -8,68 +8,18 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use keelson_actors::{
-    validate_id, CustomerAnswer, CustomerCommand, CustomerReply, DeviceAnswer, DeviceCommand,
-    DeviceReply, DomainError,
-};
-use keelson_runtime::{
-    decode_payload, encode_payload, Access, ClusterClient, ClusterConfig, Fault, IdempotencyKey,
-};
+use keelson_actors::{CustomerCommand, DeviceAnswer, DeviceCommand};
 use rand::RngExt;
-use serde::Serialize;
 use warp::http::{HeaderMap, HeaderValue, Method, Response, StatusCode};
 use warp::hyper::body::Bytes;
 
 use crate::api;
-use crate::authz::{self, Decision, Principal};
-use crate::body;
+use crate::authz::{self, Decision};
 use crate::error::ApiError;
-use crate::idempotency;
-use crate::identity::{AuthFailure, Identities};
-use crate::iot;
-use crate::keys;
-use crate::limits;
-use crate::metrics;
+use crate::handler::{id_ok, ok, send_device, Ctx, Ok_, Outcome, Rq};
+use crate::identity::AuthFailure;
 use crate::route_table::{self, Handler, Permission, Resolved, Route};
-
-/// What every handler needs.
-pub struct Ctx {
-    /// Who may prove what.
-    pub identities: Arc<Identities>,
-    /// Entity client.
-    pub client: ClusterClient,
-    /// Configuration.
-    pub cfg: ClusterConfig,
-    /// Publishes desired state and commands to devices; `None` without `[mqtt]`.
-    pub publisher: Option<keelson_bridge::Publisher>,
-    /// Idempotency keys recently used through this gateway.
-    pub keys: Arc<idempotency::Keys>,
-    /// Rate limits and the in-flight cap.
-    pub gate: Arc<limits::Gate>,
-    /// The rules device data is held to (shared with the MQTT edge).
-    pub edge: keelson_bridge::EdgeConfig,
-    /// The open-file limit in force, reported in `/v1/cluster`.
-    pub open_files: u64,
-}
-
-/// A successful answer.
-pub(crate) struct Ok_ {
-    status: StatusCode,
-    body: String,
-    node: String,
-    pub(crate) location: Option<String>,
-}
-
-pub(crate) type Outcome = Result<Ok_, ApiError>;
-
-pub(crate) fn ok<T: Serialize>(status: StatusCode, node: &str, value: &T) -> Outcome {
-    Ok(Ok_ {
-        status,
-        body: serde_json::to_string(value).expect("API types serialise"),
-        node: node.to_string(),
-        location: None,
-    })
-}
+use crate::{customers, devices, idempotency, iot, keys, metrics};
 
 fn request_id(headers: &HeaderMap) -> String {
     headers
@@ -78,37 +28,6 @@ fn request_id(headers: &HeaderMap) -> String {
         .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
         .map(str::to_string)
         .unwrap_or_else(|| format!("{:016x}", rand::rng().random::<u64>()))
-}
-
-/// What identifies one client request.
-pub struct Rq {
-    /// `x-request-id`, given or generated.
-    pub(crate) id: String,
-    /// `Idempotency-Key` bound to this request (writes only).
-    pub(crate) idempotency_key: Option<IdempotencyKey>,
-    /// Who sent it, once authenticated.
-    pub(crate) principal: Option<Principal>,
-    /// Set when an entity answered with the reply it kept for the idempotency key.
-    replayed: AtomicBool,
-    /// The principal's rate standing, once counted.
-    rate: Option<limits::Standing>,
-}
-
-pub(crate) fn new_id(prefix: &str) -> String {
-    format!("{prefix}-{:016x}", rand::rng().random::<u64>())
-}
-
-/// A new entity's id: derived from the idempotency key when there is one, so a retried create
-/// reaches the same entity (which answers it from memory), random otherwise.
-fn new_id_for(prefix: &str, rid: &Rq) -> String {
-    match &rid.idempotency_key {
-        Some(k) => idempotency::derived_id(prefix, k),
-        None => new_id(prefix),
-    }
-}
-
-pub(crate) fn id_ok(field: &str, id: &str) -> Result<(), ApiError> {
-    validate_id(field, id).map_err(ApiError::from)
 }
 
 /// Handles one request; never fails (every error becomes a JSON response).
@@ -414,16 +333,20 @@ async fn dispatch(
         ),
         Handler::Ready => ready(ctx),
         Handler::OpenApi => Ok(local_json(ctx, &crate::openapi::document())),
-        Handler::CreateCustomer => create_customer(ctx, body, rid).await,
-        Handler::GetCustomer => customer(ctx, id, CustomerCommand::Get, rid, StatusCode::OK).await,
-        Handler::PatchCustomer => patch_customer(ctx, id, body, rid).await,
+        Handler::CreateCustomer => customers::create_customer(ctx, body, rid).await,
+        Handler::GetCustomer => {
+            customers::customer(ctx, id, CustomerCommand::Get, rid, StatusCode::OK).await
+        }
+        Handler::PatchCustomer => customers::patch_customer(ctx, id, body, rid).await,
         Handler::DeleteCustomer => crate::erasure::erase_customer(ctx, id, query, rid).await,
-        Handler::AddInteraction => add_interaction(ctx, id, body, rid).await,
-        Handler::ListInteractions => list_interactions(ctx, id, query, rid).await,
+        Handler::AddInteraction => customers::add_interaction(ctx, id, body, rid).await,
+        Handler::ListInteractions => customers::list_interactions(ctx, id, query, rid).await,
         Handler::Tickets => iot::tickets(ctx, id, query, rid).await,
-        Handler::CreateDevice => create_device(ctx, body, rid).await,
-        Handler::GetDevice => device(ctx, id, DeviceCommand::Get, rid, StatusCode::OK).await,
-        Handler::PostTelemetry => telemetry(ctx, id, body, rid).await,
+        Handler::CreateDevice => devices::create_device(ctx, body, rid).await,
+        Handler::GetDevice => {
+            devices::device(ctx, id, DeviceCommand::Get, rid, StatusCode::OK).await
+        }
+        Handler::PostTelemetry => devices::telemetry(ctx, id, body, rid).await,
         Handler::GetTelemetry => iot::telemetry(ctx, id, query, rid).await,
         Handler::GetTwin => iot::twin(ctx, id, rid).await,
         Handler::PatchDesired => iot::patch_desired(ctx, id, body, rid).await,
@@ -441,7 +364,7 @@ async fn dispatch(
             keys::revoke(ctx, params.get("name").copied().unwrap_or(""), rid).await
         }
         Handler::Fault => {
-            fault(
+            customers::fault(
                 ctx,
                 params.get("kind").copied().unwrap_or(""),
                 id,
@@ -467,386 +390,6 @@ fn ready(ctx: &Ctx) -> Outcome {
         StatusCode::OK,
         &ctx.cfg.gateway.name,
         &serde_json::json!({"status": "ready", "nodes_up": up}),
-    )
-}
-
-/// Sends one command to entity `kind/id` and decodes its reply: (answering node, reply).
-pub(crate) async fn call_entity<C: Serialize, R: serde::de::DeserializeOwned>(
-    client: &ClusterClient,
-    kind: &str,
-    id: &str,
-    cmd: &C,
-    request_id: &str,
-    fault: Option<Fault>,
-    access: Access,
-) -> Result<(String, R), ApiError> {
-    call(client, kind, id, cmd, request_id, fault, access)
-        .await
-        .map(|(node, reply, _)| (node, reply))
-}
-
-/// [`call_entity`], also saying whether the reply was the one kept for the idempotency key.
-async fn call<C: Serialize, R: serde::de::DeserializeOwned>(
-    client: &ClusterClient,
-    kind: &str,
-    id: &str,
-    cmd: &C,
-    request_id: &str,
-    fault: Option<Fault>,
-    access: Access,
-) -> Result<(String, R, bool), ApiError> {
-    let a = client
-        .send(kind, id, encode_payload(cmd), request_id, fault, access)
-        .await?;
-    let reply = decode_payload::<R>(&a.reply).map_err(|e| {
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            format!("{kind} reply does not decode: {e}"),
-        )
-    })?;
-    Ok((a.node, reply, a.replayed))
-}
-
-/// A call made for the client's request `rid`: a replayed reply marks the whole answer.
-async fn call_for<C: Serialize, R: serde::de::DeserializeOwned>(
-    ctx: &Ctx,
-    kind: &str,
-    id: &str,
-    cmd: &C,
-    rid: &Rq,
-    fault: Option<Fault>,
-    access: Access,
-) -> Result<(String, R), ApiError> {
-    let (node, reply, replayed) = call(&ctx.client, kind, id, cmd, &rid.id, fault, access).await?;
-    if replayed {
-        rid.replayed.store(true, Ordering::Release);
-    }
-    Ok((node, reply))
-}
-
-pub(crate) async fn send_customer(
-    ctx: &Ctx,
-    id: &str,
-    cmd: CustomerCommand,
-    rid: &Rq,
-    fault: Option<Fault>,
-) -> Result<(String, CustomerReply), ApiError> {
-    let access = Access::of(
-        cmd.is_read() && fault.is_none(),
-        rid.idempotency_key.clone(),
-    );
-    call_for(ctx, "customer", id, &cmd, rid, fault, access).await
-}
-
-pub(crate) async fn send_device(
-    ctx: &Ctx,
-    id: &str,
-    cmd: DeviceCommand,
-    rid: &Rq,
-) -> Result<(String, DeviceReply), ApiError> {
-    let access = Access::of(cmd.is_read(), rid.idempotency_key.clone());
-    call_for(ctx, "device", id, &cmd, rid, None, access).await
-}
-
-/// A success without a body.
-pub(crate) fn empty(status: StatusCode, node: &str) -> Outcome {
-    Ok(Ok_ {
-        status,
-        body: String::new(),
-        node: node.to_string(),
-        location: None,
-    })
-}
-
-pub(crate) fn with_node(e: DomainError, node: &str) -> ApiError {
-    ApiError {
-        node: Some(node.to_string()),
-        ..ApiError::from(e)
-    }
-}
-
-/// A 500 for an entity that answered a command with the wrong kind of answer.
-fn unexpected_answer(kind: &str, node: &str) -> ApiError {
-    ApiError {
-        node: Some(node.to_string()),
-        ..ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            format!("{kind} answered with an unexpected kind of reply"),
-        )
-    }
-}
-
-async fn customer(
-    ctx: &Ctx,
-    id: &str,
-    cmd: CustomerCommand,
-    rid: &Rq,
-    status: StatusCode,
-) -> Outcome {
-    id_ok("id", id)?;
-    cmd.validate()?;
-    let (node, reply) = send_customer(ctx, id, cmd, rid, None).await?;
-    match reply {
-        Ok(CustomerAnswer::Customer(c)) => ok(status, &node, &c),
-        Ok(CustomerAnswer::Deleted) => Ok(Ok_ {
-            status,
-            body: String::new(),
-            node,
-            location: None,
-        }),
-        Ok(_) => Err(unexpected_answer("customer", &node)),
-        Err(e) => Err(with_node(e, &node)),
-    }
-}
-
-async fn create_customer(ctx: &Ctx, body: Result<Vec<u8>, ApiError>, rid: &Rq) -> Outcome {
-    let req: api::CreateCustomer = body::json(&body?)?;
-    let id = match &req.id {
-        Some(id) => {
-            id_ok("id", id)?;
-            id.clone()
-        }
-        None => new_id_for("c", rid),
-    };
-    let mut out = customer(
-        ctx,
-        &id,
-        CustomerCommand::Create(req.into_new()),
-        rid,
-        StatusCode::CREATED,
-    )
-    .await?;
-    out.location = Some(format!("/v1/customers/{id}"));
-    Ok(out)
-}
-
-async fn patch_customer(ctx: &Ctx, id: &str, body: Result<Vec<u8>, ApiError>, rid: &Rq) -> Outcome {
-    id_ok("id", id)?;
-    let patch = body::json::<api::PatchCustomer>(&body?)?.into_patch();
-    if patch == keelson_actors::CustomerPatch::default() {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_field",
-            "request body: names no field to change",
-        ));
-    }
-    customer(ctx, id, CustomerCommand::Update(patch), rid, StatusCode::OK).await
-}
-
-async fn add_interaction(
-    ctx: &Ctx,
-    id: &str,
-    body: Result<Vec<u8>, ApiError>,
-    rid: &Rq,
-) -> Outcome {
-    id_ok("id", id)?;
-    let cmd =
-        CustomerCommand::AddInteraction(body::json::<api::AddInteraction>(&body?)?.into_new());
-    cmd.validate()?;
-    let (node, reply) = send_customer(ctx, id, cmd, rid, None).await?;
-    match reply {
-        Ok(CustomerAnswer::InteractionAdded {
-            interaction,
-            version,
-        }) => ok(
-            StatusCode::CREATED,
-            &node,
-            &api::InteractionAdded {
-                customer_id: id,
-                interaction: &interaction,
-                version,
-            },
-        ),
-        Ok(_) => Err(unexpected_answer("customer", &node)),
-        Err(e) => Err(with_node(e, &node)),
-    }
-}
-
-/// A query parameter as an integer in `range`, `default` when absent.
-pub(crate) fn query_u64(
-    query: &HashMap<String, String>,
-    name: &str,
-    default: u64,
-    range: std::ops::RangeInclusive<u64>,
-) -> Result<u64, ApiError> {
-    match query.get(name) {
-        None => Ok(default),
-        Some(v) => v
-            .parse::<u64>()
-            .ok()
-            .filter(|n| range.contains(n))
-            .ok_or_else(|| {
-                ApiError::field(
-                    name,
-                    format!(
-                        "\"{}\" is not an integer in {}..={}",
-                        v.chars().take(40).collect::<String>(),
-                        range.start(),
-                        range.end()
-                    ),
-                )
-            }),
-    }
-}
-
-async fn list_interactions(
-    ctx: &Ctx,
-    id: &str,
-    query: &HashMap<String, String>,
-    rid: &Rq,
-) -> Outcome {
-    id_ok("id", id)?;
-    if let Some(k) = query
-        .keys()
-        .find(|k| !matches!(k.as_str(), "after" | "limit"))
-    {
-        return Err(ApiError::field(
-            k,
-            "unknown query parameter (`after` and `limit` are accepted)",
-        ));
-    }
-    let after = query_u64(query, "after", 0, 0..=u64::MAX)?;
-    let max = u64::from(keelson_actors::MAX_INTERACTION_PAGE);
-    let limit = query_u64(query, "limit", 100, 1..=max)? as u32;
-    let cmd = CustomerCommand::ListInteractions { after, limit };
-    match send_customer(ctx, id, cmd, rid, None).await? {
-        (node, Ok(CustomerAnswer::Interactions { items, total })) => {
-            let next_after = (items.len() == limit as usize)
-                .then(|| items.last().map(|i| i.seq))
-                .flatten()
-                .filter(|last| *last < total);
-            ok(
-                StatusCode::OK,
-                &node,
-                &serde_json::json!({"customer_id": id, "interactions": items, "total": total, "next_after": next_after}),
-            )
-        }
-        (node, Ok(_)) => Err(unexpected_answer("customer", &node)),
-        (node, Err(e)) => Err(with_node(e, &node)),
-    }
-}
-
-async fn device(ctx: &Ctx, id: &str, cmd: DeviceCommand, rid: &Rq, status: StatusCode) -> Outcome {
-    id_ok("id", id)?;
-    cmd.validate()?;
-    let (node, reply) = send_device(ctx, id, cmd, rid).await?;
-    match reply {
-        Ok(DeviceAnswer::Device(d)) => ok(status, &node, &d),
-        Ok(_) => Err(unexpected_answer("device", &node)),
-        Err(e) => Err(with_node(e, &node)),
-    }
-}
-
-async fn create_device(ctx: &Ctx, body: Result<Vec<u8>, ApiError>, rid: &Rq) -> Outcome {
-    let req: api::CreateDevice = body::json(&body?)?;
-    let id = match &req.id {
-        Some(id) => {
-            id_ok("id", id)?;
-            id.clone()
-        }
-        None => new_id_for("d", rid),
-    };
-    let cmd = DeviceCommand::Register(req.into_new());
-    cmd.validate()?;
-    let DeviceCommand::Register(new) = &cmd else {
-        unreachable!("built above")
-    };
-    // A device belongs to an existing customer, which lists it (what an erasure removes) before
-    // the device exists.
-    let link = CustomerCommand::LinkDevice {
-        device_id: id.clone(),
-    };
-    // Linking is idempotent by itself: it does not take the request's key, so a replay is
-    // reported only for the device's own answer.
-    let linked: (String, CustomerReply) = call_entity(
-        &ctx.client,
-        "customer",
-        &new.customer_id,
-        &link,
-        &rid.id,
-        None,
-        Access::write(None),
-    )
-    .await?;
-    match linked {
-        (_, Ok(_)) => {}
-        (_, Err(DomainError::NotFound { .. })) => {
-            return Err(ApiError::field(
-                "customer_id",
-                format!("customer \"{}\" does not exist", new.customer_id),
-            ))
-        }
-        (node, Err(e)) => return Err(with_node(e, &node)),
-    }
-    let mut out = device(ctx, &id, cmd, rid, StatusCode::CREATED).await?;
-    out.location = Some(format!("/v1/devices/{id}"));
-    Ok(out)
-}
-
-/// Telemetry over HTTP is held to the same rules as over MQTT (the edge's time window and the
-/// device kind's physical ranges), then to the entity's own.
-async fn telemetry(ctx: &Ctx, id: &str, body: Result<Vec<u8>, ApiError>, rid: &Rq) -> Outcome {
-    id_ok("id", id)?;
-    let t = body::json::<api::PostTelemetry>(&body?)?.into_telemetry(ctx.edge.samples);
-    let cmd = DeviceCommand::Telemetry(t);
-    cmd.validate()?;
-    let DeviceCommand::Telemetry(t) = &cmd else {
-        unreachable!("built above")
-    };
-    let kind = match send_device(ctx, id, DeviceCommand::Get, rid).await? {
-        (_, Ok(DeviceAnswer::Device(d))) => d.kind,
-        (node, Ok(_)) => return Err(unexpected_answer("device", &node)),
-        (node, Err(e)) => return Err(with_node(e, &node)),
-    };
-    let now = keelson_runtime::now_ms();
-    keelson_bridge::check_sample(
-        &ctx.edge,
-        Some(&kind),
-        &t.readings,
-        t.at_ms.unwrap_or(now),
-        now,
-    )
-    .map_err(|r| match r.detail.split_once(": ") {
-        Some((field, why)) => ApiError::field(field, why),
-        None => ApiError::field("readings", r.detail),
-    })?;
-    device(ctx, id, cmd, rid, StatusCode::OK).await
-}
-
-async fn fault(
-    ctx: &Ctx,
-    kind: &str,
-    id: &str,
-    body: Result<Vec<u8>, ApiError>,
-    rid: &Rq,
-) -> Outcome {
-    if !ctx.cfg.fault_injection {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "fault_injection_disabled",
-            "fault injection is disabled (cluster.fault_injection = false)",
-        ));
-    }
-    id_ok("id", id)?;
-    if kind != "customer" {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_field",
-            format!("field `kind`: faults can be injected into customers, not \"{kind}\""),
-        ));
-    }
-    let req: api::InjectFault = body::json(&body?)?;
-    let fault = match req.mode {
-        api::FaultMode::Panic => Fault::Panic,
-        api::FaultMode::Error => Fault::Error,
-    };
-    let (node, _) = send_customer(ctx, id, CustomerCommand::Get, rid, Some(fault)).await?;
-    ok(
-        StatusCode::OK,
-        &node,
-        &serde_json::json!({"injected": true}),
     )
 }
 

@@ -21,13 +21,47 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use warp::Filter;
 
+use crate::body;
+use crate::handler::Ctx;
 use crate::metrics;
-use crate::routes::Ctx;
 
 /// Longest TLS handshake.
 const HANDSHAKE: Duration = Duration::from_secs(10);
 /// Longest wait for open connections at shutdown.
 const DRAIN: Duration = Duration::from_secs(5);
+
+/// Reads the body under its cap and hands the request to the router.
+async fn serve_one<S, B>(
+    ctx: Arc<Ctx>,
+    method: warp::http::Method,
+    path: String,
+    query: String,
+    headers: warp::http::HeaderMap,
+    len: Option<u64>,
+    stream: S,
+) -> warp::http::Response<warp::hyper::body::Bytes>
+where
+    S: futures_util::Stream<Item = Result<B, warp::Error>> + Send,
+    B: bytes::Buf,
+{
+    // A declared length over the cap is refused unread unless it is small enough to drain.
+    let body = if len.is_some_and(|l| l > 1024 * 1024) {
+        Err(body::too_large())
+    } else {
+        let deadline = ctx.cfg.limits.body_timeout;
+        match tokio::time::timeout(deadline, body::read_capped(Box::pin(stream))).await {
+            Ok(read) => read,
+            Err(_) => {
+                metrics::http()
+                    .shed
+                    .with_label_values(&["body_timeout"])
+                    .inc();
+                Err(body::too_slow(deadline))
+            }
+        }
+    };
+    crate::routes::handle(ctx, method, path, query, headers, body).await
+}
 
 /// Serves the API on `listener` until `stop` resolves; TLS when `tls` is given.
 pub async fn serve(
@@ -48,7 +82,7 @@ pub async fn serve(
         .and(warp::header::headers_cloned())
         .and(warp::header::optional::<u64>("content-length"))
         .and(warp::body::stream())
-        .then(crate::serve_one);
+        .then(serve_one);
     let graceful = GracefulShutdown::new();
     let mut stop = std::pin::pin!(stop);
     loop {

@@ -17,7 +17,7 @@ use crate::consensus::MapWatch;
 use crate::control_plane::Proposer;
 use crate::frame_check::{self, FrameLimits};
 use crate::metrics;
-use crate::replication::call_host;
+use crate::rpc::call_host;
 use crate::shard_map::{MapCommand, ShardId};
 use crate::storage::Store;
 use crate::wire::{self, CopyPage, CopyRequest, ShardHostRpc};

@@ -419,6 +419,13 @@ pub struct ClusterConfig {
 }
 
 impl ClusterConfig {
+    /// Largest transport frame a process takes from a peer: `cluster.max_frame_bytes` of
+    /// payload plus ractor's envelope. A bigger one ends the session before its bytes are read
+    /// (ractor's default is 16 MiB).
+    pub fn inbound_frame_limit(&self) -> u64 {
+        self.max_frame_bytes as u64 + FRAME_ENVELOPE_BYTES
+    }
+
     /// Names of the shard-hosting nodes.
     pub fn node_names(&self) -> Vec<String> {
         self.nodes.iter().map(|n| n.name.clone()).collect()

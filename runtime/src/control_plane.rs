@@ -326,7 +326,7 @@ async fn hand_over(primary: &str, shard: u32, epoch: u64, to: &str) -> Result<()
         epoch,
         to: to.to_string(),
     });
-    let bytes = crate::replication::call_host(
+    let bytes = crate::rpc::call_host(
         primary,
         crate::wire::ShardHostRpc::HandOver,
         req,

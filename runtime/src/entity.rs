@@ -11,7 +11,6 @@ use std::future::Future;
 use std::marker::PhantomData;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, RpcReplyPort};
 use ractor_cluster::RactorMessage;
@@ -228,13 +227,7 @@ pub fn decode_payload<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, codec::Cod
     codec::decode(crate::wire::WIRE_VERSION, bytes)
 }
 
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
+pub use crate::clock::now_ms;
 
 /// Runs one entity of kind `E`.
 pub struct EntityActor<E>(PhantomData<E>);

@@ -100,7 +100,7 @@ pub fn load(store: &Store, shard: ShardId, kind: &str, id: &str) -> Result<Persi
         Some(&ENVELOPE_V1) => {
             let old = codec::decode::<EnvelopeV1>(ENVELOPE_V1, &bytes).map_err(|e| bad(&e))?;
             // Their age is unknown: they count from now.
-            let at_ms = crate::entity::now_ms();
+            let at_ms = crate::clock::now_ms();
             let records = old
                 .recent
                 .into_iter()

@@ -15,8 +15,8 @@
 //! the one place a refusal is counted and logged.
 
 use crate::config::ClusterConfig;
+use crate::lsn::{epoch_base, epoch_of};
 use crate::metrics;
-use crate::replication::{epoch_base, epoch_of};
 use crate::shard_map::{ShardId, ShardMap};
 use crate::wire::{
     self, CopyRequest, EntityRequest, FrameError, HandOver, ReadIndex, ReplicaWrite,

@@ -205,7 +205,7 @@ impl TlsLinks {
                 stream,
                 ours,
                 member.name.clone(),
-                crate::member::inbound_limit(&self.cfg),
+                self.cfg.inbound_frame_limit(),
             ));
             NodeServerMessage::ConnectionOpenedExternal {
                 stream: Box::new(Verified {

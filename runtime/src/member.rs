@@ -30,13 +30,6 @@ use crate::RuntimeError;
 const PARKED_LISTENER_IP: std::net::IpAddr =
     std::net::IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 254));
 
-/// Largest transport frame a process takes from a peer: `cluster.max_frame_bytes` of payload
-/// plus ractor's envelope. A bigger one ends the session before its bytes are read (ractor's
-/// default is 16 MiB).
-pub fn inbound_limit(cfg: &ClusterConfig) -> u64 {
-    cfg.max_frame_bytes as u64 + crate::config::FRAME_ENVELOPE_BYTES
-}
-
 /// A process's place in the cluster.
 #[derive(Debug)]
 pub struct ClusterMember {
@@ -75,7 +68,7 @@ impl ClusterMember {
                     Some(NodeConnectionMode::Isolated),
                 )
                 .with_listen_addr(me.cluster_addr.ip())
-                .with_max_inbound_frame_size(inbound_limit(cfg));
+                .with_max_inbound_frame_size(cfg.inbound_frame_limit());
                 (server, None)
             }
             // Our own listener takes the cluster port; the node server's is parked (see links).
@@ -92,7 +85,7 @@ impl ClusterMember {
                     Some(NodeConnectionMode::Isolated),
                 )
                 .with_listen_addr(PARKED_LISTENER_IP)
-                .with_max_inbound_frame_size(inbound_limit(cfg));
+                .with_max_inbound_frame_size(cfg.inbound_frame_limit());
                 (server, Some(listener))
             }
         };

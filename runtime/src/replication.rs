@@ -15,28 +15,16 @@ use std::sync::{Mutex, RwLock};
 use std::time::Duration;
 
 use futures_util::future::join_all;
-use ractor::rpc::CallResult;
-use ractor::ActorRef;
 
 use crate::consensus::{MapWatch, ProposeError};
 use crate::control_plane::Proposer;
 use crate::metrics;
+use crate::rpc::call_host;
 use crate::shard_map::{MapCommand, MapError, ShardId};
 use crate::storage::Store;
 use crate::wire::{self, RemoteError, ReplicaAck, ReplicaWrite, ShardHostRpc};
 
-/// Bits of an lsn below the epoch.
-const COUNTER_BITS: u32 = 40;
-
-/// The first lsn of `epoch`.
-pub fn epoch_base(epoch: u64) -> u64 {
-    epoch << COUNTER_BITS
-}
-
-/// The epoch an lsn was written in.
-pub fn epoch_of(lsn: u64) -> u64 {
-    lsn >> COUNTER_BITS
-}
+pub use crate::lsn::{epoch_base, epoch_of};
 
 /// Sends writes to followers; one per node, shared by every entity.
 pub struct Replicator {
@@ -76,27 +64,6 @@ impl std::fmt::Debug for Replicator {
         f.debug_struct("Replicator")
             .field("node", &self.node)
             .finish()
-    }
-}
-
-/// Calls `node`'s shard host.
-pub(crate) async fn call_host(
-    node: &str,
-    build: fn(Vec<u8>, ractor::RpcReplyPort<Vec<u8>>) -> ShardHostRpc,
-    body: Vec<u8>,
-    timeout: Duration,
-) -> Result<Vec<u8>, String> {
-    let Some(cell) = ractor::pg::get_members(&wire::shard_host_group(node))
-        .into_iter()
-        .next()
-    else {
-        return Err(format!("not connected to {node}"));
-    };
-    let host: ActorRef<ShardHostRpc> = cell.into();
-    match host.call(|r| build(body, r), Some(timeout)).await {
-        Ok(CallResult::Success(b)) => Ok(b),
-        Ok(CallResult::Timeout) => Err(format!("{node} did not answer within {timeout:?}")),
-        _ => Err(format!("connection to {node} lost")),
     }
 }
 

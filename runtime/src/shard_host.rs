@@ -356,7 +356,7 @@ impl ShardHostState {
                 shard: shard.0,
                 follower: node.clone(),
             });
-            let confirmed = crate::replication::call_host(
+            let confirmed = crate::rpc::call_host(
                 &primary,
                 ShardHostRpc::ReadIndex,
                 ask,

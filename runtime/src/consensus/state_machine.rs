@@ -101,7 +101,7 @@ impl RaftSnapshotBuilder<MapRaft> for MapStateMachine {
             snapshot_id: format!(
                 "{}-{}",
                 last.map(|l| l.index).unwrap_or(0),
-                crate::entity::now_ms()
+                crate::clock::now_ms()
             ),
         };
         let stored = StoredSnapshot {
