@@ -18,6 +18,7 @@ use crate::consensus::MapWatch;
 use crate::map_follower::Refresh;
 use crate::membership::ClusterView;
 use crate::metrics;
+use crate::retry;
 use crate::shard_map::{ShardId, ShardMap};
 use crate::wire::{
     self, EntityReply, EntityRequest, Fault, IdempotencyKey, RemoteError, ShardHostRpc,
@@ -370,31 +371,24 @@ impl ClusterClient {
     }
 
     fn retryable(&self, err: &RequestError, idempotent: bool) -> bool {
-        // Nothing changes hands without a majority to commit it: fail fast instead.
         let map = self.map();
         let view = self.view.borrow();
         let up = map.nodes().iter().filter(|n| view.is_up(n)).count();
-        if up * 2 <= map.nodes().len() {
-            return false;
-        }
-        match err {
-            // A failover can only happen if an in-sync follower is up.
-            RequestError::Unavailable { shard, .. } => map
-                .placement(ShardId(*shard))
+        let (failure, shard) = match err {
+            RequestError::Unavailable { shard, .. } => (retry::Failure::Unavailable, *shard),
+            RequestError::Timeout { shard, .. } => (retry::Failure::Timeout, *shard),
+            RequestError::Remote { shard, error, .. } => (retry::Failure::Remote(error), *shard),
+        };
+        let facts = retry::Facts {
+            majority_up: up * 2 > map.nodes().len(),
+            in_sync_follower_up: map
+                .placement(ShardId(shard))
                 .in_sync
                 .iter()
                 .any(|n| view.is_up(n)),
-            RequestError::Remote {
-                error: RemoteError::NotOwner { .. } | RemoteError::NoLease(_),
-                ..
-            } => true,
-            RequestError::Timeout { .. } => idempotent,
-            RequestError::Remote {
-                error: RemoteError::WriteNotConfirmed { .. } | RemoteError::EntityFailed { .. },
-                ..
-            } => idempotent,
-            RequestError::Remote { .. } => false,
-        }
+            idempotent,
+        };
+        retry::may_retry(failure, facts)
     }
 
     #[allow(clippy::too_many_arguments)]

@@ -296,3 +296,18 @@ fn frames_between_nodes_hold_a_copy_page_beside_the_largest_entity_and_the_whole
         "{p:?}"
     );
 }
+
+#[test]
+fn the_promotion_delay_exceeds_the_lease_for_every_valid_failure_timeout() {
+    let mut cfg = ClusterConfig::for_test(3, 40_000, std::path::Path::new("/tmp/keelson-lease"));
+    for ms in 100..=60_000u64 {
+        cfg.failure_timeout = std::time::Duration::from_millis(ms);
+        let (lease, promotion) = (cfg.lease(), cfg.promotion_delay());
+        assert!(
+            promotion > lease,
+            "failure_timeout {ms} ms: promotion after {promotion:?}, lease {lease:?}"
+        );
+        // And by a margin the heartbeat period can cover (at most a third of the timeout).
+        assert!(promotion - lease >= cfg.failure_timeout / 10, "{ms} ms");
+    }
+}

@@ -47,6 +47,7 @@ pub mod node;
 mod ops;
 mod replication;
 mod restart_budget;
+mod retry;
 mod rpc;
 mod sealing;
 mod shard_host;
