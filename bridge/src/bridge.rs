@@ -84,11 +84,7 @@ pub struct BridgeSettings {
 
 /// A dead letter for a message the device entity refused, with the field at fault.
 fn refused(e: DomainError) -> Rejected {
-    let detail = match e {
-        DomainError::Invalid { field, reason } => format!("{field}: {reason}"),
-        other => other.to_string(),
-    };
-    Rejected::new(crate::edge::Reason::Refused, detail)
+    Rejected::new(crate::edge::Reason::Refused, crate::edge::field_detail(e))
 }
 
 /// The edge's rules from the cluster config: what the bridge checks every MQTT message against,

@@ -859,7 +859,7 @@ fn check_ranges(
 }
 
 /// `field: reason`, as every rejection detail reads.
-fn field_detail(e: DomainError) -> String {
+pub(crate) fn field_detail(e: DomainError) -> String {
     match e {
         DomainError::Invalid { field, reason } => format!("{field}: {reason}"),
         other => other.to_string(),

@@ -84,7 +84,25 @@ pub async fn run(cfg: ClusterConfig, stop: impl Future<Output = ()>) -> Result<(
 
     let (trigger, shutdown_rx) = shutdown::channel();
     let http_addr = cfg.gateway_http;
-    let listener = listen(http_addr).map_err(|e| RuntimeError::Bind {
+    // The API runs on a runtime of its own: however many requests it is busy with, the cluster
+    // member's heartbeats keep their threads, so an overloaded gateway is never mistaken for a
+    // dead one (and never sees the nodes as dead).
+    let http_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2),
+        )
+        .thread_name("keelson-http")
+        .enable_all()
+        .build()
+        .map_err(|e| RuntimeError::Spawn("HTTP runtime", e.to_string()))?;
+    // Registered with the API's runtime, which serves it.
+    let listener = {
+        let _enter = http_rt.enter();
+        listen(http_addr)
+    }
+    .map_err(|e| RuntimeError::Bind {
         what: "http",
         addr: http_addr,
         source: e,
@@ -131,32 +149,6 @@ pub async fn run(cfg: ClusterConfig, stop: impl Future<Output = ()>) -> Result<(
         open_files,
     });
     let scheme = if tls.is_some() { "https" } else { "http" };
-    // The API runs on a runtime of its own: however many requests it is busy with, the cluster
-    // member's heartbeats keep their threads, so an overloaded gateway is never mistaken for a
-    // dead one (and never sees the nodes as dead).
-    let http_rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(
-            std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(2),
-        )
-        .thread_name("keelson-http")
-        .enable_all()
-        .build()
-        .map_err(|e| RuntimeError::Spawn("HTTP runtime", e.to_string()))?;
-    let listener = {
-        let _enter = http_rt.enter();
-        tokio::net::TcpListener::from_std(listener.into_std().map_err(|e| RuntimeError::Bind {
-            what: "http",
-            addr: http_addr,
-            source: e,
-        })?)
-        .map_err(|e| RuntimeError::Bind {
-            what: "http",
-            addr: http_addr,
-            source: e,
-        })?
-    };
     let http_task = http_rt.spawn(server::serve(
         ctx,
         listener,
