@@ -128,6 +128,12 @@ pub fn run(cfg: &ClusterConfig, config_path: &std::path::Path, cmd: ChaosCommand
     };
     match apply_fault(&cfg.data_dir, &node, fault) {
         Ok(pid) => {
+            // Answer once the process is dead, so the next command sees it gone.
+            if fault == ProcessFault::Kill
+                && !keelson_chaos::wait_exited(pid, std::time::Duration::from_secs(5))
+            {
+                eprintln!("{node} (pid {pid}) was sent SIGKILL but has not exited yet");
+            }
             println!("{verb} {node} (pid {pid})");
             ExitCode::SUCCESS
         }

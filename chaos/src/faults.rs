@@ -136,6 +136,20 @@ fn alive(pid: u32) -> bool {
     exists && proc_state(pid) != Some('Z')
 }
 
+/// Waits (polling, at most `deadline`) until process `pid` has exited: a SIGKILLed process with
+/// a large address space can take a moment to tear down, and until then it still looks alive to
+/// the next command. Returns whether it is gone.
+pub fn wait_exited(pid: u32, deadline: std::time::Duration) -> bool {
+    let started = std::time::Instant::now();
+    while alive(pid) {
+        if started.elapsed() >= deadline {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    true
+}
+
 fn frozen(pid: u32) -> bool {
     proc_state(pid) == Some('T')
 }

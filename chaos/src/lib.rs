@@ -39,8 +39,8 @@ pub use control::{
     Authorize, LatencyRequest, LinkClient, LinkControl, LinkMember, LinkState, PartitionRequest,
 };
 pub use faults::{
-    apply as apply_fault, read_run_file, status, FaultError, MemberProcess, ProcessFault, RunFile,
-    RunMember,
+    apply as apply_fault, read_run_file, status, wait_exited, FaultError, MemberProcess,
+    ProcessFault, RunFile, RunMember,
 };
 pub use history::{History, Op, OpKind, Outcome};
 pub use linearizable::{check_key, check_linearizable, Violation};
