@@ -234,7 +234,9 @@ impl ClusterClient {
         access: Access,
     ) -> Result<Answer, RequestError> {
         let deadline = Instant::now() + self.timeout;
-        let mut backoff = Duration::from_millis(10);
+        let mut backoff =
+            crate::backoff::Backoff::new(Duration::from_millis(10), Duration::from_millis(50));
+        let mut pause = backoff.next_delay();
         let mut first = true;
         loop {
             let remaining = deadline.saturating_duration_since(Instant::now());
@@ -256,7 +258,7 @@ impl ClusterClient {
                 Ok(a) => return Ok(a),
                 Err(e) => e,
             };
-            if !self.retryable(&err, access.idempotent()) || Instant::now() + backoff >= deadline {
+            if !self.retryable(&err, access.idempotent()) || Instant::now() + pause >= deadline {
                 return Err(err);
             }
             tracing::debug!(request_id, error = %err, "retrying with the newest shard map");
@@ -267,8 +269,8 @@ impl ClusterClient {
             if let Some(r) = &self.refresh {
                 r.notify_one();
             }
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(Duration::from_millis(50));
+            tokio::time::sleep(pause).await;
+            pause = backoff.next_delay();
         }
     }
 

@@ -19,6 +19,7 @@
 //! defined only in `wire`.
 
 mod activation;
+mod backoff;
 mod catch_up;
 mod client;
 mod clock;
@@ -61,6 +62,7 @@ pub mod tls;
 pub mod wire;
 
 pub use activation::ActivationTable;
+pub use backoff::Backoff;
 pub use client::{Access, Answer, ClusterClient, RequestError};
 pub use codec::CodecError;
 pub use config::{ClusterConfig, ConfigError, EntityLimits, Limits, Member, Retention, Role};

@@ -72,11 +72,8 @@ impl RestartTracker {
                 until: now + policy.quarantine,
             };
         }
-        let factor = 1u32 << (attempt - 1).min(20);
-        let after = policy
-            .backoff_base
-            .saturating_mul(factor)
-            .min(policy.backoff_max);
+        let after =
+            crate::backoff::Backoff::delay(policy.backoff_base, policy.backoff_max, attempt);
         RestartDecision::Restart { after, attempt }
     }
 
