@@ -18,7 +18,7 @@ use crate::control_plane::Proposer;
 use crate::frame_check::{self, FrameLimits};
 use crate::metrics;
 use crate::rpc::call_host;
-use crate::shard_map::{MapCommand, ShardId};
+use keelson_rules::shard_map::{MapCommand, ShardId};
 use crate::storage::Store;
 use crate::wire::{self, CopyPage, CopyRequest, ShardHostRpc};
 

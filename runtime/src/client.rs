@@ -3,6 +3,8 @@
 //! shard with one copy is unavailable, never served empty elsewhere), and otherwise calls the
 //! owner's shard host directly: one hop.
 
+mod retry;
+
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
@@ -18,8 +20,7 @@ use crate::consensus::MapWatch;
 use crate::map_follower::Refresh;
 use crate::membership::ClusterView;
 use crate::metrics;
-use crate::retry;
-use crate::shard_map::{ShardId, ShardMap};
+use keelson_rules::shard_map::{ShardId, ShardMap};
 use crate::wire::{
     self, EntityReply, EntityRequest, Fault, IdempotencyKey, RemoteError, ShardHostRpc,
 };

@@ -27,7 +27,7 @@ use openraft::BasicNode;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
-use crate::shard_map::{MapCommand, MapError, ShardMap};
+use keelson_rules::shard_map::{MapCommand, MapError, ShardMap};
 
 pub use log_store::LogStore;
 pub use network::{fetch_map, propose, serve_raft_rpc, ProposeError, RaftNetworkFactory};
@@ -53,7 +53,7 @@ pub type Raft = openraft::Raft<MapRaft>;
 
 /// A node's raft id, derived from its name so it never depends on file order.
 pub fn node_id(name: &str) -> u64 {
-    crate::shard_map::entity_hash("keelson.raft.node", name)
+    keelson_rules::shard_map::entity_hash("keelson.raft.node", name)
 }
 
 /// Raft ids of the configured nodes, with their names as openraft node records.

@@ -23,8 +23,8 @@ use crate::consensus::{
     ProposeError, Raft, RaftNetworkFactory,
 };
 use crate::membership::ClusterView;
-use crate::shard_manager::{plan, Health, PlanLimits};
-use crate::shard_map::{MapCommand, ShardId, ShardMap};
+use keelson_rules::planner::{plan, Health, PlanLimits};
+use keelson_rules::shard_map::{MapCommand, ShardId, ShardMap};
 use crate::wire::RaftRpc;
 use crate::RuntimeError;
 

@@ -23,7 +23,7 @@ use crate::entity_store::{self, Persisted};
 use crate::idempotency::Seen;
 use crate::metrics;
 use crate::replication::Replicator;
-use crate::shard_map::ShardId;
+use keelson_rules::shard_map::ShardId;
 use crate::storage::Store;
 use crate::wire::{Fault, IdempotencyKey, RemoteError};
 

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use crate::codec;
 use crate::idempotency::{KeyRecord, Remembered};
 use crate::sealing::DataKey;
-use crate::shard_map::ShardId;
+use keelson_rules::shard_map::ShardId;
 use crate::storage::Store;
 
 /// Version byte of the first envelope (keys without fingerprints, not sealed).

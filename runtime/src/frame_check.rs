@@ -17,7 +17,7 @@
 use crate::config::ClusterConfig;
 use crate::lsn::{epoch_base, epoch_of};
 use crate::metrics;
-use crate::shard_map::{ShardId, ShardMap};
+use keelson_rules::shard_map::{ShardId, ShardMap};
 use crate::wire::{
     self, CopyRequest, EntityRequest, FrameError, HandOver, ReadIndex, ReplicaWrite,
 };

@@ -48,12 +48,9 @@ pub mod node;
 mod ops;
 mod replication;
 mod restart_budget;
-mod retry;
 mod rpc;
 mod sealing;
 mod shard_host;
-mod shard_manager;
-mod shard_map;
 mod shard_supervisor;
 pub mod shutdown;
 mod slow_nodes;
@@ -77,9 +74,9 @@ pub use map_follower::follow as follow_map;
 pub use member::ClusterMember;
 pub use membership::{ClusterView, MemberStatus};
 pub use restart_budget::{RestartDecision, RestartPolicy, RestartTracker};
-pub use shard_manager::{plan, Health, PlanLimits};
-pub use shard_map::{
-    entity_hash, rendezvous_owner, shard_for, MapCommand, MapError, Placement, ShardId, ShardMap,
+pub use keelson_rules::{
+    entity_hash, plan, rendezvous_owner, shard_for, Health, MapCommand, MapError, Placement,
+    PlanLimits, ShardId, ShardMap,
 };
 pub use slow_nodes::{NodeSample, SlowNodeDetector};
 pub use storage::{StorageError, Store};

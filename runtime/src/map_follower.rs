@@ -10,7 +10,7 @@ use tokio::sync::{watch, Notify};
 
 use crate::consensus::{fetch_map, MapWatch};
 use crate::membership::ClusterView;
-use crate::shard_map::ShardMap;
+use keelson_rules::shard_map::ShardMap;
 
 /// Asks the follower to fetch the map now (a request just found its map stale).
 pub type Refresh = Arc<Notify>;

@@ -20,7 +20,7 @@ use crate::consensus::{MapWatch, ProposeError};
 use crate::control_plane::Proposer;
 use crate::metrics;
 use crate::rpc::call_host;
-use crate::shard_map::{MapCommand, MapError, ShardId};
+use keelson_rules::shard_map::{MapCommand, MapError, ShardId};
 use crate::storage::Store;
 use crate::wire::{self, RemoteError, ReplicaAck, ReplicaWrite, ShardHostRpc};
 
@@ -285,7 +285,7 @@ impl Replicator {
     async fn confirm(
         &self,
         write: &ReplicaWrite,
-        p: &crate::shard_map::Placement,
+        p: &keelson_rules::shard_map::Placement,
         applied_elsewhere: &std::sync::atomic::AtomicBool,
     ) -> Result<(), RemoteError> {
         let (shard, lsn) = (ShardId(write.shard), write.lsn);

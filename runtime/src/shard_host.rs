@@ -26,7 +26,7 @@ use crate::load::Load;
 use crate::metrics;
 use crate::replication::Replicator;
 use crate::restart_budget::RestartPolicy;
-use crate::shard_map::{shard_for, ShardId};
+use keelson_rules::shard_map::{shard_for, ShardId};
 use crate::shard_supervisor::{Pending, ShardMsg, ShardSupervisor, ShardSupervisorArgs};
 use crate::storage::Store;
 use crate::wire::{

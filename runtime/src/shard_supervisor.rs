@@ -19,7 +19,7 @@ use crate::entity::{Call, EntityArgs, EntityKey, EntityKinds, EntityMsg};
 use crate::metrics;
 use crate::replication::Replicator;
 use crate::restart_budget::{RestartDecision, RestartPolicy, RestartTracker};
-use crate::shard_map::ShardId;
+use keelson_rules::shard_map::ShardId;
 use crate::storage::Store;
 use crate::wire::RemoteError;
 use ractor_cluster::RactorMessage;

@@ -20,7 +20,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::config::FlushPolicy;
 use crate::metrics;
-use crate::shard_map::ShardId;
+use keelson_rules::shard_map::ShardId;
 
 /// Layout version of the database itself (tree names, key layout, meta keys).
 pub const STORAGE_LAYOUT_VERSION: u8 = 2;

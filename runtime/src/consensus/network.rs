@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{MapRaft, MapRequest, MapWatch, Raft};
 use crate::frame_check::{self, FrameLimits};
-use crate::shard_map::{MapCommand, MapError, ShardMap};
+use keelson_rules::shard_map::{MapCommand, MapError, ShardMap};
 use crate::wire::{self, FrameError, RaftRpc, WIRE_VERSION};
 
 fn frame<T: Serialize>(v: &T) -> Vec<u8> {
@@ -216,7 +216,7 @@ impl RaftNetwork<MapRaft> for Connection {
 /// Proposes `cmd`, forwarding to the leader when this node is not it.
 pub async fn propose(
     raft: &Raft,
-    cmd: crate::shard_map::MapCommand,
+    cmd: keelson_rules::shard_map::MapCommand,
     timeout: Duration,
 ) -> Result<u64, ProposeError> {
     match raft.client_write(MapRequest(cmd.clone())).await {
@@ -382,7 +382,7 @@ impl Actor for RaftRpcServer {
 /// A proposal received from a peer: only the leader applies it; no second forward.
 async fn propose_local(
     raft: &Raft,
-    cmd: crate::shard_map::MapCommand,
+    cmd: keelson_rules::shard_map::MapCommand,
     _timeout: Duration,
 ) -> Result<u64, ProposeError> {
     match raft.client_write(MapRequest(cmd)).await {

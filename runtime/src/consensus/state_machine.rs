@@ -15,7 +15,7 @@ use tokio::sync::watch;
 
 use super::{MapRaft, MapResponse};
 use crate::metrics;
-use crate::shard_map::ShardMap;
+use keelson_rules::shard_map::ShardMap;
 
 type Err = StorageError<u64>;
 

@@ -1,13 +1,8 @@
-//! Which failed requests the client may send again. Pure: the client passes what it knows of the
-//! cluster and of the request, and does what this says.
-//!
-//! ```text
-//! no majority up ─▶ never (nothing changes hands without one: fail fast)
-//! owner unavailable ─▶ only if an in-sync follower is up (a failover can happen)
-//! not the owner / no lease ─▶ always (refused before anything was applied)
-//! timeout, unconfirmed write, entity crashed ─▶ only reads and keyed writes (outcome unknown)
-//! anything else ─▶ never (a retry gets the same answer)
-//! ```
+//! How the client's failures map onto the retry rule (`keelson_rules::retry`): which remote
+//! errors were refused before anything was applied, and which leave the outcome unknown.
+
+pub use keelson_rules::retry::Facts;
+use keelson_rules::retry::Failure as Kind;
 
 use crate::wire::RemoteError;
 
@@ -22,31 +17,25 @@ pub enum Failure<'a> {
     Remote(&'a RemoteError),
 }
 
-/// What the client knows when deciding.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Facts {
-    /// More than half of the shard-hosting nodes are up.
-    pub majority_up: bool,
-    /// An in-sync follower of the request's shard is up.
-    pub in_sync_follower_up: bool,
-    /// The request is a read, or a write carrying an idempotency key.
-    pub idempotent: bool,
+impl Failure<'_> {
+    fn kind(self) -> Kind {
+        match self {
+            Failure::Unavailable => Kind::Unavailable,
+            Failure::Timeout => Kind::Timeout,
+            Failure::Remote(RemoteError::NotOwner { .. } | RemoteError::NoLease(_)) => {
+                Kind::NotApplied
+            }
+            Failure::Remote(
+                RemoteError::WriteNotConfirmed { .. } | RemoteError::EntityFailed { .. },
+            ) => Kind::OutcomeUnknown,
+            Failure::Remote(_) => Kind::Final,
+        }
+    }
 }
 
 /// Whether the request may be sent again.
 pub fn may_retry(failure: Failure<'_>, facts: Facts) -> bool {
-    if !facts.majority_up {
-        return false;
-    }
-    match failure {
-        Failure::Unavailable => facts.in_sync_follower_up,
-        Failure::Timeout => facts.idempotent,
-        Failure::Remote(RemoteError::NotOwner { .. } | RemoteError::NoLease(_)) => true,
-        Failure::Remote(
-            RemoteError::WriteNotConfirmed { .. } | RemoteError::EntityFailed { .. },
-        ) => facts.idempotent,
-        Failure::Remote(_) => false,
-    }
+    keelson_rules::retry::may_retry(failure.kind(), facts)
 }
 
 #[cfg(test)]

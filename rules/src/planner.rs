@@ -129,5 +129,5 @@ pub fn plan(
 }
 
 #[cfg(test)]
-#[path = "shard_manager_test.rs"]
+#[path = "planner_test.rs"]
 mod tests;

@@ -1,0 +1,92 @@
+//! The primary's lease: a node may act as primary only while a majority of the nodes (itself
+//! included) has answered a heartbeat it sent less than the lease duration ago. The lease is
+//! counted from when the ping was *sent*, so it never outlives what the answering peers saw.
+//!
+//! Generic over the clock (`Instant` in the node, ticks in the model checker).
+
+use std::collections::HashMap;
+
+/// Whether answers from a majority are on hand.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Majority<T> {
+    /// A single-node cluster: the node is a majority on its own.
+    Alone,
+    /// Not enough answers yet.
+    Missing,
+    /// The oldest send time among the freshest majority of answers: the lease runs from it.
+    Since(T),
+}
+
+/// Heartbeat answers from peers, by the time their ping was sent.
+#[derive(Debug, Clone)]
+pub struct LeaseTracker<T> {
+    nodes: usize,
+    acks: HashMap<String, T>,
+}
+
+impl<T: Copy + Ord> LeaseTracker<T> {
+    /// A tracker for a cluster of `nodes` nodes (this one included).
+    pub fn new(nodes: usize) -> Self {
+        Self {
+            nodes,
+            acks: HashMap::new(),
+        }
+    }
+
+    /// `peer` answered a ping sent at `sent`. Older answers never move the lease back.
+    pub fn acked(&mut self, peer: &str, sent: T) {
+        let e = self.acks.entry(peer.to_string()).or_insert(sent);
+        *e = (*e).max(sent);
+    }
+
+    /// Forgets `peer`'s answers (it may have granted its support elsewhere).
+    pub fn forget(&mut self, peer: &str) {
+        self.acks.remove(peer);
+    }
+
+    /// From when the freshest majority of answers holds.
+    pub fn majority(&self) -> Majority<T> {
+        majority_since(self.nodes, self.acks.values().copied())
+    }
+}
+
+/// The send time that a majority of `nodes` (the caller included) answered at or after, given the
+/// peers' latest answered send times.
+pub fn majority_since<T: Copy + Ord>(nodes: usize, acks: impl Iterator<Item = T>) -> Majority<T> {
+    let need = nodes / 2; // peers needed besides this node for a majority
+    if need == 0 {
+        return Majority::Alone;
+    }
+    let mut sent: Vec<T> = acks.collect();
+    sent.sort_unstable_by(|a, b| b.cmp(a));
+    sent.get(need - 1)
+        .map_or(Majority::Missing, |t| Majority::Since(*t))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_majority_of_fresh_answers_holds_the_lease() {
+        let mut t = LeaseTracker::<u64>::new(4);
+        assert_eq!(t.majority(), Majority::Missing);
+        t.acked("n2", 0);
+        assert_eq!(t.majority(), Majority::Missing, "2 of 4 is not a majority");
+        t.acked("n3", 50);
+        // The second-freshest answer bounds the lease: n2's ping at 0.
+        assert_eq!(t.majority(), Majority::Since(0));
+        t.acked("n4", 100);
+        assert_eq!(t.majority(), Majority::Since(50));
+        // Older answers never move it back.
+        t.acked("n4", 0);
+        assert_eq!(t.majority(), Majority::Since(50));
+        t.forget("n4");
+        assert_eq!(t.majority(), Majority::Since(0));
+    }
+
+    #[test]
+    fn a_single_node_cluster_always_holds_it() {
+        assert_eq!(LeaseTracker::<u64>::new(1).majority(), Majority::Alone);
+    }
+}
