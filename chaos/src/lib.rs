@@ -14,8 +14,10 @@
 //! - `faults`: kill, freeze, thaw, restart members found through `keelson up`'s run file.
 //! - `proxy`, `links`, `control`: a fault-injecting TCP proxy per (member, node) link under
 //!   `keelson up --chaos`, the per-direction fault table, and the HTTP control that sets it.
-//! - `scenario`: the scenario file and its validation.
-//! - `workload`, `observer`, `runner`: running a scenario; `stats`: its figures.
+//! - `scenario`: the scenario file; `scenario/validate.rs`: its rules.
+//! - `workload`, `observer`, `runner`: running a scenario; `stats`: its figures. The runner's
+//!   steps: `cluster` (settle, probe keys, names), `clock` (workload, observer, progress),
+//!   `inject` and `probe` (the fault schedule), `timeline` and `verdict` (the report).
 //! - `history`, `lost`, `linearizable`: the operation history and its checkers.
 //! - `report`, `render`, `chart`: the report and its files.
 

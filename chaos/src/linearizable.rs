@@ -46,45 +46,53 @@ pub fn check_linearizable(history: &History) -> Vec<Violation> {
         .collect()
 }
 
+impl Entry {
+    /// What the search needs of one operation, or `None` when it carries no information:
+    /// failed operations and unanswered reads.
+    fn of(o: &Op) -> Option<Entry> {
+        let (write, read, complete, required) = match (&o.kind, o.outcome) {
+            (_, Outcome::Failed) | (OpKind::Read(_), Outcome::Unknown) => return None,
+            // A write of unknown outcome may take effect any time after it began, or never.
+            (OpKind::Write(v), Outcome::Unknown) => (Some(*v), None, u64::MAX, false),
+            (OpKind::Write(v), Outcome::Ok) => (Some(*v), None, o.complete_us, true),
+            (OpKind::Read(v), Outcome::Ok) => (None, Some(*v), o.complete_us, true),
+        };
+        Some(Entry {
+            id: o.id,
+            write,
+            read,
+            invoke: o.invoke_us,
+            complete,
+            required,
+        })
+    }
+}
+
+/// A point of the search: which entries are placed (a bit set), the register's value then,
+/// and how many required entries are placed.
+type Point = (Vec<u64>, u64, usize);
+
+/// The furthest point the search reached where some entry could not be placed.
+struct Furthest {
+    placed: usize,
+    stuck: Vec<usize>,
+    value: u64,
+}
+
 /// Checks one key's operations.
 pub fn check_key(key: &str, ops: &[&Op]) -> Result<(), Violation> {
-    let mut entries: Vec<Entry> = ops
-        .iter()
-        .filter_map(|o| match (&o.kind, o.outcome) {
-            (_, Outcome::Failed) | (OpKind::Read(_), Outcome::Unknown) => None,
-            (OpKind::Write(v), Outcome::Unknown) => Some(Entry {
-                id: o.id,
-                write: Some(*v),
-                read: None,
-                invoke: o.invoke_us,
-                complete: u64::MAX,
-                required: false,
-            }),
-            (OpKind::Write(v), Outcome::Ok) => Some(Entry {
-                id: o.id,
-                write: Some(*v),
-                read: None,
-                invoke: o.invoke_us,
-                complete: o.complete_us,
-                required: true,
-            }),
-            (OpKind::Read(v), Outcome::Ok) => Some(Entry {
-                id: o.id,
-                write: None,
-                read: Some(*v),
-                invoke: o.invoke_us,
-                complete: o.complete_us,
-                required: true,
-            }),
-        })
-        .collect();
+    let mut entries: Vec<Entry> = ops.iter().filter_map(|o| Entry::of(o)).collect();
     entries.sort_by_key(|e| (e.invoke, e.complete));
     let n = entries.len();
     let words = n.div_ceil(64).max(1);
     let required = entries.iter().filter(|e| e.required).count();
     let mut seen: HashSet<(Vec<u64>, u64)> = HashSet::new();
-    let mut stack = vec![(vec![0u64; words], 0u64, 0usize)];
-    let mut best = (0usize, Vec::<usize>::new(), 0u64);
+    let mut stack: Vec<Point> = vec![(vec![0u64; words], 0u64, 0usize)];
+    let mut best = Furthest {
+        placed: 0,
+        stuck: Vec::new(),
+        value: 0,
+    };
     while let Some((placed, value, done)) = stack.pop() {
         if done == required {
             return Ok(());
@@ -100,32 +108,20 @@ pub fn check_key(key: &str, ops: &[&Op]) -> Result<(), Violation> {
                 inconclusive: true,
             });
         }
-        let is_placed = |i: usize| placed[i / 64] & (1 << (i % 64)) != 0;
-        let horizon = (0..n)
-            .filter(|i| !is_placed(*i))
-            .map(|i| entries[i].complete)
-            .min()
-            .unwrap_or(u64::MAX);
-        let mut stuck = Vec::new();
-        for i in (0..n).filter(|i| !is_placed(*i) && entries[*i].invoke <= horizon) {
-            let e = entries[i];
-            let next = match (e.write, e.read) {
-                (Some(w), _) => w,
-                (None, Some(r)) if r == value => value,
-                _ => {
-                    stuck.push(e.id);
-                    continue;
-                }
+        let stuck = step(&entries, (placed, value, done), &mut stack);
+        if done >= best.placed && !stuck.is_empty() {
+            best = Furthest {
+                placed: done,
+                stuck,
+                value,
             };
-            let mut p = placed.clone();
-            p[i / 64] |= 1 << (i % 64);
-            stack.push((p, next, done + usize::from(e.required)));
-        }
-        if done >= best.0 && !stuck.is_empty() {
-            best = (done, stuck, value);
         }
     }
-    let (placed, stuck, value) = best;
+    let Furthest {
+        placed,
+        stuck,
+        value,
+    } = best;
     Err(Violation {
         key: key.to_string(),
         explanation: format!(
@@ -134,6 +130,35 @@ pub fn check_key(key: &str, ops: &[&Op]) -> Result<(), Violation> {
         ops: stuck,
         inconclusive: false,
     })
+}
+
+/// Pushes every point reachable by placing one more entry; returns the ids of the reads that
+/// could have gone next but saw another value.
+fn step(entries: &[Entry], (placed, value, done): Point, stack: &mut Vec<Point>) -> Vec<usize> {
+    let n = entries.len();
+    let is_placed = |i: usize| placed[i / 64] & (1 << (i % 64)) != 0;
+    // Nothing may go before an unplaced operation that completed before it began.
+    let horizon = (0..n)
+        .filter(|i| !is_placed(*i))
+        .map(|i| entries[i].complete)
+        .min()
+        .unwrap_or(u64::MAX);
+    let mut stuck = Vec::new();
+    for i in (0..n).filter(|i| !is_placed(*i) && entries[*i].invoke <= horizon) {
+        let e = entries[i];
+        let next = match (e.write, e.read) {
+            (Some(w), _) => w,
+            (None, Some(r)) if r == value => value,
+            _ => {
+                stuck.push(e.id);
+                continue;
+            }
+        };
+        let mut p = placed.clone();
+        p[i / 64] |= 1 << (i % 64);
+        stack.push((p, next, done + usize::from(e.required)));
+    }
+    stuck
 }
 
 #[cfg(test)]

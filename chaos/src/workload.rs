@@ -237,17 +237,7 @@ impl Load {
         period: Duration,
         max_ops: u64,
     ) {
-        let mut owned: Vec<(String, u32)> = self
-            .keys
-            .read()
-            .expect("keys lock")
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| i % workers == w)
-            .map(|(_, k)| k.clone())
-            .collect();
-        let mut seq: HashMap<String, u64> = owned.iter().map(|(k, _)| (k.clone(), 1)).collect();
-        let mut created = 0u64;
+        let mut worker = Worker::new(self, w, workers);
         // Spread the workers' ticks over one period.
         let mut next = start + period.mul_f64(w as f64 / workers as f64);
         for _ in 0..max_ops {
@@ -262,59 +252,26 @@ impl Load {
                 self.spec.mix.pick(r)
             };
             let t0 = Instant::now();
-            let (key, shard, kind, outcome) = match choice {
-                OpChoice::Create => {
-                    created += 1;
-                    let id = format!("{}-w{w}n{created}", self.prefix);
-                    let outcome = self.gateway.create(&id, 1).await;
-                    let shard = self.gateway.shard_of(&id).await.unwrap_or(0);
-                    if outcome == Outcome::Ok {
-                        owned.push((id.clone(), shard));
-                        seq.insert(id.clone(), 1);
-                        self.keys
-                            .write()
-                            .expect("keys lock")
-                            .push((id.clone(), shard));
-                    }
-                    (id, shard, OpKind::Write(1), outcome)
-                }
-                OpChoice::Update if !owned.is_empty() => {
-                    let (id, shard) = owned[rand::rng().random_range(0..owned.len())].clone();
-                    let s = seq.entry(id.clone()).or_insert(1);
-                    *s += 1;
-                    let v = *s;
-                    (
-                        id.clone(),
-                        shard,
-                        OpKind::Write(v),
-                        self.gateway.update(&id, v).await,
-                    )
-                }
-                _ => {
-                    let (id, shard) = {
-                        let keys = self.keys.read().expect("keys lock");
-                        keys[rand::rng().random_range(0..keys.len())].clone()
-                    };
-                    match self.gateway.read(&id).await {
-                        Some(v) => (id, shard, OpKind::Read(v), Outcome::Ok),
-                        None => (id, shard, OpKind::Read(0), Outcome::Failed),
-                    }
-                }
-            };
+            let (key, shard, kind, outcome) = worker.perform(choice).await;
             let t1 = Instant::now();
-            self.begun.fetch_add(1, Ordering::Relaxed);
-            if outcome == Outcome::Ok {
-                self.succeeded.fetch_add(1, Ordering::Relaxed);
-            }
-            if let Some(c) = self.per_shard.get(shard as usize) {
-                c.fetch_add(1, Ordering::Relaxed);
-            }
             let us = |t: Instant| t.saturating_duration_since(start).as_micros() as u64;
-            self.history
-                .lock()
-                .expect("history lock")
-                .push(&key, kind, us(t0), us(t1), outcome);
+            self.record(&key, shard, kind, (us(t0), us(t1)), outcome);
         }
+    }
+
+    /// Counts one finished operation and adds it to the history.
+    fn record(&self, key: &str, shard: u32, kind: OpKind, (t0, t1): (u64, u64), outcome: Outcome) {
+        self.begun.fetch_add(1, Ordering::Relaxed);
+        if outcome == Outcome::Ok {
+            self.succeeded.fetch_add(1, Ordering::Relaxed);
+        }
+        if let Some(c) = self.per_shard.get(shard as usize) {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+        self.history
+            .lock()
+            .expect("history lock")
+            .push(key, kind, t0, t1, outcome);
     }
 
     /// Operations begun and succeeded so far.
@@ -373,5 +330,85 @@ impl Load {
     /// The history recorded so far.
     pub fn history(&self) -> History {
         self.history.lock().expect("history lock").clone()
+    }
+}
+
+/// One worker's own state: the keys it writes (only it does, so their values rise) and the
+/// next value of each.
+struct Worker<'a> {
+    load: &'a Load,
+    w: usize,
+    owned: Vec<(String, u32)>,
+    seq: HashMap<String, u64>,
+    created: u64,
+}
+
+impl<'a> Worker<'a> {
+    /// Worker `w` of `workers` owns every `workers`-th preloaded key.
+    fn new(load: &'a Load, w: usize, workers: usize) -> Self {
+        let owned: Vec<(String, u32)> = load
+            .keys
+            .read()
+            .expect("keys lock")
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| i % workers == w)
+            .map(|(_, k)| k.clone())
+            .collect();
+        let seq = owned.iter().map(|(k, _)| (k.clone(), 1)).collect();
+        Self {
+            load,
+            w,
+            owned,
+            seq,
+            created: 0,
+        }
+    }
+
+    /// Performs one operation: (key, shard, what it was, outcome).
+    async fn perform(&mut self, choice: OpChoice) -> (String, u32, OpKind, Outcome) {
+        match choice {
+            OpChoice::Create => self.create().await,
+            OpChoice::Update if !self.owned.is_empty() => self.update().await,
+            _ => self.read().await,
+        }
+    }
+
+    async fn create(&mut self) -> (String, u32, OpKind, Outcome) {
+        let gateway = &self.load.gateway;
+        self.created += 1;
+        let id = format!("{}-w{}n{}", self.load.prefix, self.w, self.created);
+        let outcome = gateway.create(&id, 1).await;
+        let shard = gateway.shard_of(&id).await.unwrap_or(0);
+        if outcome == Outcome::Ok {
+            self.owned.push((id.clone(), shard));
+            self.seq.insert(id.clone(), 1);
+            self.load
+                .keys
+                .write()
+                .expect("keys lock")
+                .push((id.clone(), shard));
+        }
+        (id, shard, OpKind::Write(1), outcome)
+    }
+
+    async fn update(&mut self) -> (String, u32, OpKind, Outcome) {
+        let (id, shard) = self.owned[rand::rng().random_range(0..self.owned.len())].clone();
+        let s = self.seq.entry(id.clone()).or_insert(1);
+        *s += 1;
+        let v = *s;
+        let outcome = self.load.gateway.update(&id, v).await;
+        (id, shard, OpKind::Write(v), outcome)
+    }
+
+    async fn read(&self) -> (String, u32, OpKind, Outcome) {
+        let (id, shard) = {
+            let keys = self.load.keys.read().expect("keys lock");
+            keys[rand::rng().random_range(0..keys.len())].clone()
+        };
+        match self.load.gateway.read(&id).await {
+            Some(v) => (id, shard, OpKind::Read(v), Outcome::Ok),
+            None => (id, shard, OpKind::Read(0), Outcome::Failed),
+        }
     }
 }
