@@ -1,5 +1,7 @@
 use super::*;
+use crate::MAX_REF_LEN;
 use keelson_runtime::encode_payload;
+use std::collections::BTreeMap;
 
 const MIN: u64 = 60_000;
 

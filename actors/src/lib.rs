@@ -10,10 +10,21 @@
 //!         ──IssueCommand / CommandSent / CommandAck──▶ device ──RecordTicketAck──▶ customer
 //! ```
 //!
+//! The parts:
+//! - `customer`: the Customer entity; `customer/` holds its protocol (commands and answers),
+//!   its state and the older `v1`/`v2` shapes, and one file per job: `profile`,
+//!   `interactions`, `devices`, `tickets`, `view`.
+//! - `device`: the Device entity; `device/` holds its protocol, its state and the `v1` shape,
+//!   `ingest` (with `telemetry`, `sample_limits`, `anomaly`), `follow_up` (with `alerts`,
+//!   `commands`), `twin` and `view`.
+//! - `keyring`: the API keys the gateway accepts; `credentials`: the devices' MQTT credentials.
+//! - `validate`: the field rules every entity shares, among them [`validate_id`], the one id
+//!   rule HTTP (gateway) and MQTT (bridge) both apply, and [`DomainError`].
+//!
 //! Every write is idempotent (the bridge redelivers after a node dies): ids are derived from the
 //! message (`{device}-{seq}` alerts, `t-{alert}` tickets) and each follow-up step is set once.
-//! Persisted states carry `STATE_VERSION`; older shapes are kept in `v1` modules and upgraded on
-//! load.
+//! Persisted states carry `STATE_VERSION`; older shapes are kept in `v1`/`v2` modules and
+//! upgraded on load.
 
 mod credentials;
 mod customer;
@@ -35,14 +46,14 @@ pub use device::{
     DeviceAnswer, DeviceCommand, DeviceReply, DeviceState, DeviceView, IngestOutcome, NewDevice,
     Range, ReadingStats, Sample, SampleLimits, Telemetry, TelemetryView, Twin, TwinValue, TwinView,
     ALERT_COOLDOWN_MS, BUCKET_MS, HISTORY_BUCKETS, MAX_ALERTS, MAX_COMMANDS,
-    MAX_READINGS_PER_MESSAGE, MAX_REF_LEN, MAX_SEQ, MAX_TRACKED_READINGS, MAX_TWIN_KEYS,
-    MAX_TWIN_TEXT, RECENT_SAMPLES, SEQ_WINDOW, VIEW_ALERTS,
+    MAX_READINGS_PER_MESSAGE, MAX_SEQ, MAX_TRACKED_READINGS, MAX_TWIN_KEYS, MAX_TWIN_TEXT,
+    RECENT_SAMPLES, SEQ_WINDOW, VIEW_ALERTS,
 };
 pub use keyring::{
     ApiKeyRecord, Keyring, KeyringAnswer, KeyringCommand, KeyringReply, KeyringState,
     BOOTSTRAP_KEY_NAME, KEYRING_ID, MAX_KEYS,
 };
-pub use validate::{validate_id, DomainError};
+pub use validate::{validate_id, DomainError, MAX_ID_LEN, MAX_REF_LEN};
 
 use keelson_runtime::EntityKinds;
 

@@ -1,4 +1,9 @@
 //! Field rules shared by every entity, and the domain errors a command can return.
+//!
+//! [`validate_id`] is THE id rule: every id a client names (customers, devices, readings, API
+//! keys...) is checked by it, whether it arrives over HTTP (the gateway) or MQTT (the bridge),
+//! so an id accepted on one path is accepted on the other. [`validate_ref`] is the same rule with
+//! room for the ids built from other ids (alerts, commands, tickets).
 
 use serde::{Deserialize, Serialize};
 
@@ -38,13 +43,32 @@ pub(crate) fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Do
     }
 }
 
-/// Ids are 1-64 characters of `A-Z a-z 0-9 _ - . :`: safe in URLs, topics and logs.
+/// Longest id built from other ids (alert, command and ticket ids), in characters.
+pub const MAX_REF_LEN: usize = 128;
+
+/// Longest id a client names, in characters (bytes: every allowed character is ASCII).
+pub const MAX_ID_LEN: usize = 64;
+
+/// THE id rule, shared by HTTP (gateway) and MQTT (bridge): an id is 1-64 characters of
+/// `A-Z a-z 0-9 _ - . :`.
+///
+/// Why these characters: an id travels unescaped in URL paths (`/v1/devices/{id}`), MQTT topic
+/// levels (no `/`, `+` or `#`), metric labels and log lines, and is built into other ids
+/// (`{device}-{seq}`, `t-{alert}`); ASCII letters, digits and `_ - . :` are safe in all of them
+/// and need no decoding. Why 64: room for a UUID or a prefixed name, while an id built from one
+/// (`{device}-{seq}`, `t-{alert}`) still fits in [`MAX_REF_LEN`]. `field` names the field in the
+/// error, which says what is allowed.
 pub fn validate_id(field: &str, id: &str) -> Result<(), DomainError> {
-    validate_id_up_to(field, id, 64)
+    validate_id_up_to(field, id, MAX_ID_LEN)
+}
+
+/// Checks an id built from other ids: 1-[`MAX_REF_LEN`] characters of `A-Z a-z 0-9 _ - . :`.
+pub(crate) fn validate_ref(field: &str, id: &str) -> Result<(), DomainError> {
+    validate_id_up_to(field, id, MAX_REF_LEN)
 }
 
 /// An id of 1-`max` characters of `A-Z a-z 0-9 _ - . :`.
-pub(crate) fn validate_id_up_to(field: &str, id: &str, max: usize) -> Result<(), DomainError> {
+fn validate_id_up_to(field: &str, id: &str, max: usize) -> Result<(), DomainError> {
     if id.is_empty() || id.len() > max {
         return Err(invalid(
             field,

@@ -19,9 +19,6 @@ use crate::validate::DomainError;
 /// Alerts kept per device, newest last.
 pub const MAX_ALERTS: usize = 50;
 
-/// Longest id built from other ids (alert, command and ticket ids), in characters.
-pub const MAX_REF_LEN: usize = 128;
-
 /// One anomaly and its follow-up.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Alert {
@@ -49,11 +46,6 @@ pub struct Alert {
     pub ack_status: Option<String>,
     /// Whether the acknowledgement was recorded on the ticket.
     pub ack_recorded: bool,
-}
-
-/// Checks an id built from other ids: 1-[`MAX_REF_LEN`] characters of `A-Z a-z 0-9 _ - . :`.
-pub(crate) fn validate_ref(field: &str, id: &str) -> Result<(), DomainError> {
-    crate::validate::validate_id_up_to(field, id, MAX_REF_LEN)
 }
 
 /// Adds `alert`, dropping the oldest beyond [`MAX_ALERTS`].

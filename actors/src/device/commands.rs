@@ -10,9 +10,8 @@ use std::collections::{BTreeMap, VecDeque};
 
 use serde::{Deserialize, Serialize};
 
-use super::alerts::validate_ref;
 use super::twin::{check_entry, TwinValue};
-use crate::validate::{self, invalid, DomainError};
+use crate::validate::{self, invalid, validate_ref, DomainError};
 
 /// Commands kept per device, newest last.
 pub const MAX_COMMANDS: usize = 100;

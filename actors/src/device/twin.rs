@@ -187,10 +187,10 @@ impl Twin {
         version: Option<u64>,
         now_ms: u64,
     ) -> Result<bool, DomainError> {
-        if let Some(v) = version.filter(|&v| v > crate::device::MAX_SEQ) {
+        if let Some(v) = version.filter(|&v| v > super::sample_limits::MAX_SEQ) {
             return Err(invalid(
                 "version",
-                format!("{v} is above {}", crate::device::MAX_SEQ),
+                format!("{v} is above {}", super::sample_limits::MAX_SEQ),
             ));
         }
         if version.is_some_and(|v| v <= self.reported_version) {

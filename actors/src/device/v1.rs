@@ -5,6 +5,8 @@ use std::collections::{BTreeMap, VecDeque};
 
 use serde::{Deserialize, Serialize};
 
+use super::state;
+
 /// `STATE_VERSION` of this shape.
 pub(crate) const VERSION: u8 = 1;
 
@@ -22,7 +24,7 @@ pub(crate) struct DeviceState {
     pub created_ms: u64,
 }
 
-impl From<DeviceState> for super::DeviceState {
+impl From<DeviceState> for state::DeviceState {
     fn from(old: DeviceState) -> Self {
         Self {
             id: old.id,
