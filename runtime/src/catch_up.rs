@@ -18,9 +18,9 @@ use crate::control_plane::Proposer;
 use crate::frame_check::{self, FrameLimits};
 use crate::metrics;
 use crate::rpc::call_host;
-use keelson_rules::shard_map::{MapCommand, ShardId};
 use crate::storage::Store;
 use crate::wire::{self, CopyPage, CopyRequest, ShardHostRpc};
+use keelson_rules::shard_map::{MapCommand, ShardId};
 
 /// Starts the learner loop of `node`.
 pub fn spawn(

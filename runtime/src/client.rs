@@ -20,10 +20,11 @@ use crate::consensus::MapWatch;
 use crate::map_follower::Refresh;
 use crate::membership::ClusterView;
 use crate::metrics;
-use keelson_rules::shard_map::{ShardId, ShardMap};
 use crate::wire::{
     self, EntityReply, EntityRequest, Fault, IdempotencyKey, RemoteError, ShardHostRpc,
 };
+use keelson_rules::reads::{self, Candidate};
+use keelson_rules::shard_map::{ShardId, ShardMap};
 
 /// Why a request got no answer from its entity.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -297,19 +298,20 @@ impl ClusterClient {
                 + rtt / 10
                 + rand::rng().random_range(0..50)
         };
-        // A follower read costs one more hop (the primary confirms it is in sync): prefer the
-        // primary until it is busier by about one outstanding request.
+        // A follower read costs one more hop (the primary confirms it is in sync): the rule
+        // prefers the primary until it is busier by about one outstanding request.
         let degraded = self.degraded.read().expect("degraded lock");
-        let penalty = |n: &String| {
-            let hop = if *n == p.primary { 0 } else { 200 };
-            hop + if degraded.contains(n) { 1_000_000 } else { 0 }
-        };
-        std::iter::once(&p.primary)
+        let candidates: Vec<Candidate<'_>> = std::iter::once(&p.primary)
             .chain(&p.in_sync)
-            .filter(|n| view.is_up(n))
-            .min_by_key(|n| score(n) + penalty(n))
-            .unwrap_or(&p.primary)
-            .clone()
+            .map(|n| Candidate {
+                name: n,
+                up: view.is_up(n),
+                primary: *n == p.primary,
+                degraded: degraded.contains(n),
+                load: score(n),
+            })
+            .collect();
+        reads::choose(&candidates).unwrap_or(&p.primary).to_string()
     }
 
     /// Watches every node's heartbeat round trip and request errors once a second: marks the

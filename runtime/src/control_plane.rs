@@ -23,10 +23,11 @@ use crate::consensus::{
     ProposeError, Raft, RaftNetworkFactory,
 };
 use crate::membership::ClusterView;
-use keelson_rules::planner::{plan, Health, PlanLimits};
-use keelson_rules::shard_map::{MapCommand, ShardId, ShardMap};
 use crate::wire::RaftRpc;
 use crate::RuntimeError;
+use keelson_rules::planner::{plan, PlanLimits};
+use keelson_rules::promotion::{self, Seen};
+use keelson_rules::shard_map::{MapCommand, ShardId, ShardMap};
 
 /// The running control plane of one node.
 pub struct ControlPlane {
@@ -244,14 +245,7 @@ async fn planner_loop(
         }
         elected_for = None;
         // Down counts only once the node's lease has surely run out.
-        let health = |n: &str| match v.members.iter().find(|m| m.name == n) {
-            _ if n == me => Health::Up,
-            Some(m) if m.state == "up" => Health::Up,
-            Some(m) if m.state == "down" && m.for_ms >= promotion_delay.as_millis() as u64 => {
-                Health::Down
-            }
-            _ => Health::Unknown,
-        };
+        let health = |n: &str| promotion::health(n == me, seen(&v, n), promotion_delay);
         let started = std::time::Instant::now();
         let cmds = plan(&current, &health, PlanLimits::default());
         let mut seen = HashSet::new();
@@ -307,6 +301,15 @@ async fn planner_loop(
                 Err(e) => tracing::debug!(?cmd, error = %e, "planned change not applied"),
             }
         }
+    }
+}
+
+/// What the failure detector says of `node`, as this node's view shows it.
+fn seen(view: &ClusterView, node: &str) -> Seen {
+    match view.members.iter().find(|m| m.name == node) {
+        Some(m) if m.state == "up" => Seen::Up,
+        Some(m) if m.state == "down" => Seen::DownFor(Duration::from_millis(m.for_ms)),
+        _ => Seen::Unknown,
     }
 }
 

@@ -23,9 +23,9 @@ use crate::entity_store::{self, Persisted};
 use crate::idempotency::Seen;
 use crate::metrics;
 use crate::replication::Replicator;
-use keelson_rules::shard_map::ShardId;
 use crate::storage::Store;
 use crate::wire::{Fault, IdempotencyKey, RemoteError};
+use keelson_rules::shard_map::ShardId;
 
 /// Address of an entity within the cluster.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]

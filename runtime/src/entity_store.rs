@@ -18,8 +18,8 @@ use serde::{Deserialize, Serialize};
 use crate::codec;
 use crate::idempotency::{KeyRecord, Remembered};
 use crate::sealing::DataKey;
-use keelson_rules::shard_map::ShardId;
 use crate::storage::Store;
+use keelson_rules::shard_map::ShardId;
 
 /// Version byte of the first envelope (keys without fingerprints, not sealed).
 const ENVELOPE_V1: u8 = 0xE0;

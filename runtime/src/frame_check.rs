@@ -17,10 +17,10 @@
 use crate::config::ClusterConfig;
 use crate::lsn::{epoch_base, epoch_of};
 use crate::metrics;
-use keelson_rules::shard_map::{ShardId, ShardMap};
 use crate::wire::{
     self, CopyRequest, EntityRequest, FrameError, HandOver, ReadIndex, ReplicaWrite,
 };
+use keelson_rules::shard_map::{ShardId, ShardMap};
 
 /// Longest entity kind, bytes. Kinds are short constants (`customer`, `device`).
 pub const MAX_KIND_BYTES: usize = 64;

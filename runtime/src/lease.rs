@@ -3,47 +3,43 @@
 //! promotes a replacement only after the primary has been down for longer than that, so a node
 //! cut off from the majority stops serving before anyone else starts.
 //!
-//! [`LeaseTracker`] decides (pure); [`Lease`] is the shared, lock-free answer the shard host reads
-//! on every request.
+//! [`LeaseTracker`] decides (the pure rule `keelson_rules::lease`, on the node's clock);
+//! [`Lease`] is the shared, lock-free answer the shard host reads on every request.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Heartbeat answers from peers, by the time their ping was sent.
+use keelson_rules::lease::Majority;
+
+/// Heartbeat answers from peers, by the time their ping was sent, and how long they hold.
 #[derive(Debug)]
 pub struct LeaseTracker {
-    nodes: usize,
+    rule: keelson_rules::lease::LeaseTracker<Instant>,
     duration: Duration,
-    acks: HashMap<String, Instant>,
 }
 
 impl LeaseTracker {
     /// A tracker for a cluster of `nodes` nodes (this one included).
     pub fn new(nodes: usize, duration: Duration) -> Self {
         Self {
-            nodes,
+            rule: keelson_rules::lease::LeaseTracker::new(nodes),
             duration,
-            acks: HashMap::new(),
         }
     }
 
     /// `peer` answered a ping sent at `sent`.
     pub fn acked(&mut self, peer: &str, sent: Instant) {
-        let e = self.acks.entry(peer.to_string()).or_insert(sent);
-        *e = (*e).max(sent);
+        self.rule.acked(peer, sent);
     }
 
     /// Until when this node holds the lease, given the answers so far (`None`: never had it).
     pub fn valid_until(&self) -> Option<Instant> {
-        let need = self.nodes / 2; // peers needed besides this node for a majority
-        if need == 0 {
-            return Some(Instant::now() + Duration::from_secs(3600));
+        match self.rule.majority() {
+            Majority::Alone => Some(Instant::now() + Duration::from_secs(3600)),
+            Majority::Missing => None,
+            Majority::Since(t) => Some(t + self.duration),
         }
-        let mut sent: Vec<Instant> = self.acks.values().copied().collect();
-        sent.sort_unstable_by(|a, b| b.cmp(a));
-        sent.get(need - 1).map(|t| *t + self.duration)
     }
 }
 

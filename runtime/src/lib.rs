@@ -70,14 +70,14 @@ pub use entity::{
     EntityKinds, Handled, JournalRead,
 };
 pub use failure_detector::{FailureDetector, PeerState};
-pub use map_follower::follow as follow_map;
-pub use member::ClusterMember;
-pub use membership::{ClusterView, MemberStatus};
-pub use restart_budget::{RestartDecision, RestartPolicy, RestartTracker};
 pub use keelson_rules::{
     entity_hash, plan, rendezvous_owner, shard_for, Health, MapCommand, MapError, Placement,
     PlanLimits, ShardId, ShardMap,
 };
+pub use map_follower::follow as follow_map;
+pub use member::ClusterMember;
+pub use membership::{ClusterView, MemberStatus};
+pub use restart_budget::{RestartDecision, RestartPolicy, RestartTracker};
 pub use slow_nodes::{NodeSample, SlowNodeDetector};
 pub use storage::{StorageError, Store};
 pub use wire::{Fault, IdempotencyKey, RemoteError};

@@ -16,13 +16,18 @@ use std::time::Duration;
 
 use futures_util::future::join_all;
 
+use crate::codec::CodecError;
 use crate::consensus::{MapWatch, ProposeError};
 use crate::control_plane::Proposer;
+use crate::frame_check;
 use crate::metrics;
 use crate::rpc::call_host;
-use keelson_rules::shard_map::{MapCommand, MapError, ShardId};
+use crate::rpc::RpcError;
 use crate::storage::Store;
 use crate::wire::{self, RemoteError, ReplicaAck, ReplicaWrite, ShardHostRpc};
+use keelson_rules::acks::{self, Ack, AckPlan};
+use keelson_rules::hand_over::{HandOver, Step};
+use keelson_rules::shard_map::{MapCommand, MapError, Placement, ShardId};
 
 pub use crate::lsn::{epoch_base, epoch_of};
 
@@ -104,37 +109,46 @@ impl Replicator {
     /// change. The new primary therefore starts with every write this node ever acknowledged,
     /// and no write of this node can reach a follower after it. On failure this node resumes.
     pub async fn hand_over(&self, shard: ShardId, epoch: u64, to: &str) -> Result<(), String> {
-        {
+        let (steps, mut step) = {
             let _fence = self.fences[shard.0 as usize].write().expect("fence lock");
             let p = self.map.borrow().placement(shard).clone();
-            if p.primary != self.node || p.epoch != epoch {
-                return Err(format!(
-                    "{} is not primary of shard {} at epoch {epoch}",
-                    self.node, shard.0
-                ));
-            }
-            self.depose(shard, epoch + 1);
-        }
-        let counter = &self.in_flight[shard.0 as usize];
-        let deadline = std::time::Instant::now() + self.timeout;
-        while counter.load(std::sync::atomic::Ordering::Acquire) > 0 {
-            if std::time::Instant::now() > deadline {
-                self.resume(shard, epoch + 1);
-                return Err(format!("writes on shard {} did not finish", shard.0));
-            }
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
-        let cmd = MapCommand::Handoff {
-            shard: shard.0,
-            epoch,
-            to: to.to_string(),
+            HandOver::begin(&self.node, shard.0, &p, epoch, to)?
         };
-        match self.proposer.propose(cmd).await {
-            Ok(_) => Ok(()),
-            Err(e) => {
-                self.resume(shard, epoch + 1);
-                Err(e.to_string())
-            }
+        let counter = &self.in_flight[shard.0 as usize];
+        let mut deadline = std::time::Instant::now() + self.timeout;
+        let mut why = String::new();
+        loop {
+            step = match step {
+                Step::Depose(at) => {
+                    self.depose(shard, at);
+                    deadline = std::time::Instant::now() + self.timeout;
+                    Step::Wait
+                }
+                Step::Wait => {
+                    let in_flight = counter.load(std::sync::atomic::Ordering::Acquire);
+                    let next = steps.drain(in_flight, std::time::Instant::now() > deadline);
+                    match next {
+                        Step::Wait => tokio::time::sleep(Duration::from_millis(2)).await,
+                        Step::Resume(_) => {
+                            why = format!("writes on shard {} did not finish", shard.0)
+                        }
+                        _ => {}
+                    }
+                    next
+                }
+                Step::Propose(cmd) => match self.proposer.propose(cmd).await {
+                    Ok(_) => steps.proposed(true),
+                    Err(e) => {
+                        why = e.to_string();
+                        steps.proposed(false)
+                    }
+                },
+                Step::Resume(at) => {
+                    self.resume(shard, at);
+                    return Err(why);
+                }
+                Step::Done => return Ok(()),
+            };
         }
     }
 
@@ -250,7 +264,7 @@ impl Replicator {
                 .map_err(|e| RemoteError::Storage(e.to_string()))?;
             (p, lsn, prev, guard)
         };
-        let applied_elsewhere = std::sync::atomic::AtomicBool::new(false);
+        let mut plan = AckPlan::default();
         let write = ReplicaWrite {
             shard: shard.0,
             primary: self.node.clone(),
@@ -260,8 +274,8 @@ impl Replicator {
             id: id.to_string(),
             value: value.map(<[u8]>::to_vec),
         };
-        let result = self.confirm(&write, &p, &applied_elsewhere).await;
-        if result.is_err() && !applied_elsewhere.load(std::sync::atomic::Ordering::Acquire) {
+        let result = self.confirm(&write, &p, &mut plan).await;
+        if result.is_err() && acks::take_back(&plan) {
             // No follower confirmed it: take the local write back, so no read here shows a value
             // the rest of the cluster may never have. (A follower that timed out may still hold
             // it and the write may surface later, an outcome the client was told is unknown;
@@ -281,73 +295,101 @@ impl Replicator {
     }
 
     /// Sends a locally applied write to the followers and waits for them (or drops the ones
-    /// that fail through consensus).
+    /// that fail through consensus). `plan` is what their answers said (the default if none
+    /// came back).
     async fn confirm(
         &self,
         write: &ReplicaWrite,
-        p: &keelson_rules::shard_map::Placement,
-        applied_elsewhere: &std::sync::atomic::AtomicBool,
+        p: &Placement,
+        plan: &mut AckPlan,
     ) -> Result<(), RemoteError> {
-        let (shard, lsn) = (ShardId(write.shard), write.lsn);
-        let frame = wire::encode(write);
+        let shard = ShardId(write.shard);
         let targets: Vec<&String> = p.in_sync.iter().chain(&p.learners).collect();
+        let answers = self.send(write, &targets).await?;
+        let acks = read_acks(&answers, write.epoch);
+        let classified: Vec<(bool, Ack)> = targets
+            .iter()
+            .zip(&acks)
+            .map(|(t, a)| (p.in_sync.contains(t), *a))
+            .collect();
+        *plan = acks::classify(&classified);
+        self.clear_suspects(shard, plan.confirmed.iter().map(|i| targets[*i]));
+        // Every in-sync follower that failed before the first stale answer is reported.
+        let stale_at = acks.iter().position(|a| matches!(a, Ack::Stale { .. }));
+        for (i, (in_sync, ack)) in classified
+            .iter()
+            .enumerate()
+            .take(stale_at.unwrap_or(acks.len()))
+        {
+            if *in_sync && *ack == Ack::Failed {
+                tracing::warn!(shard = shard.0, follower = %targets[i], result = ?answers[i], "follower did not confirm a write; dropping it from the in-sync set");
+            }
+        }
+        if let (Some(epoch), Some(i)) = (plan.step_down, stale_at) {
+            metrics::get().stale_primary_refusals.inc();
+            if self.depose(shard, epoch) {
+                tracing::warn!(shard = shard.0, follower = %targets[i], epoch, "a follower knows a newer primary; stepping down");
+            }
+            return Err(unconfirmed(
+                shard,
+                format!(
+                    "follower {} is at epoch {epoch}; this node is no longer primary",
+                    targets[i]
+                ),
+            ));
+        }
+        let failed = plan.shrink.iter().map(|i| targets[*i].clone()).collect();
+        self.drop_unconfirmed(shard, p.epoch, failed).await?;
+        self.fencing_check(shard, write, p);
+        Ok(())
+    }
+
+    /// Sends the write to `targets` while committing it locally; the followers' answers, in
+    /// order, once the local commit succeeded.
+    async fn send(
+        &self,
+        write: &ReplicaWrite,
+        targets: &[&String],
+    ) -> Result<Vec<Answer>, RemoteError> {
+        let frame = wire::encode(write);
         let sends = targets
             .iter()
             .map(|t| call_host(t, ShardHostRpc::Replicate, frame.clone(), self.timeout));
         let waited = std::time::Instant::now();
-        let (local, acks) = tokio::join!(self.store.commit(), async {
-            let acks = join_all(sends).await;
+        let (local, answers) = tokio::join!(self.store.commit(), async {
+            let answers = join_all(sends).await;
             if !targets.is_empty() {
                 metrics::get()
                     .replication_ack
                     .observe(waited.elapsed().as_secs_f64());
             }
-            acks
+            answers
         });
         local.map_err(|e| RemoteError::Storage(e.to_string()))?;
-        let unconfirmed = |reason: String| RemoteError::WriteNotConfirmed {
-            shard: shard.0,
-            reason,
-        };
-        {
-            let mut suspects = self.suspects.lock().expect("suspects lock");
-            for (target, a) in targets.iter().zip(&acks) {
-                if matches!(
-                    a.as_ref().map(|b| wire::decode::<ReplicaAck>(b)),
-                    Ok(Ok(ReplicaAck::Applied))
-                ) {
-                    applied_elsewhere.store(true, std::sync::atomic::Ordering::Release);
-                    if let Some(s) = suspects.get_mut(&shard.0) {
-                        s.remove(*target);
-                    }
-                }
+        Ok(answers
+            .into_iter()
+            .map(|a| a.map(|b| wire::decode::<ReplicaAck>(&b)))
+            .collect())
+    }
+
+    /// Followers that confirmed a write may serve follower reads again.
+    fn clear_suspects<'a>(&self, shard: ShardId, confirmed: impl Iterator<Item = &'a String>) {
+        let mut suspects = self.suspects.lock().expect("suspects lock");
+        if let Some(s) = suspects.get_mut(&shard.0) {
+            for target in confirmed {
+                s.remove(target);
             }
         }
-        let mut failed = Vec::new();
-        for (target, ack) in targets.iter().zip(acks) {
-            let in_sync = p.in_sync.contains(target);
-            match ack.map(|b| wire::decode::<ReplicaAck>(&b)) {
-                Ok(Ok(ReplicaAck::Applied)) => {}
-                Ok(Ok(ReplicaAck::Stale { epoch }))
-                    if crate::frame_check::stale_epoch(epoch, write.epoch)
-                        .inspect_err(|e| crate::frame_check::refuse("replica_ack", e))
-                        .is_ok() =>
-                {
-                    metrics::get().stale_primary_refusals.inc();
-                    if self.depose(shard, epoch) {
-                        tracing::warn!(shard = shard.0, follower = %target, epoch, "a follower knows a newer primary; stepping down");
-                    }
-                    return Err(unconfirmed(format!(
-                        "follower {target} is at epoch {epoch}; this node is no longer primary"
-                    )));
-                }
-                other if in_sync => {
-                    tracing::warn!(shard = shard.0, follower = %target, result = ?other, "follower did not confirm a write; dropping it from the in-sync set");
-                    failed.push((*target).clone());
-                }
-                _ => {}
-            }
-        }
+    }
+
+    /// Drops in-sync followers that did not confirm a write (at `epoch`) through consensus; the
+    /// write is confirmed only once every one of them is out of the in-sync set.
+    async fn drop_unconfirmed(
+        &self,
+        shard: ShardId,
+        epoch: u64,
+        failed: Vec<String>,
+    ) -> Result<(), RemoteError> {
         if !failed.is_empty() {
             // Until they are dropped from the in-sync set (or confirm a later write), they may
             // disagree with this node.
@@ -360,7 +402,7 @@ impl Replicator {
         for node in failed {
             let cmd = MapCommand::Shrink {
                 shard: shard.0,
-                epoch: p.epoch,
+                epoch,
                 node: node.clone(),
             };
             match self.proposer.propose(cmd).await {
@@ -370,28 +412,70 @@ impl Replicator {
                     // same follower): fine once this node's map shows it is still primary and
                     // the follower is out of the in-sync set.
                     if !self.dropped(shard, &node).await {
-                        return Err(unconfirmed(format!("shard changed while dropping {node}")));
+                        return Err(unconfirmed(
+                            shard,
+                            format!("shard changed while dropping {node}"),
+                        ));
                     }
                 }
                 Err(e) => {
-                    return Err(unconfirmed(format!(
-                        "cannot drop unresponsive follower {node}: {e}"
-                    )))
+                    return Err(unconfirmed(
+                        shard,
+                        format!("cannot drop unresponsive follower {node}: {e}"),
+                    ))
                 }
             }
         }
-        // Fencing check. A write that straddles a handoff or promotion is confirmed by the new
-        // primary too (it was an in-sync follower and acknowledged it before taking over), so it
-        // is ordered before anything the new primary writes. Two primaries at once would be a
-        // new primary that never confirmed this write: counted, and it must stay 0.
+        Ok(())
+    }
+
+    /// Fencing check. A write that straddles a handoff or promotion is confirmed by the new
+    /// primary too (it was an in-sync follower and acknowledged it before taking over), so it
+    /// is ordered before anything the new primary writes. Two primaries at once would be a new
+    /// primary that never confirmed this write: counted, and it must stay 0.
+    fn fencing_check(&self, shard: ShardId, write: &ReplicaWrite, p: &Placement) {
         let now = self.map.borrow().clone();
         let q = now.placement(shard);
-        if q.primary != self.node && epoch_of(lsn) < q.epoch && !p.in_sync.contains(&q.primary) {
+        let write_epoch = epoch_of(write.lsn);
+        if acks::two_primaries(&self.node, write_epoch, &p.in_sync, &q.primary, q.epoch) {
             metrics::get().duplicate_primary.inc();
             tracing::error!(shard = shard.0, epoch = p.epoch, new_primary = %q.primary, "write confirmed while another node, without it, had become primary");
         } else if q.primary != self.node {
             tracing::debug!(shard = shard.0, new_primary = %q.primary, "write confirmed across a primary change; the new primary has it");
         }
-        Ok(())
+    }
+}
+
+/// A follower's answer to a replicated write, as it came back.
+type Answer = Result<Result<ReplicaAck, CodecError>, RpcError>;
+
+/// The answers as the ack rules read them. A stale answer must name an epoch plausibly newer than
+/// the write's; an implausible one is refused (logged, counted) and read as a failure. Answers
+/// after the first stale one are not checked: the write steps down at it.
+fn read_acks(answers: &[Answer], write_epoch: u64) -> Vec<Ack> {
+    let mut stepping_down = false;
+    answers
+        .iter()
+        .map(|a| match a {
+            Ok(Ok(ReplicaAck::Applied)) => Ack::Applied,
+            Ok(Ok(ReplicaAck::Stale { epoch }))
+                if !stepping_down
+                    && frame_check::stale_epoch(*epoch, write_epoch)
+                        .inspect_err(|e| frame_check::refuse("replica_ack", e))
+                        .is_ok() =>
+            {
+                stepping_down = true;
+                Ack::Stale { epoch: *epoch }
+            }
+            _ => Ack::Failed,
+        })
+        .collect()
+}
+
+/// The error of a write that could not be confirmed.
+fn unconfirmed(shard: ShardId, reason: String) -> RemoteError {
+    RemoteError::WriteNotConfirmed {
+        shard: shard.0,
+        reason,
     }
 }

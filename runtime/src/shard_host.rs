@@ -26,13 +26,15 @@ use crate::load::Load;
 use crate::metrics;
 use crate::replication::Replicator;
 use crate::restart_budget::RestartPolicy;
-use keelson_rules::shard_map::{shard_for, ShardId};
 use crate::shard_supervisor::{Pending, ShardMsg, ShardSupervisor, ShardSupervisorArgs};
 use crate::storage::Store;
 use crate::wire::{
     self, CopyPage, CopyRequest, EntityReply, EntityRequest, ReadIndex, RemoteError, ReplicaAck,
     ReplicaWrite, ShardHostRpc,
 };
+use keelson_rules::follower::{self, Known, Mark, Verdict};
+use keelson_rules::reads::{self, Ask, Serve, Standing};
+use keelson_rules::shard_map::{shard_for, Placement, ShardId};
 
 /// Entity requests a node works on at once; past it a request is answered `Overloaded` at once
 /// rather than queued behind work that would miss its deadline (a node completes roughly
@@ -82,7 +84,7 @@ pub struct ShardHostState {
     ticker: Option<JoinHandle<()>>,
     map_task: Option<tokio::task::JoinHandle<()>>,
     /// Highest epoch (and its primary) this node has accepted replicated writes at, per shard.
-    accepted: HashMap<u32, (u64, String)>,
+    accepted: HashMap<u32, Mark>,
     /// Shards this node was primary of at the last map change.
     primary_of: std::collections::HashSet<u32>,
 }
@@ -150,42 +152,36 @@ impl ShardHostState {
             }
         };
         let shard = ShardId(w.shard);
-        // A write is stale only if a newer epoch names another primary: epochs also move when
-        // followers come and go, which does not fence the primary.
-        let (map_epoch, map_primary) = {
+        let verdict = {
             let map = self.args.map.borrow();
             let p = map.placement(shard);
-            (p.epoch, p.primary.clone())
+            let known = Known {
+                me: &self.args.node,
+                map_epoch: p.epoch,
+                map_primary: &p.primary,
+                mark: self.accepted.get(&w.shard),
+            };
+            follower::on_write(known, w.epoch, &w.primary)
         };
-        let by_map = w.epoch < map_epoch && map_primary != w.primary;
-        let by_mark = self
-            .accepted
-            .get(&w.shard)
-            .filter(|(e, p)| w.epoch < *e && *p != w.primary)
-            .map(|(e, _)| *e);
-        if by_map || by_mark.is_some() {
-            let epoch = by_mark.unwrap_or(0).max(map_epoch);
-            m.replica_writes.with_label_values(&["stale"]).inc();
-            let _ = reply.send(wire::encode(&ReplicaAck::Stale { epoch }));
-            return;
-        }
-        if self
-            .accepted
-            .get(&w.shard)
-            .is_none_or(|(e, _)| w.epoch >= *e)
-        {
-            self.accepted.insert(w.shard, (w.epoch, w.primary.clone()));
-        }
-        // Another node writes as primary at a newer epoch while this node's map still names it:
-        // the map change has not arrived here yet. Step down now, before acknowledging, so no
-        // entity here answers from memory that no longer has every acknowledged write.
-        if map_primary == self.args.node
-            && w.primary != self.args.node
-            && w.epoch > map_epoch
-            && self.args.replicator.depose(shard, w.epoch)
-        {
-            // Requests stop at the ownership check; the entities stop when the map arrives.
-            tracing::warn!(shard = w.shard, new_primary = %w.primary, epoch = w.epoch, "another node leads this shard at a newer epoch; stepping down before the map says so");
+        match verdict {
+            Verdict::Stale { epoch } => {
+                m.replica_writes.with_label_values(&["stale"]).inc();
+                let _ = reply.send(wire::encode(&ReplicaAck::Stale { epoch }));
+                return;
+            }
+            Verdict::Apply { mark, step_down } => {
+                if let Some(mark) = mark {
+                    self.accepted.insert(w.shard, mark);
+                }
+                // Another node writes as primary at a newer epoch while this node's map still
+                // names it: the map change has not arrived here yet. Step down now, before
+                // acknowledging, so no entity here answers from memory that no longer has every
+                // acknowledged write.
+                if step_down && self.args.replicator.depose(shard, w.epoch) {
+                    // Requests stop at the ownership check; the entities stop when the map arrives.
+                    tracing::warn!(shard = w.shard, new_primary = %w.primary, epoch = w.epoch, "another node leads this shard at a newer epoch; stepping down before the map says so");
+                }
+            }
         }
         if let Err(e) = self
             .args
@@ -314,23 +310,35 @@ impl ShardHostState {
         let map = a.map.borrow().clone();
         let shard = shard_for(&req.kind, &req.id, map.shard_count());
         let p = map.placement(shard);
-        if !a.lease.is_valid() {
-            return Err(RemoteError::NoLease(a.node.clone()));
-        }
         // The sender's epoch may trail ours by follower changes; what fences is that this node
         // leads the shard in its own map while it holds its lease.
-        if shard.0 == req.shard && p.primary == a.node && !a.replicator.is_deposed(shard, p.epoch) {
-            return Ok(Route::Primary(shard));
+        let ask = Ask {
+            shard_matches: shard.0 == req.shard,
+            read: req.read,
+            fault: req.fault.is_some(),
+        };
+        match reads::serve(self.standing(shard, p), ask) {
+            Serve::Primary => Ok(Route::Primary(shard)),
+            Serve::Follower => Ok(Route::Follower(shard, p.primary.clone())),
+            Serve::NoLease => Err(RemoteError::NoLease(a.node.clone())),
+            Serve::NotOwner => Err(RemoteError::NotOwner {
+                node: a.node.clone(),
+                shard: shard.0,
+                epoch: req.epoch,
+                owner: p.primary.clone(),
+            }),
         }
-        if shard.0 == req.shard && req.read && req.fault.is_none() && p.in_sync.contains(&a.node) {
-            return Ok(Route::Follower(shard, p.primary.clone()));
+    }
+
+    /// Where this node stands for `shard` (placed at `p` in its map).
+    fn standing(&self, shard: ShardId, p: &Placement) -> Standing {
+        let a = &self.args;
+        Standing {
+            lease_valid: a.lease.is_valid(),
+            primary: p.primary == a.node,
+            deposed: a.replicator.is_deposed(shard, p.epoch),
+            in_sync: p.in_sync.contains(&a.node),
         }
-        Err(RemoteError::NotOwner {
-            node: a.node.clone(),
-            shard: shard.0,
-            epoch: req.epoch,
-            owner: p.primary.clone(),
-        })
     }
 
     /// A read on an in-sync follower: the primary confirms the follower is still in sync (so it
@@ -401,16 +409,15 @@ impl ShardHostState {
         let ok = checked
             .inspect_err(|e| frame_check::refuse("read_index", e))
             .is_ok_and(|q| {
+                let shard = ShardId(q.shard);
                 let map = self.args.map.borrow();
-                let p = map.placement(ShardId(q.shard));
-                self.args.lease.is_valid()
-                    && p.primary == self.args.node
-                    && p.in_sync.contains(&q.follower)
-                    && !self.args.replicator.is_deposed(ShardId(q.shard), p.epoch)
-                    && self
-                        .args
-                        .replicator
-                        .may_serve_reads(ShardId(q.shard), &q.follower)
+                let p = map.placement(shard);
+                let suspect = !self.args.replicator.may_serve_reads(shard, &q.follower);
+                reads::grant_read(
+                    self.standing(shard, p),
+                    p.in_sync.contains(&q.follower),
+                    suspect,
+                )
             });
         let _ = reply.send(wire::encode(&ok));
     }

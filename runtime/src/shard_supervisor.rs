@@ -19,9 +19,9 @@ use crate::entity::{Call, EntityArgs, EntityKey, EntityKinds, EntityMsg};
 use crate::metrics;
 use crate::replication::Replicator;
 use crate::restart_budget::{RestartDecision, RestartPolicy, RestartTracker};
-use keelson_rules::shard_map::ShardId;
 use crate::storage::Store;
 use crate::wire::RemoteError;
+use keelson_rules::shard_map::ShardId;
 use ractor_cluster::RactorMessage;
 
 /// A request waiting for its entity.

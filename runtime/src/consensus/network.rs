@@ -21,8 +21,8 @@ use serde::{Deserialize, Serialize};
 
 use super::{MapRaft, MapRequest, MapWatch, Raft};
 use crate::frame_check::{self, FrameLimits};
-use keelson_rules::shard_map::{MapCommand, MapError, ShardMap};
 use crate::wire::{self, FrameError, RaftRpc, WIRE_VERSION};
+use keelson_rules::shard_map::{MapCommand, MapError, ShardMap};
 
 fn frame<T: Serialize>(v: &T) -> Vec<u8> {
     let mut out = vec![WIRE_VERSION];
