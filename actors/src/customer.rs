@@ -41,7 +41,7 @@ pub use profile::{CustomerPatch, NewCustomer};
 pub use protocol::{CustomerAnswer, CustomerCommand, CustomerReply};
 pub use state::{Consent, CustomerState, Interaction, Ticket, TICKET_ACKNOWLEDGED, TICKET_OPEN};
 pub use tickets::{ticket_id, MAX_TICKETS};
-pub use view::CustomerView;
+pub use view::{CustomerView, VIEW_INTERACTIONS};
 
 /// The customer entity kind.
 pub struct Customer;

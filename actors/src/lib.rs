@@ -40,6 +40,7 @@ pub use customer::{
     ticket_id, Consent, Customer, CustomerAnswer, CustomerCommand, CustomerPatch, CustomerReply,
     CustomerState, CustomerView, Interaction, NewCustomer, NewInteraction, Ticket, MAX_DEVICES,
     MAX_INTERACTIONS, MAX_INTERACTION_PAGE, MAX_TICKETS, TICKET_ACKNOWLEDGED, TICKET_OPEN,
+    VIEW_INTERACTIONS,
 };
 pub use device::{
     twin_map_to_json, Alert, AnomalyConfig, Bucket, CommandAck, CommandRecord, Device,

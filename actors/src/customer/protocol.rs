@@ -22,7 +22,7 @@ pub enum CustomerCommand {
     Update(CustomerPatch),
     /// Delete. Answers `Deleted`.
     Delete,
-    /// Append an interaction. Answers `Customer`.
+    /// Append an interaction. Answers `InteractionAdded`.
     AddInteraction(NewInteraction),
     /// Open a ticket for a device alert; the ticket for that alert, if among the last
     /// [`MAX_TICKETS`](super::MAX_TICKETS), is returned as is. Answers `Ticket`.
