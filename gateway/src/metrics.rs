@@ -5,6 +5,7 @@
 use std::sync::OnceLock;
 
 use keelson_runtime::metrics::{latency_buckets, registry};
+use prometheus::core::Collector;
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts};
 
 use crate::route_table::{Route, ROUTES};
@@ -38,92 +39,92 @@ fn known_statuses(route: &Route) -> impl Iterator<Item = u16> {
 /// The gateway's collectors.
 pub fn http() -> &'static HttpMetrics {
     HTTP.get_or_init(|| {
-        let requests = IntCounterVec::new(
-            Opts::new(
-                "keelson_http_requests_total",
-                "HTTP requests by route, method and status.",
-            ),
-            &["route", "method", "status"],
-        )
-        .expect("valid metric");
-        let latency = HistogramVec::new(
-            HistogramOpts::new(
-                "keelson_http_request_duration_seconds",
-                "HTTP request latency by route.",
-            )
-            .buckets(latency_buckets()),
-            &["route"],
-        )
-        .expect("valid metric");
-        let auth_denied = IntCounterVec::new(
-            Opts::new(
+        let m = HttpMetrics {
+            requests: requests(),
+            latency: latency(),
+            auth_denied: labelled(
                 "keelson_auth_denied_total",
                 "Requests refused: no or bad credentials (401) or a missing permission (403), by reason.",
+                "reason",
+                &[
+                    "missing_credentials",
+                    "malformed_credentials",
+                    "bad_key",
+                    "revoked_key",
+                    "bad_token",
+                    "forbidden",
+                ],
             ),
-            &["reason"],
-        )
-        .expect("valid metric");
-        for reason in [
-            "missing_credentials",
-            "malformed_credentials",
-            "bad_key",
-            "revoked_key",
-            "bad_token",
-            "forbidden",
-        ] {
-            auth_denied.with_label_values(&[reason]);
-        }
-        let tls_handshakes = IntCounterVec::new(
-            Opts::new(
+            tls_handshakes: labelled(
                 "keelson_tls_handshakes_total",
                 "TLS handshakes on the API port, by result (ok, failed, timeout).",
+                "result",
+                &["ok", "failed", "timeout"],
             ),
-            &["result"],
-        )
-        .expect("valid metric");
-        for r in ["ok", "failed", "timeout"] {
-            tls_handshakes.with_label_values(&[r]);
-        }
-        let shed = IntCounterVec::new(
-            Opts::new(
+            shed: labelled(
                 "keelson_http_shed_total",
                 "Requests refused at once to protect the gateway (in_flight: 503; rate_limited: 429; connections: closed at accept; body_timeout: 408).",
+                "reason",
+                &["in_flight", "rate_limited", "connections", "body_timeout"],
             ),
-            &["reason"],
-        )
-        .expect("valid metric");
-        for r in ["in_flight", "rate_limited", "connections", "body_timeout"] {
-            shed.with_label_values(&[r]);
-        }
-        registry()
-            .register(Box::new(shed.clone()))
-            .expect("registered once");
-        for route in ROUTES {
-            latency.with_label_values(&[route.path]);
-            for status in known_statuses(route) {
-                requests.with_label_values(&[route.path, route.method, &status.to_string()]);
-            }
-        }
-        registry()
-            .register(Box::new(tls_handshakes.clone()))
-            .expect("registered once");
-        registry()
-            .register(Box::new(auth_denied.clone()))
-            .expect("registered once");
-        registry()
-            .register(Box::new(requests.clone()))
-            .expect("registered once");
-        registry()
-            .register(Box::new(latency.clone()))
-            .expect("registered once");
-        HttpMetrics {
-            requests,
-            latency,
-            auth_denied,
-            tls_handshakes,
-            shed,
-        }
+        };
+        register(&m.shed);
+        register(&m.tls_handshakes);
+        register(&m.auth_denied);
+        register(&m.requests);
+        register(&m.latency);
+        m
     })
+}
+
+fn register<C: Collector + Clone + 'static>(c: &C) {
+    registry()
+        .register(Box::new(c.clone()))
+        .expect("registered once");
+}
+
+/// A counter with one label, every value in `values` exported at 0.
+fn labelled(name: &str, help: &str, label: &str, values: &[&str]) -> IntCounterVec {
+    let c = IntCounterVec::new(Opts::new(name, help), &[label]).expect("valid metric");
+    for v in values {
+        c.with_label_values(&[*v]);
+    }
+    c
+}
+
+/// Requests by route, method and status, every route's known statuses at 0.
+fn requests() -> IntCounterVec {
+    let requests = IntCounterVec::new(
+        Opts::new(
+            "keelson_http_requests_total",
+            "HTTP requests by route, method and status.",
+        ),
+        &["route", "method", "status"],
+    )
+    .expect("valid metric");
+    for route in ROUTES {
+        for status in known_statuses(route) {
+            requests.with_label_values(&[route.path, route.method, &status.to_string()]);
+        }
+    }
+    requests
+}
+
+/// Latency by route, every route's series present from the start.
+fn latency() -> HistogramVec {
+    let latency = HistogramVec::new(
+        HistogramOpts::new(
+            "keelson_http_request_duration_seconds",
+            "HTTP request latency by route.",
+        )
+        .buckets(latency_buckets()),
+        &["route"],
+    )
+    .expect("valid metric");
+    for route in ROUTES {
+        latency.with_label_values(&[route.path]);
+    }
+    latency
 }
 
 #[cfg(test)]

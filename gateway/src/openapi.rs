@@ -13,100 +13,140 @@ fn id() -> Value {
     json!({"type": "string", "pattern": "^[A-Za-z0-9_.:-]{1,64}$"})
 }
 
+fn string() -> Value {
+    json!({"type": "string"})
+}
+
+fn consent() -> Value {
+    json!({"type": "object", "properties": {"email": {"type": "boolean"}, "sms": {"type": "boolean"}, "phone": {"type": "boolean"}}})
+}
+
 /// Request and response shapes by name.
 fn schemas() -> Map<String, Value> {
-    let s = json!({"type": "string"});
-    let consent = json!({"type": "object", "properties": {"email": {"type": "boolean"}, "sms": {"type": "boolean"}, "phone": {"type": "boolean"}}});
+    customer_requests()
+        .into_iter()
+        .chain(device_requests())
+        .chain(operator_requests())
+        .chain(answers_with_shape())
+        .chain(described_answers())
+        .map(|(name, schema)| (name.to_string(), schema))
+        .collect()
+}
+
+/// Bodies sent to the customer routes.
+fn customer_requests() -> Vec<(&'static str, Value)> {
+    let s = string();
     let nullable = json!({"type": ["string", "null"]});
+    vec![
+        (
+            "CreateCustomer",
+            obj(
+                &["name"],
+                json!({"id": id(), "name": s, "email": s, "phone": s, "company": s, "tags": {"type": "array", "items": s}, "consent": consent()}),
+            ),
+        ),
+        (
+            "PatchCustomer",
+            obj(
+                &[],
+                json!({"name": s, "email": nullable, "phone": nullable, "company": nullable, "tags": {"type": "array", "items": s}, "consent": consent()}),
+            ),
+        ),
+        (
+            "AddInteraction",
+            obj(
+                &["kind", "item"],
+                json!({"kind": s, "item": s, "at_ms": {"type": "integer", "minimum": 0}}),
+            ),
+        ),
+    ]
+}
+
+/// Bodies sent to the device routes.
+fn device_requests() -> Vec<(&'static str, Value)> {
+    let s = string();
     let scalar = json!({"type": ["string", "number", "boolean"]});
-    let any = |d: &str| json!({"type": "object", "description": d});
-    let mut m = Map::new();
-    let mut put = |k: &str, v: Value| {
-        m.insert(k.to_string(), v);
-    };
-    put(
-        "CreateCustomer",
-        obj(
-            &["name"],
-            json!({"id": id(), "name": s, "email": s, "phone": s, "company": s, "tags": {"type": "array", "items": s}, "consent": consent}),
+    vec![
+        (
+            "CreateDevice",
+            obj(
+                &["customer_id", "kind", "firmware"],
+                json!({"id": id(), "customer_id": id(), "kind": s, "firmware": s}),
+            ),
         ),
-    );
-    put(
-        "PatchCustomer",
-        obj(
-            &[],
-            json!({"name": s, "email": nullable, "phone": nullable, "company": nullable, "tags": {"type": "array", "items": s}, "consent": consent}),
+        (
+            "PostTelemetry",
+            obj(
+                &["readings"],
+                json!({"readings": {"type": "object", "additionalProperties": {"type": "number"}}, "at_ms": {"type": "integer", "minimum": 0}}),
+            ),
         ),
-    );
-    put(
-        "AddInteraction",
-        obj(
-            &["kind", "item"],
-            json!({"kind": s, "item": s, "at_ms": {"type": "integer", "minimum": 0}}),
+        (
+            "PatchDesired",
+            obj(
+                &["state"],
+                json!({"state": {"type": "object", "additionalProperties": {"type": ["string", "number", "boolean", "null"]}}, "expected_version": {"type": "integer", "minimum": 0}}),
+            ),
         ),
-    );
-    put(
-        "CreateDevice",
-        obj(
-            &["customer_id", "kind", "firmware"],
-            json!({"id": id(), "customer_id": id(), "kind": s, "firmware": s}),
+        (
+            "PostCommand",
+            obj(
+                &["name"],
+                json!({"id": id(), "name": s, "params": {"type": "object", "additionalProperties": scalar}}),
+            ),
         ),
-    );
-    put(
-        "PostTelemetry",
-        obj(
-            &["readings"],
-            json!({"readings": {"type": "object", "additionalProperties": {"type": "number"}}, "at_ms": {"type": "integer", "minimum": 0}}),
+    ]
+}
+
+/// Bodies sent to the key and fault-injection routes.
+fn operator_requests() -> Vec<(&'static str, Value)> {
+    vec![
+        (
+            "CreateKey",
+            obj(
+                &["name", "role"],
+                json!({"name": id(), "role": {"enum": ["admin", "operator", "agent", "viewer"]}}),
+            ),
         ),
-    );
-    put(
-        "PatchDesired",
-        obj(
-            &["state"],
-            json!({"state": {"type": "object", "additionalProperties": {"type": ["string", "number", "boolean", "null"]}}, "expected_version": {"type": "integer", "minimum": 0}}),
+        (
+            "InjectFault",
+            obj(&["mode"], json!({"mode": {"enum": ["panic", "error"]}})),
         ),
-    );
-    put(
-        "PostCommand",
-        obj(
-            &["name"],
-            json!({"id": id(), "name": s, "params": {"type": "object", "additionalProperties": scalar}}),
+    ]
+}
+
+/// Answers whose fields are spelled out: the secrets shown once, the error, the empty body.
+fn answers_with_shape() -> Vec<(&'static str, Value)> {
+    let s = string();
+    vec![
+        (
+            "NewKey",
+            obj(
+                &["name", "role", "key"],
+                json!({"name": s, "role": s, "key": {"type": "string", "description": "shown once; store it now"}}),
+            ),
         ),
-    );
-    put(
-        "CreateKey",
-        obj(
-            &["name", "role"],
-            json!({"name": id(), "role": {"enum": ["admin", "operator", "agent", "viewer"]}}),
+        (
+            "DeviceCredentials",
+            obj(
+                &["device_id", "username", "password"],
+                json!({"device_id": s, "username": s, "password": {"type": "string", "description": "shown once"}}),
+            ),
         ),
-    );
-    put(
-        "InjectFault",
-        obj(&["mode"], json!({"mode": {"enum": ["panic", "error"]}})),
-    );
-    put(
-        "NewKey",
-        obj(
-            &["name", "role", "key"],
-            json!({"name": s, "role": s, "key": {"type": "string", "description": "shown once; store it now"}}),
+        (
+            "Error",
+            obj(
+                &["error"],
+                json!({"error": obj(&["code", "message"], json!({"code": s, "message": s}))}),
+            ),
         ),
-    );
-    put(
-        "DeviceCredentials",
-        obj(
-            &["device_id", "username", "password"],
-            json!({"device_id": s, "username": s, "password": {"type": "string", "description": "shown once"}}),
-        ),
-    );
-    put(
-        "Error",
-        obj(
-            &["error"],
-            json!({"error": obj(&["code", "message"], json!({"code": s, "message": s}))}),
-        ),
-    );
-    put("Empty", json!({"description": "no body"}));
-    for (name, what) in [
+        ("Empty", json!({"description": "no body"})),
+    ]
+}
+
+/// Answers described in a line.
+fn described_answers() -> Vec<(&'static str, Value)> {
+    [
         ("Status", "liveness or readiness"),
         ("OpenApi", "this document"),
         (
@@ -144,10 +184,10 @@ fn schemas() -> Map<String, Value> {
             "MqttCredentials",
             "version, and each device's $7$ password hash (or unchanged: true)",
         ),
-    ] {
-        put(name, any(what));
-    }
-    m
+    ]
+    .into_iter()
+    .map(|(name, what)| (name, json!({"type": "object", "description": what})))
+    .collect()
 }
 
 fn error_response(d: &str) -> Value {
