@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
-use keelson_chaos::{read_run_file, run_scenario, write_report, Scenario, Target};
+use keelson_chaos::{read_run_file, run_scenario, write_report, Report, Scenario, Target, Written};
 use keelson_runtime::ClusterConfig;
 
 /// Arguments of `keelson chaos run`.
@@ -73,7 +73,7 @@ fn start_cluster(config_path: &Path, dir: &Path) -> anyhow::Result<(OwnCluster, 
     );
     let copy = dir.join("nodes.toml");
     std::fs::write(&copy, toml::to_string(&doc)?)?;
-    let cfg = keelson_runtime::config::load(&copy).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let cfg = keelson_bridge::config::load(&copy).map_err(|e| anyhow::anyhow!("{e}"))?;
     let log_path = dir.join("up.log");
     let log = std::fs::File::create(&log_path)?;
     let child = std::process::Command::new(std::env::current_exe()?)
@@ -198,6 +198,8 @@ pub fn run(cfg: &ClusterConfig, config_path: &Path, args: RunArgs) -> ExitCode {
     }
 }
 
+/// Starts (or attaches to) the cluster, runs the scenario with a progress bar, writes the
+/// report and prints its summary; returns whether every gate passed.
 fn execute(
     cfg: &ClusterConfig,
     config_path: &Path,
@@ -218,20 +220,7 @@ fn execute(
         (Some(own), cfg)
     };
     let bar = progress_bar(scenario.duration_s);
-    let b = bar.clone();
-    let progress: keelson_chaos::Progress = Box::new(move |secs, begun, ok, event| {
-        b.set_position(secs);
-        let ratio = if begun == 0 {
-            100.0
-        } else {
-            ok as f64 * 100.0 / begun as f64
-        };
-        match event {
-            Some(e) if begun == 0 => b.set_message(e),
-            Some(e) => b.println(format!("  {secs:>3} s  {e}")),
-            None => b.set_message(format!("{begun} ops, {ratio:.2}% ok")),
-        }
-    });
+    let progress = on_progress(bar.clone());
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -244,6 +233,30 @@ fn execute(
     let report = report?;
     let written = write_report(out, &report)
         .with_context(|| format!("cannot write the report to {}", out.display()))?;
+    print_summary(&report, &written);
+    Ok(report.verdict.passed)
+}
+
+/// The runner's progress on the bar: position in seconds, counts as the message, events
+/// printed above it (or as the message before the workload starts).
+fn on_progress(bar: ProgressBar) -> keelson_chaos::Progress {
+    Box::new(move |secs, begun, ok, event| {
+        bar.set_position(secs);
+        let ratio = if begun == 0 {
+            100.0
+        } else {
+            ok as f64 * 100.0 / begun as f64
+        };
+        match event {
+            Some(e) if begun == 0 => bar.set_message(e),
+            Some(e) => bar.println(format!("  {secs:>3} s  {e}")),
+            None => bar.set_message(format!("{begun} ops, {ratio:.2}% ok")),
+        }
+    })
+}
+
+/// The verdict line, one line per fault, the failed gates and where the report is.
+fn print_summary(report: &Report, written: &Written) {
     let t = &report.totals;
     println!(
         "{}: {}  availability {:.2}%  p50 {:.1} ms  p99 {:.1} ms  lost writes {}  linearizable {}",
@@ -283,7 +296,6 @@ fn execute(
         written.json.display(),
         written.chart.display()
     );
-    Ok(report.verdict.passed)
 }
 
 /// Where `keelson chaos run` writes when `--out` is not given.

@@ -40,37 +40,58 @@ pub fn run(cfg: &ClusterConfig, cmd: DevicesCommand) -> ExitCode {
         duration,
         prefix,
     } = cmd;
-    let Some(mqtt) = &cfg.mqtt else {
-        eprintln!("error: nodes.toml has no [mqtt] section: there is no broker to publish to");
-        return ExitCode::from(2);
-    };
-    if !(rate > 0.0 && rate <= 1_000_000.0) {
-        eprintln!("error: --rate {rate}: must be above 0 and at most 1000000");
-        return ExitCode::from(2);
-    }
-    if !(0.0..=1.0).contains(&anomaly_rate) {
-        eprintln!("error: --anomaly-rate {anomaly_rate}: must be between 0 and 1");
-        return ExitCode::from(2);
-    }
-    if keelson_actors::validate_id("prefix", &prefix).is_err() || prefix.len() > 40 {
-        eprintln!("error: --prefix \"{prefix}\": use up to 40 letters, digits, '-' or '_'");
-        return ExitCode::from(2);
-    }
-    let Some(key) = keelson_gateway::tool_key(cfg) else {
-        eprintln!(
-            "error: no API key to register devices with: set KEELSON_API_KEY or make {} (keelson init)",
-            cfg.auth.admin_key_file.display()
-        );
-        return ExitCode::from(2);
-    };
-    let api = match keelson_gateway::api_client(cfg, Some(&key), Duration::from_secs(10)) {
-        Ok(a) => a,
-        Err(e) => {
-            eprintln!("error: {e}");
+    let opts = match options(cfg, count, rate, anomaly_rate, duration, prefix) {
+        Ok(o) => o,
+        Err(why) => {
+            eprintln!("error: {why}");
             return ExitCode::from(2);
         }
     };
-    let opts = SimulateOptions {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    rt.block_on(register_and_simulate(&opts))
+}
+
+/// Checks the arguments and the cluster (a broker, an API key, TLS) and makes the options.
+fn options(
+    cfg: &ClusterConfig,
+    count: u32,
+    rate: f64,
+    anomaly_rate: f64,
+    duration: u64,
+    prefix: String,
+) -> Result<SimulateOptions, String> {
+    let Some(mqtt) = keelson_bridge::config::mqtt(cfg) else {
+        return Err(
+            "nodes.toml has no [mqtt] section: there is no broker to publish to".to_string(),
+        );
+    };
+    if !(rate > 0.0 && rate <= 1_000_000.0) {
+        return Err(format!(
+            "--rate {rate}: must be above 0 and at most 1000000"
+        ));
+    }
+    if !(0.0..=1.0).contains(&anomaly_rate) {
+        return Err(format!(
+            "--anomaly-rate {anomaly_rate}: must be between 0 and 1"
+        ));
+    }
+    if keelson_actors::validate_id("prefix", &prefix).is_err() || prefix.len() > 40 {
+        return Err(format!(
+            "--prefix \"{prefix}\": use up to 40 letters, digits, '-' or '_'"
+        ));
+    }
+    let Some(key) = keelson_gateway::tool_key(cfg) else {
+        return Err(format!(
+            "no API key to register devices with: set KEELSON_API_KEY or make {} (keelson init)",
+            cfg.auth.admin_key_file.display()
+        ));
+    };
+    let api = keelson_gateway::api_client(cfg, Some(&key), Duration::from_secs(10))
+        .map_err(|e| e.to_string())?;
+    Ok(SimulateOptions {
         gateway: api.base,
         http: api.http,
         broker: mqtt.addr,
@@ -80,41 +101,35 @@ pub fn run(cfg: &ClusterConfig, cmd: DevicesCommand) -> ExitCode {
         duration: Duration::from_secs(duration),
         prefix,
         mqtt_password: keelson_bridge::service_secret(cfg),
-        mqtt_tls: match keelson_bridge::MqttTls::for_cluster(cfg) {
-            Ok(t) => t,
-            Err(e) => {
-                eprintln!("error: {e}");
-                return ExitCode::from(2);
-            }
-        },
-    };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("a tokio runtime");
-    rt.block_on(async {
-        eprintln!(
-            "registering {} devices through {}",
-            opts.count, opts.gateway
-        );
-        if let Err(e) = register(&opts).await {
-            eprintln!("error: {e}");
-            return ExitCode::from(2);
-        }
-        eprintln!(
-            "publishing {rate} msg/s to {}://{} for {duration} s",
-            if opts.mqtt_tls.enabled() {
-                "mqtts"
-            } else {
-                "mqtt"
-            },
-            opts.broker
-        );
-        let report = simulate(&opts).await;
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&report).expect("serialises")
-        );
-        ExitCode::SUCCESS
+        mqtt_tls: keelson_bridge::MqttTls::for_cluster(cfg).map_err(|e| e.to_string())?,
     })
+}
+
+/// Registers the devices, publishes for the duration, prints the report as JSON.
+async fn register_and_simulate(opts: &SimulateOptions) -> ExitCode {
+    eprintln!(
+        "registering {} devices through {}",
+        opts.count, opts.gateway
+    );
+    if let Err(e) = register(opts).await {
+        eprintln!("error: {e}");
+        return ExitCode::from(2);
+    }
+    eprintln!(
+        "publishing {} msg/s to {}://{} for {} s",
+        opts.rate,
+        if opts.mqtt_tls.enabled() {
+            "mqtts"
+        } else {
+            "mqtt"
+        },
+        opts.broker,
+        opts.duration.as_secs()
+    );
+    let report = simulate(opts).await;
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&report).expect("serialises")
+    );
+    ExitCode::SUCCESS
 }

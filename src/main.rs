@@ -1,6 +1,11 @@
 //! `keelson`: the one binary. It composes the crates: `node` runs a shard-hosting node, `gateway`
-//! the HTTP gateway, `up` a whole local cluster as child processes, `check-config` validates a
-//! nodes.toml.
+//! the HTTP gateway, `broker` the embedded MQTT broker, `up` a whole local cluster as child
+//! processes, `check-config` validates a nodes.toml.
+//!
+//! `main` parses the command line and hands each subcommand to one function here or to its
+//! module: `up` (the local cluster), `chaos_cmd` and `chaos_run` (faults and scenario runs),
+//! `devices_cmd`, `keys_cmd`, `init_cmd`, `mosquitto_cmd`, `prometheus_cmd` (the tools),
+//! `logging` (this process's log format), `probe` (a tiny HTTP GET for readiness).
 
 mod chaos_cmd;
 mod chaos_run;
@@ -17,7 +22,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use keelson_runtime::config;
+use keelson_bridge::config;
 
 /// Keelson: sharded, supervised CRM and IoT actors on a self-healing cluster.
 #[derive(Debug, Parser)]
@@ -176,155 +181,199 @@ fn load_with_links(
 fn main() -> ExitCode {
     let cli = Cli::parse();
     keelson_runtime::tls::install_provider();
+    let log = cli.log_format;
     match cli.command {
-        Command::Chaos { config, command } => match load(&config) {
-            Ok(cfg) => chaos_cmd::run(&cfg, &config, command),
-            Err(code) => code,
-        },
-        Command::CheckConfig { file } => match config::load(&file) {
-            Ok(cfg) => {
-                println!(
-                    "{}: ok: cluster \"{}\", {} nodes, {} shards, gateway {}",
-                    file.display(),
-                    cfg.name,
-                    cfg.nodes.len(),
-                    cfg.shards,
-                    keelson_gateway::base_url(&cfg)
-                );
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                for p in e.problems() {
-                    let p = p
-                        .strip_prefix(&format!("{}: ", file.display()))
-                        .unwrap_or(&p)
-                        .to_string();
-                    eprintln!("{}: {p}", file.display());
-                }
-                ExitCode::from(2)
-            }
-        },
+        Command::Up { config, chaos } => up(log, config, chaos),
         Command::Node {
             name,
             config,
             dial_via,
-        } => {
-            let cfg = match load_with_links(&config, dial_via) {
-                Ok(c) => c,
-                Err(code) => return code,
-            };
-            logging::init(cli.log_format, &cfg.log_level);
-            run_async(async move {
-                let services = keelson_bridge::service(&cfg).into_iter().collect();
-                keelson_runtime::node::run_with(
-                    cfg,
-                    &name,
-                    keelson_actors::kinds(),
-                    services,
-                    keelson_runtime::shutdown::os_signal(),
-                )
-                .await
-                .map_err(anyhow::Error::from)
-            })
+        } => node(log, &name, &config, dial_via),
+        Command::Broker { config } => broker(log, &config),
+        Command::Devices { config, command } => {
+            with_config(&config, |cfg| devices_cmd::run(&cfg, command))
         }
-        Command::Gateway { config, dial_via } => {
-            let cfg = match load_with_links(&config, dial_via) {
-                Ok(c) => c,
-                Err(code) => return code,
-            };
-            logging::init(cli.log_format, &cfg.log_level);
-            run_async(async move {
-                keelson_gateway::run(cfg, keelson_runtime::shutdown::os_signal())
-                    .await
-                    .map_err(anyhow::Error::from)
-            })
+        Command::Gateway { config, dial_via } => gateway(log, &config, dial_via),
+        Command::Chaos { config, command } => {
+            with_config(&config, |cfg| chaos_cmd::run(&cfg, &config, command))
         }
         Command::PrometheusConfig {
             config,
             rules,
             interval,
-        } => match load(&config) {
-            Ok(cfg) => {
-                let rules = rules.canonicalize().ok();
-                if rules.is_none() {
-                    eprintln!("note: no alert rules file found; the config loads none");
-                }
-                print!(
-                    "{}",
-                    prometheus_cmd::scrape_config(&cfg, rules.as_deref(), interval)
-                );
-                ExitCode::SUCCESS
-            }
-            Err(code) => code,
-        },
-        Command::Broker { config } => {
-            let cfg = match load(&config) {
-                Ok(c) => c,
-                Err(code) => return code,
-            };
-            logging::init(cli.log_format, &cfg.log_level);
-            run_async(async move {
-                let fetch = credentials_fetch(&cfg)?;
-                keelson_bridge::run_broker(cfg, fetch, keelson_runtime::shutdown::os_signal())
-                    .await
-                    .map_err(anyhow::Error::from)
-            })
+        } => with_config(&config, |cfg| prometheus_config(&cfg, &rules, interval)),
+        Command::Init { config } => with_config(&config, |cfg| init(&cfg)),
+        Command::Keys { config, command } => {
+            with_config(&config, |cfg| keys_cmd::run(&cfg, command))
         }
-        Command::Init { config } => match load(&config) {
-            Ok(cfg) => match init_cmd::ensure(&cfg) {
-                Ok(made) => {
-                    init_cmd::report(&cfg, &made);
-                    if made.certs.is_empty()
-                        && made.admin_key.is_none()
-                        && made.mqtt_secret.is_none()
-                    {
-                        eprintln!("nothing to make: certificates and admin key already exist");
-                    }
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("error: {e:#}");
-                    ExitCode::FAILURE
-                }
-            },
-            Err(code) => code,
-        },
         Command::MosquittoConfig {
             config,
             out,
             service,
-        } => match load(&config) {
-            Ok(cfg) => match mosquitto_cmd::write(&cfg, &out, &service) {
-                Ok(devices) => {
-                    eprintln!(
-                        "wrote {}/mosquitto.conf, passwd ({devices} devices) and acl; start it with `mosquitto -c {}/mosquitto.conf`",
-                        out.display(),
-                        out.display()
-                    );
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("error: {e:#}");
-                    ExitCode::from(2)
-                }
-            },
-            Err(code) => code,
-        },
-        Command::Keys { config, command } => match load(&config) {
-            Ok(cfg) => keys_cmd::run(&cfg, command),
-            Err(code) => code,
-        },
-        Command::Devices { config, command } => match load(&config) {
-            Ok(cfg) => devices_cmd::run(&cfg, command),
-            Err(code) => code,
-        },
-        Command::Up { config, chaos } => {
-            let cfg = match load(&config) {
-                Ok(c) => c,
-                Err(code) => return code,
-            };
-            logging::init(cli.log_format, &cfg.log_level);
-            run_async(up::run(cfg, config, cli.log_format, chaos))
+        } => with_config(&config, |cfg| mosquitto_config(&cfg, &out, &service)),
+        Command::CheckConfig { file } => check_config(&file),
+    }
+}
+
+/// Loads the config at `path` and runs `f` on it; exit 2 if it does not load.
+fn with_config(
+    path: &std::path::Path,
+    f: impl FnOnce(keelson_runtime::ClusterConfig) -> ExitCode,
+) -> ExitCode {
+    match load(path) {
+        Ok(cfg) => f(cfg),
+        Err(code) => code,
+    }
+}
+
+/// `keelson up`: the whole local cluster as child processes.
+fn up(log: logging::Format, config: PathBuf, chaos: bool) -> ExitCode {
+    let cfg = match load(&config) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    logging::init(log, &cfg.log_level);
+    run_async(up::run(cfg, config, log, chaos))
+}
+
+/// `keelson node`: one shard-hosting node in this process.
+fn node(
+    log: logging::Format,
+    name: &str,
+    config: &std::path::Path,
+    dial_via: Vec<(String, std::net::SocketAddr)>,
+) -> ExitCode {
+    let cfg = match load_with_links(config, dial_via) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    logging::init(log, &cfg.log_level);
+    run_async(async move {
+        let services = keelson_bridge::service(&cfg).into_iter().collect();
+        keelson_runtime::node::run_with(
+            cfg,
+            name,
+            keelson_actors::kinds(),
+            services,
+            keelson_runtime::shutdown::os_signal(),
+        )
+        .await
+        .map_err(anyhow::Error::from)
+    })
+}
+
+/// `keelson broker`: the embedded MQTT broker in this process.
+fn broker(log: logging::Format, config: &std::path::Path) -> ExitCode {
+    let cfg = match load(config) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    logging::init(log, &cfg.log_level);
+    run_async(async move {
+        let fetch = credentials_fetch(&cfg)?;
+        keelson_bridge::run_broker(cfg, fetch, keelson_runtime::shutdown::os_signal())
+            .await
+            .map_err(anyhow::Error::from)
+    })
+}
+
+/// `keelson gateway`: the HTTP gateway in this process.
+fn gateway(
+    log: logging::Format,
+    config: &std::path::Path,
+    dial_via: Vec<(String, std::net::SocketAddr)>,
+) -> ExitCode {
+    let cfg = match load_with_links(config, dial_via) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    logging::init(log, &cfg.log_level);
+    run_async(async move {
+        keelson_gateway::run(cfg, keelson_runtime::shutdown::os_signal())
+            .await
+            .map_err(anyhow::Error::from)
+    })
+}
+
+/// `keelson prometheus-config`: the scrape configuration on stdout.
+fn prometheus_config(
+    cfg: &keelson_runtime::ClusterConfig,
+    rules: &std::path::Path,
+    interval: u32,
+) -> ExitCode {
+    let rules = rules.canonicalize().ok();
+    if rules.is_none() {
+        eprintln!("note: no alert rules file found; the config loads none");
+    }
+    print!(
+        "{}",
+        prometheus_cmd::scrape_config(cfg, rules.as_deref(), interval)
+    );
+    ExitCode::SUCCESS
+}
+
+/// `keelson init`: the cluster CA, member certificates and bootstrap admin key.
+fn init(cfg: &keelson_runtime::ClusterConfig) -> ExitCode {
+    match init_cmd::ensure(cfg) {
+        Ok(made) => {
+            init_cmd::report(cfg, &made);
+            if made.certs.is_empty() && made.admin_key.is_none() && made.mqtt_secret.is_none() {
+                eprintln!("nothing to make: certificates and admin key already exist");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `keelson mosquitto-config`: mosquitto.conf, passwd and acl in `out`.
+fn mosquitto_config(
+    cfg: &keelson_runtime::ClusterConfig,
+    out: &std::path::Path,
+    service: &[String],
+) -> ExitCode {
+    match mosquitto_cmd::write(cfg, out, service) {
+        Ok(devices) => {
+            eprintln!(
+                "wrote {}/mosquitto.conf, passwd ({devices} devices) and acl; start it with `mosquitto -c {}/mosquitto.conf`",
+                out.display(),
+                out.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// `keelson check-config`: every problem of the file, or a one-line summary.
+fn check_config(file: &std::path::Path) -> ExitCode {
+    match config::load(file) {
+        Ok(cfg) => {
+            println!(
+                "{}: ok: cluster \"{}\", {} nodes, {} shards, gateway {}",
+                file.display(),
+                cfg.name,
+                cfg.nodes.len(),
+                cfg.shards,
+                keelson_gateway::base_url(&cfg)
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            for p in e.problems() {
+                let p = p
+                    .strip_prefix(&format!("{}: ", file.display()))
+                    .unwrap_or(&p)
+                    .to_string();
+                eprintln!("{}: {p}", file.display());
+            }
+            ExitCode::from(2)
         }
     }
 }
