@@ -4,6 +4,7 @@
 //! owner's shard host directly: one hop.
 
 mod retry;
+pub mod slow_nodes;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -16,9 +17,9 @@ use ractor::rpc::CallResult;
 use ractor::ActorRef;
 use tokio::sync::watch;
 
+use crate::cluster::membership::ClusterView;
+use crate::consensus::map_follower::Refresh;
 use crate::consensus::MapWatch;
-use crate::map_follower::Refresh;
-use crate::membership::ClusterView;
 use crate::metrics;
 use crate::wire::{
     self, EntityReply, EntityRequest, Fault, IdempotencyKey, RemoteError, ShardHostRpc,
@@ -321,7 +322,7 @@ impl ClusterClient {
     pub fn spawn_health_watch(&self) -> tokio::task::JoinHandle<()> {
         let me = self.clone();
         tokio::spawn(async move {
-            let mut detector = crate::slow_nodes::SlowNodeDetector::default();
+            let mut detector = crate::client::slow_nodes::SlowNodeDetector::default();
             let mut last: HashMap<String, (u64, u64)> = HashMap::new();
             // Each node's own latency: its heartbeat round trip, smoothed. (Request latency
             // would blame a follower for the primary it asks before serving a read.)
@@ -354,7 +355,7 @@ impl ClusterClient {
                         .set(latency_us / 1e6);
                     samples.insert(
                         name.clone(),
-                        crate::slow_nodes::NodeSample {
+                        crate::client::slow_nodes::NodeSample {
                             latency_us,
                             requests: req - r0,
                             errors: err - e0,

@@ -14,8 +14,11 @@
 //! fsynced before openraft is told they are durable; a restarted cluster resumes from the newest
 //! committed map.
 
+pub mod control_plane;
 mod log_store;
+pub mod map_follower;
 mod network;
+mod planning;
 mod state_machine;
 
 use std::collections::BTreeMap;

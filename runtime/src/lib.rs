@@ -1,85 +1,71 @@
 //! keelson-runtime: the generic cluster runtime. It knows shards, nodes and entities, never
-//! customers or devices.
+//! customers or devices. The safety rules it follows (placement, planner, lease, promotion,
+//! acks, follower writes, reads, hand-over, retries) are the pure crate `keelson_rules`; this
+//! crate feeds them what it observed and performs what they return.
 //!
 //! ```text
-//! config ─▶ node::run ─┬─ storage (sled, one tree per shard, group commit)
-//!                      ├─ member: ractor_cluster transport (links: mutual TLS from the cluster
-//!                      │          CA, tls: certificates) + heartbeat + membership
-//!                      │          (failure_detector decides up/down, publishes ClusterView)
-//!                      ├─ keeper ─▶ shard_host (remotable; frame_check on every peer frame)
-//!                      │     ─▶ shard_supervisor (per shard) ─▶ entity actors
-//!                      │          (activation: idle/LRU passivation; restart_budget: backoff, quarantine;
-//!                      │           entity_store: sealed envelope + journal; idempotency: keys kept)
-//!                      └─ ops: /metrics /health /ready
-//! client: (kind, id) ─shard_map─▶ owner ─wire─▶ owner's shard_host      (one hop, from any process)
+//! config       the cluster file, validated (nodes, shards, limits, security)
+//! node         one linear start-up of a node's parts; shutdown runs it backwards
+//! cluster/     member (transport), links (mutual TLS), heartbeat, membership, failure_detector,
+//!              lease, load: who is up and whether this node may act
+//! consensus/   the openraft log of the shard map (log_store, network, state_machine),
+//!              control_plane, planning (the leader's planner loop), map_follower (non-voters)
+//! replication/ primary (the write path), follower (peer writes, read index, copy pages),
+//!              catch_up (learners), hand_over (planned primary moves)
+//! host/        shard_host, shard_supervisor, entity, entity_store, activation, keeper,
+//!              idempotency, sealing: where entities run and persist
+//! client/      ClusterClient: routing, replica choice, retry, slow_nodes
+//! wire/        frames (wire.rs), codec, rpc, frame_check, gateway_frames
+//! storage, metrics, ops, shutdown, clock, backoff, lsn, restart_budget, tls
 //! ```
 //!
-//! Pure decisions (`shard_map`, `failure_detector`, `restart_budget`, `activation`, `config`) are
-//! plain structs with unit tests; actors do the I/O. Bytes are made only in `codec`, frames are
-//! defined only in `wire`.
+//! ```text
+//! client: (kind, id) ─shard_map─▶ owner ─wire─▶ owner's host::shard_host ─▶ entity actor
+//!                                                   └─ write ─▶ replication::primary ─▶ followers
+//! ```
+//!
+//! Bytes are made only in `wire::codec`, frames are defined only in `wire`.
 
-mod activation;
 mod backoff;
-mod catch_up;
 mod client;
 mod clock;
-mod codec;
+mod cluster;
 pub mod config;
 mod consensus;
-mod control_plane;
-mod entity;
-mod entity_store;
-mod failure_detector;
-mod frame_check;
-
-mod gateway_frames;
-mod heartbeat;
-mod idempotency;
-mod keeper;
-mod lease;
-mod links;
-mod load;
+mod host;
 mod lsn;
-mod map_follower;
-mod member;
-mod membership;
 pub mod metrics;
 pub mod node;
 mod ops;
 mod replication;
 mod restart_budget;
-mod rpc;
-mod sealing;
-mod shard_host;
-mod shard_supervisor;
 pub mod shutdown;
-mod slow_nodes;
 mod storage;
 pub mod tls;
 pub mod wire;
 
-pub use activation::ActivationTable;
 pub use backoff::Backoff;
+pub use client::slow_nodes::{NodeSample, SlowNodeDetector};
 pub use client::{Access, Answer, ClusterClient, RequestError};
-pub use codec::CodecError;
+pub use cluster::failure_detector::{FailureDetector, PeerState};
+pub use cluster::member::ClusterMember;
+pub use cluster::membership::{ClusterView, MemberStatus};
 pub use config::{ClusterConfig, ConfigError, EntityLimits, Limits, Member, Retention, Role};
+pub use consensus::control_plane::{ControlPlane, Proposer};
+pub use consensus::map_follower::follow as follow_map;
 pub use consensus::{MapWatch, ProposeError};
-pub use control_plane::{ControlPlane, Proposer};
-pub use entity::{
+pub use host::activation::ActivationTable;
+pub use host::entity::{
     decode_payload, encode_payload, now_ms, Entity, EntityContext, EntityError, EntityKey,
     EntityKinds, Handled, JournalRead,
 };
-pub use failure_detector::{FailureDetector, PeerState};
 pub use keelson_rules::{
     entity_hash, plan, rendezvous_owner, shard_for, Health, MapCommand, MapError, Placement,
     PlanLimits, ShardId, ShardMap,
 };
-pub use map_follower::follow as follow_map;
-pub use member::ClusterMember;
-pub use membership::{ClusterView, MemberStatus};
 pub use restart_budget::{RestartDecision, RestartPolicy, RestartTracker};
-pub use slow_nodes::{NodeSample, SlowNodeDetector};
 pub use storage::{StorageError, Store};
+pub use wire::codec::CodecError;
 pub use wire::{Fault, IdempotencyKey, RemoteError};
 
 /// Failures starting or running a process.

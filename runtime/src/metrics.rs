@@ -9,8 +9,6 @@
 
 use std::sync::OnceLock;
 
-use crate::failure_detector::PeerState;
-
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
@@ -102,6 +100,18 @@ pub struct Metrics {
 /// The label values each vector can take that do not depend on the cluster's configuration,
 /// each exported at 0 from start-up. A value passed to `with_label_values` belongs here.
 pub mod known {
+    /// Why a frame from a peer was refused (`keelson_bad_frames_total{reason}`): every
+    /// `wire::FrameError::reason`.
+    pub const FRAME_REFUSALS: &[&str] = &[
+        "malformed",
+        "too_large",
+        "bad_shard",
+        "out_of_range",
+        "unknown_node",
+    ];
+    /// A peer's state, for a transition (`keelson_peer_transitions_total{state}`): every
+    /// `cluster::failure_detector::PeerState::as_str`.
+    pub const PEER_STATES: &[&str] = &["joining", "up", "down"];
     /// Why an entity was passivated (`keelson_entity_passivations_total{reason}`).
     pub const PASSIVATION_REASONS: &[&str] = &["idle", "cap", "died"];
     /// What failed, for a restart (`keelson_entity_restarts_total{reason}`).
@@ -450,7 +460,7 @@ impl Metrics {
                     "Frames from peers refused because a shard number, index or length in them was out of range, by reason.",
                     &["reason"],
                 );
-                for reason in crate::wire::FrameError::REASONS {
+                for reason in known::FRAME_REFUSALS {
                     c.with_label_values(&[reason]);
                 }
                 c
@@ -503,9 +513,8 @@ impl Metrics {
         for peer in peers {
             self.peer_up.with_label_values(&[peer]);
             self.heartbeat_rtt.with_label_values(&[peer]);
-            for state in [PeerState::Joining, PeerState::Up, PeerState::Down] {
-                self.peer_transitions
-                    .with_label_values(&[peer, state.as_str()]);
+            for state in known::PEER_STATES {
+                self.peer_transitions.with_label_values(&[peer, state]);
             }
         }
     }

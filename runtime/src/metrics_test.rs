@@ -1,4 +1,5 @@
 use super::*;
+use crate::cluster::failure_detector::PeerState;
 
 #[test]
 fn after_start_up_every_family_exports_a_series_before_any_event() {

@@ -16,23 +16,23 @@ use std::time::Duration;
 use ractor::Actor;
 use tokio::sync::watch;
 
-use crate::catch_up;
 use crate::client::ClusterClient;
+use crate::cluster::lease::Lease;
+use crate::cluster::member::ClusterMember;
 use crate::config::ClusterConfig;
-use crate::control_plane::ControlPlane;
-use crate::entity::EntityKinds;
-use crate::frame_check::FrameLimits;
-use crate::keeper::{Keeper, KeeperArgs};
-use crate::lease::Lease;
-use crate::member::ClusterMember;
+use crate::consensus::control_plane::ControlPlane;
+use crate::host::entity::EntityKinds;
+use crate::host::keeper::{Keeper, KeeperArgs};
+use crate::host::shard_host::{ShardHost, ShardHostArgs};
 use crate::metrics;
 use crate::ops::{self, Readiness};
+use crate::replication::catch_up;
 use crate::replication::Replicator;
 use crate::restart_budget::RestartPolicy;
-use crate::shard_host::{ShardHost, ShardHostArgs};
 use crate::shutdown;
 use crate::shutdown::Shutdown;
 use crate::storage::Store;
+use crate::wire::frame_check::FrameLimits;
 use crate::RuntimeError;
 
 /// How the node restarts a shard host that died: quickly at first (the entities restart from

@@ -49,7 +49,7 @@ impl From<Arc<AtomicBool>> for Readiness {
 pub async fn serve(
     addr: SocketAddr,
     ready: impl Into<Readiness>,
-    view: tokio::sync::watch::Receiver<crate::membership::ClusterView>,
+    view: tokio::sync::watch::Receiver<crate::cluster::membership::ClusterView>,
     metrics_token: Option<Secret>,
     shutdown: Shutdown,
 ) -> std::io::Result<tokio::task::JoinHandle<()>> {

@@ -2,7 +2,7 @@
 //! or dropped whole; an entity's record lives at `kind 0x00 id` inside its shard's tree.
 //!
 //! A record is `lsn (u64, big-endian) · flag (0 live, 1 deleted) · value`, where the value is a
-//! versioned [`codec`](crate::codec) blob written by its entity crate. The lsn orders writes to a
+//! versioned [`codec`](crate::wire::codec) blob written by its entity crate. The lsn orders writes to a
 //! shard across primaries (`epoch << 40 | counter`): a replica applies a record only if its lsn
 //! is newer than the one it holds, so copies and live replication can arrive in any order.
 //! Deletions are kept as tombstones so a copy never brings a deleted entity back.

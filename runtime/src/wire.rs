@@ -1,5 +1,5 @@
 //! Node-to-node messages. These are the wire, not the domain: every frame is a versioned
-//! [`codec`](crate::codec) blob carried in one of two remotable ractor messages, so the ractor
+//! [`codec`] blob carried in one of two remotable ractor messages, so the ractor
 //! derive only ever sees `Vec<u8>` and a change here never changes ractor's variant tags.
 //!
 //! ```text
@@ -11,9 +11,13 @@ use ractor::RpcReplyPort;
 use ractor_cluster::RactorClusterMessage;
 use serde::{Deserialize, Serialize};
 
-use crate::codec::{self, CodecError};
+pub mod codec;
+pub mod frame_check;
+pub mod gateway_frames;
+pub mod rpc;
+
 use crate::config::Role;
-use crate::load::LoadReport;
+use codec::CodecError;
 
 /// Version byte of every frame in this module. 3: idempotency keys carry a request fingerprint,
 /// replays are marked, entity size and key-reuse errors.
@@ -98,6 +102,15 @@ pub struct ReadIndex {
     pub follower: String,
 }
 
+/// What a node reports of its load in every heartbeat answer (see `cluster::load`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoadReport {
+    /// Entity requests in flight on the node.
+    pub inflight: u32,
+    /// CPU used by the node's process over the last sample, in thousandths of one core.
+    pub cpu_permille: u32,
+}
+
 /// A follower's answer to a [`ReplicaWrite`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ReplicaAck {
@@ -165,13 +178,7 @@ pub enum FrameError {
 
 impl FrameError {
     /// Every value of [`FrameError::reason`], for pre-initialised metric labels.
-    pub const REASONS: &'static [&'static str] = &[
-        "malformed",
-        "too_large",
-        "bad_shard",
-        "out_of_range",
-        "unknown_node",
-    ];
+    pub const REASONS: &'static [&'static str] = crate::metrics::known::FRAME_REFUSALS;
 
     /// The metric label of this refusal.
     pub fn reason(&self) -> &'static str {

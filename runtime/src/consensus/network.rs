@@ -20,7 +20,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::{MapRaft, MapRequest, MapWatch, Raft};
-use crate::frame_check::{self, FrameLimits};
+use crate::wire::frame_check::{self, FrameLimits};
 use crate::wire::{self, FrameError, RaftRpc, WIRE_VERSION};
 use keelson_rules::shard_map::{MapCommand, MapError, ShardMap};
 

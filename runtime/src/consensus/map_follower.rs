@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use tokio::sync::{watch, Notify};
 
+use crate::cluster::membership::ClusterView;
 use crate::consensus::{fetch_map, MapWatch};
-use crate::membership::ClusterView;
 use keelson_rules::shard_map::ShardMap;
 
 /// Asks the follower to fetch the map now (a request just found its map stale).
@@ -54,10 +54,10 @@ pub fn follow(
                 .map(|from| async move { (from, fetch_map(from, timeout).await) });
             for (from, result) in futures_util::future::join_all(fetches).await {
                 let result = result.and_then(|map| {
-                    crate::frame_check::shard_map(&map, &expected)
+                    crate::wire::frame_check::shard_map(&map, &expected)
                         .map(|()| map)
                         .map_err(|e| {
-                            crate::frame_check::refuse("shard_map", &e);
+                            crate::wire::frame_check::refuse("shard_map", &e);
                             e.to_string()
                         })
                 });

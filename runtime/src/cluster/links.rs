@@ -252,7 +252,7 @@ where
         if tr.read_exact(&mut frame).await.is_err() {
             break;
         }
-        if let Err(why) = crate::gateway_frames::check(&frame) {
+        if let Err(why) = crate::wire::gateway_frames::check(&frame) {
             crate::metrics::get()
                 .link_refusals
                 .with_label_values(&["gateway_frame"])

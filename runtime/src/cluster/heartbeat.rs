@@ -18,7 +18,7 @@ pub struct ResponderArgs {
     /// Version of the shard map this process has applied.
     pub map_version: std::sync::Arc<std::sync::atomic::AtomicU64>,
     /// This process's load.
-    pub load: crate::load::Load,
+    pub load: crate::cluster::load::Load,
 }
 
 /// The heartbeat responder actor.

@@ -13,12 +13,12 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::consensus::control_plane::Proposer;
 use crate::consensus::MapWatch;
-use crate::control_plane::Proposer;
-use crate::frame_check::{self, FrameLimits};
 use crate::metrics;
-use crate::rpc::call_host;
 use crate::storage::Store;
+use crate::wire::frame_check::{self, FrameLimits};
+use crate::wire::rpc::call_host;
 use crate::wire::{self, CopyPage, CopyRequest, ShardHostRpc};
 use keelson_rules::shard_map::{MapCommand, ShardId};
 

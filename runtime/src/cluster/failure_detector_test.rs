@@ -94,3 +94,12 @@ fn unknown_peers_are_ignored() {
     assert_eq!(fd.heard("n9", ms(1), t0), None);
     assert_eq!(fd.state("n9"), None);
 }
+
+#[test]
+fn every_peer_state_is_a_known_metric_label() {
+    let states: Vec<&str> = [PeerState::Joining, PeerState::Up, PeerState::Down]
+        .iter()
+        .map(|s| s.as_str())
+        .collect();
+    assert_eq!(states, crate::metrics::known::PEER_STATES);
+}

@@ -15,7 +15,7 @@ use std::time::Instant;
 
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
 
-use crate::entity::{Call, EntityArgs, EntityKey, EntityKinds, EntityMsg};
+use crate::host::entity::{Call, EntityArgs, EntityKey, EntityKinds, EntityMsg};
 use crate::metrics;
 use crate::replication::Replicator;
 use crate::restart_budget::{RestartDecision, RestartPolicy, RestartTracker};

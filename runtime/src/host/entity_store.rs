@@ -15,10 +15,10 @@ use std::collections::VecDeque;
 
 use serde::{Deserialize, Serialize};
 
-use crate::codec;
-use crate::idempotency::{KeyRecord, Remembered};
-use crate::sealing::DataKey;
+use crate::host::idempotency::{KeyRecord, Remembered};
+use crate::host::sealing::DataKey;
 use crate::storage::Store;
+use crate::wire::codec;
 use keelson_rules::shard_map::ShardId;
 
 /// Version byte of the first envelope (keys without fingerprints, not sealed).

@@ -56,3 +56,15 @@ pub async fn call_host(
         _ => Err(RpcError::Lost(node.to_string())),
     }
 }
+
+/// Asks `primary` to hand `shard` (at `epoch`) over to `to` (see `replication::hand_over`): the
+/// planner's one call for a planned move.
+pub async fn hand_over(primary: &str, shard: u32, epoch: u64, to: &str) -> Result<(), String> {
+    let req = wire::encode(&wire::HandOver {
+        shard,
+        epoch,
+        to: to.to_string(),
+    });
+    let bytes = call_host(primary, ShardHostRpc::HandOver, req, Duration::from_secs(3)).await?;
+    wire::decode::<Result<(), String>>(&bytes).map_err(|e| e.to_string())?
+}

@@ -25,10 +25,10 @@ use rand::RngExt;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
+use crate::cluster::failure_detector::{Cause, FailureDetector, PeerState};
+use crate::cluster::lease::{Lease, LeaseTracker};
+use crate::cluster::load::LoadReport;
 use crate::config::Role;
-use crate::failure_detector::{Cause, FailureDetector, PeerState};
-use crate::lease::{Lease, LeaseTracker};
-use crate::load::LoadReport;
 use crate::metrics;
 use crate::wire::{self, HeartbeatRpc, Ping, Pong};
 
@@ -150,7 +150,7 @@ pub struct MembershipArgs {
     /// How long a majority's answers keep the lease.
     pub lease_duration: Duration,
     /// How links are dialled (TLS or not).
-    pub links: crate::links::Links,
+    pub links: crate::cluster::links::Links,
 }
 
 struct Session {
@@ -282,7 +282,7 @@ impl MembershipState {
         }
     }
 
-    fn apply(&mut self, t: crate::failure_detector::Transition) {
+    fn apply(&mut self, t: crate::cluster::failure_detector::Transition) {
         let m = metrics::get();
         m.peer_up
             .with_label_values(&[&t.peer])
@@ -556,7 +556,7 @@ impl ractor_cluster::NodeEventSubscription for SessionEvents {
         if let Some(name) = ses.peer_name {
             if self.require_tls {
                 let claimed = name.name.split('@').next().unwrap_or_default();
-                let proven = crate::links::proven_name(&ses.peer_addr);
+                let proven = crate::cluster::links::proven_name(&ses.peer_addr);
                 if proven != Some(claimed) {
                     metrics::get()
                         .link_refusals

@@ -17,24 +17,22 @@ use std::time::{Duration, Instant};
 use ractor::concurrency::JoinHandle;
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 
-use crate::activation::ActivationTable;
+use crate::cluster::lease::Lease;
+use crate::cluster::load::Load;
 use crate::consensus::MapWatch;
-use crate::entity::{CallResult, EntityKey, EntityKinds, Served};
-use crate::frame_check::{self, FrameLimits};
-use crate::lease::Lease;
-use crate::load::Load;
+use crate::host::activation::ActivationTable;
+use crate::host::entity::{CallResult, EntityKey, EntityKinds, Served};
+use crate::host::shard_supervisor::{Pending, ShardMsg, ShardSupervisor, ShardSupervisorArgs};
 use crate::metrics;
+use crate::replication::follower::Follower;
+use crate::replication::hand_over;
 use crate::replication::Replicator;
 use crate::restart_budget::RestartPolicy;
-use crate::shard_supervisor::{Pending, ShardMsg, ShardSupervisor, ShardSupervisorArgs};
 use crate::storage::Store;
-use crate::wire::{
-    self, CopyPage, CopyRequest, EntityReply, EntityRequest, ReadIndex, RemoteError, ReplicaAck,
-    ReplicaWrite, ShardHostRpc,
-};
-use keelson_rules::follower::{self, Known, Mark, Verdict};
-use keelson_rules::reads::{self, Ask, Serve, Standing};
-use keelson_rules::shard_map::{shard_for, Placement, ShardId};
+use crate::wire::frame_check::{self, FrameLimits};
+use crate::wire::{self, EntityReply, EntityRequest, ReadIndex, RemoteError, ShardHostRpc};
+use keelson_rules::reads::{self, Ask, Serve};
+use keelson_rules::shard_map::{shard_for, ShardId};
 
 /// Entity requests a node works on at once; past it a request is answered `Overloaded` at once
 /// rather than queued behind work that would miss its deadline (a node completes roughly
@@ -83,8 +81,8 @@ pub struct ShardHostState {
     active: ActivationTable<(ShardId, EntityKey)>,
     ticker: Option<JoinHandle<()>>,
     map_task: Option<tokio::task::JoinHandle<()>>,
-    /// Highest epoch (and its primary) this node has accepted replicated writes at, per shard.
-    accepted: HashMap<u32, Mark>,
+    /// The replication frames from peers (writes, read index, copy pages).
+    follower: Follower,
     /// Shards this node was primary of at the last map change.
     primary_of: std::collections::HashSet<u32>,
 }
@@ -126,120 +124,6 @@ impl ShardHostState {
         self.primary_of = now;
     }
 
-    /// A follower applies a write from the shard's primary, unless it knows a newer epoch.
-    fn replicate(&mut self, bytes: Vec<u8>, reply: RpcReplyPort<Vec<u8>>) {
-        let m = metrics::get();
-        let checked = frame_check::decode::<ReplicaWrite>("replicate", &bytes, &self.args.frames)
-            .and_then(|w| {
-                let map = self.args.map.borrow();
-                let s = frame_check::shard(w.shard, map.shard_count())?;
-                let epoch = map.placement(s).epoch;
-                frame_check::replica_write(
-                    &w,
-                    map.shard_count(),
-                    map.nodes(),
-                    epoch,
-                    &self.args.frames,
-                )?;
-                Ok(w)
-            });
-        let w = match checked {
-            Ok(w) => w,
-            Err(e) => {
-                frame_check::refuse("replicate", &e);
-                let _ = reply.send(wire::encode(&ReplicaAck::Refused(e)));
-                return;
-            }
-        };
-        let shard = ShardId(w.shard);
-        let verdict = {
-            let map = self.args.map.borrow();
-            let p = map.placement(shard);
-            let known = Known {
-                me: &self.args.node,
-                map_epoch: p.epoch,
-                map_primary: &p.primary,
-                mark: self.accepted.get(&w.shard),
-            };
-            follower::on_write(known, w.epoch, &w.primary)
-        };
-        match verdict {
-            Verdict::Stale { epoch } => {
-                m.replica_writes.with_label_values(&["stale"]).inc();
-                let _ = reply.send(wire::encode(&ReplicaAck::Stale { epoch }));
-                return;
-            }
-            Verdict::Apply { mark, step_down } => {
-                if let Some(mark) = mark {
-                    self.accepted.insert(w.shard, mark);
-                }
-                // Another node writes as primary at a newer epoch while this node's map still
-                // names it: the map change has not arrived here yet. Step down now, before
-                // acknowledging, so no entity here answers from memory that no longer has every
-                // acknowledged write.
-                if step_down && self.args.replicator.depose(shard, w.epoch) {
-                    // Requests stop at the ownership check; the entities stop when the map arrives.
-                    tracing::warn!(shard = w.shard, new_primary = %w.primary, epoch = w.epoch, "another node leads this shard at a newer epoch; stepping down before the map says so");
-                }
-            }
-        }
-        if let Err(e) = self
-            .args
-            .store
-            .apply(shard, &w.kind, &w.id, w.lsn, w.value.as_deref())
-        {
-            m.replica_writes.with_label_values(&["failed"]).inc();
-            let _ = reply.send(wire::encode(&ReplicaAck::Failed(e.to_string())));
-            return;
-        }
-        let store = self.args.store.clone();
-        tokio::spawn(async move {
-            let ack = match store.commit().await {
-                Ok(()) => {
-                    metrics::get()
-                        .replica_writes
-                        .with_label_values(&["applied"])
-                        .inc();
-                    ReplicaAck::Applied
-                }
-                Err(e) => ReplicaAck::Failed(e.to_string()),
-            };
-            let _ = reply.send(wire::encode(&ack));
-        });
-    }
-
-    /// Gives a shard up to an in-sync follower (see [`Replicator::hand_over`]), off the actor;
-    /// requests stop at the ownership check at once, the entities when the map arrives.
-    fn hand_over(&mut self, bytes: Vec<u8>, reply: RpcReplyPort<Vec<u8>>) {
-        let checked = frame_check::decode::<wire::HandOver>("hand_over", &bytes, &self.args.frames)
-            .and_then(|h| {
-                let map = self.args.map.borrow();
-                let s = frame_check::shard(h.shard, map.shard_count())?;
-                let epoch = map.placement(s).epoch;
-                frame_check::hand_over(&h, map.shard_count(), map.nodes(), epoch)?;
-                Ok((s, h))
-            });
-        let (shard, req) = match checked {
-            Ok(c) => c,
-            Err(e) => {
-                frame_check::refuse("hand_over", &e);
-                let _ = reply.send(wire::encode(&Err::<(), String>(format!(
-                    "hand-over refused: {e}"
-                ))));
-                return;
-            }
-        };
-        let replicator = self.args.replicator.clone();
-        tracing::info!(shard = req.shard, to = %req.to, epoch = req.epoch, "handing the shard over");
-        tokio::spawn(async move {
-            let result = replicator.hand_over(shard, req.epoch, &req.to).await;
-            if let Err(e) = &result {
-                tracing::info!(shard = req.shard, error = %e, "hand-over not done; still primary");
-            }
-            let _ = reply.send(wire::encode(&result));
-        });
-    }
-
     /// Stops the entities of a shard this node no longer leads.
     fn stop_shard(&mut self, shard: ShardId, why: &str) {
         if let Some(sup) = self.supervisors.remove(&shard) {
@@ -247,56 +131,6 @@ impl ShardHostState {
             self.by_actor.remove(&sup.get_id());
             sup.stop(Some(why.to_string()));
         }
-    }
-
-    /// The primary serves one page of a shard to a learner it knows about.
-    fn copy(&mut self, bytes: Vec<u8>, reply: RpcReplyPort<Vec<u8>>) {
-        let checked = frame_check::decode::<CopyRequest>("copy", &bytes, &self.args.frames)
-            .and_then(|r| {
-                let map = self.args.map.borrow();
-                let s = frame_check::copy_request(&r, map.shard_count(), map.nodes())?;
-                Ok((s, r))
-            });
-        let page = match checked {
-            Err(e) => {
-                frame_check::refuse("copy", &e);
-                CopyPage::Refused(format!("copy request refused: {e}"))
-            }
-            Ok((shard, req)) => {
-                let p = self.args.map.borrow().placement(shard).clone();
-                if p.primary != self.args.node || !p.learners.contains(&req.learner) {
-                    CopyPage::Refused(format!(
-                        "{} is not primary of shard {} with learner {}",
-                        self.args.node, req.shard, req.learner
-                    ))
-                } else {
-                    if req.after.is_none() {
-                        // Every write from now on is sent to the learner; wait out any write
-                        // that read the map before it listed the learner.
-                        self.args.replicator.fence(shard);
-                    }
-                    match self.args.store.scan(
-                        shard,
-                        req.after.as_deref(),
-                        frame_check::MAX_PAGE_RECORDS,
-                        self.args.frames.copy_page_bytes,
-                    ) {
-                        Ok((records, next)) => CopyPage::Records {
-                            records: records
-                                .into_iter()
-                                .map(|(k, i, r)| (k, i, r.lsn, r.value))
-                                .collect(),
-                            done: next.is_none(),
-                            next,
-                        },
-                        Err(e) => {
-                            CopyPage::Refused(format!("cannot read shard {}: {e}", req.shard))
-                        }
-                    }
-                }
-            }
-        };
-        let _ = reply.send(wire::encode(&page));
     }
 
     fn check(&self, req: &EntityRequest) -> Result<Route, RemoteError> {
@@ -317,7 +151,7 @@ impl ShardHostState {
             read: req.read,
             fault: req.fault.is_some(),
         };
-        match reads::serve(self.standing(shard, p), ask) {
+        match reads::serve(self.follower.standing(shard, p), ask) {
             Serve::Primary => Ok(Route::Primary(shard)),
             Serve::Follower => Ok(Route::Follower(shard, p.primary.clone())),
             Serve::NoLease => Err(RemoteError::NoLease(a.node.clone())),
@@ -327,17 +161,6 @@ impl ShardHostState {
                 epoch: req.epoch,
                 owner: p.primary.clone(),
             }),
-        }
-    }
-
-    /// Where this node stands for `shard` (placed at `p` in its map).
-    fn standing(&self, shard: ShardId, p: &Placement) -> Standing {
-        let a = &self.args;
-        Standing {
-            lease_valid: a.lease.is_valid(),
-            primary: p.primary == a.node,
-            deposed: a.replicator.is_deposed(shard, p.epoch),
-            in_sync: p.in_sync.contains(&a.node),
         }
     }
 
@@ -364,7 +187,7 @@ impl ShardHostState {
                 shard: shard.0,
                 follower: node.clone(),
             });
-            let confirmed = crate::rpc::call_host(
+            let confirmed = crate::wire::rpc::call_host(
                 &primary,
                 ShardHostRpc::ReadIndex,
                 ask,
@@ -394,32 +217,6 @@ impl ShardHostState {
             };
             let _ = reply.send(bounded(&answer, limit));
         });
-    }
-
-    /// The primary answers a follower's [`ReadIndex`].
-    fn read_index(&self, bytes: Vec<u8>, reply: RpcReplyPort<Vec<u8>>) {
-        let checked = frame_check::decode::<ReadIndex>("read_index", &bytes, &self.args.frames)
-            .and_then(|q| {
-                let map = self.args.map.borrow();
-                frame_check::read_index(&q, map.shard_count(), map.nodes())?;
-                Ok(q)
-            });
-        // A question that breaks the rules is answered "not confirmed": the follower must not
-        // serve the read.
-        let ok = checked
-            .inspect_err(|e| frame_check::refuse("read_index", e))
-            .is_ok_and(|q| {
-                let shard = ShardId(q.shard);
-                let map = self.args.map.borrow();
-                let p = map.placement(shard);
-                let suspect = !self.args.replicator.may_serve_reads(shard, &q.follower);
-                reads::grant_read(
-                    self.standing(shard, p),
-                    p.in_sync.contains(&q.follower),
-                    suspect,
-                )
-            });
-        let _ = reply.send(wire::encode(&ok));
     }
 
     async fn supervisor(
@@ -628,14 +425,22 @@ impl Actor for ShardHost {
             .shards_of(&args.node)
             .map(|s| s.0)
             .collect();
+        let follower = Follower::new(
+            args.node.clone(),
+            args.map.clone(),
+            args.store.clone(),
+            args.replicator.clone(),
+            args.lease.clone(),
+            args.frames,
+        );
         Ok(ShardHostState {
+            follower,
             active: ActivationTable::new(args.max_active, args.idle_timeout),
             args,
             supervisors: HashMap::new(),
             by_actor: HashMap::new(),
             ticker: Some(ticker),
             map_task: Some(map_task),
-            accepted: HashMap::new(),
             primary_of,
         })
     }
@@ -674,10 +479,13 @@ impl Actor for ShardHost {
                 st.passivate(idle, "idle");
             }
             ShardHostRpc::MapChanged => st.map_changed(),
-            ShardHostRpc::Replicate(bytes, reply) => st.replicate(bytes, reply),
-            ShardHostRpc::Copy(bytes, reply) => st.copy(bytes, reply),
-            ShardHostRpc::ReadIndex(bytes, reply) => st.read_index(bytes, reply),
-            ShardHostRpc::HandOver(bytes, reply) => st.hand_over(bytes, reply),
+            ShardHostRpc::Replicate(bytes, reply) => st.follower.replicate(bytes, reply),
+            ShardHostRpc::Copy(bytes, reply) => st.follower.copy(bytes, reply),
+            ShardHostRpc::ReadIndex(bytes, reply) => st.follower.read_index(bytes, reply),
+            ShardHostRpc::HandOver(bytes, reply) => {
+                let a = &st.args;
+                hand_over::answer(&a.replicator, &a.map, &a.frames, bytes, reply)
+            }
         }
         Ok(())
     }

@@ -17,13 +17,13 @@ use ractor_cluster::RactorMessage;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::codec;
 use crate::config::EntityLimits;
-use crate::entity_store::{self, Persisted};
-use crate::idempotency::Seen;
+use crate::host::entity_store::{self, Persisted};
+use crate::host::idempotency::Seen;
 use crate::metrics;
 use crate::replication::Replicator;
 use crate::storage::Store;
+use crate::wire::codec;
 use crate::wire::{Fault, IdempotencyKey, RemoteError};
 use keelson_rules::shard_map::ShardId;
 
@@ -265,7 +265,7 @@ struct StoredJournal<'a> {
     shard: ShardId,
     kind: &'static str,
     id: &'a str,
-    key: Option<&'a crate::sealing::DataKey>,
+    key: Option<&'a crate::host::sealing::DataKey>,
     len: u64,
 }
 
@@ -495,7 +495,7 @@ async fn persist<E: Entity>(
     let data_key = st
         .rest
         .key
-        .get_or_insert_with(crate::sealing::DataKey::generate)
+        .get_or_insert_with(crate::host::sealing::DataKey::generate)
         .clone();
     for record in append {
         let seq = st.rest.journal_len + 1;

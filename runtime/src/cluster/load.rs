@@ -5,16 +5,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
-
-/// What a node reports.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LoadReport {
-    /// Entity requests in flight on the node.
-    pub inflight: u32,
-    /// CPU used by the node's process over the last sample, in thousandths of one core.
-    pub cpu_permille: u32,
-}
+pub use crate::wire::LoadReport;
 
 /// The live counters; cheap to clone.
 #[derive(Debug, Clone, Default)]

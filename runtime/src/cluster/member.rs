@@ -12,15 +12,15 @@ use ractor_cluster::node::NodeConnectionMode;
 use ractor_cluster::{IncomingEncryptionMode, NodeServer, NodeServerMessage};
 use tokio::sync::watch;
 
-use crate::config::{ClusterConfig, Member, Role};
-use crate::entity::now_ms;
-use crate::heartbeat::{HeartbeatResponder, ResponderArgs};
-use crate::lease::Lease;
-use crate::links::Links;
-use crate::load::Load;
-use crate::membership::{
+use crate::clock::now_ms;
+use crate::cluster::heartbeat::{HeartbeatResponder, ResponderArgs};
+use crate::cluster::lease::Lease;
+use crate::cluster::links::Links;
+use crate::cluster::load::Load;
+use crate::cluster::membership::{
     ClusterView, Membership, MembershipArgs, MembershipMsg, Peer, SessionEvents,
 };
+use crate::config::{ClusterConfig, Member, Role};
 use crate::wire::HeartbeatRpc;
 use crate::RuntimeError;
 

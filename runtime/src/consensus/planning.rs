@@ -1,0 +1,205 @@
+//! The planner: while this node leads consensus, it turns who is up into map changes.
+//!
+//! ```text
+//! tick / view / map / raft metrics change ─▶ observe (map, view, raft state; a down leader
+//!   triggers an election) ─▶ leader only: plan (rules::plan, promotion health) ─▶ propose each
+//!   (a Handoff asks the old primary to hand over itself) ─▶ count what was committed
+//! ```
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use openraft::{RaftMetrics, ServerState};
+use tokio::sync::watch;
+
+use crate::cluster::membership::ClusterView;
+use crate::consensus::{self, node_id, MapWatch, Raft};
+use keelson_rules::planner::{plan, PlanLimits};
+use keelson_rules::promotion::{self, Seen};
+use keelson_rules::shard_map::{MapCommand, ShardId, ShardMap};
+
+/// What the planner saw on one round.
+struct Observed {
+    map: Arc<ShardMap>,
+    view: ClusterView,
+    leader: bool,
+}
+
+/// The planner's state between rounds.
+struct Planner {
+    me: String,
+    raft: Arc<Raft>,
+    version: Arc<AtomicU64>,
+    promotion_delay: Duration,
+    /// The consensus leader this node already called an election against.
+    elected_for: Option<u64>,
+}
+
+/// Runs the planner of node `me` until a watched channel closes.
+pub(super) async fn planner_loop(
+    me: String,
+    raft: Arc<Raft>,
+    mut map: MapWatch,
+    mut view: watch::Receiver<ClusterView>,
+    version: Arc<AtomicU64>,
+    promotion_delay: Duration,
+) {
+    let mut metrics = raft.metrics();
+    let mut planner = Planner {
+        me,
+        raft,
+        version,
+        promotion_delay,
+        elected_for: None,
+    };
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            r = view.changed() => if r.is_err() { return },
+            r = map.changed() => if r.is_err() { return },
+            r = metrics.changed() => if r.is_err() { return },
+        }
+        let now = planner.observe(&map, &view, &metrics).await;
+        if !now.leader {
+            continue;
+        }
+        planner.elected_for = None;
+        let started = Instant::now();
+        let cmds = planner.plan(&now);
+        let results = planner.propose(&now.map, cmds).await;
+        count(&now, results, started);
+    }
+}
+
+impl Planner {
+    /// Reads the map, the view and the raft state; calls an election at once when the leader is
+    /// down (a killed leader closes its connections: no need to wait out the election timeout).
+    async fn observe(
+        &mut self,
+        map: &MapWatch,
+        view: &watch::Receiver<ClusterView>,
+        metrics: &watch::Receiver<RaftMetrics<u64, openraft::BasicNode>>,
+    ) -> Observed {
+        let current = map.borrow().clone();
+        self.version.store(current.version(), Ordering::Release);
+        let (state, leader) = {
+            let m = metrics.borrow();
+            (m.state, m.current_leader)
+        };
+        let v = view.borrow().clone();
+        if let Some(l) = leader.filter(|l| *l != node_id(&self.me)) {
+            let name = current.nodes().iter().find(|n| node_id(n) == l).cloned();
+            if let Some(name) = name {
+                if v.state_of(&name) == Some("down") && self.elected_for != Some(l) {
+                    self.elected_for = Some(l);
+                    tracing::info!(leader = %name, "consensus leader is down; starting an election");
+                    let _ = self.raft.trigger().elect().await;
+                }
+            }
+        }
+        crate::metrics::get()
+            .consensus_leader
+            .set(i64::from(state == ServerState::Leader));
+        Observed {
+            map: current,
+            view: v,
+            leader: state == ServerState::Leader,
+        }
+    }
+
+    /// The changes to propose: at most one per shard, promotions first (they end
+    /// unavailability; the rest only restore redundancy).
+    fn plan(&self, now: &Observed) -> Vec<MapCommand> {
+        // Down counts only once the node's lease has surely run out.
+        let health =
+            |n: &str| promotion::health(n == self.me, seen(&now.view, n), self.promotion_delay);
+        let cmds = plan(&now.map, &health, PlanLimits::default());
+        let mut seen = HashSet::new();
+        let mut cmds: Vec<MapCommand> = cmds
+            .into_iter()
+            .filter(|c| seen.insert(c.shard()))
+            .collect();
+        cmds.sort_by_key(|c| !matches!(c, MapCommand::Promote { .. }));
+        cmds
+    }
+
+    /// Proposes every change together, so openraft commits them in a few batches, not one
+    /// round each. A planned move is asked of the primary itself, so it stops writing before
+    /// the new primary starts.
+    async fn propose(
+        &self,
+        map: &ShardMap,
+        cmds: Vec<MapCommand>,
+    ) -> Vec<(MapCommand, Result<u64, String>)> {
+        let proposals = cmds.into_iter().map(|cmd| {
+            let raft = self.raft.clone();
+            let old_primary = map.placement(ShardId(cmd.shard())).primary.clone();
+            async move {
+                let result = match &cmd {
+                    MapCommand::Handoff { shard, epoch, to } => {
+                        crate::wire::rpc::hand_over(&old_primary, *shard, *epoch, to)
+                            .await
+                            .map(|()| 0)
+                    }
+                    _ => consensus::propose(&raft, cmd.clone(), Duration::from_secs(2))
+                        .await
+                        .map_err(|e| e.to_string()),
+                };
+                (cmd, result)
+            }
+        });
+        futures_util::future::join_all(proposals).await
+    }
+}
+
+/// Counts (and logs) what the proposals did.
+fn count(now: &Observed, results: Vec<(MapCommand, Result<u64, String>)>, started: Instant) {
+    for (cmd, result) in results {
+        match result {
+            Ok(committed) => {
+                let kind = match cmd {
+                    MapCommand::Promote { .. } => "promote",
+                    MapCommand::Shrink { .. } => "shrink",
+                    MapCommand::AddLearner { .. } => "add_learner",
+                    MapCommand::Join { .. } => "join",
+                    MapCommand::Handoff { .. } => "handoff",
+                };
+                let m = crate::metrics::get();
+                m.map_changes.with_label_values(&[kind]).inc();
+                if let MapCommand::Promote { .. } = cmd {
+                    // The old primary was down for at least the promotion delay; `for_ms`
+                    // says since when, as this leader saw it.
+                    m.failovers.inc();
+                    if let Some(since) = down_for(&now.view, &now.map, &cmd) {
+                        m.failover_seconds
+                            .observe(since.as_secs_f64() + started.elapsed().as_secs_f64());
+                    }
+                }
+                tracing::debug!(?cmd, version = committed, "planned change committed");
+            }
+            Err(e) => tracing::debug!(?cmd, error = %e, "planned change not applied"),
+        }
+    }
+}
+
+/// What the failure detector says of `node`, as this node's view shows it.
+fn seen(view: &ClusterView, node: &str) -> Seen {
+    match view.members.iter().find(|m| m.name == node) {
+        Some(m) if m.state == "up" => Seen::Up,
+        Some(m) if m.state == "down" => Seen::DownFor(Duration::from_millis(m.for_ms)),
+        _ => Seen::Unknown,
+    }
+}
+
+/// How long the primary that `cmd` replaces had been down when the plan was made.
+fn down_for(view: &ClusterView, map: &ShardMap, cmd: &MapCommand) -> Option<Duration> {
+    let old = &map.placement(ShardId(cmd.shard())).primary;
+    view.members
+        .iter()
+        .find(|m| &m.name == old && m.state == "down")
+        .map(|m| Duration::from_millis(m.for_ms))
+}
