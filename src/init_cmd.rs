@@ -30,7 +30,7 @@ pub fn ensure(cfg: &ClusterConfig) -> anyhow::Result<Made> {
     let mut made = Made::default();
     if cfg.tls.enabled {
         made.certs = keelson_runtime::tls::Pki::new(&cfg.tls)
-            .ensure(cfg)
+            .ensure(cfg, &keelson_bridge::config::tls_subjects(cfg))
             .context("cannot make the cluster's certificates")?;
     }
     let key_file = &cfg.auth.admin_key_file;
@@ -39,7 +39,9 @@ pub fn ensure(cfg: &ClusterConfig) -> anyhow::Result<Made> {
     {
         made.admin_key = Some(key_file.clone());
     }
-    if cfg.mqtt.is_some() && std::env::var(keelson_bridge::SERVICE_SECRET_ENV).is_err() {
+    if keelson_bridge::config::mqtt(cfg).is_some()
+        && std::env::var(keelson_bridge::SERVICE_SECRET_ENV).is_err()
+    {
         let f = keelson_bridge::service_secret_file(cfg);
         if write_new_secret(&f, &keelson_bridge::random_password())? {
             made.mqtt_secret = Some(f);

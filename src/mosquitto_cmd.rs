@@ -62,7 +62,7 @@ async fn device_hashes(cfg: &ClusterConfig) -> Result<Vec<(String, String)>, Str
 
 /// Writes the three files into `out`.
 pub fn write(cfg: &ClusterConfig, out: &Path, extra: &[String]) -> anyhow::Result<usize> {
-    let Some(m) = &cfg.mqtt else {
+    let Some(m) = keelson_bridge::config::mqtt(cfg) else {
         bail!("nodes.toml has no [mqtt] section");
     };
     for s in extra {
@@ -129,7 +129,7 @@ pub fn write(cfg: &ClusterConfig, out: &Path, extra: &[String]) -> anyhow::Resul
     if cfg.tls.enabled {
         // The listener speaks only TLS, with the certificate `keelson init` made for it.
         let pki = keelson_runtime::tls::Pki::new(&cfg.tls);
-        let name = keelson_runtime::tls::EXTERNAL_BROKER_CERT;
+        let name = keelson_bridge::config::EXTERNAL_BROKER_CERT;
         let _ = write!(
             conf,
             "cafile {}\ncertfile {}\nkeyfile {}\n",

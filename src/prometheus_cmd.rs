@@ -33,11 +33,19 @@ pub fn scrape_config(cfg: &ClusterConfig, rules: Option<&Path>, interval_s: u32)
         let _ = writeln!(out, "      credentials_file: \"{}\"", f.display());
     }
     let _ = writeln!(out, "    static_configs:");
-    for m in cfg.broker().iter().chain(cfg.members()) {
-        let _ = writeln!(out, "      - targets: [\"{}\"]", m.ops_addr);
+    let broker = keelson_bridge::config::embedded_broker(cfg);
+    let members = cfg
+        .members()
+        .map(|m| (m.name.as_str(), m.role.as_str(), m.ops_addr));
+    let targets = broker
+        .iter()
+        .map(|b| (b.name, b.kind, b.ops_addr))
+        .chain(members);
+    for (name, role, ops_addr) in targets {
+        let _ = writeln!(out, "      - targets: [\"{}\"]", ops_addr);
         let _ = writeln!(out, "        labels:");
-        let _ = writeln!(out, "          node: \"{}\"", m.name);
-        let _ = writeln!(out, "          role: \"{}\"", m.role.as_str());
+        let _ = writeln!(out, "          node: \"{}\"", name);
+        let _ = writeln!(out, "          role: \"{}\"", role);
     }
     out
 }

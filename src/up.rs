@@ -17,6 +17,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::{bail, Context};
+use keelson_bridge::config::EmbeddedBroker;
 use keelson_chaos::{LinkControl, LinkMember};
 use keelson_runtime::{ClusterConfig, Member, Role};
 use serde::Serialize;
@@ -35,8 +36,55 @@ fn restart_delay(quick_failures: u32) -> Duration {
 
 const STABLE_AFTER: Duration = Duration::from_secs(30);
 
+/// What a child is: a cluster member, or the embedded MQTT broker beside them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Member(Role),
+    Broker,
+}
+
+impl Kind {
+    fn as_str(self) -> &'static str {
+        match self {
+            Kind::Member(role) => role.as_str(),
+            Kind::Broker => keelson_bridge::config::BROKER_KIND,
+        }
+    }
+}
+
+/// One process `up` runs. For the broker, `cluster_addr` is its MQTT address.
+#[derive(Debug, Clone)]
+struct Process {
+    name: String,
+    kind: Kind,
+    cluster_addr: SocketAddr,
+    ops_addr: SocketAddr,
+}
+
+impl From<&Member> for Process {
+    fn from(m: &Member) -> Self {
+        Process {
+            name: m.name.clone(),
+            kind: Kind::Member(m.role),
+            cluster_addr: m.cluster_addr,
+            ops_addr: m.ops_addr,
+        }
+    }
+}
+
+impl From<&EmbeddedBroker> for Process {
+    fn from(b: &EmbeddedBroker) -> Self {
+        Process {
+            name: b.name.to_string(),
+            kind: Kind::Broker,
+            cluster_addr: b.mqtt_addr,
+            ops_addr: b.ops_addr,
+        }
+    }
+}
+
 struct Child {
-    member: Member,
+    member: Process,
     pid: Option<u32>,
     started: Instant,
     quick_failures: u32,
@@ -112,10 +160,10 @@ impl Up {
             .with_context(|| format!("cannot open log {}", c.log.display()))?;
         let mut cmd = tokio::process::Command::new(exe);
         cmd.arg("--log-format").arg(self.format.as_str());
-        match c.member.role {
-            Role::Node => cmd.arg("node").arg("--name").arg(&c.member.name),
-            Role::Gateway => cmd.arg("gateway"),
-            Role::Broker => cmd.arg("broker"),
+        match c.member.kind {
+            Kind::Member(Role::Node) => cmd.arg("node").arg("--name").arg(&c.member.name),
+            Kind::Member(Role::Gateway) => cmd.arg("gateway"),
+            Kind::Broker => cmd.arg("broker"),
         };
         if let Some((links, _)) = &self.links {
             for (node, addr) in links.dial_via(&c.member.name) {
@@ -160,7 +208,7 @@ impl Up {
                 .iter()
                 .map(|c| RunMember {
                     name: &c.member.name,
-                    role: c.member.role.as_str(),
+                    role: c.member.kind.as_str(),
                     pid: c.pid,
                     cluster_addr: c.member.cluster_addr.to_string(),
                     ops_addr: c.member.ops_addr.to_string(),
@@ -300,11 +348,15 @@ impl Up {
 
     async fn stop_all(&mut self) {
         // Gateway first so no new requests arrive, then every node at once.
-        for role in [Role::Gateway, Role::Node, Role::Broker] {
+        for kind in [
+            Kind::Member(Role::Gateway),
+            Kind::Member(Role::Node),
+            Kind::Broker,
+        ] {
             let pids: Vec<u32> = self
                 .children
                 .iter()
-                .filter(|c| c.member.role == role)
+                .filter(|c| c.member.kind == kind)
                 .filter_map(|c| c.pid)
                 .collect();
             for &pid in &pids {
@@ -448,16 +500,17 @@ pub async fn run(
     };
     let (tx, mut rx) = mpsc::unbounded_channel();
     // The broker first: the nodes' bridge connects to it as soon as they are up.
-    let broker = cfg.broker();
+    let broker = keelson_bridge::config::embedded_broker(&cfg);
     let children = broker
         .iter()
-        .chain(cfg.members())
+        .map(Process::from)
+        .chain(cfg.members().map(Process::from))
         .map(|m| Child {
-            member: m.clone(),
+            log: logs.join(format!("{}.log", m.name)),
+            member: m,
             pid: None,
             started: Instant::now(),
             quick_failures: 0,
-            log: logs.join(format!("{}.log", m.name)),
         })
         .collect();
     let mut up = Up {
@@ -543,7 +596,7 @@ fn print_banner(up: &Up) {
             c.log.display()
         ));
     }
-    if let Some(m) = &cfg.mqtt {
+    if let Some(m) = keelson_bridge::config::mqtt(cfg) {
         out.push_str(&format!(
             "  mqtt     {}://{}   (devices publish to keelson/devices/<id>/telemetry with their own credentials)\n",
             if cfg.tls.enabled { "mqtts" } else { "mqtt" },

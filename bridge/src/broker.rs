@@ -19,8 +19,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use keelson_runtime::config::BrokerLocation;
-
+use crate::config::{BrokerLocation, BROKER_NAME};
 use keelson_runtime::config::Secret;
 
 use crate::mqtt_auth::Authenticator;
@@ -163,7 +162,7 @@ pub async fn run(
     fetch: CredentialsFetch,
     stop: impl Future<Output = ()>,
 ) -> Result<(), BrokerError> {
-    let mqtt = cfg.mqtt.as_ref().ok_or(BrokerError::NotEmbedded(
+    let mqtt = crate::config::mqtt(&cfg).ok_or(BrokerError::NotEmbedded(
         "nodes.toml has no [mqtt] section: there is no broker to run",
     ))?;
     let BrokerLocation::Embedded { ops_addr } = mqtt.broker else {
@@ -209,9 +208,8 @@ pub async fn run(
         })
     };
     let (tls, reload) = if cfg.tls.enabled {
-        let me = cfg.broker().expect("an embedded broker is a member of up");
         let (server, reloader) = keelson_runtime::tls::Pki::new(&cfg.tls)
-            .https_server(&me)
+            .tls_server(BROKER_NAME)
             .map_err(BrokerError::Tls)?;
         (
             Some(tokio_rustls::TlsAcceptor::from(server)),
@@ -223,7 +221,7 @@ pub async fn run(
     let gate = start_embedded(addr, max, auth.clone(), tls.clone()).await?;
     let ready = Arc::new(AtomicBool::new(true));
     let (_view_tx, view) = tokio::sync::watch::channel(ClusterView {
-        me: "broker".to_string(),
+        me: BROKER_NAME.to_string(),
         members: vec![],
     });
     let (trigger, shutdown) = keelson_runtime::shutdown::channel();

@@ -1,6 +1,7 @@
 use std::collections::HashSet;
+use std::fmt;
 
-use serde_json::json;
+use serde_json::{json, Map, Value};
 
 use super::*;
 

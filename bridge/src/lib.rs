@@ -10,6 +10,8 @@
 //! gateway ──publisher──▶ desired state and commands from the HTTP API
 //! ```
 //!
+//! - `config`: `[mqtt]` and `[iot]` of nodes.toml, read and checked here (the runtime passes
+//!   them through), and the broker's place beside the members (process, certificate).
 //! - `broker`: the embedded broker process.
 //! - `bridge`: the singleton session and the anomaly chain.
 //! - `edge`: the checks every message passes before an actor sees it.
@@ -22,6 +24,7 @@
 
 mod bridge;
 mod broker;
+pub mod config;
 mod edge;
 mod metrics;
 mod mqtt_acl;

@@ -256,7 +256,7 @@ fn api_tls(
 fn mqtt_publisher(cfg: &ClusterConfig) -> Result<Option<keelson_bridge::Publisher>, RuntimeError> {
     let mqtt_tls = keelson_bridge::MqttTls::for_cluster(cfg)
         .map_err(|e| RuntimeError::Security(e.to_string()))?;
-    let publisher = cfg.mqtt.as_ref().map(|m| {
+    let publisher = keelson_bridge::config::mqtt(cfg).map(|m| {
         keelson_bridge::Publisher::start(
             m.addr,
             &format!("keelson-pub-{}", cfg.gateway.name),

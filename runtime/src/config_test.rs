@@ -1,3 +1,6 @@
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
 use super::*;
 
 const GOOD: &str = r#"
@@ -142,54 +145,6 @@ fn for_test_builds_a_valid_cluster() {
     let c = ClusterConfig::for_test(4, 20000, Path::new("/tmp/x"));
     assert_eq!(c.nodes.len(), 4);
     assert_eq!(c.member("n4").unwrap().cluster_addr.port(), 20016);
-}
-
-#[test]
-fn mqtt_is_off_without_its_section_and_embedded_by_default_with_it() {
-    let cfg = parse(GOOD, Path::new("/base")).unwrap();
-    assert_eq!(cfg.mqtt, None);
-    assert_eq!(cfg.broker(), None);
-    let cfg = parse(&format!("{GOOD}\n[mqtt]\n"), Path::new("/base")).unwrap();
-    let m = cfg.mqtt.clone().unwrap();
-    assert_eq!(m.addr, "127.0.0.1:1883".parse().unwrap());
-    assert_eq!(
-        m.broker,
-        BrokerLocation::Embedded {
-            ops_addr: "127.0.0.1:9105".parse().unwrap()
-        }
-    );
-    assert_eq!(cfg.broker().unwrap().name, "broker");
-    let cfg = parse(
-        &format!("{GOOD}\n[mqtt]\nbroker = \"mqtt://127.0.0.1:2883\"\n"),
-        Path::new("/base"),
-    )
-    .unwrap();
-    assert_eq!(cfg.mqtt.clone().unwrap().broker, BrokerLocation::External);
-    assert_eq!(cfg.broker(), None, "nothing for `up` to run");
-}
-
-#[test]
-fn mqtt_and_iot_problems_name_their_field() {
-    let p = problems(&format!(
-        "{GOOD}\n[mqtt]\nbroker = \"tcp://x\"\nrate_per_device = 0.0\n[iot]\newma_alpha = 1.5\n[iot.thresholds]\ntemperature = {{ min = 50.0, max = 10.0 }}\nhumidity = {{}}\n"
-    ));
-    for want in [
-        "mqtt.broker: \"tcp://x\" is neither",
-        "mqtt.rate_per_device: 0",
-        "iot.ewma_alpha: 1.5",
-        "iot.thresholds.temperature: min 50 must be below max 10",
-        "iot.thresholds.humidity: give min, max or both",
-    ] {
-        assert!(p.iter().any(|x| x.starts_with(want)), "{want} not in {p:?}");
-    }
-    let p = problems(&format!("{GOOD}\n[mqtt]\nport = 9101\n"));
-    assert!(
-        p.iter()
-            .any(|x| x.contains("mqtt.port: 9101 already used by node \"n1\"")),
-        "{p:?}"
-    );
-    let p = problems(&format!("{GOOD}\n[mqtt]\ncolour = 1\n"));
-    assert!(p[0].contains("colour"), "{p:?}");
 }
 
 #[test]

@@ -2,12 +2,14 @@
 //!
 //! ```text
 //! <tls dir>/ca.pem, ca.key          the cluster CA (ECDSA P-256); ca.key never leaves this dir
-//!           <member>.pem, .key      one per node, gateway and broker, signed by the CA
+//!           <name>.pem, .key        one per node and gateway, and per extra subject the caller
+//!                                   names (a process beside the cluster), signed by the CA
 //! ```
 //!
-//! A member's certificate carries the DNS name `<name>.<role>.keelson` (its identity: the name a
-//! member claims on a cluster link must be the one its certificate carries) plus the member's IP
-//! address and, on loopback, `localhost` (so an HTTPS client can check the gateway by address).
+//! A certificate carries the DNS name `<name>.<kind>.keelson` (a member's identity: the name a
+//! member claims on a cluster link must be the one its certificate carries; `kind` is its role)
+//! plus its IP address and, on loopback, `localhost` (so an HTTPS client can check the gateway
+//! by address).
 //! All TLS here uses one crypto provider, aws-lc-rs, chosen explicitly rather than through the
 //! process default.
 
@@ -64,7 +66,33 @@ pub fn install_provider() {
 
 /// The DNS name a member's certificate carries: `<name>.<role>.keelson`.
 pub fn identity_name(role: Role, name: &str) -> String {
-    format!("{name}.{}.keelson", role.as_str())
+    identity(role.as_str(), name)
+}
+
+fn identity(kind: &str, name: &str) -> String {
+    format!("{name}.{kind}.keelson")
+}
+
+/// Who a certificate is for: a member, or a process beside the cluster that the caller of
+/// [`Pki::ensure`] names (the runtime itself knows only nodes and gateways).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subject {
+    /// Name of its files (`<name>.pem`, `<name>.key`) and first part of its DNS identity.
+    pub name: String,
+    /// What it is (a member's role, or the caller's word): `<name>.<kind>.keelson`.
+    pub kind: &'static str,
+    /// The address it serves on.
+    pub ip: IpAddr,
+}
+
+impl From<&Member> for Subject {
+    fn from(m: &Member) -> Self {
+        Subject {
+            name: m.name.clone(),
+            kind: m.role.as_str(),
+            ip: m.cluster_addr.ip(),
+        }
+    }
 }
 
 /// Where the certificates of a cluster live.
@@ -133,9 +161,15 @@ impl Pki {
         self.dir.join("ca.key")
     }
 
-    /// Makes the CA if there is none, and a certificate for every member that has none.
-    /// Returns the files it created (existing ones are kept, so a restart changes nothing).
-    pub fn ensure(&self, cfg: &ClusterConfig) -> Result<Vec<PathBuf>, TlsError> {
+    /// Makes the CA if there is none, and a certificate for every member and every `extra`
+    /// subject that has none. Returns the files it created (existing ones are kept, so a restart
+    /// changes nothing).
+    pub fn ensure(&self, cfg: &ClusterConfig, extra: &[Subject]) -> Result<Vec<PathBuf>, TlsError> {
+        let subjects: Vec<Subject> = cfg
+            .members()
+            .map(Subject::from)
+            .chain(extra.iter().cloned())
+            .collect();
         std::fs::create_dir_all(&self.dir).map_err(io(&self.dir))?;
         let mut made = Vec::new();
         let ca_key_path = self.ca_key_path();
@@ -158,18 +192,18 @@ impl Pki {
             std::fs::write(self.ca_path(), cert.pem()).map_err(io(&self.ca_path()))?;
             made.push(self.ca_path());
             // A new CA invalidates every member certificate signed by an older one.
-            for m in members_of(cfg) {
+            for m in &subjects {
                 let _ = std::fs::remove_file(self.cert_path(&m.name));
             }
         }
         let issuer = rcgen::Issuer::new(params, &ca_key);
-        for m in members_of(cfg) {
+        for m in &subjects {
             let cert_path = self.cert_path(&m.name);
             if cert_path.exists() && self.key_path(&m.name).exists() {
                 continue;
             }
             let key = rcgen::KeyPair::generate().map_err(gen)?;
-            let cert = member_params(&m)?.signed_by(&key, &issuer).map_err(gen)?;
+            let cert = subject_params(m)?.signed_by(&key, &issuer).map_err(gen)?;
             write_private(&self.key_path(&m.name), key.serialize_pem().as_bytes())?;
             std::fs::write(&cert_path, cert.pem()).map_err(io(&cert_path))?;
             made.push(cert_path);
@@ -240,11 +274,17 @@ impl Pki {
     /// HTTPS server side for `me` (the gateway): its certificate, reloaded from disk when the
     /// file changes, no client certificate asked.
     pub fn https_server(&self, me: &Member) -> Result<(Arc<ServerConfig>, CertReloader), TlsError> {
+        self.tls_server(&me.name)
+    }
+
+    /// A TLS server presenting the certificate called `name` (a member's or an extra
+    /// [`Subject`]'s), reloaded from disk when the file changes, no client certificate asked.
+    pub fn tls_server(&self, name: &str) -> Result<(Arc<ServerConfig>, CertReloader), TlsError> {
         let reloader = CertReloader {
             pki: self.clone(),
-            name: me.name.clone(),
-            current: Arc::new(RwLock::new(Arc::new(self.certified_key(&me.name)?))),
-            stamp: Arc::new(RwLock::new(self.stamp(&me.name))),
+            name: name.to_string(),
+            current: Arc::new(RwLock::new(Arc::new(self.certified_key(name)?))),
+            stamp: Arc::new(RwLock::new(self.stamp(name))),
         };
         let mut cfg = ServerConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
@@ -298,32 +338,9 @@ pub fn client_trusting(ca: &Path) -> Result<ClientConfig, TlsError> {
         .with_no_client_auth())
 }
 
-/// Name of the certificate an outside MQTT broker (Mosquitto) serves TLS with.
-pub const EXTERNAL_BROKER_CERT: &str = "mqtt-broker";
-
-/// Every member that gets a certificate: the nodes, the gateway, the embedded broker (or the
-/// outside broker's listener).
-fn members_of(cfg: &ClusterConfig) -> Vec<Member> {
-    let external = cfg
-        .mqtt
-        .as_ref()
-        .filter(|_| cfg.broker().is_none())
-        .map(|m| Member {
-            name: EXTERNAL_BROKER_CERT.to_string(),
-            role: Role::Broker,
-            cluster_addr: m.addr,
-            ops_addr: m.addr,
-        });
-    cfg.members()
-        .cloned()
-        .chain(cfg.broker())
-        .chain(external)
-        .collect()
-}
-
-fn member_params(m: &Member) -> Result<rcgen::CertificateParams, TlsError> {
-    let ip = m.cluster_addr.ip();
-    let mut sans = vec![identity_name(m.role, &m.name), ip.to_string()];
+fn subject_params(m: &Subject) -> Result<rcgen::CertificateParams, TlsError> {
+    let ip = m.ip;
+    let mut sans = vec![identity(m.kind, &m.name), ip.to_string()];
     if ip.is_loopback() {
         sans.push("localhost".to_string());
         if ip != IpAddr::from([127, 0, 0, 1]) {
@@ -332,9 +349,9 @@ fn member_params(m: &Member) -> Result<rcgen::CertificateParams, TlsError> {
     }
     let mut p = rcgen::CertificateParams::new(sans).map_err(gen)?;
     p.distinguished_name
-        .push(rcgen::DnType::CommonName, identity_name(m.role, &m.name));
+        .push(rcgen::DnType::CommonName, identity(m.kind, &m.name));
     p.distinguished_name
-        .push(rcgen::DnType::OrganizationalUnitName, m.role.as_str());
+        .push(rcgen::DnType::OrganizationalUnitName, m.kind);
     p.extended_key_usages = vec![
         rcgen::ExtendedKeyUsagePurpose::ServerAuth,
         rcgen::ExtendedKeyUsagePurpose::ClientAuth,
@@ -426,10 +443,10 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         let cfg = cluster(&dir);
         let pki = Pki::new(&cfg.tls);
-        let made = pki.ensure(&cfg).unwrap();
+        let made = pki.ensure(&cfg, &[]).unwrap();
         assert_eq!(made.len(), 2 + 3, "CA key, CA, n1, n2, gateway: {made:?}");
         assert!(
-            pki.ensure(&cfg).unwrap().is_empty(),
+            pki.ensure(&cfg, &[]).unwrap().is_empty(),
             "a second run changes nothing"
         );
         use std::os::unix::fs::PermissionsExt;
@@ -459,7 +476,7 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         let cfg = cluster(&dir);
         let pki = Pki::new(&cfg.tls);
-        pki.ensure(&cfg).unwrap();
+        pki.ensure(&cfg, &[]).unwrap();
         let gw = cfg.gateway.clone();
         let (_, reloader) = pki.https_server(&gw).unwrap();
         let before = reloader.current.read().unwrap().cert[0].clone();
@@ -470,7 +487,7 @@ mod tests {
         assert_eq!(reloader.current.read().unwrap().cert[0], before);
         // A new pair is picked up.
         std::fs::remove_file(pki.cert_path(&gw.name)).unwrap();
-        pki.ensure(&cfg).unwrap();
+        pki.ensure(&cfg, &[]).unwrap();
         assert!(reloader.check());
         assert_ne!(reloader.current.read().unwrap().cert[0], before);
         let _ = std::fs::remove_dir_all(&dir);

@@ -196,7 +196,7 @@ impl Cluster {
             "keelson init: {}",
             String::from_utf8_lossy(&init.stderr)
         );
-        let cfg = keelson_runtime::config::load(&config).unwrap();
+        let cfg = keelson_bridge::config::load(&config).unwrap();
         let admin_key = cfg
             .auth
             .admin_key()

@@ -1,10 +1,166 @@
-//! `[mqtt]` and `[iot]`: where devices' MQTT broker is, the edge limits, and the anomaly
-//! thresholds. Plain data for the bridge crate; the runtime itself never speaks MQTT.
+//! `[mqtt]` and `[iot]` of `nodes.toml`: where devices' MQTT broker is, the edge limits and the
+//! anomaly thresholds. The runtime does not know these sections: it passes their tables through
+//! ([`ClusterConfig::section`]) and lets [`SECTIONS`] check them when the file is loaded, so a
+//! broken `[mqtt]` is refused at start-up with the field named, like any other.
+//!
+//! ```text
+//! load(path) ─▶ runtime: its own sections ─┐
+//!              [mqtt], [iot] ─▶ MqttSection / IotSection::check ─▶ problems, ports, hosts
+//! later: mqtt(cfg), iot(cfg) ─▶ the checked values, from the tables the runtime kept
+//!        embedded_broker(cfg), tls_subjects(cfg) ─▶ what `keelson up` and `keelson init` add
+//! ```
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
 
+use keelson_runtime::config::{ConfigError, Section, SectionCheck};
+use keelson_runtime::tls::Subject;
+use keelson_runtime::ClusterConfig;
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+
+/// Name of the embedded broker's process (its log, pid file and certificate: `broker.pem`).
+pub const BROKER_NAME: &str = "broker";
+/// What the broker is, in its certificate (`broker.broker.keelson`) and `keelson up`'s run file.
+pub const BROKER_KIND: &str = "broker";
+/// Name of the certificate an outside MQTT broker (Mosquitto) serves TLS with.
+pub const EXTERNAL_BROKER_CERT: &str = "mqtt-broker";
+
+/// `[mqtt]`: devices' broker and the bridge's edge limits; absent: no MQTT.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct MqttSection;
+
+/// `[iot]`: anomaly detection and the sample window.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct IotSection;
+
+/// The sections of `nodes.toml` this crate owns, for [`keelson_runtime::config::load_with`].
+pub static SECTIONS: &[&dyn Section] = &[&MqttSection, &IotSection];
+
+/// Reads and validates `nodes.toml` with `[mqtt]` and `[iot]`.
+pub fn load(path: &Path) -> Result<ClusterConfig, ConfigError> {
+    keelson_runtime::config::load_with(path, SECTIONS)
+}
+
+/// Parses and validates TOML text with `[mqtt]` and `[iot]`.
+pub fn parse(text: &str, base_dir: &Path) -> Result<ClusterConfig, ConfigError> {
+    keelson_runtime::config::parse_with(text, base_dir, SECTIONS)
+}
+
+/// Only `[mqtt]` of the whole file: errors keep their line and column.
+#[derive(Deserialize)]
+struct MqttOnly {
+    #[serde(default)]
+    mqtt: Option<RawMqtt>,
+}
+
+/// Only `[iot]` of the whole file.
+#[derive(Deserialize)]
+struct IotOnly {
+    #[serde(default)]
+    iot: RawIot,
+}
+
+impl Section for MqttSection {
+    fn name(&self) -> &'static str {
+        "mqtt"
+    }
+
+    fn check(&self, text: &str) -> Result<SectionCheck, String> {
+        let raw: MqttOnly = toml::from_str(text).map_err(|e| e.to_string())?;
+        let mut check = SectionCheck::default();
+        if let Some(m) = raw
+            .mqtt
+            .as_ref()
+            .and_then(|m| validate_mqtt(m, &mut check.problems))
+        {
+            check.listens = m.listens();
+            check.hosts = vec![m.addr.ip()];
+        }
+        Ok(check)
+    }
+}
+
+impl Section for IotSection {
+    fn name(&self) -> &'static str {
+        "iot"
+    }
+
+    fn check(&self, text: &str) -> Result<SectionCheck, String> {
+        let raw: IotOnly = toml::from_str(text).map_err(|e| e.to_string())?;
+        let mut check = SectionCheck::default();
+        validate_iot(&raw.iot, &mut check.problems);
+        Ok(check)
+    }
+}
+
+/// The section `name` as the runtime kept it; it was checked when the file was loaded.
+fn raw_section<T: DeserializeOwned>(cfg: &ClusterConfig, name: &str) -> Option<T> {
+    let table = cfg.section(name)?.clone();
+    Some(
+        toml::Value::Table(table)
+            .try_into()
+            .unwrap_or_else(|e| panic!("[{name}] was checked when nodes.toml was loaded: {e}")),
+    )
+}
+
+/// `[mqtt]` of `cfg`; `None` without the section.
+pub fn mqtt(cfg: &ClusterConfig) -> Option<MqttConfig> {
+    validate_mqtt(&raw_section(cfg, "mqtt")?, &mut Vec::new())
+}
+
+/// `[iot]` of `cfg` (defaults without the section).
+pub fn iot(cfg: &ClusterConfig) -> IotConfig {
+    validate_iot(
+        &raw_section(cfg, "iot").unwrap_or_default(),
+        &mut Vec::new(),
+    )
+}
+
+/// The embedded broker as a process of `keelson up`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EmbeddedBroker {
+    /// Its name: [`BROKER_NAME`].
+    pub name: &'static str,
+    /// What it is: [`BROKER_KIND`].
+    pub kind: &'static str,
+    /// Where devices connect.
+    pub mqtt_addr: SocketAddr,
+    /// Its `/metrics`, `/health` and `/ready`.
+    pub ops_addr: SocketAddr,
+}
+
+/// The broker `keelson up` runs, when `[mqtt] broker = "embedded"`.
+pub fn embedded_broker(cfg: &ClusterConfig) -> Option<EmbeddedBroker> {
+    let m = mqtt(cfg)?;
+    match m.broker {
+        BrokerLocation::Embedded { ops_addr } => Some(EmbeddedBroker {
+            name: BROKER_NAME,
+            kind: BROKER_KIND,
+            mqtt_addr: m.addr,
+            ops_addr,
+        }),
+        BrokerLocation::External => None,
+    }
+}
+
+/// The certificates the broker needs beside the members': the embedded broker's, or the one
+/// an outside broker's TLS listener serves ([`EXTERNAL_BROKER_CERT`]).
+pub fn tls_subjects(cfg: &ClusterConfig) -> Vec<Subject> {
+    let Some(m) = mqtt(cfg) else {
+        return Vec::new();
+    };
+    let name = match m.broker {
+        BrokerLocation::Embedded { .. } => BROKER_NAME,
+        BrokerLocation::External => EXTERNAL_BROKER_CERT,
+    };
+    vec![Subject {
+        name: name.to_string(),
+        kind: BROKER_KIND,
+        ip: m.addr.ip(),
+    }]
+}
 
 /// `[mqtt]` as written.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -90,7 +246,7 @@ fn default_burst() -> f64 {
 /// Where the broker is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BrokerLocation {
-    /// `keelson up` runs it (the `broker` process), listening on [`MqttConfig::addr`].
+    /// `keelson up` runs it (the [`BROKER_NAME`] process), listening on [`MqttConfig::addr`].
     Embedded {
         /// Its ops endpoint.
         ops_addr: SocketAddr,
@@ -146,7 +302,7 @@ impl MqttConfig {
 }
 
 /// Checks `[mqtt]`.
-pub fn validate_mqtt(m: &RawMqtt, problems: &mut Vec<String>) -> Option<MqttConfig> {
+fn validate_mqtt(m: &RawMqtt, problems: &mut Vec<String>) -> Option<MqttConfig> {
     if !(256..=16 * 1024 * 1024).contains(&m.max_payload_bytes) {
         problems.push(format!(
             "mqtt.max_payload_bytes: {} is out of range 256..=16777216",
@@ -210,7 +366,7 @@ pub fn validate_mqtt(m: &RawMqtt, problems: &mut Vec<String>) -> Option<MqttConf
 }
 
 /// Checks `[iot]`.
-pub fn validate_iot(i: &RawIot, problems: &mut Vec<String>) -> IotConfig {
+fn validate_iot(i: &RawIot, problems: &mut Vec<String>) -> IotConfig {
     if let Some(a) = i.ewma_alpha {
         if !(a > 0.0 && a < 1.0) {
             problems.push(format!("iot.ewma_alpha: {a} must be between 0 and 1"));
@@ -270,3 +426,7 @@ pub fn validate_iot(i: &RawIot, problems: &mut Vec<String>) -> IotConfig {
             .collect(),
     }
 }
+
+#[cfg(test)]
+#[path = "config_test.rs"]
+mod tests;
