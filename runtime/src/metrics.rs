@@ -10,7 +10,7 @@
 use std::sync::OnceLock;
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
@@ -90,7 +90,7 @@ pub struct Metrics {
     /// 1 for a node this process marks degraded (far slower or failing more than its peers).
     pub node_degraded: IntGaugeVec,
     /// This process's latency EWMA per node, seconds.
-    pub node_latency: prometheus::GaugeVec,
+    pub node_latency: GaugeVec,
     /// Frames from peers refused by this process, by reason (see `frame_check`).
     pub bad_frames: IntCounterVec,
     /// Times this node restarted its shard host after it died.
@@ -175,44 +175,225 @@ pub fn render() -> String {
     String::from_utf8(buf).unwrap_or_default()
 }
 
-fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
-    let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+fn counter(r: &Registry, about: About, labels: &[&str]) -> IntCounterVec {
+    let c = IntCounterVec::new(Opts::new(about.name, about.help), labels).expect("valid metric");
     r.register(Box::new(c.clone())).expect("registered once");
     c
 }
 
 /// A counter vector with one label whose `values` are exported at 0 from the start.
-fn counter_of(r: &Registry, name: &str, help: &str, label: &str, values: &[&str]) -> IntCounterVec {
-    let c = counter(r, name, help, &[label]);
+fn counter_of(r: &Registry, about: About, label: &str, values: &[&str]) -> IntCounterVec {
+    let c = counter(r, about, &[label]);
     for v in values {
         c.with_label_values(&[v]);
     }
     c
 }
 
-fn int_counter(r: &Registry, name: &str, help: &str) -> IntCounter {
-    let c = IntCounter::new(name, help).expect("valid metric");
+fn int_counter(r: &Registry, about: About) -> IntCounter {
+    let c = IntCounter::new(about.name, about.help).expect("valid metric");
     r.register(Box::new(c.clone())).expect("registered once");
     c
 }
 
-fn gauge_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
-    let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
+fn gauge_vec(r: &Registry, about: About, labels: &[&str]) -> IntGaugeVec {
+    let g = IntGaugeVec::new(Opts::new(about.name, about.help), labels).expect("valid metric");
     r.register(Box::new(g.clone())).expect("registered once");
     g
 }
 
-fn gauge(r: &Registry, name: &str, help: &str) -> IntGauge {
-    let g = IntGauge::new(name, help).expect("valid metric");
+fn float_gauge_vec(r: &Registry, about: About, labels: &[&str]) -> GaugeVec {
+    let g = GaugeVec::new(Opts::new(about.name, about.help), labels).expect("valid metric");
     r.register(Box::new(g.clone())).expect("registered once");
     g
 }
 
-fn histogram(r: &Registry, name: &str, help: &str, buckets: Vec<f64>) -> Histogram {
-    let h = Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets)).expect("valid");
+fn gauge(r: &Registry, about: About) -> IntGauge {
+    let g = IntGauge::new(about.name, about.help).expect("valid metric");
+    r.register(Box::new(g.clone())).expect("registered once");
+    g
+}
+
+fn histogram(r: &Registry, about: About, buckets: Vec<f64>) -> Histogram {
+    let opts = HistogramOpts::new(about.name, about.help).buckets(buckets);
+    let h = Histogram::with_opts(opts).expect("valid");
     r.register(Box::new(h.clone())).expect("registered once");
     h
 }
+
+/// A histogram vector over [`latency_buckets`].
+fn histogram_vec(r: &Registry, about: About, labels: &[&str]) -> HistogramVec {
+    let opts = HistogramOpts::new(about.name, about.help).buckets(latency_buckets());
+    let h = HistogramVec::new(opts, labels).expect("valid");
+    r.register(Box::new(h.clone())).expect("registered once");
+    h
+}
+
+/// What a collector is called and says it counts.
+#[derive(Debug, Clone, Copy)]
+struct About {
+    name: &'static str,
+    help: &'static str,
+}
+
+// Entities (host).
+const ENTITIES_ACTIVE: About = About {
+    name: "keelson_entities_active",
+    help: "Active entities by kind.",
+};
+const ENTITY_ACTIVATIONS: About = About {
+    name: "keelson_entity_activations_total",
+    help: "Entity activations by kind.",
+};
+const ENTITY_PASSIVATIONS: About = About {
+    name: "keelson_entity_passivations_total",
+    help: "Entity passivations by kind and reason.",
+};
+const ENTITY_FAILURES: About = About {
+    name: "keelson_entity_failures_total",
+    help: "Entity panics and errors by kind.",
+};
+const ENTITY_RESTARTS: About = About {
+    name: "keelson_entity_restarts_total",
+    help: "Entity restarts scheduled after a failure, by kind and reason (panic or error).",
+};
+const ENTITY_QUARANTINES: About = About {
+    name: "keelson_entity_quarantines_total",
+    help: "Entities quarantined, by kind and reason (restart_budget: it kept failing).",
+};
+const ENTITY_REQUESTS_IN_FLIGHT: About = About {
+    name: "keelson_entity_requests_in_flight",
+    help: "Requests handed to entity actors and not yet answered, by kind.",
+};
+const ENTITIES_QUARANTINED: About = About {
+    name: "keelson_entities_quarantined",
+    help: "Entities currently quarantined, by kind.",
+};
+const MESSAGES_HANDLED: About = About {
+    name: "keelson_messages_handled_total",
+    help: "Entity requests handled by this node, by kind and outcome.",
+};
+// Shards, peers and the map (cluster, consensus).
+const SHARDS_OWNED: About = About {
+    name: "keelson_shards_owned",
+    help: "Shards this node owns.",
+};
+const SHARD_EPOCH: About = About {
+    name: "keelson_shard_map_epoch",
+    help: "Epoch of the shard map in force.",
+};
+const HEARTBEAT_RTT: About = About {
+    name: "keelson_heartbeat_rtt_seconds",
+    help: "Heartbeat round trip by peer.",
+};
+const PEER_UP: About = About {
+    name: "keelson_peer_up",
+    help: "1 when the peer answers heartbeats, 0 otherwise.",
+};
+const PEER_TRANSITIONS: About = About {
+    name: "keelson_peer_transitions_total",
+    help: "Peer state changes by peer and new state.",
+};
+// Routing (client).
+const ROUTED_REQUESTS: About = About {
+    name: "keelson_routed_requests_total",
+    help: "Entity requests sent by this process, by outcome.",
+};
+// Storage.
+const STORAGE_FLUSH_SECONDS: About = About {
+    name: "keelson_storage_flush_seconds",
+    help: "Duration of one storage fsync.",
+};
+const STORAGE_FLUSH_BATCH: About = About {
+    name: "keelson_storage_flush_batch_size",
+    help: "Writes made durable by one fsync.",
+};
+// Replication and failover.
+const DUPLICATE_PRIMARY: About = About {
+    name: "keelson_duplicate_primary_total",
+    help: "Writes confirmed by a node after it lost the primary role; must stay 0.",
+};
+const STALE_PRIMARY_REFUSALS: About = About {
+    name: "keelson_stale_primary_refusals_total",
+    help: "Writes refused because a follower knew a newer epoch.",
+};
+const IN_SYNC_SHRINKS: About = About {
+    name: "keelson_in_sync_shrinks_total",
+    help: "Followers dropped from an in-sync set by this node.",
+};
+const LINK_REFUSALS: About = About {
+    name: "keelson_link_refusals_total",
+    help: "Cluster connections refused, by reason.",
+};
+const REPLICA_WRITES: About = About {
+    name: "keelson_replica_writes_total",
+    help: "Replicated writes received as a follower, by result.",
+};
+const MAP_CHANGES: About = About {
+    name: "keelson_map_changes_total",
+    help: "Shard-map changes committed by this node while leading, by kind.",
+};
+const SHARDS_FOLLOWING: About = About {
+    name: "keelson_shards_following",
+    help: "Shards this node follows in sync.",
+};
+const SHARDS_LEARNING: About = About {
+    name: "keelson_shards_learning",
+    help: "Shards this node is copying.",
+};
+const COPY_RECORDS: About = About {
+    name: "keelson_copy_records_total",
+    help: "Records received by shard copies.",
+};
+const CONSENSUS_LEADER: About = About {
+    name: "keelson_consensus_leader",
+    help: "1 while this node leads the consensus log.",
+};
+const READS_SERVED: About = About {
+    name: "keelson_reads_served_total",
+    help: "Reads served by this node, by what it served them as (primary or follower).",
+};
+const REPLICATION_ACK: About = About {
+    name: "keelson_replication_ack_seconds",
+    help: "How long a primary waits for its in-sync followers to acknowledge a write.",
+};
+const SHARDS_UNDER_REPLICATED: About = About {
+    name: "keelson_shards_under_replicated",
+    help: "Shards this node leads with fewer in-sync copies than the replication factor.",
+};
+const FAILOVERS: About = About {
+    name: "keelson_failovers_total",
+    help: "Failed primaries replaced by an in-sync follower, committed by this node while leading.",
+};
+const FAILOVER_SECONDS: About = About {
+    name: "keelson_failover_seconds",
+    help: "From the leader seeing a primary down to its replacement committed.",
+};
+// Lease, availability and gray failures.
+const LEASE_VALID: About = About {
+    name: "keelson_lease_valid",
+    help: "1 while answers from a majority keep this node's primary lease.",
+};
+const SHARDS_UNAVAILABLE: About = About {
+    name: "keelson_shards_unavailable",
+    help: "Shards whose primary this process sees down.",
+};
+const NODE_DEGRADED: About = About {
+    name: "keelson_node_degraded",
+    help: "1 for a node marked degraded: far slower or failing more than its peers.",
+};
+const SHARD_HOST_RESTARTS: About = About {
+    name: "keelson_shard_host_restarts_total",
+    help: "Times this node restarted its shard host after it died.",
+};
+const NODE_LATENCY: About = About {
+    name: "keelson_node_latency_seconds",
+    help: "Smoothed heartbeat round trip to each node, as this process sees it (what gray-failure detection compares).",
+};
+const BAD_FRAMES: About = About {
+    name: "keelson_bad_frames_total",
+    help: "Frames from peers refused because a shard number, index or length in them was out of range, by reason.",
+};
 
 /// Latency buckets from 50 µs to 10 s.
 pub fn latency_buckets() -> Vec<f64> {
@@ -236,242 +417,50 @@ impl Metrics {
             let pc = prometheus::process_collector::ProcessCollector::for_self();
             r.register(Box::new(pc)).expect("registered once");
         }
-        let heartbeat_rtt = HistogramVec::new(
-            HistogramOpts::new(
-                "keelson_heartbeat_rtt_seconds",
-                "Heartbeat round trip by peer.",
-            )
-            .buckets(latency_buckets()),
-            &["peer"],
-        )
-        .expect("valid");
-        r.register(Box::new(heartbeat_rtt.clone()))
-            .expect("registered once");
         Self {
-            entities_active: gauge_vec(
-                &r,
-                "keelson_entities_active",
-                "Active entities by kind.",
-                &["kind"],
-            ),
-            entity_activations: counter(
-                &r,
-                "keelson_entity_activations_total",
-                "Entity activations by kind.",
-                &["kind"],
-            ),
-            entity_passivations: counter(
-                &r,
-                "keelson_entity_passivations_total",
-                "Entity passivations by kind and reason.",
-                &["kind", "reason"],
-            ),
-            entity_failures: counter(
-                &r,
-                "keelson_entity_failures_total",
-                "Entity panics and errors by kind.",
-                &["kind"],
-            ),
-            entity_restarts: counter(
-                &r,
-                "keelson_entity_restarts_total",
-                "Entity restarts scheduled after a failure, by kind and reason (panic or error).",
-                &["kind", "reason"],
-            ),
-            entity_quarantines: counter(
-                &r,
-                "keelson_entity_quarantines_total",
-                "Entities quarantined, by kind and reason (restart_budget: it kept failing).",
-                &["kind", "reason"],
-            ),
-            entity_requests_in_flight: gauge_vec(
-                &r,
-                "keelson_entity_requests_in_flight",
-                "Requests handed to entity actors and not yet answered, by kind.",
-                &["kind"],
-            ),
-            entities_quarantined: gauge_vec(
-                &r,
-                "keelson_entities_quarantined",
-                "Entities currently quarantined, by kind.",
-                &["kind"],
-            ),
-            messages_handled: counter(
-                &r,
-                "keelson_messages_handled_total",
-                "Entity requests handled by this node, by kind and outcome.",
-                &["kind", "outcome"],
-            ),
-            shards_owned: gauge(&r, "keelson_shards_owned", "Shards this node owns."),
-            shard_epoch: gauge(
-                &r,
-                "keelson_shard_map_epoch",
-                "Epoch of the shard map in force.",
-            ),
-            peer_up: gauge_vec(
-                &r,
-                "keelson_peer_up",
-                "1 when the peer answers heartbeats, 0 otherwise.",
-                &["peer"],
-            ),
-            peer_transitions: counter(
-                &r,
-                "keelson_peer_transitions_total",
-                "Peer state changes by peer and new state.",
-                &["peer", "state"],
-            ),
-            heartbeat_rtt,
-            routed_requests: counter_of(
-                &r,
-                "keelson_routed_requests_total",
-                "Entity requests sent by this process, by outcome.",
-                "outcome",
-                known::ROUTED_OUTCOMES,
-            ),
-            storage_flush_seconds: histogram(
-                &r,
-                "keelson_storage_flush_seconds",
-                "Duration of one storage fsync.",
-                latency_buckets(),
-            ),
+            entities_active: gauge_vec(&r, ENTITIES_ACTIVE, &["kind"]),
+            entity_activations: counter(&r, ENTITY_ACTIVATIONS, &["kind"]),
+            entity_passivations: counter(&r, ENTITY_PASSIVATIONS, &["kind", "reason"]),
+            entity_failures: counter(&r, ENTITY_FAILURES, &["kind"]),
+            entity_restarts: counter(&r, ENTITY_RESTARTS, &["kind", "reason"]),
+            entity_quarantines: counter(&r, ENTITY_QUARANTINES, &["kind", "reason"]),
+            entity_requests_in_flight: gauge_vec(&r, ENTITY_REQUESTS_IN_FLIGHT, &["kind"]),
+            entities_quarantined: gauge_vec(&r, ENTITIES_QUARANTINED, &["kind"]),
+            messages_handled: counter(&r, MESSAGES_HANDLED, &["kind", "outcome"]),
+            shards_owned: gauge(&r, SHARDS_OWNED),
+            shard_epoch: gauge(&r, SHARD_EPOCH),
+            peer_up: gauge_vec(&r, PEER_UP, &["peer"]),
+            peer_transitions: counter(&r, PEER_TRANSITIONS, &["peer", "state"]),
+            heartbeat_rtt: histogram_vec(&r, HEARTBEAT_RTT, &["peer"]),
+            routed_requests: counter_of(&r, ROUTED_REQUESTS, "outcome", known::ROUTED_OUTCOMES),
+            storage_flush_seconds: histogram(&r, STORAGE_FLUSH_SECONDS, latency_buckets()),
             storage_flush_batch: histogram(
                 &r,
-                "keelson_storage_flush_batch_size",
-                "Writes made durable by one fsync.",
+                STORAGE_FLUSH_BATCH,
                 vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0],
             ),
-            duplicate_primary: int_counter(
-                &r,
-                "keelson_duplicate_primary_total",
-                "Writes confirmed by a node after it lost the primary role; must stay 0.",
-            ),
-            stale_primary_refusals: int_counter(
-                &r,
-                "keelson_stale_primary_refusals_total",
-                "Writes refused because a follower knew a newer epoch.",
-            ),
-            in_sync_shrinks: int_counter(
-                &r,
-                "keelson_in_sync_shrinks_total",
-                "Followers dropped from an in-sync set by this node.",
-            ),
-            link_refusals: counter_of(
-                &r,
-                "keelson_link_refusals_total",
-                "Cluster connections refused, by reason.",
-                "reason",
-                known::LINK_REFUSALS,
-            ),
-            replica_writes: counter_of(
-                &r,
-                "keelson_replica_writes_total",
-                "Replicated writes received as a follower, by result.",
-                "result",
-                known::REPLICA_WRITE_RESULTS,
-            ),
-            map_changes: counter_of(
-                &r,
-                "keelson_map_changes_total",
-                "Shard-map changes committed by this node while leading, by kind.",
-                "change",
-                known::MAP_CHANGES,
-            ),
-            shards_following: gauge(
-                &r,
-                "keelson_shards_following",
-                "Shards this node follows in sync.",
-            ),
-            shards_learning: gauge(
-                &r,
-                "keelson_shards_learning",
-                "Shards this node is copying.",
-            ),
-            copy_records: int_counter(
-                &r,
-                "keelson_copy_records_total",
-                "Records received by shard copies.",
-            ),
-            consensus_leader: gauge(
-                &r,
-                "keelson_consensus_leader",
-                "1 while this node leads the consensus log.",
-            ),
-            reads_served: counter_of(
-                &r,
-                "keelson_reads_served_total",
-                "Reads served by this node, by what it served them as (primary or follower).",
-                "served_as",
-                known::SERVED_AS,
-            ),
-            replication_ack: histogram(
-                &r,
-                "keelson_replication_ack_seconds",
-                "How long a primary waits for its in-sync followers to acknowledge a write.",
-                latency_buckets(),
-            ),
-            shards_under_replicated: gauge(
-                &r,
-                "keelson_shards_under_replicated",
-                "Shards this node leads with fewer in-sync copies than the replication factor.",
-            ),
-            failovers: int_counter(
-                &r,
-                "keelson_failovers_total",
-                "Failed primaries replaced by an in-sync follower, committed by this node while leading.",
-            ),
-            failover_seconds: histogram(
-                &r,
-                "keelson_failover_seconds",
-                "From the leader seeing a primary down to its replacement committed.",
-                latency_buckets(),
-            ),
-            lease_valid: gauge(
-                &r,
-                "keelson_lease_valid",
-                "1 while answers from a majority keep this node's primary lease.",
-            ),
-            shards_unavailable: gauge(
-                &r,
-                "keelson_shards_unavailable",
-                "Shards whose primary this process sees down.",
-            ),
-            node_degraded: gauge_vec(
-                &r,
-                "keelson_node_degraded",
-                "1 for a node marked degraded: far slower or failing more than its peers.",
-                &["peer"],
-            ),
-            node_latency: {
-                let g = prometheus::GaugeVec::new(
-                    Opts::new(
-                        "keelson_node_latency_seconds",
-                        "Smoothed heartbeat round trip to each node, as this process sees it (what gray-failure detection compares).",
-                    ),
-                    &["peer"],
-                )
-                .expect("valid metric");
-                r.register(Box::new(g.clone())).expect("registered once");
-                g
-            },
-            bad_frames: {
-                let c = counter(
-                    &r,
-                    "keelson_bad_frames_total",
-                    "Frames from peers refused because a shard number, index or length in them was out of range, by reason.",
-                    &["reason"],
-                );
-                for reason in known::FRAME_REFUSALS {
-                    c.with_label_values(&[reason]);
-                }
-                c
-            },
-            shard_host_restarts: int_counter(
-                &r,
-                "keelson_shard_host_restarts_total",
-                "Times this node restarted its shard host after it died.",
-            ),
+            duplicate_primary: int_counter(&r, DUPLICATE_PRIMARY),
+            stale_primary_refusals: int_counter(&r, STALE_PRIMARY_REFUSALS),
+            in_sync_shrinks: int_counter(&r, IN_SYNC_SHRINKS),
+            link_refusals: counter_of(&r, LINK_REFUSALS, "reason", known::LINK_REFUSALS),
+            replica_writes: counter_of(&r, REPLICA_WRITES, "result", known::REPLICA_WRITE_RESULTS),
+            map_changes: counter_of(&r, MAP_CHANGES, "change", known::MAP_CHANGES),
+            shards_following: gauge(&r, SHARDS_FOLLOWING),
+            shards_learning: gauge(&r, SHARDS_LEARNING),
+            copy_records: int_counter(&r, COPY_RECORDS),
+            consensus_leader: gauge(&r, CONSENSUS_LEADER),
+            reads_served: counter_of(&r, READS_SERVED, "served_as", known::SERVED_AS),
+            replication_ack: histogram(&r, REPLICATION_ACK, latency_buckets()),
+            shards_under_replicated: gauge(&r, SHARDS_UNDER_REPLICATED),
+            failovers: int_counter(&r, FAILOVERS),
+            failover_seconds: histogram(&r, FAILOVER_SECONDS, latency_buckets()),
+            lease_valid: gauge(&r, LEASE_VALID),
+            shards_unavailable: gauge(&r, SHARDS_UNAVAILABLE),
+            node_degraded: gauge_vec(&r, NODE_DEGRADED, &["peer"]),
+            node_latency: float_gauge_vec(&r, NODE_LATENCY, &["peer"]),
+            bad_frames: counter_of(&r, BAD_FRAMES, "reason", known::FRAME_REFUSALS),
+            shard_host_restarts: int_counter(&r, SHARD_HOST_RESTARTS),
             registry: r,
-
         }
     }
 

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use ractor::Actor;
+use ractor::{Actor, ActorRef};
 use tokio::sync::watch;
 
 use crate::client::ClusterClient;
@@ -21,8 +21,9 @@ use crate::cluster::lease::Lease;
 use crate::cluster::member::ClusterMember;
 use crate::config::ClusterConfig;
 use crate::consensus::control_plane::ControlPlane;
+use crate::consensus::MapWatch;
 use crate::host::entity::EntityKinds;
-use crate::host::keeper::{Keeper, KeeperArgs};
+use crate::host::keeper::{Keeper, KeeperArgs, KeeperMsg};
 use crate::host::shard_host::{ShardHost, ShardHostArgs};
 use crate::metrics;
 use crate::ops::{self, Readiness};
@@ -30,7 +31,7 @@ use crate::replication::catch_up;
 use crate::replication::Replicator;
 use crate::restart_budget::RestartPolicy;
 use crate::shutdown;
-use crate::shutdown::Shutdown;
+use crate::shutdown::{Shutdown, ShutdownTrigger};
 use crate::storage::Store;
 use crate::wire::frame_check::FrameLimits;
 use crate::RuntimeError;
@@ -93,14 +94,9 @@ pub async fn run_with(
     metrics::get().known_kinds(kinds.names());
     tracing::info!(node = %me.name, cluster = %cfg.name, shards = cfg.shards, "starting node");
 
-    let dir = cfg.node_data_dir(&me.name).join("db");
-    std::fs::create_dir_all(&dir).map_err(|e| RuntimeError::DataDir(dir.clone(), e))?;
-    let store = Store::open(&dir, cfg.shards, cfg.flush, cfg.cache_bytes)?;
-    tracing::info!(path = %dir.display(), flush = ?cfg.flush, "store open");
-
+    let store = open_store(&cfg, &me.name)?;
     let member = ClusterMember::join(&cfg, &me).await?;
     let sampler = member.load().spawn_sampler();
-
     let control = ControlPlane::start(
         &cfg,
         &me.name,
@@ -125,47 +121,14 @@ pub async fn run_with(
         cfg.request_timeout,
         FrameLimits::of(&cfg),
     );
-    let host_args = ShardHostArgs {
-        node: me.name.clone(),
-        map: map.clone(),
-        store: store.clone(),
-        kinds: Arc::new(kinds),
-        policy: cfg.restart,
-        entity_limits: cfg.entity_limits,
-        idle_timeout: cfg.idle_timeout,
-        max_active: cfg.max_active,
-        fault_injection: cfg.fault_injection,
-        request_timeout: cfg.request_timeout,
-        replicator,
-        lease: member.lease(),
-        load: member.load(),
-        frames: FrameLimits::of(&cfg),
-    };
-    let host_up = Arc::new(AtomicBool::new(false));
-    let (host, _) = Actor::spawn(
-        None,
-        Keeper::<ShardHost>::new(),
-        KeeperArgs {
-            name: "shard host",
-            start: Box::new(move || (ShardHost, host_args.clone())),
-            policy: SHARD_HOST_RESTARTS,
-            up: host_up.clone(),
-            restarts: metrics::get().shard_host_restarts.clone(),
-        },
-    )
-    .await
-    .map_err(|e| RuntimeError::Spawn("shard host", e.to_string()))?;
-    tracing::info!(
-        owned = map.borrow().shards_of(&me.name).count(),
-        version = map.borrow().version(),
-        "shard host started"
-    );
-
+    let host_args = shard_host_args(&cfg, &me.name, kinds, &store, &map, replicator, &member);
+    let (host, host_up) = start_shard_host(host_args).await?;
     let ready = Arc::new(AtomicBool::new(false));
     let (trigger, shutdown_rx) = shutdown::channel();
+    let readiness = Readiness::all(vec![("started", ready.clone()), ("shard_host", host_up)]);
     let ops_task = ops::serve(
         me.ops_addr,
-        Readiness::all(vec![("started", ready.clone()), ("shard_host", host_up)]),
+        readiness,
         member.view(),
         cfg.auth.metrics_token.clone(),
         shutdown_rx,
@@ -176,16 +139,8 @@ pub async fn run_with(
         addr: me.ops_addr,
         source: e,
     })?;
-    let (services_stop, services_shutdown) = shutdown::channel();
-    let singleton = singleton_watch(control.leader(&me.name), member.lease());
-    let ctx = NodeContext {
-        cfg: cfg.clone(),
-        name: me.name.clone(),
-        client: ClusterClient::new(map.clone(), member.view(), cfg.request_timeout),
-        singleton,
-        shutdown: services_shutdown,
-    };
-    let service_tasks: Vec<_> = services.into_iter().map(|s| s(ctx.clone())).collect();
+    let (services_stop, service_tasks) =
+        start_services(&cfg, &me.name, services, &control, &member);
     ready.store(true, Ordering::Release);
     tracing::info!(node = %me.name, ops = %me.ops_addr, cluster = %me.cluster_addr, services = service_tasks.len(), "node ready");
 
@@ -207,6 +162,91 @@ pub async fn run_with(
     store.flush_blocking()?;
     tracing::info!(node = %me.name, "node stopped");
     Ok(())
+}
+
+/// Opens (creating it if needed) node `node`'s store.
+fn open_store(cfg: &ClusterConfig, node: &str) -> Result<Store, RuntimeError> {
+    let dir = cfg.node_data_dir(node).join("db");
+    std::fs::create_dir_all(&dir).map_err(|e| RuntimeError::DataDir(dir.clone(), e))?;
+    let store = Store::open(&dir, cfg.shards, cfg.flush, cfg.cache_bytes)?;
+    tracing::info!(path = %dir.display(), flush = ?cfg.flush, "store open");
+    Ok(store)
+}
+
+/// What every start of node `node`'s shard host is given.
+fn shard_host_args(
+    cfg: &ClusterConfig,
+    node: &str,
+    kinds: EntityKinds,
+    store: &Store,
+    map: &MapWatch,
+    replicator: Arc<Replicator>,
+    member: &ClusterMember,
+) -> ShardHostArgs {
+    ShardHostArgs {
+        node: node.to_string(),
+        map: map.clone(),
+        store: store.clone(),
+        kinds: Arc::new(kinds),
+        policy: cfg.restart,
+        entity_limits: cfg.entity_limits,
+        idle_timeout: cfg.idle_timeout,
+        max_active: cfg.max_active,
+        fault_injection: cfg.fault_injection,
+        request_timeout: cfg.request_timeout,
+        replicator,
+        lease: member.lease(),
+        load: member.load(),
+        frames: FrameLimits::of(cfg),
+    }
+}
+
+/// Starts the shard host under its keeper; the flag is true while a host is running.
+async fn start_shard_host(
+    args: ShardHostArgs,
+) -> Result<(ActorRef<KeeperMsg>, Arc<AtomicBool>), RuntimeError> {
+    let (node, map) = (args.node.clone(), args.map.clone());
+    let host_up = Arc::new(AtomicBool::new(false));
+    let (host, _) = Actor::spawn(
+        None,
+        Keeper::<ShardHost>::new(),
+        KeeperArgs {
+            name: "shard host",
+            start: Box::new(move || (ShardHost, args.clone())),
+            policy: SHARD_HOST_RESTARTS,
+            up: host_up.clone(),
+            restarts: metrics::get().shard_host_restarts.clone(),
+        },
+    )
+    .await
+    .map_err(|e| RuntimeError::Spawn("shard host", e.to_string()))?;
+    tracing::info!(
+        owned = map.borrow().shards_of(&node).count(),
+        version = map.borrow().version(),
+        "shard host started"
+    );
+    Ok((host, host_up))
+}
+
+/// Starts the services run beside the node; the trigger stops them.
+fn start_services(
+    cfg: &ClusterConfig,
+    node: &str,
+    services: Vec<NodeService>,
+    control: &ControlPlane,
+    member: &ClusterMember,
+) -> (ShutdownTrigger, Vec<tokio::task::JoinHandle<()>>) {
+    let (services_stop, services_shutdown) = shutdown::channel();
+    let singleton = singleton_watch(control.leader(node), member.lease());
+    let ctx = NodeContext {
+        cfg: cfg.clone(),
+        name: node.to_string(),
+        client: ClusterClient::new(control.map(), member.view(), cfg.request_timeout),
+        singleton,
+        shutdown: services_shutdown,
+    };
+    let tasks = services.into_iter().map(|s| s(ctx.clone())).collect();
+    (services_stop, tasks)
 }
 
 /// Leader and lease holder at once, re-checked every 100 ms (a lease runs out without an event).
