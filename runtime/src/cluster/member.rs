@@ -49,46 +49,7 @@ impl ClusterMember {
     /// Starts the transport and membership for `me`.
     pub async fn join(cfg: &ClusterConfig, me: &Member) -> Result<Self, RuntimeError> {
         let links = Links::new(cfg, me)?;
-        let bind_err = |e| RuntimeError::Bind {
-            what: "cluster",
-            addr: me.cluster_addr,
-            source: e,
-        };
-        let (server, listener) = match links.parked_acceptor() {
-            // ractor_cluster binds inside an actor and only logs a failure: check the port first
-            // so the error reaches the operator.
-            None => {
-                drop(std::net::TcpListener::bind(me.cluster_addr).map_err(bind_err)?);
-                let server = NodeServer::new(
-                    me.cluster_addr.port(),
-                    cfg.cookie.expose().to_string(),
-                    me.name.clone(),
-                    me.cluster_addr.ip().to_string(),
-                    None,
-                    Some(NodeConnectionMode::Isolated),
-                )
-                .with_listen_addr(me.cluster_addr.ip())
-                .with_max_inbound_frame_size(cfg.inbound_frame_limit());
-                (server, None)
-            }
-            // Our own listener takes the cluster port; the node server's is parked (see links).
-            Some(acceptor) => {
-                let listener = tokio::net::TcpListener::bind(me.cluster_addr)
-                    .await
-                    .map_err(bind_err)?;
-                let server = NodeServer::new(
-                    0,
-                    cfg.cookie.expose().to_string(),
-                    me.name.clone(),
-                    me.cluster_addr.ip().to_string(),
-                    Some(IncomingEncryptionMode::Tls(acceptor)),
-                    Some(NodeConnectionMode::Isolated),
-                )
-                .with_listen_addr(PARKED_LISTENER_IP)
-                .with_max_inbound_frame_size(cfg.inbound_frame_limit());
-                (server, Some(listener))
-            }
-        };
+        let (server, listener) = node_server(cfg, me, &links).await?;
         let (node_server, _) = Actor::spawn(None, server, ())
             .await
             .map_err(|e| RuntimeError::Spawn("node server", e.to_string()))?;
@@ -113,53 +74,26 @@ impl ClusterMember {
         )
         .await
         .map_err(|e| RuntimeError::Spawn("heartbeat responder", e.to_string()))?;
-        // Nodes watch and dial every other node; a gateway watches and dials every node. Nodes do
-        // not watch gateways: a gateway's absence changes nothing they do.
-        let peers = cfg
-            .nodes
-            .iter()
-            .filter(|n| n.name != me.name)
-            .map(|n| Peer {
-                name: n.name.clone(),
-                role: Role::Node,
-                addr: cfg.dial_addr(n),
-                dial: true,
-            })
-            .collect();
         let (view_tx, view) = watch::channel(ClusterView {
             me: me.name.clone(),
             members: vec![],
         });
-        let (membership, _) = Actor::spawn(
-            None,
-            Membership,
-            MembershipArgs {
-                me: me.name.clone(),
-                role: me.role,
-                incarnation,
-                peers,
-                node_server: node_server.clone(),
-                failure_timeout: cfg.failure_timeout,
-                heartbeat_interval: cfg.heartbeat_interval,
-                view: view_tx,
-                map_version: map_version.clone(),
-                lease: lease.clone(),
-                cluster_nodes: cfg.nodes.len(),
-                lease_duration: cfg.lease(),
-                links: links.clone(),
-            },
-        )
-        .await
-        .map_err(|e| RuntimeError::Spawn("membership", e.to_string()))?;
-        node_server
-            .cast(NodeServerMessage::SubscribeToEvents {
-                id: "keelson.membership".to_string(),
-                subscription: Box::new(SessionEvents {
-                    membership: membership.clone(),
-                    require_tls: matches!(links, Links::Tls(_)),
-                }),
-            })
-            .map_err(|e| RuntimeError::Spawn("session subscription", e.to_string()))?;
+        let args = MembershipArgs {
+            me: me.name.clone(),
+            role: me.role,
+            incarnation,
+            peers: peers(cfg, me),
+            node_server: node_server.clone(),
+            failure_timeout: cfg.failure_timeout,
+            heartbeat_interval: cfg.heartbeat_interval,
+            view: view_tx,
+            map_version: map_version.clone(),
+            lease: lease.clone(),
+            cluster_nodes: cfg.nodes.len(),
+            lease_duration: cfg.lease(),
+            links: links.clone(),
+        };
+        let membership = start_membership(args, &node_server, &links).await?;
         tracing::info!(member = %me.name, addr = %me.cluster_addr, "joined the cluster transport");
         Ok(Self {
             me: me.clone(),
@@ -205,4 +139,85 @@ impl ClusterMember {
         let _ = self.node_server.stop_and_wait(None, wait).await;
         tracing::info!(member = %self.me.name, "left the cluster transport");
     }
+}
+
+/// The ractor_cluster node server for `me`, and the listener that takes the cluster port when
+/// links are TLS (the node server's own listener is then parked; see `links`).
+async fn node_server(
+    cfg: &ClusterConfig,
+    me: &Member,
+    links: &Links,
+) -> Result<(NodeServer, Option<tokio::net::TcpListener>), RuntimeError> {
+    let bind_err = |e| RuntimeError::Bind {
+        what: "cluster",
+        addr: me.cluster_addr,
+        source: e,
+    };
+    let server = |port, encryption, listen_ip| {
+        NodeServer::new(
+            port,
+            cfg.cookie.expose().to_string(),
+            me.name.clone(),
+            me.cluster_addr.ip().to_string(),
+            encryption,
+            Some(NodeConnectionMode::Isolated),
+        )
+        .with_listen_addr(listen_ip)
+        .with_max_inbound_frame_size(cfg.inbound_frame_limit())
+    };
+    match links.parked_acceptor() {
+        // ractor_cluster binds inside an actor and only logs a failure: check the port first so
+        // the error reaches the operator.
+        None => {
+            drop(std::net::TcpListener::bind(me.cluster_addr).map_err(bind_err)?);
+            Ok((
+                server(me.cluster_addr.port(), None, me.cluster_addr.ip()),
+                None,
+            ))
+        }
+        // Our own listener takes the cluster port; the node server's is parked (see links).
+        Some(acceptor) => {
+            let listener = tokio::net::TcpListener::bind(me.cluster_addr)
+                .await
+                .map_err(bind_err)?;
+            let tls = Some(IncomingEncryptionMode::Tls(acceptor));
+            Ok((server(0, tls, PARKED_LISTENER_IP), Some(listener)))
+        }
+    }
+}
+
+/// Nodes watch and dial every other node; a gateway watches and dials every node. Nodes do not
+/// watch gateways: a gateway's absence changes nothing they do.
+fn peers(cfg: &ClusterConfig, me: &Member) -> Vec<Peer> {
+    cfg.nodes
+        .iter()
+        .filter(|n| n.name != me.name)
+        .map(|n| Peer {
+            name: n.name.clone(),
+            role: Role::Node,
+            addr: cfg.dial_addr(n),
+            dial: true,
+        })
+        .collect()
+}
+
+/// Starts membership and subscribes it to the node server's session events.
+async fn start_membership(
+    args: MembershipArgs,
+    node_server: &ActorRef<NodeServerMessage>,
+    links: &Links,
+) -> Result<ActorRef<MembershipMsg>, RuntimeError> {
+    let (membership, _) = Actor::spawn(None, Membership, args)
+        .await
+        .map_err(|e| RuntimeError::Spawn("membership", e.to_string()))?;
+    node_server
+        .cast(NodeServerMessage::SubscribeToEvents {
+            id: "keelson.membership".to_string(),
+            subscription: Box::new(SessionEvents {
+                membership: membership.clone(),
+                require_tls: matches!(links, Links::Tls(_)),
+            }),
+        })
+        .map_err(|e| RuntimeError::Spawn("session subscription", e.to_string()))?;
+    Ok(membership)
 }

@@ -253,49 +253,64 @@ impl ShardHostState {
         }
     }
 
+    /// An entity request: admitted, routed (primary or follower read), then delivered to its
+    /// shard's supervisor; a task waits for the entity's answer.
     async fn request(
         &mut self,
         myself: &ActorRef<ShardHostRpc>,
         bytes: Vec<u8>,
         reply: RpcReplyPort<Vec<u8>>,
     ) {
-        let checked = frame_check::decode::<EntityRequest>("request", &bytes, &self.args.frames)
+        let req = match self.admit(&bytes) {
+            Ok(r) => r,
+            Err(answer) => {
+                let _ = reply.send(wire::encode(&answer));
+                return;
+            }
+        };
+        match self.check(&req) {
+            Ok(Route::Primary(shard)) => self.deliver(myself, shard, req, reply).await,
+            Ok(Route::Follower(s, primary)) => self.follower_read(s, primary, req, reply),
+            Err(e) => {
+                tracing::warn!(request_id = %req.request_id, kind = %req.kind, id = %req.id, error = %e, "request refused");
+                let _ = reply.send(wire::encode(&EntityReply::Err(e)));
+            }
+        }
+    }
+
+    /// Decodes and checks a request, refusing it at once past the node's in-flight limit.
+    fn admit(&self, bytes: &[u8]) -> Result<EntityRequest, EntityReply> {
+        let checked = frame_check::decode::<EntityRequest>("request", bytes, &self.args.frames)
             .and_then(|r| {
                 frame_check::entity_request(&r, self.args.map.borrow().shard_count())?;
                 Ok(r)
             });
-        let req = match checked {
-            Ok(r) => r,
-            Err(e) => {
-                frame_check::refuse("request", &e);
-                let _ = reply.send(wire::encode(&EntityReply::Err(RemoteError::BadRequest(
-                    format!("entity request refused: {e}"),
-                ))));
-                return;
-            }
-        };
+        let req = checked.map_err(|e| {
+            frame_check::refuse("request", &e);
+            EntityReply::Err(RemoteError::BadRequest(format!(
+                "entity request refused: {e}"
+            )))
+        })?;
         if self.args.load.report().inflight >= MAX_IN_FLIGHT {
             tracing::debug!(request_id = %req.request_id, "refused: node at its in-flight limit");
-            let _ = reply.send(wire::encode(&EntityReply::Err(RemoteError::Overloaded {
+            return Err(EntityReply::Err(RemoteError::Overloaded {
                 node: self.args.node.clone(),
                 limit: MAX_IN_FLIGHT,
-            })));
-            return;
+            }));
         }
-        let shard = match self.check(&req) {
-            Ok(Route::Primary(s)) => s,
-            Ok(Route::Follower(s, primary)) => {
-                self.follower_read(s, primary, req, reply);
-                return;
-            }
-            Err(e) => {
-                tracing::warn!(request_id = %req.request_id, kind = %req.kind, id = %req.id, error = %e, "request refused");
-                let _ = reply.send(wire::encode(&EntityReply::Err(e)));
-                return;
-            }
-        };
-        let req_read = req.read;
-        let kind = req.kind.clone();
+        Ok(req)
+    }
+
+    /// Hands a request this node serves as primary to its entity, and spawns the wait for the
+    /// answer.
+    async fn deliver(
+        &mut self,
+        myself: &ActorRef<ShardHostRpc>,
+        shard: ShardId,
+        req: EntityRequest,
+        reply: RpcReplyPort<Vec<u8>>,
+    ) {
+        let (req_read, kind) = (req.read, req.kind.clone());
         let key = EntityKey {
             kind: req.kind,
             id: req.id,
@@ -311,25 +326,19 @@ impl ShardHostState {
         };
         tracing::debug!(request_id = %req.request_id, entity = %key, shard = shard.0, "delivering");
         let (tx, rx) = ractor::concurrency::oneshot::<CallResult>();
-        let timeout = self.args.request_timeout;
         let failed = RemoteError::EntityFailed {
             kind: key.kind.clone(),
             id: key.id.clone(),
             reason: "it panicked or returned an error".to_string(),
         };
-        if sup
-            .send_message(ShardMsg::Deliver(
-                key,
-                Pending {
-                    payload: req.payload,
-                    fault: req.fault,
-                    idempotency_key: req.idempotency_key,
-                    request_id: req.request_id.clone(),
-                    reply: tx.into(),
-                },
-            ))
-            .is_err()
-        {
+        let pending = Pending {
+            payload: req.payload,
+            fault: req.fault,
+            idempotency_key: req.idempotency_key,
+            request_id: req.request_id.clone(),
+            reply: tx.into(),
+        };
+        if sup.send_message(ShardMsg::Deliver(key, pending)).is_err() {
             let _ = reply.send(wire::encode(&EntityReply::Err(failed)));
             return;
         }
@@ -344,28 +353,37 @@ impl ShardHostState {
                 .with_label_values(&["primary"])
                 .inc();
         }
-        let request_id = req.request_id;
-        let limit = self.args.frames.max_frame_bytes;
+        let (request_id, limit) = (req.request_id, self.args.frames.max_frame_bytes);
+        let timeout = self.args.request_timeout;
         tokio::spawn(async move {
             let _guard = guard;
             let started = Instant::now();
-            let answer = match tokio::time::timeout(timeout, rx).await {
-                Ok(Ok(Ok(Served {
-                    reply,
-                    replayed: false,
-                }))) => EntityReply::Ok(reply),
-                Ok(Ok(Ok(Served {
-                    reply,
-                    replayed: true,
-                }))) => EntityReply::Replayed(reply),
-                Ok(Ok(Err(e))) => EntityReply::Err(e),
-                Ok(Err(_)) => EntityReply::Err(failed),
-                Err(_) => EntityReply::Err(RemoteError::Timeout(timeout.as_millis() as u64)),
-            };
+            let answer = answer_of(tokio::time::timeout(timeout, rx).await, failed, timeout);
             in_flight.dec();
             tracing::debug!(%request_id, kind = %kind, ok = !matches!(answer, EntityReply::Err(_)), latency_us = started.elapsed().as_micros() as u64, "handled");
             let _ = reply.send(bounded(&answer, limit));
         });
+    }
+}
+
+/// The reply to a delivered request, from what came back within `timeout`.
+fn answer_of(
+    got: Result<Result<CallResult, impl Sized>, tokio::time::error::Elapsed>,
+    failed: RemoteError,
+    timeout: Duration,
+) -> EntityReply {
+    match got {
+        Ok(Ok(Ok(Served {
+            reply,
+            replayed: false,
+        }))) => EntityReply::Ok(reply),
+        Ok(Ok(Ok(Served {
+            reply,
+            replayed: true,
+        }))) => EntityReply::Replayed(reply),
+        Ok(Ok(Err(e))) => EntityReply::Err(e),
+        Ok(Err(_)) => EntityReply::Err(failed),
+        Err(_) => EntityReply::Err(RemoteError::Timeout(timeout.as_millis() as u64)),
     }
 }
 
