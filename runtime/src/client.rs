@@ -416,28 +416,7 @@ impl ClusterClient {
         } else {
             primary.to_string()
         };
-        let m = metrics::get();
-        let unavailable = |reason: &str| {
-            m.routed_requests.with_label_values(&["unavailable"]).inc();
-            RequestError::Unavailable {
-                shard: shard.0,
-                owner: owner.clone(),
-                reason: reason.to_string(),
-            }
-        };
-        {
-            let view = self.view.borrow();
-            if !view.is_up(&owner) {
-                return Err(unavailable(view.state_of(&owner).unwrap_or("unknown")));
-            }
-        }
-        let Some(cell) = ractor::pg::get_members(&wire::shard_host_group(&owner))
-            .into_iter()
-            .next()
-        else {
-            return Err(unavailable("not connected"));
-        };
-        let host: ActorRef<ShardHostRpc> = cell.into();
+        let host = self.host_of(shard, &owner)?;
         let request = wire::encode(&EntityRequest {
             request_id: request_id.to_string(),
             kind: kind.to_string(),
@@ -449,54 +428,106 @@ impl ClusterClient {
             idempotency_key: access.idempotency_key.clone(),
             payload,
         });
-        let in_flight = self.stats.get(&owner).map(|s| InFlight::new(s.clone()));
+        let bytes = self.call(&host, shard, &owner, request, timeout).await?;
+        read_reply(shard, owner, &bytes)
+    }
+
+    /// `owner`'s shard host, if the owner is up and connected.
+    fn host_of(&self, shard: ShardId, owner: &str) -> Result<ActorRef<ShardHostRpc>, RequestError> {
+        {
+            let view = self.view.borrow();
+            if !view.is_up(owner) {
+                let state = view.state_of(owner).unwrap_or("unknown");
+                return Err(unavailable(shard, owner, state));
+            }
+        }
+        let Some(cell) = ractor::pg::get_members(&wire::shard_host_group(owner))
+            .into_iter()
+            .next()
+        else {
+            return Err(unavailable(shard, owner, "not connected"));
+        };
+        Ok(cell.into())
+    }
+
+    /// Sends one request frame to `owner`'s shard host, counting it in the owner's stats.
+    async fn call(
+        &self,
+        host: &ActorRef<ShardHostRpc>,
+        shard: ShardId,
+        owner: &str,
+        request: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<Vec<u8>, RequestError> {
+        let in_flight = self.stats.get(owner).map(|s| InFlight::new(s.clone()));
         let result = host
             .call(|r| ShardHostRpc::Request(request, r), Some(timeout))
             .await;
         drop(in_flight);
-        if let Some(s) = self.stats.get(&owner) {
+        if let Some(s) = self.stats.get(owner) {
             s.requests.fetch_add(1, Ordering::AcqRel);
             if !matches!(result, Ok(CallResult::Success(_))) {
                 s.errors.fetch_add(1, Ordering::AcqRel);
             }
         }
-        let bytes = match result {
-            Ok(CallResult::Success(bytes)) => bytes,
+        match result {
+            Ok(CallResult::Success(bytes)) => Ok(bytes),
             Ok(CallResult::Timeout) => {
-                m.routed_requests.with_label_values(&["timeout"]).inc();
-                return Err(RequestError::Timeout {
+                metrics::get()
+                    .routed_requests
+                    .with_label_values(&["timeout"])
+                    .inc();
+                Err(RequestError::Timeout {
                     shard: shard.0,
-                    owner,
+                    owner: owner.to_string(),
                     after_ms: timeout.as_millis() as u64,
-                });
+                })
             }
             Ok(CallResult::SenderError) | Err(_) => {
-                return Err(unavailable("unreachable (connection lost)"))
+                Err(unavailable(shard, owner, "unreachable (connection lost)"))
             }
-        };
-        let reply = wire::decode::<EntityReply>(&bytes).map_err(|e| RequestError::Remote {
-            shard: shard.0,
-            owner: owner.clone(),
-            error: RemoteError::BadRequest(format!("reply does not decode: {e}")),
-        })?;
-        let (reply, replayed) = match reply {
-            EntityReply::Ok(reply) => (reply, false),
-            EntityReply::Replayed(reply) => (reply, true),
-            EntityReply::Err(error) => {
-                m.routed_requests.with_label_values(&["remote_error"]).inc();
-                return Err(RequestError::Remote {
-                    shard: shard.0,
-                    owner,
-                    error,
-                });
-            }
-        };
-        m.routed_requests.with_label_values(&["ok"]).inc();
-        Ok(Answer {
-            node: owner,
-            shard,
-            reply,
-            replayed,
-        })
+        }
     }
+}
+
+/// A request found no way to `owner` (counted).
+fn unavailable(shard: ShardId, owner: &str, reason: &str) -> RequestError {
+    metrics::get()
+        .routed_requests
+        .with_label_values(&["unavailable"])
+        .inc();
+    RequestError::Unavailable {
+        shard: shard.0,
+        owner: owner.to_string(),
+        reason: reason.to_string(),
+    }
+}
+
+/// The answer in `owner`'s reply frame (counted by outcome).
+fn read_reply(shard: ShardId, owner: String, bytes: &[u8]) -> Result<Answer, RequestError> {
+    let m = metrics::get();
+    let reply = wire::decode::<EntityReply>(bytes).map_err(|e| RequestError::Remote {
+        shard: shard.0,
+        owner: owner.clone(),
+        error: RemoteError::BadRequest(format!("reply does not decode: {e}")),
+    })?;
+    let (reply, replayed) = match reply {
+        EntityReply::Ok(reply) => (reply, false),
+        EntityReply::Replayed(reply) => (reply, true),
+        EntityReply::Err(error) => {
+            m.routed_requests.with_label_values(&["remote_error"]).inc();
+            return Err(RequestError::Remote {
+                shard: shard.0,
+                owner,
+                error,
+            });
+        }
+    };
+    m.routed_requests.with_label_values(&["ok"]).inc();
+    Ok(Answer {
+        node: owner,
+        shard,
+        reply,
+        replayed,
+    })
 }

@@ -11,6 +11,8 @@
 
 pub mod activation;
 pub mod entity;
+pub mod entity_actor;
+pub mod entity_kinds;
 pub mod entity_store;
 pub mod idempotency;
 pub mod keeper;

@@ -12,7 +12,8 @@
 //!              control_plane, planning (the leader's planner loop), map_follower (non-voters)
 //! replication/ primary (the write path), follower (peer writes, read index, copy pages),
 //!              catch_up (learners), hand_over (planned primary moves)
-//! host/        shard_host, shard_supervisor, entity, entity_store, activation, keeper,
+//! host/        shard_host, shard_supervisor, entity (the contract), entity_actor, entity_kinds,
+//!              entity_store, activation, keeper,
 //!              idempotency, sealing: where entities run and persist
 //! client/      ClusterClient: routing, replica choice, retry, slow_nodes
 //! wire/        frames (wire.rs), codec, rpc, frame_check, gateway_frames
@@ -56,9 +57,10 @@ pub use consensus::map_follower::follow as follow_map;
 pub use consensus::{MapWatch, ProposeError};
 pub use host::activation::ActivationTable;
 pub use host::entity::{
-    decode_payload, encode_payload, now_ms, Entity, EntityContext, EntityError, EntityKey,
-    EntityKinds, Handled, JournalRead,
+    decode_payload, encode_payload, now_ms, Entity, EntityContext, EntityError, EntityKey, Handled,
+    JournalRead,
 };
+pub use host::entity_kinds::EntityKinds;
 pub use keelson_rules::{
     entity_hash, plan, rendezvous_owner, shard_for, Health, MapCommand, MapError, Placement,
     PlanLimits, ShardId, ShardMap,

@@ -22,7 +22,7 @@ use crate::cluster::member::ClusterMember;
 use crate::config::ClusterConfig;
 use crate::consensus::control_plane::ControlPlane;
 use crate::consensus::MapWatch;
-use crate::host::entity::EntityKinds;
+use crate::host::entity_kinds::EntityKinds;
 use crate::host::keeper::{Keeper, KeeperArgs, KeeperMsg};
 use crate::host::shard_host::{ShardHost, ShardHostArgs};
 use crate::metrics;

@@ -15,7 +15,9 @@ use std::time::Instant;
 
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
 
-use crate::host::entity::{Call, EntityArgs, EntityKey, EntityKinds, EntityMsg};
+use crate::host::entity::{Call, EntityKey, EntityMsg};
+use crate::host::entity_actor::EntityArgs;
+use crate::host::entity_kinds::EntityKinds;
 use crate::metrics;
 use crate::replication::Replicator;
 use crate::restart_budget::{RestartDecision, RestartPolicy, RestartTracker};

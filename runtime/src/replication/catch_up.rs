@@ -77,6 +77,41 @@ pub fn spawn(
     })
 }
 
+/// One page of `shard` from `primary`, after the key `after`, checked against this node's map.
+async fn fetch_page(
+    node: &str,
+    primary: &str,
+    map: &MapWatch,
+    shard: ShardId,
+    after: Option<&[u8]>,
+    timeout: Duration,
+    limits: &FrameLimits,
+) -> Result<CopyPage, String> {
+    let req = wire::encode(&CopyRequest {
+        shard: shard.0,
+        learner: node.to_string(),
+        after: after.map(<[u8]>::to_vec),
+    });
+    let page = call_host(primary, ShardHostRpc::Copy, req, timeout).await?;
+    let page = frame_check::decode::<CopyPage>("copy_page", &page, limits).and_then(|p| {
+        if let CopyPage::Records {
+            records,
+            next,
+            done,
+        } = &p
+        {
+            let epoch = map.borrow().placement(shard).epoch;
+            frame_check::copy_page(records, next.as_deref(), *done, after, epoch, limits)?;
+        }
+        Ok(p)
+    });
+    page.map_err(|e| {
+        frame_check::refuse("copy_page", &e);
+        format!("copy page from {primary} refused: {e}")
+    })
+}
+
+/// Copies `shard` from its primary page by page, then asks to join its in-sync set.
 async fn copy(
     node: &str,
     store: &Store,
@@ -90,35 +125,16 @@ async fn copy(
     let mut after = None;
     let mut total = 0;
     loop {
-        let req = wire::encode(&CopyRequest {
-            shard: shard.0,
-            learner: node.to_string(),
-            after: after.clone(),
-        });
-        let page = call_host(&primary, ShardHostRpc::Copy, req, timeout).await?;
-        let page = frame_check::decode::<CopyPage>("copy_page", &page, limits).and_then(|p| {
-            if let CopyPage::Records {
-                records,
-                next,
-                done,
-            } = &p
-            {
-                let epoch = map.borrow().placement(shard).epoch;
-                frame_check::copy_page(
-                    records,
-                    next.as_deref(),
-                    *done,
-                    after.as_deref(),
-                    epoch,
-                    limits,
-                )?;
-            }
-            Ok(p)
-        });
-        let page = page.map_err(|e| {
-            frame_check::refuse("copy_page", &e);
-            format!("copy page from {primary} refused: {e}")
-        })?;
+        let page = fetch_page(
+            node,
+            &primary,
+            map,
+            shard,
+            after.as_deref(),
+            timeout,
+            limits,
+        )
+        .await?;
         match page {
             CopyPage::Refused(why) => {
                 // The primary may not have applied the map change yet.
