@@ -19,7 +19,7 @@ use tokio::sync::watch;
 use crate::client::ClusterClient;
 use crate::cluster::lease::Lease;
 use crate::cluster::member::ClusterMember;
-use crate::config::ClusterConfig;
+use crate::config::{ClusterConfig, Member};
 use crate::consensus::control_plane::ControlPlane;
 use crate::consensus::MapWatch;
 use crate::host::entity_kinds::EntityKinds;
@@ -126,19 +126,7 @@ pub async fn run_with(
     let ready = Arc::new(AtomicBool::new(false));
     let (trigger, shutdown_rx) = shutdown::channel();
     let readiness = Readiness::all(vec![("started", ready.clone()), ("shard_host", host_up)]);
-    let ops_task = ops::serve(
-        me.ops_addr,
-        readiness,
-        member.view(),
-        cfg.auth.metrics_token.clone(),
-        shutdown_rx,
-    )
-    .await
-    .map_err(|e| RuntimeError::Bind {
-        what: "ops",
-        addr: me.ops_addr,
-        source: e,
-    })?;
+    let ops_task = start_ops(&cfg, &me, readiness, &member, shutdown_rx).await?;
     let (services_stop, service_tasks) =
         start_services(&cfg, &me.name, services, &control, &member);
     ready.store(true, Ordering::Release);
@@ -226,6 +214,29 @@ async fn start_shard_host(
         "shard host started"
     );
     Ok((host, host_up))
+}
+
+/// Serves the ops endpoint (/metrics, /health, /ready) until `shutdown`.
+async fn start_ops(
+    cfg: &ClusterConfig,
+    me: &Member,
+    readiness: Readiness,
+    member: &ClusterMember,
+    shutdown: Shutdown,
+) -> Result<tokio::task::JoinHandle<()>, RuntimeError> {
+    ops::serve(
+        me.ops_addr,
+        readiness,
+        member.view(),
+        cfg.auth.metrics_token.clone(),
+        shutdown,
+    )
+    .await
+    .map_err(|e| RuntimeError::Bind {
+        what: "ops",
+        addr: me.ops_addr,
+        source: e,
+    })
 }
 
 /// Starts the services run beside the node; the trigger stops them.

@@ -195,13 +195,7 @@ impl<E: Entity> Actor for EntityActor<E> {
             tracing::debug_span!("entity", request_id = %request_id, kind = E::KIND, id = %st.id);
         let _enter = span.enter();
         let handled = metrics::get().messages_handled.clone();
-        match fault {
-            Some(Fault::Panic) => panic!("injected panic in {}/{}", E::KIND, st.id),
-            Some(Fault::Error) => {
-                return Err(format!("injected error in {}/{}", E::KIND, st.id).into());
-            }
-            None => {}
-        }
+        injected::<E>(fault, &st.id)?;
         let now = now_ms();
         if let Some(early) = st.replay(idempotency_key.as_ref(), now) {
             let _ = reply.send(early);
@@ -258,6 +252,15 @@ impl<E: Entity> Actor for EntityActor<E> {
             replayed: false,
         }));
         Ok(())
+    }
+}
+
+/// Performs an injected fault: a panic, or an error (both restart the entity).
+fn injected<E: Entity>(fault: Option<Fault>, id: &str) -> Result<(), ActorProcessingErr> {
+    match fault {
+        Some(Fault::Panic) => panic!("injected panic in {}/{id}", E::KIND),
+        Some(Fault::Error) => Err(format!("injected error in {}/{id}", E::KIND).into()),
+        None => Ok(()),
     }
 }
 
