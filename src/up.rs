@@ -18,20 +18,25 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use keelson_bridge::config::EmbeddedBroker;
-use keelson_chaos::{LinkControl, LinkMember};
-use keelson_runtime::{ClusterConfig, Member, Role};
+use keelson_chaos::LinkControl;
+use keelson_runtime::{Backoff, ClusterConfig, Member, Role};
 use serde::Serialize;
 use tokio::sync::mpsc;
 
 use crate::logging::Format;
 use crate::probe;
 
+mod links;
+
 /// Restart delay for a child that has failed `quick_failures` times in a row, each within
 /// 30 s of its start: 2 s, doubling to 30 s. Long enough that the cluster visibly marks the node
 /// down first, short enough that a crash costs seconds.
 fn restart_delay(quick_failures: u32) -> Duration {
-    let exp = quick_failures.saturating_sub(1).min(5);
-    Duration::from_secs(2u64 << exp).min(Duration::from_secs(30))
+    Backoff::delay(
+        Duration::from_secs(2),
+        Duration::from_secs(30),
+        quick_failures,
+    )
 }
 
 const STABLE_AFTER: Duration = Duration::from_secs(30);
@@ -346,6 +351,36 @@ impl Up {
         self.write_run_file()
     }
 
+    /// Restarts whatever exits until `signal`.
+    async fn supervise(
+        &mut self,
+        rx: &mut mpsc::UnboundedReceiver<Event>,
+        mut signal: std::pin::Pin<&mut impl std::future::Future<Output = ()>>,
+    ) -> anyhow::Result<()> {
+        loop {
+            tokio::select! {
+                _ = &mut signal => return Ok(()),
+                ev = rx.recv() => match ev {
+                    Some(Event::Exited(name, pid, status)) => self.on_exit(&name, pid, status)?,
+                    Some(Event::RestartDue(name)) => self.restart(&name),
+                    None => return Ok(()),
+                }
+            }
+        }
+    }
+
+    /// A restart that is due: spawns the child again unless it already runs.
+    fn restart(&mut self, name: &str) {
+        let Some(i) = self.index(name) else { return };
+        if self.children[i].pid.is_some() {
+            return;
+        }
+        if let Err(e) = self.spawn(i) {
+            tracing::error!(member = %name, error = %format!("{e:#}"), "restart failed; retrying later");
+            let _ = self.on_exit(name, 0, Err(std::io::Error::other("spawn failed")));
+        }
+    }
+
     async fn stop_all(&mut self) {
         // Gateway first so no new requests arrive, then every node at once.
         for kind in [
@@ -405,72 +440,22 @@ fn check_not_running(run_dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Starts a proxy in front of every node for every member that dials it, and their control on
-/// loopback (stopped with the cluster).
-async fn start_links(
-    cfg: &ClusterConfig,
-    stop: tokio::sync::watch::Receiver<bool>,
-) -> anyhow::Result<(Arc<LinkControl>, SocketAddr)> {
-    let members: Vec<LinkMember> = cfg
-        .members()
-        .map(|m| LinkMember {
-            name: m.name.clone(),
-            node: m.role == Role::Node,
-            cluster_addr: m.cluster_addr,
+/// Every process `up` runs, the broker first: the nodes' bridge connects to it as soon as they
+/// are up.
+fn children(cfg: &ClusterConfig, logs: &Path) -> Vec<Child> {
+    let broker = keelson_bridge::config::embedded_broker(cfg);
+    broker
+        .iter()
+        .map(Process::from)
+        .chain(cfg.members().map(Process::from))
+        .map(|m| Child {
+            log: logs.join(format!("{}.log", m.name)),
+            member: m,
+            pid: None,
+            started: Instant::now(),
+            quick_failures: 0,
         })
-        .collect();
-    let links = LinkControl::start(&members)
-        .await
-        .context("cannot start the link proxies")?;
-    let mut stop = stop;
-    let authorize = link_authorizer(cfg)?;
-    let (addr, _task) = links
-        .clone()
-        .serve(
-            SocketAddr::from(([127, 0, 0, 1], 0)),
-            authorize,
-            async move {
-                let _ = stop.wait_for(|s| *s).await;
-            },
-        )
-        .await
-        .context("cannot start the link-fault control")?;
-    tracing::info!(%addr, proxies = members.len(), "links go through fault proxies (--chaos)");
-    Ok((links, addr))
-}
-
-/// Who may change links: whoever the gateway lets see the cluster (operator or admin), asked
-/// with the caller's own credential; answers are remembered for a second.
-fn link_authorizer(cfg: &ClusterConfig) -> anyhow::Result<keelson_chaos::Authorize> {
-    let api = keelson_gateway::api_client(cfg, None, Duration::from_secs(3))?;
-    let seen: Arc<std::sync::Mutex<std::collections::HashMap<String, Instant>>> = Arc::default();
-    Ok(Arc::new(move |header: Option<String>| {
-        let (api, seen) = (api.clone(), seen.clone());
-        Box::pin(async move {
-            let Some(h) = header else { return false };
-            if seen
-                .lock()
-                .expect("cache lock")
-                .get(&h)
-                .is_some_and(|t| t.elapsed() < Duration::from_secs(1))
-            {
-                return true;
-            }
-            let ok = api
-                .http
-                .get(format!("{}/v1/cluster", api.base))
-                .header("authorization", &h)
-                .send()
-                .await
-                .is_ok_and(|r| r.status().is_success());
-            let mut seen = seen.lock().expect("cache lock");
-            seen.retain(|_, t| t.elapsed() < Duration::from_secs(1));
-            if ok {
-                seen.insert(h, Instant::now());
-            }
-            ok
-        })
-    }))
+        .collect()
 }
 
 /// Runs the local cluster until Ctrl-C or SIGTERM; with `chaos`, every link between members goes
@@ -494,25 +479,12 @@ pub async fn run(
     crate::init_cmd::report(&cfg, &made);
     let (stop_links, links_stop) = tokio::sync::watch::channel(false);
     let links = if chaos {
-        Some(start_links(&cfg, links_stop).await?)
+        Some(links::start_links(&cfg, links_stop).await?)
     } else {
         None
     };
     let (tx, mut rx) = mpsc::unbounded_channel();
-    // The broker first: the nodes' bridge connects to it as soon as they are up.
-    let broker = keelson_bridge::config::embedded_broker(&cfg);
-    let children = broker
-        .iter()
-        .map(Process::from)
-        .chain(cfg.members().map(Process::from))
-        .map(|m| Child {
-            log: logs.join(format!("{}.log", m.name)),
-            member: m,
-            pid: None,
-            started: Instant::now(),
-            quick_failures: 0,
-        })
-        .collect();
+    let children = children(&cfg, &logs);
     let mut up = Up {
         cfg: cfg.clone(),
         config_path,
@@ -542,25 +514,7 @@ pub async fn run(
         }
     }
     print_banner(&up);
-    loop {
-        tokio::select! {
-            _ = &mut signal => break,
-            ev = rx.recv() => match ev {
-                Some(Event::Exited(name, pid, status)) => up.on_exit(&name, pid, status)?,
-                Some(Event::RestartDue(name)) => {
-                    if let Some(i) = up.index(&name) {
-                        if up.children[i].pid.is_none() {
-                            if let Err(e) = up.spawn(i) {
-                                tracing::error!(member = %name, error = %format!("{e:#}"), "restart failed; retrying later");
-                                let _ = up.on_exit(&name, 0, Err(std::io::Error::other("spawn failed")));
-                            }
-                        }
-                    }
-                }
-                None => break,
-            }
-        }
-    }
+    up.supervise(&mut rx, signal).await?;
     eprintln!("stopping the cluster...");
     up.stop_all().await;
     let _ = stop_links.send(true);

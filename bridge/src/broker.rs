@@ -25,6 +25,8 @@ use keelson_runtime::config::Secret;
 use crate::mqtt_auth::Authenticator;
 use crate::mqtt_gate::{Gate, INTERNAL_USER};
 use keelson_runtime::{ClusterConfig, ClusterView};
+use tokio::task::JoinHandle;
+use tokio_rustls::TlsAcceptor;
 
 /// Why the broker could not run.
 #[derive(Debug, thiserror::Error)]
@@ -156,6 +158,50 @@ pub type CredentialsFetch = Box<
 /// How often the broker rereads the device credentials: a rotation takes effect within it.
 const CREDENTIALS_REFRESH: Duration = Duration::from_secs(1);
 
+/// Rereads the device credentials every [`CREDENTIALS_REFRESH`], keeping the last ones (and
+/// saying so once) while the cluster cannot answer.
+async fn refresh_credentials(auth: Arc<Authenticator>, fetch: CredentialsFetch) {
+    let mut failing = false;
+    loop {
+        match fetch(auth.version()).await {
+            Ok(Some((version, devices))) => {
+                tracing::info!(
+                    version,
+                    devices = devices.len(),
+                    "device credentials loaded"
+                );
+                auth.apply(version, devices);
+                failing = false;
+            }
+            Ok(None) => failing = false,
+            Err(e) => {
+                if !failing {
+                    tracing::warn!(error = %e, "cannot read device credentials; keeping the last ones");
+                }
+                failing = true;
+            }
+        }
+        tokio::time::sleep(CREDENTIALS_REFRESH).await;
+    }
+}
+
+/// The broker's TLS acceptor (its certificate, reloaded when the files change) when
+/// `tls.enabled`, and the reloader's task.
+fn broker_tls(
+    cfg: &ClusterConfig,
+) -> Result<(Option<TlsAcceptor>, Option<JoinHandle<()>>), BrokerError> {
+    if !cfg.tls.enabled {
+        return Ok((None, None));
+    }
+    let (server, reloader) = keelson_runtime::tls::Pki::new(&cfg.tls)
+        .tls_server(BROKER_NAME)
+        .map_err(BrokerError::Tls)?;
+    Ok((
+        Some(TlsAcceptor::from(server)),
+        Some(reloader.spawn(Duration::from_secs(2))),
+    ))
+}
+
 /// Runs the `broker` process of `keelson up` until `stop`; device credentials come from `fetch`.
 pub async fn run(
     cfg: ClusterConfig,
@@ -180,44 +226,8 @@ pub async fn run(
         tracing::warn!(file = %crate::mqtt_auth::service_secret_file(&cfg).display(), "no MQTT service secret: the bridge and publisher cannot connect (run `keelson init`)");
     }
     let auth = Arc::new(Authenticator::new(service));
-    let refresh = {
-        let auth = auth.clone();
-        tokio::spawn(async move {
-            let mut failing = false;
-            loop {
-                match fetch(auth.version()).await {
-                    Ok(Some((version, devices))) => {
-                        tracing::info!(
-                            version,
-                            devices = devices.len(),
-                            "device credentials loaded"
-                        );
-                        auth.apply(version, devices);
-                        failing = false;
-                    }
-                    Ok(None) => failing = false,
-                    Err(e) => {
-                        if !failing {
-                            tracing::warn!(error = %e, "cannot read device credentials; keeping the last ones");
-                        }
-                        failing = true;
-                    }
-                }
-                tokio::time::sleep(CREDENTIALS_REFRESH).await;
-            }
-        })
-    };
-    let (tls, reload) = if cfg.tls.enabled {
-        let (server, reloader) = keelson_runtime::tls::Pki::new(&cfg.tls)
-            .tls_server(BROKER_NAME)
-            .map_err(BrokerError::Tls)?;
-        (
-            Some(tokio_rustls::TlsAcceptor::from(server)),
-            Some(reloader.spawn(Duration::from_secs(2))),
-        )
-    } else {
-        (None, None)
-    };
+    let refresh = tokio::spawn(refresh_credentials(auth.clone(), fetch));
+    let (tls, reload) = broker_tls(&cfg)?;
     let gate = start_embedded(addr, max, auth.clone(), tls.clone()).await?;
     let ready = Arc::new(AtomicBool::new(true));
     let (_view_tx, view) = tokio::sync::watch::channel(ClusterView {

@@ -64,20 +64,18 @@ fn gauge(name: &str, help: &str) -> IntGauge {
     g
 }
 
+fn histogram(name: &str, help: &str) -> Histogram {
+    let h = Histogram::with_opts(HistogramOpts::new(name, help).buckets(latency_buckets()))
+        .expect("valid metric");
+    registry()
+        .register(Box::new(h.clone()))
+        .expect("registered once");
+    h
+}
+
 /// The bridge's collectors.
 pub fn get() -> &'static MqttMetrics {
     METRICS.get_or_init(|| {
-        let latency = Histogram::with_opts(
-            HistogramOpts::new(
-                "keelson_mqtt_processing_seconds",
-                "From a message's arrival at the bridge to its acknowledgement.",
-            )
-            .buckets(latency_buckets()),
-        )
-        .expect("valid metric");
-        registry()
-            .register(Box::new(latency.clone()))
-            .expect("registered once");
         let m = MqttMetrics {
             received: counter_vec(
                 "keelson_mqtt_messages_in_total",
@@ -94,33 +92,16 @@ pub fn get() -> &'static MqttMetrics {
                 "MQTT messages rejected to keelson/deadletter, by reason.",
                 &["reason"],
             ),
-            auth_refused: {
-                let c = counter_vec(
-                    "keelson_mqtt_auth_refused_total",
-                    "MQTT connections the embedded broker refused, by reason.",
-                    &["reason"],
-                );
-                for r in [
-                    "anonymous",
-                    "client_id_mismatch",
-                    "not_a_service",
-                    "bad_password",
-                ] {
-                    c.with_label_values(&[r]);
-                }
-                c
-            },
-            acl_denied: {
-                let c = counter_vec(
-                    "keelson_mqtt_acl_denied_total",
-                    "MQTT publishes, subscriptions and wills refused by topic rules, by action.",
-                    &["action"],
-                );
-                for a in ["publish", "subscribe", "will"] {
-                    c.with_label_values(&[a]);
-                }
-                c
-            },
+            auth_refused: counter_vec(
+                "keelson_mqtt_auth_refused_total",
+                "MQTT connections the embedded broker refused, by reason.",
+                &["reason"],
+            ),
+            acl_denied: counter_vec(
+                "keelson_mqtt_acl_denied_total",
+                "MQTT publishes, subscriptions and wills refused by topic rules, by action.",
+                &["action"],
+            ),
             published: counter(
                 "keelson_mqtt_messages_out_total",
                 "MQTT messages published at QoS 1 and confirmed by the broker.",
@@ -155,25 +136,45 @@ pub fn get() -> &'static MqttMetrics {
                 "Command acknowledgements received from devices, by status.",
                 &["status"],
             ),
-            latency,
+            latency: histogram(
+                "keelson_mqtt_processing_seconds",
+                "From a message's arrival at the bridge to its acknowledgement.",
+            ),
         };
-        // Known label values start at 0, so dashboards and alerts see the series before the
-        // first event.
-        for r in crate::edge::Reason::ALL {
-            m.deadletter.with_label_values(&[r.as_str()]);
-        }
-        for t in ["telemetry", "twin_reported", "acks"] {
-            m.received.with_label_values(&[t]);
-            m.delivered.with_label_values(&[t]);
-        }
-        // A topic outside the device tree is received (and dead-lettered), never delivered.
-        m.received.with_label_values(&["other"]);
-        for o in ["alert", "api"] {
-            m.commands.with_label_values(&[o]);
-        }
-        for s in ["ok", "failed", "rejected"] {
-            m.command_acks.with_label_values(&[s]);
-        }
+        m.start_known_labels();
         m
     })
+}
+
+impl MqttMetrics {
+    /// Known label values start at 0, so dashboards and alerts see the series before the
+    /// first event.
+    fn start_known_labels(&self) {
+        for r in [
+            "anonymous",
+            "client_id_mismatch",
+            "not_a_service",
+            "bad_password",
+        ] {
+            self.auth_refused.with_label_values(&[r]);
+        }
+        for a in ["publish", "subscribe", "will"] {
+            self.acl_denied.with_label_values(&[a]);
+        }
+        for r in crate::edge::Reason::ALL {
+            self.deadletter.with_label_values(&[r.as_str()]);
+        }
+        for t in ["telemetry", "twin_reported", "acks"] {
+            self.received.with_label_values(&[t]);
+            self.delivered.with_label_values(&[t]);
+        }
+        // A topic outside the device tree is received (and dead-lettered), never delivered.
+        self.received.with_label_values(&["other"]);
+        for o in ["alert", "api"] {
+            self.commands.with_label_values(&[o]);
+        }
+        for s in ["ok", "failed", "rejected"] {
+            self.command_acks.with_label_values(&[s]);
+        }
+    }
 }

@@ -20,6 +20,7 @@ use bytes::BytesMut;
 use keelson_runtime::config::Secret;
 use rumqttc::mqttbytes::{self, v4};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
@@ -123,56 +124,10 @@ impl Gate {
     {
         let (mut cr, mut cw) = tokio::io::split(client);
         let mut buf = BytesMut::with_capacity(4096);
-        let first = tokio::time::timeout(
-            CONNECT_TIMEOUT,
-            read_frame(&mut cr, &mut buf, self.max_packet),
-        )
-        .await
-        .map_err(|_| "no CONNECT in time".to_string())??;
-        let Read::Frame(mut frame) = first else {
+        let Some((who, connect)) = self.admit(&mut cr, &mut cw, &mut buf).await? else {
             return Ok(());
         };
-        let connect = match v4::Packet::read(&mut frame, self.max_packet) {
-            Ok(v4::Packet::Connect(c)) if c.protocol == mqttbytes::Protocol::V4 => c,
-            Ok(_) => return Err("the first packet is not an MQTT 3.1.1 CONNECT".into()),
-            Err(e) => return Err(format!("unreadable CONNECT: {e:?}")),
-        };
-        let (user, pass) = connect
-            .login
-            .as_ref()
-            .map(|l| (l.username.as_str(), l.password.as_str()))
-            .unwrap_or(("", ""));
-        let who = match self.auth.check(&connect.client_id, user, pass) {
-            Ok(w) => w,
-            Err(r) => {
-                metrics::get()
-                    .auth_refused
-                    .with_label_values(&[r.as_str()])
-                    .inc();
-                tracing::warn!(client_id = %connect.client_id, reason = r.as_str(), "MQTT connection refused");
-                let nack = v4::ConnAck::new(v4::ConnectReturnCode::BadUserNamePassword, false);
-                let _ = cw.write_all(&encode(&v4::Packet::ConnAck(nack), 64)).await;
-                return Ok(());
-            }
-        };
-        if let Some(will) = &connect.last_will {
-            if !may_publish(&who, &will.topic) {
-                denied("will");
-                let nack = v4::ConnAck::new(v4::ConnectReturnCode::NotAuthorized, false);
-                let _ = cw.write_all(&encode(&v4::Packet::ConnAck(nack), 64)).await;
-                return Ok(());
-            }
-        }
-        let upstream = TcpStream::connect(self.upstream)
-            .await
-            .map_err(|e| format!("the broker behind the gate is unreachable: {e}"))?;
-        let _ = upstream.set_nodelay(true);
-        let (mut ur, mut uw) = upstream.into_split();
-        let mut inner = connect.clone();
-        inner.login = Some(v4::Login::new(INTERNAL_USER, self.internal.expose()));
-        uw.write_all(&encode(&v4::Packet::Connect(inner), self.max_packet))
-            .await
-            .map_err(|e| e.to_string())?;
+        let (mut ur, mut uw) = self.open_upstream(&connect).await?;
 
         // One writer to the client: the broker's frames and the gate's own answers.
         let (to_client, mut outbox) = mpsc::channel::<Vec<u8>>(256);
@@ -204,6 +159,77 @@ impl Gate {
         let _ = uw.shutdown().await;
         let _ = writer.await;
         result
+    }
+
+    /// Reads the client's CONNECT and decides: who it is, and whether its will may be published.
+    /// `None` once it has been refused (its CONNACK says why) or it closed first.
+    async fn admit<R, W>(
+        &self,
+        cr: &mut R,
+        cw: &mut W,
+        buf: &mut BytesMut,
+    ) -> Result<Option<(Identity, v4::Connect)>, String>
+    where
+        R: AsyncRead + Unpin,
+        W: AsyncWrite + Unpin,
+    {
+        let first = tokio::time::timeout(CONNECT_TIMEOUT, read_frame(cr, buf, self.max_packet))
+            .await
+            .map_err(|_| "no CONNECT in time".to_string())??;
+        let Read::Frame(mut frame) = first else {
+            return Ok(None);
+        };
+        let connect = match v4::Packet::read(&mut frame, self.max_packet) {
+            Ok(v4::Packet::Connect(c)) if c.protocol == mqttbytes::Protocol::V4 => c,
+            Ok(_) => return Err("the first packet is not an MQTT 3.1.1 CONNECT".into()),
+            Err(e) => return Err(format!("unreadable CONNECT: {e:?}")),
+        };
+        let (user, pass) = connect
+            .login
+            .as_ref()
+            .map(|l| (l.username.as_str(), l.password.as_str()))
+            .unwrap_or(("", ""));
+        let who = match self.auth.check(&connect.client_id, user, pass) {
+            Ok(w) => w,
+            Err(r) => {
+                metrics::get()
+                    .auth_refused
+                    .with_label_values(&[r.as_str()])
+                    .inc();
+                tracing::warn!(client_id = %connect.client_id, reason = r.as_str(), "MQTT connection refused");
+                let nack = v4::ConnAck::new(v4::ConnectReturnCode::BadUserNamePassword, false);
+                let _ = cw.write_all(&encode(&v4::Packet::ConnAck(nack), 64)).await;
+                return Ok(None);
+            }
+        };
+        if let Some(will) = &connect.last_will {
+            if !may_publish(&who, &will.topic) {
+                denied("will");
+                let nack = v4::ConnAck::new(v4::ConnectReturnCode::NotAuthorized, false);
+                let _ = cw.write_all(&encode(&v4::Packet::ConnAck(nack), 64)).await;
+                return Ok(None);
+            }
+        }
+        Ok(Some((who, connect)))
+    }
+
+    /// Connects to rumqttd and logs the client in with the gate's internal login.
+    async fn open_upstream(
+        &self,
+        connect: &v4::Connect,
+    ) -> Result<(OwnedReadHalf, OwnedWriteHalf), String> {
+        let upstream = TcpStream::connect(self.upstream)
+            .await
+            .map_err(|e| format!("the broker behind the gate is unreachable: {e}"))?;
+        let _ = upstream.set_nodelay(true);
+        let (ur, mut uw) = upstream.into_split();
+        let mut inner = connect.clone();
+        inner.login = Some(v4::Login::new(INTERNAL_USER, self.internal.expose()));
+        uw.write_all(&encode(&v4::Packet::Connect(inner), self.max_packet))
+            .await
+            .map_err(|e| e.to_string())?;
+
+        Ok((ur, uw))
     }
 
     /// Passes the client's packets on, minus what its identity may not do.

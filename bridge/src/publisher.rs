@@ -11,6 +11,7 @@ use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use keelson_runtime::Backoff;
 use rumqttc::{AsyncClient, Event, MqttOptions, Outgoing, Packet, QoS};
 use tokio::sync::{mpsc, oneshot};
 
@@ -121,7 +122,7 @@ impl Inflight {
 }
 
 async fn run(opts: MqttOptions, mut jobs: mpsc::Receiver<Job>) {
-    let mut backoff = Duration::from_millis(100);
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
     loop {
         let (client, mut eventloop) = AsyncClient::new(opts.clone(), 256);
         let (events_tx, mut events) = mpsc::channel(256);
@@ -157,7 +158,7 @@ async fn run(opts: MqttOptions, mut jobs: mpsc::Receiver<Job>) {
                 ev = events.recv() => match ev {
                     Some(Ok(Event::Incoming(Packet::ConnAck(_)))) => {
                         connected = true;
-                        backoff = Duration::from_millis(100);
+                        backoff.reset();
                     }
                     Some(Ok(Event::Outgoing(Outgoing::Publish(pkid)))) => {
                         if let Some(w) = inflight.queued.pop_front() {
@@ -181,7 +182,6 @@ async fn run(opts: MqttOptions, mut jobs: mpsc::Receiver<Job>) {
         }
         poller.abort();
         inflight.fail_all();
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(Duration::from_secs(2));
+        tokio::time::sleep(backoff.next_delay()).await;
     }
 }

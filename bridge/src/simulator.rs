@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rand::RngExt;
-use rumqttc::{AsyncClient, Event, MqttOptions, Outgoing, Packet, QoS};
+use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Outgoing, Packet, QoS};
 use serde::Serialize;
 use serde_json::json;
 
@@ -183,52 +183,9 @@ pub fn reading(kind: &str, t: f64, phase: f64, anomaly: bool) -> serde_json::Val
 
 /// Publishes telemetry from `opts.count` devices for `opts.duration` and answers commands.
 pub async fn simulate(opts: &SimulateOptions) -> SimulateReport {
-    let client_id = format!("keelson-sim-{}-{}", opts.prefix, std::process::id());
-    let mut mqtt = MqttOptions::new(
-        client_id.clone(),
-        opts.broker.ip().to_string(),
-        opts.broker.port(),
-    );
-    if let Some(p) = &opts.mqtt_password {
-        mqtt.set_credentials(client_id, p.expose());
-    }
-    opts.mqtt_tls.apply(&mut mqtt);
-    mqtt.set_keep_alive(Duration::from_secs(5))
-        .set_clean_session(true)
-        .set_inflight(100);
-    let (client, mut eventloop) = AsyncClient::new(mqtt, 1024);
-    let _ = client
-        .subscribe(topics::COMMANDS_FILTER, QoS::AtLeastOnce)
-        .await;
+    let (client, eventloop) = connect(opts).await;
     let (count_tx, mut counts) = tokio::sync::mpsc::unbounded_channel::<(bool, Option<String>)>();
-    let acker = client.clone();
-    let poller = tokio::spawn(async move {
-        loop {
-            match eventloop.poll().await {
-                Ok(Event::Incoming(Packet::PubAck(_))) => {
-                    let _ = count_tx.send((true, None));
-                }
-                Ok(Event::Incoming(Packet::Publish(p))) => {
-                    let Some(device) = topics::device_of(&p.topic).map(str::to_string) else {
-                        continue;
-                    };
-                    let id = serde_json::from_slice::<serde_json::Value>(&p.payload)
-                        .ok()
-                        .and_then(|v| v["command_id"].as_str().map(str::to_string));
-                    if let Some(id) = &id {
-                        let ack = json!({"command_id": id, "status": "ok"}).to_string();
-                        let _ = acker
-                            .publish(topics::acks(&device), QoS::AtLeastOnce, false, ack)
-                            .await;
-                    }
-                    let _ = count_tx.send((false, id));
-                }
-                Ok(Event::Outgoing(Outgoing::Disconnect)) => return,
-                Ok(_) => {}
-                Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
-            }
-        }
-    });
+    let poller = tokio::spawn(answer_commands(eventloop, client.clone(), count_tx));
     let list = devices(&opts.prefix, opts.count);
     let phases: Vec<f64> = (0..list.len()).map(|i| i as f64 * 0.37).collect();
     let base_seq = now_ms() * 1000;
@@ -276,22 +233,87 @@ pub async fn simulate(opts: &SimulateOptions) -> SimulateReport {
         }
     }
     report.seconds = start.elapsed().as_secs_f64();
-    // Let the last confirmations and commands arrive.
+    settle(&mut report, &mut seen, &mut counts).await;
+    report.confirmed = report.confirmed.saturating_sub(report.acks);
+    let _ = client.disconnect().await;
+    poller.abort();
+    report
+}
+
+/// The simulator's one MQTT client: a service speaking for its whole fleet, subscribed to
+/// every device's commands.
+async fn connect(opts: &SimulateOptions) -> (AsyncClient, EventLoop) {
+    let client_id = format!("keelson-sim-{}-{}", opts.prefix, std::process::id());
+    let mut mqtt = MqttOptions::new(
+        client_id.clone(),
+        opts.broker.ip().to_string(),
+        opts.broker.port(),
+    );
+    if let Some(p) = &opts.mqtt_password {
+        mqtt.set_credentials(client_id, p.expose());
+    }
+    opts.mqtt_tls.apply(&mut mqtt);
+    mqtt.set_keep_alive(Duration::from_secs(5))
+        .set_clean_session(true)
+        .set_inflight(100);
+    let (client, eventloop) = AsyncClient::new(mqtt, 1024);
+    let _ = client
+        .subscribe(topics::COMMANDS_FILTER, QoS::AtLeastOnce)
+        .await;
+    (client, eventloop)
+}
+
+/// Polls the connection: counts every PUBACK and every command, and answers each command with
+/// an "ok" acknowledgement.
+async fn answer_commands(
+    mut eventloop: EventLoop,
+    acker: AsyncClient,
+    count_tx: tokio::sync::mpsc::UnboundedSender<(bool, Option<String>)>,
+) {
+    loop {
+        match eventloop.poll().await {
+            Ok(Event::Incoming(Packet::PubAck(_))) => {
+                let _ = count_tx.send((true, None));
+            }
+            Ok(Event::Incoming(Packet::Publish(p))) => {
+                let Some(device) = topics::device_of(&p.topic).map(str::to_string) else {
+                    continue;
+                };
+                let id = serde_json::from_slice::<serde_json::Value>(&p.payload)
+                    .ok()
+                    .and_then(|v| v["command_id"].as_str().map(str::to_string));
+                if let Some(id) = &id {
+                    let ack = json!({"command_id": id, "status": "ok"}).to_string();
+                    let _ = acker
+                        .publish(topics::acks(&device), QoS::AtLeastOnce, false, ack)
+                        .await;
+                }
+                let _ = count_tx.send((false, id));
+            }
+            Ok(Event::Outgoing(Outgoing::Disconnect)) => return,
+            Ok(_) => {}
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+}
+
+/// Lets the last confirmations and commands arrive (up to 3 s), then counts what is left.
+async fn settle(
+    report: &mut SimulateReport,
+    seen: &mut HashSet<String>,
+    counts: &mut tokio::sync::mpsc::UnboundedReceiver<(bool, Option<String>)>,
+) {
     let settle = Instant::now() + Duration::from_secs(3);
     while Instant::now() < settle && report.confirmed < report.published {
         match tokio::time::timeout(Duration::from_millis(200), counts.recv()).await {
-            Ok(Some((confirmed, command))) => tally(&mut report, &mut seen, confirmed, command),
+            Ok(Some((confirmed, command))) => tally(report, seen, confirmed, command),
             Ok(None) => break,
             Err(_) => {}
         }
     }
     while let Ok((confirmed, command)) = counts.try_recv() {
-        tally(&mut report, &mut seen, confirmed, command);
+        tally(report, seen, confirmed, command);
     }
-    report.confirmed = report.confirmed.saturating_sub(report.acks);
-    let _ = client.disconnect().await;
-    poller.abort();
-    report
 }
 
 fn tally(
