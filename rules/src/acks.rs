@@ -64,6 +64,18 @@ pub fn classify(targets: &[(bool, Ack)]) -> AckPlan {
     plan
 }
 
+/// Whether the primary's own map shows `follower` out of the in-sync set while `me` still leads:
+/// `Some(true)` dropped, `Some(false)` no longer primary (the write fails), `None` not yet (wait).
+/// A write whose followers were dropped is confirmed only once this node's map shows it, so a
+/// restarted primary, which has forgotten its suspects, never grants a read to a follower that
+/// missed an acknowledged write.
+pub fn dropped(me: &str, placement: &crate::shard_map::Placement, follower: &str) -> Option<bool> {
+    if placement.primary != me {
+        return Some(false);
+    }
+    (!placement.in_sync.iter().any(|n| n == follower)).then_some(true)
+}
+
 /// Whether a write that failed must be taken back on the primary: only if no follower applied it
 /// (one that did may be promoted with it, so the primary keeps it too).
 pub fn take_back(plan: &AckPlan) -> bool {
@@ -124,6 +136,21 @@ mod tests {
         assert!(plan.shrink.is_empty() && plan.step_down.is_none());
         assert!(classify(&[(false, Ack::Applied)]).applied_somewhere);
         assert!(take_back(&classify(&[])));
+    }
+
+    #[test]
+    fn a_drop_counts_once_the_map_shows_it_and_only_while_still_primary() {
+        let mut p = crate::shard_map::Placement {
+            epoch: 3,
+            primary: "n1".into(),
+            in_sync: vec!["n2".into()],
+            learners: vec![],
+        };
+        assert_eq!(dropped("n1", &p, "n2"), None);
+        p.in_sync.clear();
+        assert_eq!(dropped("n1", &p, "n2"), Some(true));
+        p.primary = "n3".into();
+        assert_eq!(dropped("n1", &p, "n2"), Some(false));
     }
 
     #[test]

@@ -7,7 +7,7 @@
 //! map shows the change.
 
 /// The highest epoch a follower accepted writes at for a shard, and who wrote at it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Mark {
     /// Epoch.
     pub epoch: u64,
@@ -58,15 +58,11 @@ pub fn on_write(known: Known<'_>, epoch: u64, primary: &str) -> Verdict {
             epoch: by_mark.unwrap_or(0).max(known.map_epoch),
         };
     }
-    let mark = known
-        .mark
-        .is_none_or(|m| epoch >= m.epoch)
-        .then(|| Mark {
-            epoch,
-            primary: primary.to_string(),
-        });
-    let step_down =
-        known.map_primary == known.me && primary != known.me && epoch > known.map_epoch;
+    let mark = known.mark.is_none_or(|m| epoch >= m.epoch).then(|| Mark {
+        epoch,
+        primary: primary.to_string(),
+    });
+    let step_down = known.map_primary == known.me && primary != known.me && epoch > known.map_epoch;
     Verdict::Apply { mark, step_down }
 }
 

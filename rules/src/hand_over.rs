@@ -30,7 +30,7 @@ pub enum Step {
 }
 
 /// A hand-over in progress.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct HandOver {
     shard: u32,
     epoch: u64,
@@ -48,7 +48,9 @@ impl HandOver {
         to: &str,
     ) -> Result<(Self, Step), String> {
         if placement.primary != me || placement.epoch != epoch {
-            return Err(format!("{me} is not primary of shard {shard} at epoch {epoch}"));
+            return Err(format!(
+                "{me} is not primary of shard {shard} at epoch {epoch}"
+            ));
         }
         let h = Self {
             shard,

@@ -50,6 +50,14 @@ impl<T: Copy + Ord> LeaseTracker<T> {
     }
 }
 
+/// Whether a peer's heartbeat answer may extend this node's lease: not if the peer has applied a
+/// newer shard map than this node. Such a peer may already serve as primary of a shard this node
+/// still thinks it leads (it was promoted while this node was cut off or frozen); its support
+/// must not keep this node serving. The node regains its lease once it has caught up on the map.
+pub fn counts(peer_map_version: u64, my_map_version: u64) -> bool {
+    peer_map_version <= my_map_version
+}
+
 /// The send time that a majority of `nodes` (the caller included) answered at or after, given the
 /// peers' latest answered send times.
 pub fn majority_since<T: Copy + Ord>(nodes: usize, acks: impl Iterator<Item = T>) -> Majority<T> {
@@ -83,6 +91,13 @@ mod tests {
         assert_eq!(t.majority(), Majority::Since(50));
         t.forget("n4");
         assert_eq!(t.majority(), Majority::Since(0));
+    }
+
+    #[test]
+    fn a_peer_with_a_newer_map_gives_no_support() {
+        assert!(counts(4, 4));
+        assert!(counts(3, 4));
+        assert!(!counts(5, 4));
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //!
 //! ```text
 //! no lease ─▶ refuse (NoLease): a node cut off from the majority serves nothing
+//! primary in my map, still taking over ─▶ refuse (NoLease): the old primary may still hold one
 //! primary in my map, not deposed ─▶ serve as primary (from the entity's memory)
 //! a plain read, I am in sync ─▶ serve as follower, after the primary confirms (read index)
 //! otherwise ─▶ NotOwner (the client retries with a newer map)
@@ -19,6 +20,9 @@ pub struct Standing {
     pub deposed: bool,
     /// The node's map lists it as an in-sync follower of the shard.
     pub in_sync: bool,
+    /// It was promoted over a primary it recently answered heartbeats of, and waits for that
+    /// support to run out before serving as primary (see `promotion::takeover_wait`).
+    pub taking_over: bool,
 }
 
 /// What the request is.
@@ -51,6 +55,9 @@ pub fn serve(s: Standing, a: Ask) -> Serve {
         return Serve::NoLease;
     }
     if a.shard_matches && s.primary && !s.deposed {
+        if s.taking_over {
+            return Serve::NoLease;
+        }
         return Serve::Primary;
     }
     if a.shard_matches && a.read && !a.fault && s.in_sync {
@@ -66,6 +73,7 @@ pub fn grant_read(primary: Standing, follower_in_sync: bool, follower_suspect: b
     primary.lease_valid
         && primary.primary
         && !primary.deposed
+        && !primary.taking_over
         && follower_in_sync
         && !follower_suspect
 }
@@ -95,9 +103,7 @@ pub const DEGRADED: u64 = 1_000_000;
 /// when no copy is up (the request then fails as unavailable, or is retried).
 pub fn choose<'a>(candidates: &[Candidate<'a>]) -> Option<&'a str> {
     let cost = |c: &Candidate<'_>| {
-        c.load
-            + if c.primary { 0 } else { FOLLOWER_HOP }
-            + if c.degraded { DEGRADED } else { 0 }
+        c.load + if c.primary { 0 } else { FOLLOWER_HOP } + if c.degraded { DEGRADED } else { 0 }
     };
     candidates
         .iter()
@@ -116,12 +122,14 @@ mod tests {
         primary: true,
         deposed: false,
         in_sync: false,
+        taking_over: false,
     };
     const FOLLOWS: Standing = Standing {
         lease_valid: true,
         primary: false,
         deposed: false,
         in_sync: true,
+        taking_over: false,
     };
     const READ: Ask = Ask {
         shard_matches: true,
@@ -152,11 +160,27 @@ mod tests {
     }
 
     #[test]
+    fn a_primary_still_taking_over_serves_nothing_yet() {
+        let s = Standing {
+            taking_over: true,
+            ..LEADS
+        };
+        assert_eq!(serve(s, READ), Serve::NoLease);
+        assert!(!grant_read(s, true, false));
+    }
+
+    #[test]
     fn followers_serve_only_plain_reads_of_their_shard() {
         assert_eq!(serve(FOLLOWS, READ), Serve::Follower);
-        let write = Ask { read: false, ..READ };
+        let write = Ask {
+            read: false,
+            ..READ
+        };
         assert_eq!(serve(FOLLOWS, write), Serve::NotOwner);
-        let fault = Ask { fault: true, ..READ };
+        let fault = Ask {
+            fault: true,
+            ..READ
+        };
         assert_eq!(serve(FOLLOWS, fault), Serve::NotOwner);
         let other = Ask {
             shard_matches: false,

@@ -69,7 +69,7 @@ pub fn rendezvous_owner(shard: ShardId, nodes: &[String]) -> Option<usize> {
 
 /// Placement of one shard: its primary, the followers that hold every acknowledged write
 /// (in sync), the followers still copying (learners), and the epoch that fences stale owners.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Placement {
     /// Bumped on every change of this shard's placement.
     pub epoch: u64,
@@ -96,7 +96,7 @@ impl Placement {
 }
 
 /// A change to the shard map, committed through the consensus log. Persisted: never reorder.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum MapCommand {
     /// Promote an in-sync follower because the primary is down.
     Promote {
@@ -186,7 +186,7 @@ pub enum MapError {
 
 /// The placement of every shard, agreed through consensus. `version` is the consensus log index
 /// of the last change applied.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct ShardMap {
     version: u64,
     nodes: Vec<String>,

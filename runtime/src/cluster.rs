@@ -5,6 +5,7 @@
 //!   ├─ heartbeat: answers peers' pings with this node's load
 //!   └─ membership: pings every peer ─▶ failure_detector (up / down) ─▶ ClusterView (watch)
 //!                                   └▶ lease: a majority answered recently ─▶ Lease (atomic)
+//!   support: whom this node's answers support, and what peers report of theirs (takeover)
 //! ```
 
 pub mod failure_detector;
@@ -14,3 +15,4 @@ pub mod links;
 pub mod load;
 pub mod member;
 pub mod membership;
+pub mod support;

@@ -28,6 +28,7 @@ use crate::host::shard_host::{ShardHost, ShardHostArgs};
 use crate::metrics;
 use crate::ops::{self, Readiness};
 use crate::replication::catch_up;
+use crate::replication::takeover::Takeovers;
 use crate::replication::Replicator;
 use crate::restart_budget::RestartPolicy;
 use crate::shutdown;
@@ -106,12 +107,14 @@ pub async fn run_with(
     )
     .await?;
     let map = control.map();
+    let takeovers = Takeovers::new(&me.name, &map.borrow(), cfg.lease(), member.support());
     let replicator = Arc::new(Replicator::new(
         me.name.clone(),
         store.clone(),
         map.clone(),
         control.proposer(),
         cfg.failure_timeout,
+        takeovers,
     ));
     let learner = catch_up::spawn(
         me.name.clone(),

@@ -6,11 +6,13 @@
 //!                              └ ack rules: confirm / step down / Shrink through consensus
 //! catch_up: a learner ─Copy pages─▶ from the primary ─▶ Join (in sync)
 //! hand_over: planner ─HandOver─▶ primary: depose, drain, propose Handoff
+//! takeover: promoted over a primary ─▶ serve once its lease support has run out
 //! ```
 
 pub mod catch_up;
 pub mod follower;
 pub mod hand_over;
 pub mod primary;
+pub mod takeover;
 
 pub use primary::Replicator;

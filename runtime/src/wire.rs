@@ -20,8 +20,9 @@ use crate::config::Role;
 use codec::CodecError;
 
 /// Version byte of every frame in this module. 3: idempotency keys carry a request fingerprint,
-/// replays are marked, entity size and key-reuse errors.
-pub const WIRE_VERSION: u8 = 3;
+/// replays are marked, entity size and key-reuse errors. 4: heartbeats carry the sender's map
+/// version and the lease support the responder gave.
+pub const WIRE_VERSION: u8 = 4;
 
 /// Process-group name of a node's shard host. Explicit constant: never derived from a type name.
 pub fn shard_host_group(node: &str) -> String {
@@ -411,6 +412,9 @@ pub struct Ping {
     pub from: String,
     /// Sequence number, echoed in the [`Pong`].
     pub seq: u64,
+    /// Version of the shard map the sender has applied: the answer supports the sender's lease
+    /// only if the responder's map is not newer (`keelson_rules::lease::counts`).
+    pub map_version: u64,
 }
 
 /// Heartbeat answer.
@@ -428,6 +432,10 @@ pub struct Pong {
     pub map_version: u64,
     /// The responder's load.
     pub load: LoadReport,
+    /// Per node: (the node's map version, ms since the responder last gave it lease support at
+    /// that version), for its recent versions (a node promoted over an old primary waits until
+    /// enough nodes report none below the promotion's version for a lease).
+    pub support: Vec<(String, Vec<(u64, u64)>)>,
 }
 
 /// Encodes a frame.

@@ -19,6 +19,8 @@ pub struct ResponderArgs {
     pub map_version: std::sync::Arc<std::sync::atomic::AtomicU64>,
     /// This process's load.
     pub load: crate::cluster::load::Load,
+    /// The lease support this process gives.
+    pub support: crate::cluster::support::Support,
 }
 
 /// The heartbeat responder actor.
@@ -56,13 +58,19 @@ impl Actor for HeartbeatResponder {
         let HeartbeatRpc::Ping(bytes, reply) = message;
         // A ping that does not decode gets no answer: to the sender that is silence, as it should be.
         if let Ok(ping) = wire::decode::<Ping>(&bytes) {
+            let mine = st.map_version.load(std::sync::atomic::Ordering::Acquire);
+            // The answer supports the sender's lease only if this node's map is not newer.
+            if keelson_rules::lease::counts(mine, ping.map_version) {
+                st.support.gave(&ping.from, ping.map_version);
+            }
             let _ = reply.send(wire::encode(&Pong {
                 from: st.name.clone(),
                 role: st.role,
                 seq: ping.seq,
                 incarnation: st.incarnation,
-                map_version: st.map_version.load(std::sync::atomic::Ordering::Acquire),
+                map_version: mine,
                 load: st.load.report(),
+                support: st.support.given_ms(),
             }));
         }
         Ok(())

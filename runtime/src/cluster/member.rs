@@ -20,6 +20,7 @@ use crate::cluster::load::Load;
 use crate::cluster::membership::{
     ClusterView, Membership, MembershipArgs, MembershipMsg, Peer, SessionEvents,
 };
+use crate::cluster::support::Support;
 use crate::config::{ClusterConfig, Member, Role};
 use crate::wire::HeartbeatRpc;
 use crate::RuntimeError;
@@ -41,6 +42,7 @@ pub struct ClusterMember {
     view: watch::Receiver<ClusterView>,
     map_version: Arc<AtomicU64>,
     lease: Lease,
+    support: Support,
     load: Load,
     accept_task: Option<tokio::task::JoinHandle<()>>,
 }
@@ -60,6 +62,7 @@ impl ClusterMember {
         let incarnation = now_ms();
         let map_version = Arc::new(AtomicU64::new(0));
         let lease = Lease::default();
+        let support = Support::new(cfg.nodes.iter().map(|n| &n.name));
         let load = Load::default();
         let (responder, _) = Actor::spawn(
             None,
@@ -70,6 +73,7 @@ impl ClusterMember {
                 incarnation,
                 map_version: map_version.clone(),
                 load: load.clone(),
+                support: support.clone(),
             },
         )
         .await
@@ -89,6 +93,7 @@ impl ClusterMember {
             view: view_tx,
             map_version: map_version.clone(),
             lease: lease.clone(),
+            support: support.clone(),
             cluster_nodes: cfg.nodes.len(),
             lease_duration: cfg.lease(),
             links: links.clone(),
@@ -103,6 +108,7 @@ impl ClusterMember {
             view,
             map_version,
             lease,
+            support,
             load,
             accept_task,
         })
@@ -126,6 +132,11 @@ impl ClusterMember {
     /// This node's primary lease.
     pub fn lease(&self) -> Lease {
         self.lease.clone()
+    }
+
+    /// The lease support this node gave and its peers report.
+    pub fn support(&self) -> Support {
+        self.support.clone()
     }
 
     /// Stops membership, the responder and the transport, in that order.

@@ -113,7 +113,7 @@ pub enum MembershipMsg {
     /// Ping, detect, dial, publish.
     Tick,
     /// A heartbeat answer.
-    Heard(Pong, Duration, Instant),
+    Heard(Pong, Duration, Instant, u64),
     /// A ping to `peer` failed or timed out.
     PingFailed(String),
     /// A dial attempt to `peer` finished.
@@ -145,6 +145,8 @@ pub struct MembershipArgs {
     pub map_version: std::sync::Arc<std::sync::atomic::AtomicU64>,
     /// Where the primary lease is published.
     pub lease: Lease,
+    /// The lease support this node gave and its peers report.
+    pub support: crate::cluster::support::Support,
     /// Nodes in the cluster (for the lease majority).
     pub cluster_nodes: usize,
     /// How long a majority's answers keep the lease.
@@ -211,9 +213,14 @@ impl MembershipState {
             return;
         }
         self.seq += 1;
+        let map_version = self
+            .args
+            .map_version
+            .load(std::sync::atomic::Ordering::Acquire);
         let ping = wire::encode(&Ping {
             from: self.args.me.clone(),
             seq: self.seq,
+            map_version,
         });
         let deadline = self.args.failure_timeout;
         let me = myself.clone();
@@ -227,7 +234,7 @@ impl MembershipState {
             let msg = match result {
                 Ok(ractor::rpc::CallResult::Success(bytes)) => match wire::decode::<Pong>(&bytes) {
                     Ok(pong) if pong.from == peer => {
-                        MembershipMsg::Heard(pong, started.elapsed(), started)
+                        MembershipMsg::Heard(pong, started.elapsed(), started, map_version)
                     }
                     _ => MembershipMsg::PingFailed(peer),
                 },
@@ -455,10 +462,17 @@ impl Actor for Membership {
     ) -> Result<(), ActorProcessingErr> {
         match message {
             MembershipMsg::Tick => st.tick(&myself),
-            MembershipMsg::Heard(pong, rtt, sent) => {
+            MembershipMsg::Heard(pong, rtt, sent, sent_version) => {
                 if pong.role == Role::Node {
-                    st.lease_tracker.acked(&pong.from, sent);
-                    st.args.lease.set(st.lease_tracker.valid_until());
+                    // A peer that has applied a newer map than this node had when it pinged
+                    // may already serve a shard this node thinks it leads: no support.
+                    if keelson_rules::lease::counts(pong.map_version, sent_version) {
+                        st.lease_tracker.acked(&pong.from, sent);
+                        st.args.lease.set(st.lease_tracker.valid_until());
+                    }
+                    st.args
+                        .support
+                        .reported(&pong.from, pong.map_version, &pong.support);
                 }
                 st.pinging.remove(&pong.from);
                 metrics::get()

@@ -205,14 +205,18 @@ pub struct Call {
     pub reply: RpcReplyPort<CallResult>,
 }
 
+/// Format version of entity payloads: commands, answers and journal records (persisted, so it
+/// moves only with a migration; frames between nodes have their own `wire::WIRE_VERSION`).
+pub const PAYLOAD_VERSION: u8 = 3;
+
 /// Encodes a command or reply payload.
 pub fn encode_payload<T: Serialize>(value: &T) -> Vec<u8> {
-    codec::encode(crate::wire::WIRE_VERSION, value).expect("payload types always encode")
+    codec::encode(PAYLOAD_VERSION, value).expect("payload types always encode")
 }
 
 /// Decodes a command or reply payload.
 pub fn decode_payload<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, codec::CodecError> {
-    codec::decode(crate::wire::WIRE_VERSION, bytes)
+    codec::decode(PAYLOAD_VERSION, bytes)
 }
 
 pub use crate::clock::now_ms;

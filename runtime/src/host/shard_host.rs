@@ -152,7 +152,7 @@ impl ShardHostState {
             read: req.read,
             fault: req.fault.is_some(),
         };
-        match reads::serve(self.follower.standing(shard, p), ask) {
+        match reads::serve(self.follower.standing(shard, p, map.version()), ask) {
             Serve::Primary => Ok(Route::Primary(shard)),
             Serve::Follower => Ok(Route::Follower(shard, p.primary.clone())),
             Serve::NoLease => Err(RemoteError::NoLease(a.node.clone())),

@@ -61,13 +61,16 @@ impl Follower {
         }
     }
 
-    /// Where this node stands for `shard` (placed at `p` in its map).
-    pub fn standing(&self, shard: ShardId, p: &Placement) -> Standing {
+    /// Where this node stands for `shard` (placed at `p` in its map of `version`).
+    pub fn standing(&self, shard: ShardId, p: &Placement, version: u64) -> Standing {
+        let primary = p.primary == self.node;
         Standing {
             lease_valid: self.lease.is_valid(),
-            primary: p.primary == self.node,
+            primary,
             deposed: self.replicator.is_deposed(shard, p.epoch),
             in_sync: p.in_sync.contains(&self.node),
+            // Judged on every request so the takeover tracks every placement it served under.
+            taking_over: self.replicator.taking_over(shard, p, version) && primary,
         }
     }
 
@@ -221,7 +224,7 @@ impl Follower {
                 let p = map.placement(shard);
                 let suspect = !self.replicator.may_serve_reads(shard, &q.follower);
                 reads::grant_read(
-                    self.standing(shard, p),
+                    self.standing(shard, p, map.version()),
                     p.in_sync.contains(&q.follower),
                     suspect,
                 )

@@ -52,6 +52,8 @@ pub struct Replicator {
     /// Writes between passing the ownership check and their outcome, per shard: a hand-over
     /// waits for them.
     pub(super) in_flight: Vec<std::sync::atomic::AtomicU32>,
+    /// Shards this node was promoted to lead and does not serve yet.
+    takeovers: super::takeover::Takeovers,
 }
 
 /// Counts a write in flight on a shard until dropped.
@@ -79,6 +81,7 @@ impl Replicator {
         map: MapWatch,
         proposer: Proposer,
         timeout: Duration,
+        takeovers: super::takeover::Takeovers,
     ) -> Self {
         let fences = (0..map.borrow().shard_count())
             .map(|_| RwLock::new(()))
@@ -100,7 +103,14 @@ impl Replicator {
             deposed,
             suspects: Mutex::new(HashMap::new()),
             in_flight,
+            takeovers,
         }
+    }
+
+    /// True while this node, promoted to lead `shard` (placed at `p` in map `version`), waits
+    /// for the old primary's lease support to run out.
+    pub fn taking_over(&self, shard: ShardId, p: &Placement, version: u64) -> bool {
+        self.takeovers.waiting(shard, p, version)
     }
 
     /// False for a follower that may have diverged from this primary on `shard` (see
@@ -143,12 +153,8 @@ impl Replicator {
         loop {
             {
                 let now = map.borrow_and_update();
-                let q = now.placement(shard);
-                if q.primary != self.node {
-                    return false;
-                }
-                if !q.in_sync.iter().any(|n| n == node) {
-                    return true;
+                if let Some(out) = acks::dropped(&self.node, now.placement(shard), node) {
+                    return out;
                 }
             }
             if tokio::time::timeout_at(deadline, map.changed())
@@ -192,6 +198,10 @@ impl Replicator {
                     epoch: p.epoch,
                     owner: p.primary,
                 });
+            }
+            let version = self.map.borrow().version();
+            if self.taking_over(shard, &p, version) {
+                return Err(RemoteError::NoLease(self.node.clone()));
             }
             self.in_flight[shard.0 as usize].fetch_add(1, std::sync::atomic::Ordering::AcqRel);
             let guard = WriteInFlight(&self.in_flight[shard.0 as usize]);
@@ -348,23 +358,24 @@ impl Replicator {
             };
             match self.proposer.propose(cmd).await {
                 Ok(_) => metrics::get().in_sync_shrinks.inc(),
-                Err(ProposeError::Refused(MapError::StaleEpoch { .. })) => {
-                    // Someone else changed the shard meanwhile (often the planner dropping the
-                    // same follower): fine once this node's map shows it is still primary and
-                    // the follower is out of the in-sync set.
-                    if !self.dropped(shard, &node).await {
-                        return Err(unconfirmed(
-                            shard,
-                            format!("shard changed while dropping {node}"),
-                        ));
-                    }
-                }
+                // Someone else changed the shard meanwhile (often the planner dropping the same
+                // follower): fine once this node's map shows the follower out (below).
+                Err(ProposeError::Refused(MapError::StaleEpoch { .. })) => {}
                 Err(e) => {
                     return Err(unconfirmed(
                         shard,
                         format!("cannot drop unresponsive follower {node}: {e}"),
                     ))
                 }
+            }
+            // Confirmed only once this node's own map shows the follower out while it still
+            // leads: a primary that restarts forgets its suspects, and its map must then keep the
+            // follower from serving reads it missed (found by the model checker).
+            if !self.dropped(shard, &node).await {
+                return Err(unconfirmed(
+                    shard,
+                    format!("shard changed while dropping {node}"),
+                ));
             }
         }
         Ok(())
