@@ -45,16 +45,10 @@ use json::parse_payload;
 use topic::check_topic_device;
 use window::{SeenWindow, TokenBucket};
 
-/// Topic prefix of every per-device topic.
-pub const DEVICE_TOPIC_PREFIX: &str = "keelson/devices/";
-/// Suffix of the telemetry topic, after the device id.
-pub const TELEMETRY_SUFFIX: &str = "telemetry";
-/// Suffix of the reported-twin topic, after the device id.
-pub const REPORTED_SUFFIX: &str = "twin/reported";
-/// Suffix of the command-acknowledgement topic, after the device id.
-pub const ACK_SUFFIX: &str = "acks";
-/// Where rejected messages are published, as built by [`deadletter`].
-pub const DEADLETTER_TOPIC: &str = "keelson/deadletter";
+pub use crate::topics::{
+    ACK_SUFFIX, DEADLETTER as DEADLETTER_TOPIC, DEVICE_PREFIX as DEVICE_TOPIC_PREFIX,
+    REPORTED_SUFFIX, TELEMETRY_SUFFIX,
+};
 /// Key in [`EdgeConfig::ranges`] whose ranges apply to every known kind unless the kind overrides them.
 pub const ANY_KIND: &str = "*";
 

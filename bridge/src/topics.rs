@@ -1,4 +1,5 @@
-//! The MQTT topics Keelson uses. Names on the wire: never derive them from anything else.
+//! The MQTT topics Keelson uses: the one topic table, for the bridge, the edge checks and the
+//! HTTP gateway's publishes. Names on the wire: never derive them from anything else.
 //!
 //! ```text
 //! device ──▶ keelson/devices/{id}/telemetry      readings (QoS 1)
@@ -9,7 +10,20 @@
 //! bridge ──▶ keelson/deadletter                  rejected messages with the reason
 //! ```
 
-pub use crate::edge::DEADLETTER_TOPIC as DEADLETTER;
+/// Topic prefix of every per-device topic.
+pub const DEVICE_PREFIX: &str = "keelson/devices/";
+/// Suffix of the telemetry topic, after the device id.
+pub const TELEMETRY_SUFFIX: &str = "telemetry";
+/// Suffix of the reported-twin topic, after the device id.
+pub const REPORTED_SUFFIX: &str = "twin/reported";
+/// Suffix of the command-acknowledgement topic, after the device id.
+pub const ACK_SUFFIX: &str = "acks";
+/// Suffix of the command topic, after the device id.
+pub const COMMANDS_SUFFIX: &str = "commands";
+/// Suffix of the desired-twin topic, after the device id.
+pub const DESIRED_SUFFIX: &str = "twin/desired";
+/// Where rejected messages are published.
+pub const DEADLETTER: &str = "keelson/deadletter";
 
 /// Every device's telemetry.
 pub const TELEMETRY_FILTER: &str = "keelson/devices/+/telemetry";
@@ -22,30 +36,48 @@ pub const COMMANDS_FILTER: &str = "keelson/devices/+/commands";
 
 /// Commands for one device.
 pub fn commands(device: &str) -> String {
-    format!("keelson/devices/{device}/commands")
+    format!("{DEVICE_PREFIX}{device}/{COMMANDS_SUFFIX}")
 }
 
 /// Desired state for one device.
 pub fn desired(device: &str) -> String {
-    format!("keelson/devices/{device}/twin/desired")
+    format!("{DEVICE_PREFIX}{device}/{DESIRED_SUFFIX}")
 }
 
 /// Telemetry of one device.
 pub fn telemetry(device: &str) -> String {
-    format!("keelson/devices/{device}/telemetry")
+    format!("{DEVICE_PREFIX}{device}/{TELEMETRY_SUFFIX}")
 }
 
 /// Reported twin state of one device.
 pub fn reported(device: &str) -> String {
-    format!("keelson/devices/{device}/twin/reported")
+    format!("{DEVICE_PREFIX}{device}/{REPORTED_SUFFIX}")
 }
 
 /// Acknowledgements of one device.
 pub fn acks(device: &str) -> String {
-    format!("keelson/devices/{device}/acks")
+    format!("{DEVICE_PREFIX}{device}/{ACK_SUFFIX}")
 }
 
 /// The device id in a `keelson/devices/{id}/...` topic.
 pub fn device_of(topic: &str) -> Option<&str> {
-    topic.strip_prefix("keelson/devices/")?.split('/').next()
+    topic.strip_prefix(DEVICE_PREFIX)?.split('/').next()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_filters_and_the_builders_agree() {
+        for (filter, built) in [
+            (TELEMETRY_FILTER, telemetry("+")),
+            (REPORTED_FILTER, reported("+")),
+            (ACKS_FILTER, acks("+")),
+            (COMMANDS_FILTER, commands("+")),
+        ] {
+            assert_eq!(filter, built);
+        }
+        assert_eq!(device_of(&desired("d-1")), Some("d-1"));
+    }
 }

@@ -202,6 +202,45 @@ impl MembershipState {
         !ractor::pg::get_members(&wire::heartbeat_group(peer)).is_empty()
     }
 
+    /// A heartbeat answer from a peer to a ping sent at `sent` with map version `sent_version`.
+    fn heard(&mut self, pong: Pong, rtt: Duration, sent: Instant, sent_version: u64) {
+        if pong.role == Role::Node {
+            // A peer that has applied a newer map than this node had when it pinged
+            // may already serve a shard this node thinks it leads: no support.
+            if keelson_rules::lease::counts(pong.map_version, sent_version) {
+                self.lease_tracker.acked(&pong.from, sent);
+                self.args.lease.set(self.lease_tracker.valid_until());
+            }
+            self.args
+                .support
+                .reported(&pong.from, pong.map_version, &pong.support);
+        }
+        self.pinging.remove(&pong.from);
+        metrics::get()
+            .heartbeat_rtt
+            .with_label_values(&[&pong.from])
+            .observe(rtt.as_secs_f64());
+        self.loads.insert(pong.from.clone(), pong.load);
+        let newer_map = self
+            .map_versions
+            .insert(pong.from.clone(), pong.map_version)
+            != Some(pong.map_version);
+        if let Some(old) = self
+            .incarnations
+            .insert(pong.from.clone(), pong.incarnation)
+        {
+            if old != pong.incarnation {
+                tracing::info!(peer = %pong.from, "peer restarted (new incarnation)");
+            }
+        }
+        if let Some(t) = self.detector.heard(&pong.from, rtt, Instant::now()) {
+            self.apply(t);
+            self.publish(Instant::now());
+        } else if newer_map {
+            self.publish(Instant::now());
+        }
+    }
+
     fn ping(&mut self, myself: &ActorRef<MembershipMsg>, peer: &str) {
         let Some(cell) = ractor::pg::get_members(&wire::heartbeat_group(peer))
             .into_iter()
@@ -463,36 +502,7 @@ impl Actor for Membership {
         match message {
             MembershipMsg::Tick => st.tick(&myself),
             MembershipMsg::Heard(pong, rtt, sent, sent_version) => {
-                if pong.role == Role::Node {
-                    // A peer that has applied a newer map than this node had when it pinged
-                    // may already serve a shard this node thinks it leads: no support.
-                    if keelson_rules::lease::counts(pong.map_version, sent_version) {
-                        st.lease_tracker.acked(&pong.from, sent);
-                        st.args.lease.set(st.lease_tracker.valid_until());
-                    }
-                    st.args
-                        .support
-                        .reported(&pong.from, pong.map_version, &pong.support);
-                }
-                st.pinging.remove(&pong.from);
-                metrics::get()
-                    .heartbeat_rtt
-                    .with_label_values(&[&pong.from])
-                    .observe(rtt.as_secs_f64());
-                st.loads.insert(pong.from.clone(), pong.load);
-                let newer_map = st.map_versions.insert(pong.from.clone(), pong.map_version)
-                    != Some(pong.map_version);
-                if let Some(old) = st.incarnations.insert(pong.from.clone(), pong.incarnation) {
-                    if old != pong.incarnation {
-                        tracing::info!(peer = %pong.from, "peer restarted (new incarnation)");
-                    }
-                }
-                if let Some(t) = st.detector.heard(&pong.from, rtt, Instant::now()) {
-                    st.apply(t);
-                    st.publish(Instant::now());
-                } else if newer_map {
-                    st.publish(Instant::now());
-                }
+                st.heard(pong, rtt, sent, sent_version)
             }
             MembershipMsg::PingFailed(peer) => {
                 st.pinging.remove(&peer);
