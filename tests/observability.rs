@@ -538,7 +538,7 @@ async fn one_requests_id_is_in_the_gateway_log_and_the_owning_node_log() {
         Settings {
             nodes: 2,
             log: Some(
-                "info,keelson_runtime::shard_host=debug,keelson_runtime::entity=debug".into(),
+                "info,keelson_runtime::host=debug".into(),
             ),
             ..Settings::default()
         },
