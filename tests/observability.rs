@@ -537,9 +537,7 @@ async fn one_requests_id_is_in_the_gateway_log_and_the_owning_node_log() {
         "obs-request-id",
         Settings {
             nodes: 2,
-            log: Some(
-                "info,keelson_runtime::host=debug".into(),
-            ),
+            log: Some("info,keelson_runtime::host=debug".into()),
             ..Settings::default()
         },
     )
