@@ -504,7 +504,19 @@ mod tests {
     async fn a_different_shard_count_is_refused() {
         let dir = tmp("shards");
         drop(Store::open(&dir, 8, FlushPolicy::OnWrite, 1 << 20).unwrap());
-        let err = Store::open(&dir, 16, FlushPolicy::OnWrite, 1 << 20).unwrap_err();
+        // sled's background flusher may hold the file lock a moment after the drop: wait for it
+        // (polled, with a deadline), then the shard count decides.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let err = loop {
+            match Store::open(&dir, 16, FlushPolicy::OnWrite, 1 << 20) {
+                Err(StorageError::Sled(e)) if std::time::Instant::now() < deadline => {
+                    tracing::debug!(error = %e, "store still locked; retrying");
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                }
+                Err(e) => break e,
+                Ok(_) => panic!("a store of 8 shards opened with 16"),
+            }
+        };
         assert!(matches!(
             err,
             StorageError::ShardCountMismatch {
