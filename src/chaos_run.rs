@@ -36,6 +36,31 @@ pub struct RunArgs {
 /// A cluster this command started; stopped (and waited for) when dropped.
 struct OwnCluster {
     child: std::process::Child,
+    log_path: std::path::PathBuf,
+}
+
+impl OwnCluster {
+    /// Why `keelson up` is gone, with the end of its log, or `None` while it runs.
+    fn exited(&mut self) -> Option<String> {
+        let status = self.child.try_wait().ok().flatten()?;
+        let text = std::fs::read_to_string(&self.log_path).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        Some(format!(
+            "`keelson up` for the scenario exited ({status}); see {}:\n{}",
+            self.log_path.display(),
+            lines[lines.len().saturating_sub(12)..].join("\n")
+        ))
+    }
+
+    /// Resolves with [`OwnCluster::exited`] once `keelson up` is gone (polled every 200 ms).
+    async fn watch(&mut self) -> String {
+        loop {
+            if let Some(why) = self.exited() {
+                return why;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
 }
 
 impl Drop for OwnCluster {
@@ -84,18 +109,14 @@ fn start_cluster(config_path: &Path, dir: &Path) -> anyhow::Result<(OwnCluster, 
         .stderr(log)
         .spawn()
         .context("cannot start `keelson up`")?;
-    let mut own = OwnCluster { child };
+    let mut own = OwnCluster {
+        child,
+        log_path: log_path.clone(),
+    };
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {
-        if let Ok(Some(status)) = own.child.try_wait() {
-            let tail = std::fs::read_to_string(&log_path).unwrap_or_default();
-            let tail: Vec<&str> = tail.lines().rev().take(12).collect();
-            let tail: Vec<&str> = tail.into_iter().rev().collect();
-            bail!(
-                "`keelson up` for the scenario exited ({status}); see {}:\n{}",
-                log_path.display(),
-                tail.join("\n")
-            );
+        if let Some(why) = own.exited() {
+            bail!("{why}");
         }
         if read_run_file(&cfg.data_dir).is_ok_and(|r| r.chaos_control.is_some()) {
             return Ok((own, cfg));
@@ -209,7 +230,7 @@ fn execute(
 ) -> anyhow::Result<bool> {
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
     eprintln!("scenario {}: {}", scenario.name, scenario.description);
-    let (own, cfg) = if args.attach {
+    let (mut own, cfg) = if args.attach {
         (None, cfg.clone())
     } else {
         eprintln!(
@@ -226,7 +247,19 @@ fn execute(
         .build()
         .context("cannot start the async runtime")?;
     let target = target(&cfg, Duration::from_millis(scenario.workload.timeout_ms))?;
-    let report = rt.block_on(run_scenario(scenario, &target, progress));
+    // A cluster this command started that falls over (a member could not bind its port, say)
+    // ends the run with its reason at once, not after the settle deadline.
+    let report = rt.block_on(async {
+        match own.as_mut() {
+            Some(up) => tokio::select! {
+                r = run_scenario(scenario, &target, progress) => r.map_err(anyhow::Error::from),
+                why = up.watch() => Err(anyhow::anyhow!("{why}")),
+            },
+            None => run_scenario(scenario, &target, progress)
+                .await
+                .map_err(anyhow::Error::from),
+        }
+    });
     bar.finish_and_clear();
     drop(rt);
     drop(own);

@@ -24,8 +24,9 @@ async fn the_kill_primary_scenario_passes_its_gates_against_a_real_cluster() {
         &[&scenario("kill-primary"), "--out", out.to_str().unwrap()],
     );
     eprintln!("{stdout}\n{stderr}");
-    let report: Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    let text = std::fs::read_to_string(out.join("report.json"))
+        .unwrap_or_else(|e| panic!("no report.json ({e}); exit code {code}, see stderr above"));
+    let report: Value = serde_json::from_str(&text).unwrap();
     assert_eq!(code, 0, "gates: {}", report["verdict"]);
     assert_eq!(report["verdict"]["passed"], true);
 

@@ -753,11 +753,7 @@ async fn a_real_prometheus_answers_every_panel_healthy_and_faulty_and_fires_node
     assert_eq!(code, 0, "{err}");
     let cfg = c.dir.join("prometheus.yml");
     std::fs::write(&cfg, yaml).unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = support::free_port();
     let log = std::fs::File::create(c.dir.join("logs/prometheus.log")).unwrap();
     let _prom = Prometheus(
         Command::new("prometheus")

@@ -51,18 +51,41 @@ where
     }
 }
 
-/// Hands out free loopback ports, never the same one twice: each stays bound until the
-/// allocator is dropped (after the config naming them is written).
+/// Hands out free loopback ports, never the same one twice in a test binary: each stays bound
+/// until the allocator is dropped (after the config naming them is written). They come from
+/// below the kernel's ephemeral range (32768 and up), so an outgoing connection of another
+/// process can never take one between its release and the member's own bind.
 #[derive(Default)]
 struct Ports(Vec<TcpListener>);
 
+/// Where the next port search starts: a per-process base in 20000..31000, then upwards.
+static NEXT_PORT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
 impl Ports {
     fn next(&mut self) -> u16 {
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = l.local_addr().unwrap().port();
-        self.0.push(l);
-        port
+        use std::sync::atomic::Ordering;
+        let _ = NEXT_PORT.compare_exchange(
+            0,
+            20_000 + (std::process::id() * 397) % 11_000,
+            Ordering::SeqCst,
+            Ordering::SeqCst,
+        );
+        for _ in 0..12_000 {
+            let port = 20_000 + (NEXT_PORT.fetch_add(1, Ordering::SeqCst) - 20_000) % 12_000;
+            if let Ok(l) = TcpListener::bind(("127.0.0.1", port as u16)) {
+                self.0.push(l);
+                return port as u16;
+            }
+        }
+        panic!("no free loopback port in 20000..32000");
     }
+}
+
+/// A free loopback port for a program a test starts itself (Prometheus, say), from the same
+/// range and sequence as the cluster's.
+#[allow(dead_code)]
+pub fn free_port() -> u16 {
+    Ports::default().next()
 }
 
 /// Which MQTT broker a test cluster uses.
