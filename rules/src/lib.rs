@@ -4,6 +4,7 @@
 //!
 //! ```text
 //! shard_map   where an entity lives; placements under epochs; MapCommand apply (the fence)
+//! balance     the placement to aim for: every node within one of its fair share, fewest moves
 //! planner     the consensus leader's map changes, from the map and who is up
 //! promotion   when a down primary may be replaced (after its lease has surely run out)
 //! lease       a primary serves only while a majority answered its recent heartbeats
@@ -15,6 +16,7 @@
 //! ```
 
 pub mod acks;
+pub mod balance;
 pub mod follower;
 pub mod hand_over;
 pub mod lease;

@@ -4,7 +4,15 @@
 //! The hash is FNV-1a (64 bit) with a splitmix64 finaliser: fixed forever, because it decides where
 //! persisted data lives. Never replace it with std's randomly seeded hasher.
 
+use std::collections::{BTreeMap, BTreeSet};
+
 use serde::{Deserialize, Serialize};
+
+use crate::balance;
+
+mod members;
+
+pub use members::NodeAddr;
 
 /// Index of a shard, `0..shard_count`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -52,6 +60,11 @@ fn rendezvous_score(node: &str, shard: ShardId) -> u64 {
     let h = fnv1a(FNV_OFFSET, node.as_bytes());
     let h = fnv1a(h, &[0xff]);
     mix(fnv1a(h, &shard.0.to_le_bytes()))
+}
+
+/// The balancer's tie-break: the rendezvous score.
+fn score(node: &str, shard: u32) -> u64 {
+    rendezvous_score(node, ShardId(shard))
 }
 
 /// Index into `nodes` of the node that owns `shard` (ties broken by name, so it is total).
@@ -134,7 +147,8 @@ pub enum MapCommand {
         /// The node.
         node: String,
     },
-    /// Hand the primary role to an in-sync follower (rebalancing back to the preferred owner).
+    /// Hand the primary role to an in-sync follower (to balance the primaries, or to empty a
+    /// draining node).
     Handoff {
         /// Shard.
         shard: u32,
@@ -143,17 +157,42 @@ pub enum MapCommand {
         /// The in-sync follower to become primary.
         to: String,
     },
+    /// A node joins the cluster (or, already a member, tells where it is now): from now on it
+    /// may be given copies.
+    AddNode {
+        /// Its name.
+        node: String,
+        /// Where it listens.
+        addr: NodeAddr,
+    },
+    /// A node is to leave: its copies are made elsewhere and its primaries handed over, and
+    /// it is given nothing new.
+    DrainNode {
+        /// Its name.
+        node: String,
+        /// How many members were not draining when it was proposed ([`ShardMap::drain`]
+        /// checked the replication factor against it); refused if that changed since.
+        active: u32,
+    },
+    /// A drained node that holds nothing any more leaves the cluster.
+    RemoveNode {
+        /// Its name.
+        node: String,
+    },
 }
 
 impl MapCommand {
-    /// The shard it changes.
-    pub fn shard(&self) -> u32 {
+    /// The shard it changes (none for a change of the members).
+    pub fn shard(&self) -> Option<u32> {
         match self {
             MapCommand::Promote { shard, .. }
             | MapCommand::Shrink { shard, .. }
             | MapCommand::AddLearner { shard, .. }
             | MapCommand::Join { shard, .. }
-            | MapCommand::Handoff { shard, .. } => *shard,
+            | MapCommand::Handoff { shard, .. } => Some(*shard),
+            MapCommand::AddNode { .. }
+            | MapCommand::DrainNode { .. }
+            | MapCommand::RemoveNode { .. } => None,
         }
     }
 }
@@ -182,6 +221,9 @@ pub enum MapError {
         /// Why.
         reason: String,
     },
+    /// The change of the members is not possible.
+    #[error("{0}")]
+    Members(String),
 }
 
 /// The placement of every shard, agreed through consensus. `version` is the consensus log index
@@ -192,23 +234,37 @@ pub struct ShardMap {
     nodes: Vec<String>,
     replication_factor: usize,
     shards: Vec<Placement>,
+    /// Where the nodes that joined listen (the seed nodes' addresses are in nodes.toml).
+    /// Absent from maps stored before nodes could join.
+    #[serde(default)]
+    addrs: BTreeMap<String, NodeAddr>,
+    /// Members on their way out: given nothing new, emptied, then removed.
+    #[serde(default)]
+    draining: BTreeSet<String>,
 }
 
 impl ShardMap {
-    /// The preferred placement for `nodes`: each shard's `rf` highest rendezvous scores, primary
-    /// first, every replica in sync (there is no data yet), epoch 1.
+    /// The placement for `nodes` at rest: each shard's `rf` highest rendezvous scores, then
+    /// balanced (see [`crate::balance`]) so every node holds within one of its fair share of
+    /// copies and primaries; every replica in sync (there is no data yet), epoch 1.
     pub fn initial(nodes: &[String], shard_count: u32, rf: usize) -> Self {
         assert!(!nodes.is_empty(), "a shard map needs at least one node");
         let rf = rf.clamp(1, nodes.len());
-        let shards = (0..shard_count)
-            .map(|s| {
-                let ranked = preference(ShardId(s), nodes);
-                Placement {
-                    epoch: 1,
-                    primary: ranked[0].clone(),
-                    in_sync: ranked[1..rf].to_vec(),
-                    learners: Vec::new(),
-                }
+        let ranked = (0..shard_count).map(|s| {
+            let ranked = preference(ShardId(s), nodes);
+            balance::Holders {
+                primary: Some(ranked[0].clone()),
+                nodes: ranked[..rf].to_vec(),
+            }
+        });
+        let mode = balance::Mode::Balance;
+        let shards = balance::balance(ranked.collect(), nodes, &|_| true, rf, mode, &score)
+            .into_iter()
+            .map(|target| Placement {
+                epoch: 1,
+                primary: target[0].clone(),
+                in_sync: target[1..].to_vec(),
+                learners: Vec::new(),
             })
             .collect();
         Self {
@@ -216,7 +272,38 @@ impl ShardMap {
             nodes: nodes.to_vec(),
             replication_factor: rf,
             shards,
+            addrs: BTreeMap::new(),
+            draining: BTreeSet::new(),
         }
+    }
+
+    /// Where every shard should be, primary first, if only `eligible` may keep copies and only
+    /// those `takes` accepts may be given new ones: the
+    /// fewest moves from here to a placement that has every shard's copies and, in
+    /// [`balance::Mode::Balance`], every node within one of its fair share (see
+    /// [`crate::balance`]).
+    pub fn targets(
+        &self,
+        eligible: &[String],
+        takes: &dyn Fn(&str) -> bool,
+        mode: balance::Mode,
+    ) -> Vec<Vec<String>> {
+        let current = self
+            .shards
+            .iter()
+            .map(|p| balance::Holders {
+                nodes: p.replicas().cloned().collect(),
+                primary: Some(p.primary.clone()).filter(|n| eligible.contains(n)),
+            })
+            .collect();
+        balance::balance(
+            current,
+            eligible,
+            takes,
+            self.replication_factor,
+            mode,
+            &score,
+        )
     }
 
     /// Consensus log index of the last change.
@@ -288,29 +375,51 @@ impl ShardMap {
             .collect()
     }
 
-    /// The preferred replicas of `shard`, best first (rendezvous order).
-    pub fn preferred(&self, shard: ShardId) -> Vec<String> {
-        let mut p = preference(shard, &self.nodes);
-        p.truncate(self.replication_factor);
-        p
+    /// Adds a node to the map's members (tests of placement only).
+    #[cfg(test)]
+    pub(crate) fn add_node_for_test(&mut self, node: &str) {
+        self.nodes.push(node.to_string());
+    }
+
+    /// Sets every shard's placement to `targets` (primary first, the rest in sync), bumping
+    /// the epochs of those that changed (tests of placement only).
+    #[cfg(test)]
+    pub(crate) fn replace_placements(&mut self, targets: &[Vec<String>]) {
+        for (p, t) in self.shards.iter_mut().zip(targets) {
+            let next = Placement {
+                epoch: p.epoch,
+                primary: t[0].clone(),
+                in_sync: t[1..].to_vec(),
+                learners: Vec::new(),
+            };
+            if *p != next {
+                *p = Placement {
+                    epoch: p.epoch + 1,
+                    ..next
+                };
+            }
+        }
     }
 
     /// Applies a command, or refuses it leaving the map unchanged.
     pub fn apply(&mut self, cmd: &MapCommand) -> Result<(), MapError> {
-        let shard = cmd.shard();
+        let (shard, proposed, target) = match cmd {
+            MapCommand::Promote { shard, epoch, to } | MapCommand::Handoff { shard, epoch, to } => {
+                (*shard, *epoch, to)
+            }
+            MapCommand::Shrink { shard, epoch, node }
+            | MapCommand::AddLearner { shard, epoch, node }
+            | MapCommand::Join { shard, epoch, node } => (*shard, *epoch, node),
+            MapCommand::AddNode { .. }
+            | MapCommand::DrainNode { .. }
+            | MapCommand::RemoveNode { .. } => return self.apply_to_members(cmd),
+        };
         let known = self.nodes.clone();
+        let draining = self.draining.contains(target);
         let p = self
             .shards
             .get_mut(shard as usize)
             .ok_or(MapError::NoShard(shard))?;
-        let (proposed, target) = match cmd {
-            MapCommand::Promote { epoch, to, .. } | MapCommand::Handoff { epoch, to, .. } => {
-                (*epoch, to)
-            }
-            MapCommand::Shrink { epoch, node, .. }
-            | MapCommand::AddLearner { epoch, node, .. }
-            | MapCommand::Join { epoch, node, .. } => (*epoch, node),
-        };
         if proposed != p.epoch {
             return Err(MapError::StaleEpoch {
                 shard,
@@ -321,6 +430,9 @@ impl ShardMap {
         let refuse = |reason: String| Err(MapError::Refused { shard, reason });
         if !known.contains(target) {
             return refuse(format!("unknown node \"{target}\""));
+        }
+        if draining && !matches!(cmd, MapCommand::Shrink { .. } | MapCommand::Promote { .. }) {
+            return refuse(format!("\"{target}\" is draining: it is given nothing new"));
         }
         match cmd {
             MapCommand::Promote { to, .. } | MapCommand::Handoff { to, .. } => {
@@ -355,6 +467,9 @@ impl ShardMap {
                 p.learners.remove(i);
                 p.in_sync.push(node.clone());
             }
+            MapCommand::AddNode { .. }
+            | MapCommand::DrainNode { .. }
+            | MapCommand::RemoveNode { .. } => return refuse("not a change of a shard".into()),
         }
         p.epoch += 1;
         Ok(())

@@ -34,7 +34,7 @@ pub use limits::{
     validate as validate_limits, EntityLimits, Limits, RateLimit, RawLimits, RawRate, Retention,
 };
 pub use load::{load, load_with, parse, parse_with, validate, ConfigError};
-pub use nodes::{Member, RawGateway, RawNode, Role};
+pub use nodes::{valid_name, Member, RawGateway, RawNode, Role};
 pub use sections::{Section, SectionCheck};
 pub use security::{
     read_secret, write_secret, AuthSettings, JwtSettings, PublicKeyAlgorithm, RawAuth, RawJwt,

@@ -272,15 +272,12 @@ impl Bounds {
         let names: Vec<String> = (0..self.nodes as u8).map(name).collect();
         let mut map = ShardMap::initial(&names, self.shards, self.rf);
         if self.moved {
-            for s in 0..self.shards {
-                let p = map.placement(ShardId(s)).clone();
-                map.apply(&MapCommand::Handoff {
-                    shard: s,
-                    epoch: p.epoch,
-                    to: p.in_sync[0].clone(),
-                })
-                .expect("a hand-over of the initial map");
-            }
+            // The first shard's primary is draining (below the replication factor, which
+            // `ShardMap::drain` would refuse): the planner hands its shards over.
+            let node = map.placement(ShardId(0)).primary.clone();
+            let active = self.nodes as u32;
+            map.apply(&MapCommand::DrainNode { node, active })
+                .expect("a drain of the initial map");
         }
         let s = self.shards as usize;
         let node = Node {
@@ -452,10 +449,9 @@ impl State {
 
     fn commit(&mut self, b: &Bounds, cmd: &MapCommand) -> Result<(), keelson_rules::MapError> {
         if self.log.len() > b.map_changes {
-            return Err(keelson_rules::MapError::Refused {
-                shard: cmd.shard(),
-                reason: "model bound: no more map changes".into(),
-            });
+            return Err(keelson_rules::MapError::Members(
+                "model bound: no more map changes".into(),
+            ));
         }
         let mut next = self.latest().clone();
         next.apply(cmd)?;

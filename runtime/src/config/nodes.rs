@@ -85,7 +85,8 @@ pub struct Member {
     pub ops_addr: SocketAddr,
 }
 
-fn valid_name(name: &str) -> bool {
+/// A member name: 1 to 32 lower-case letters, digits and `-`, starting with a letter.
+pub fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 32
         && name

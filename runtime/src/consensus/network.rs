@@ -363,7 +363,7 @@ impl Actor for RaftRpcServer {
                 let timeout = st.timeout;
                 tokio::spawn(async move {
                     let answer = match take::<MapCommand>("raft_propose", &b, &limits, |c| {
-                        frame_check::shard(c.shard(), map.shard_count()).map(|_| ())
+                        frame_check::map_command(c, map.shard_count())
                     }) {
                         Ok(cmd) => Answer::Done(propose_local(&raft, cmd, timeout).await),
                         Err(e) => Answer::Refused(e),

@@ -137,10 +137,12 @@ impl Planner {
     ) -> Vec<(MapCommand, Result<u64, String>)> {
         let proposals = cmds.into_iter().map(|cmd| {
             let raft = self.raft.clone();
-            let old_primary = map.placement(ShardId(cmd.shard())).primary.clone();
+            let old_primary = cmd
+                .shard()
+                .map(|s| map.placement(ShardId(s)).primary.clone());
             async move {
-                let result = match &cmd {
-                    MapCommand::Handoff { shard, epoch, to } => {
+                let result = match (&cmd, old_primary) {
+                    (MapCommand::Handoff { shard, epoch, to }, Some(old_primary)) => {
                         crate::wire::rpc::hand_over(&old_primary, *shard, *epoch, to)
                             .await
                             .map(|()| 0)
@@ -167,6 +169,9 @@ fn count(now: &Observed, results: Vec<(MapCommand, Result<u64, String>)>, starte
                     MapCommand::AddLearner { .. } => "add_learner",
                     MapCommand::Join { .. } => "join",
                     MapCommand::Handoff { .. } => "handoff",
+                    MapCommand::AddNode { .. } => "add_node",
+                    MapCommand::DrainNode { .. } => "drain_node",
+                    MapCommand::RemoveNode { .. } => "remove_node",
                 };
                 let m = crate::metrics::get();
                 m.map_changes.with_label_values(&[kind]).inc();
@@ -197,7 +202,7 @@ fn seen(view: &ClusterView, node: &str) -> Seen {
 
 /// How long the primary that `cmd` replaces had been down when the plan was made.
 fn down_for(view: &ClusterView, map: &ShardMap, cmd: &MapCommand) -> Option<Duration> {
-    let old = &map.placement(ShardId(cmd.shard())).primary;
+    let old = &map.placement(ShardId(cmd.shard()?)).primary;
     view.members
         .iter()
         .find(|m| &m.name == old && m.state == "down")

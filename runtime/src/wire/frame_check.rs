@@ -14,13 +14,14 @@
 //! The checks are pure (a decoded frame and the node's limits in, a refusal out); [`refuse`] is
 //! the one place a refusal is counted and logged.
 
+use crate::config::valid_name;
 use crate::config::ClusterConfig;
 use crate::lsn::{epoch_base, epoch_of};
 use crate::metrics;
 use crate::wire::{
     self, CopyRequest, EntityRequest, FrameError, HandOver, ReadIndex, ReplicaWrite,
 };
-use keelson_rules::shard_map::{ShardId, ShardMap};
+use keelson_rules::shard_map::{MapCommand, ShardId, ShardMap};
 
 /// Longest entity kind, bytes. Kinds are short constants (`customer`, `device`).
 pub const MAX_KIND_BYTES: usize = 64;
@@ -326,9 +327,9 @@ pub fn snapshot_chunk(offset: u64, len: usize) -> Result<(), FrameError> {
     )
 }
 
-/// A shard map from a peer (a gateway follows the nodes' map): the cluster's shard count and
-/// nodes, every replica a node, every epoch one an lsn can carry. Any other map would make the
-/// receiver's shard numbers wrong.
+/// A shard map from a peer (a gateway follows the nodes' map): the cluster's shard count, every
+/// member a valid name, every replica a member, every epoch one an lsn can carry. Any other map
+/// would make the receiver's shard numbers wrong.
 pub fn shard_map(map: &ShardMap, expected: &ShardMap) -> Result<(), FrameError> {
     range(
         "map shard count",
@@ -336,7 +337,7 @@ pub fn shard_map(map: &ShardMap, expected: &ShardMap) -> Result<(), FrameError> 
         map.shard_count() == expected.shard_count(),
         format!("{} (this cluster's)", expected.shard_count()),
     )?;
-    if map.nodes() != expected.nodes() {
+    if map.nodes().is_empty() || !map.nodes().iter().all(|n| valid_name(n)) {
         return Err(FrameError::UnknownNode {
             field: "map nodes".to_string(),
         });
@@ -349,8 +350,45 @@ pub fn shard_map(map: &ShardMap, expected: &ShardMap) -> Result<(), FrameError> 
             format!("at most {MAX_EPOCH}"),
         )?;
         for n in p.replicas() {
-            node("map replica", n, expected.nodes())?;
+            node("map replica", n, map.nodes())?;
         }
+    }
+    Ok(())
+}
+
+/// Longest host name a node may advertise (DNS allows 253).
+pub const MAX_HOST_BYTES: usize = 253;
+
+/// A map change a peer asks this node to propose: its shard exists; a joining node's name is
+/// a member name, its host a host name or IP address, its ports not 0.
+pub fn map_command(cmd: &MapCommand, shard_count: u32) -> Result<(), FrameError> {
+    if let Some(s) = cmd.shard() {
+        return shard(s, shard_count).map(|_| ());
+    }
+    let name = match cmd {
+        MapCommand::AddNode { node, addr } => {
+            text("joining host", &addr.host, MAX_HOST_BYTES)?;
+            let host_ok = !addr.host.is_empty()
+                && addr
+                    .host
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':'));
+            range("joining host", 0, host_ok, "a host name or an IP address")?;
+            for (field, port) in [
+                ("cluster port", addr.cluster_port),
+                ("ops port", addr.ops_port),
+            ] {
+                range(field, u64::from(port), port != 0, "1..=65535")?;
+            }
+            node
+        }
+        MapCommand::DrainNode { node, .. } | MapCommand::RemoveNode { node } => node,
+        _ => return Ok(()),
+    };
+    if !valid_name(name) {
+        return Err(FrameError::UnknownNode {
+            field: "member name".to_string(),
+        });
     }
     Ok(())
 }

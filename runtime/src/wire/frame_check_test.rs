@@ -290,9 +290,57 @@ fn a_peer_s_shard_map_has_this_cluster_s_shape() {
         shard_map(&fewer, &expected).unwrap_err().reason(),
         "out_of_range"
     );
-    let others = ShardMap::initial(&["n1".to_string(), "x".to_string()], 8, 2);
+    // Nodes join and leave: a map of other members is this cluster's, later.
+    let others = ShardMap::initial(&["n1".to_string(), "n7".to_string()], 8, 2);
+    assert_eq!(shard_map(&others, &expected), Ok(()));
+    let bad = ShardMap::initial(&["n1".to_string(), "N7!".to_string()], 8, 2);
     assert_eq!(
-        shard_map(&others, &expected).unwrap_err().reason(),
+        shard_map(&bad, &expected).unwrap_err().reason(),
         "unknown_node"
     );
+}
+
+#[test]
+fn a_proposed_change_of_the_members_is_checked_field_by_field() {
+    use keelson_rules::shard_map::{MapCommand, NodeAddr};
+    let add = |node: &str, host: &str, cluster_port, ops_port| MapCommand::AddNode {
+        node: node.into(),
+        addr: NodeAddr {
+            host: host.into(),
+            cluster_port,
+            ops_port,
+        },
+    };
+    assert_eq!(map_command(&add("n5", "127.0.0.1", 4705, 9106), 8), Ok(()));
+    assert_eq!(
+        map_command(&add("n5", "node-5.keelson.svc", 4705, 9106), 8),
+        Ok(())
+    );
+    for (cmd, reason) in [
+        (add("N5", "127.0.0.1", 4705, 9106), "unknown_node"),
+        (
+            add(&"n".repeat(33), "127.0.0.1", 4705, 9106),
+            "unknown_node",
+        ),
+        (add("n5", "", 4705, 9106), "out_of_range"),
+        (add("n5", "a b", 4705, 9106), "out_of_range"),
+        (add("n5", &"h".repeat(254), 4705, 9106), "too_large"),
+        (add("n5", "127.0.0.1", 0, 9106), "out_of_range"),
+        (add("n5", "127.0.0.1", 4705, 0), "out_of_range"),
+        (MapCommand::RemoveNode { node: "".into() }, "unknown_node"),
+        (
+            MapCommand::Shrink {
+                shard: 8,
+                epoch: 1,
+                node: "n1".into(),
+            },
+            "bad_shard",
+        ),
+    ] {
+        assert_eq!(
+            map_command(&cmd, 8).unwrap_err().reason(),
+            reason,
+            "{cmd:?}"
+        );
+    }
 }
