@@ -14,6 +14,7 @@ mod init_cmd;
 mod keys_cmd;
 mod logging;
 mod mosquitto_cmd;
+mod node_cmd;
 mod probe;
 mod prometheus_cmd;
 mod up;
@@ -48,9 +49,11 @@ enum Command {
         #[arg(long)]
         chaos: bool,
     },
-    /// Run one shard-hosting node in this process.
+    /// Run one shard-hosting node in this process: a node of nodes.toml, or with --host a new
+    /// node that joins the running cluster (`keelson node --name n5 --host 127.0.0.1
+    /// --cluster-port 4705 --ops-port 9106`).
     Node {
-        /// Node name, as in nodes.toml.
+        /// Node name: one of nodes.toml, or a new one (with --host).
         #[arg(long, short)]
         name: String,
         /// Cluster configuration.
@@ -60,6 +63,8 @@ enum Command {
         /// uses it to route links through its fault-injecting proxies).
         #[arg(long, value_name = "NAME=ADDR", value_parser = parse_dial_via)]
         dial_via: Vec<(String, std::net::SocketAddr)>,
+        #[command(flatten)]
+        join: node_cmd::JoinArgs,
     },
     /// Run the embedded MQTT broker of nodes.toml's [mqtt] in this process (`up` starts it).
     Broker {
@@ -188,7 +193,8 @@ fn main() -> ExitCode {
             name,
             config,
             dial_via,
-        } => node(log, &name, &config, dial_via),
+            join,
+        } => node(log, &name, &config, dial_via, &join),
         Command::Broker { config } => broker(log, &config),
         Command::Devices { config, command } => {
             with_config(&config, |cfg| devices_cmd::run(&cfg, command))
@@ -242,11 +248,13 @@ fn node(
     name: &str,
     config: &std::path::Path,
     dial_via: Vec<(String, std::net::SocketAddr)>,
+    join: &node_cmd::JoinArgs,
 ) -> ExitCode {
-    let cfg = match load_with_links(config, dial_via) {
-        Ok(c) => c,
-        Err(code) => return code,
-    };
+    let cfg =
+        match load_with_links(config, dial_via).and_then(|c| node_cmd::configure(c, name, join)) {
+            Ok(c) => c,
+            Err(code) => return code,
+        };
     logging::init(log, &cfg.log_level);
     run_async(async move {
         let services = keelson_bridge::service(&cfg).into_iter().collect();

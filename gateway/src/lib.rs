@@ -176,9 +176,11 @@ impl Gateway {
 
 /// Joins the cluster as a member without shards, and follows its shard map.
 async fn join(cfg: &ClusterConfig) -> Result<(ClusterMember, ClusterClient), RuntimeError> {
-    let member = ClusterMember::join(cfg, &cfg.gateway).await?;
+    let mut member = ClusterMember::join(cfg, &cfg.gateway).await?;
     let initial = ShardMap::initial(&cfg.node_names(), cfg.shards, cfg.replication_factor);
     let (map, refresh) = keelson_runtime::follow_map(initial, member.view(), cfg.failure_timeout);
+    // Nodes that join are dialled too, once the map names them.
+    member.follow_map(cfg, map.clone());
     let client = ClusterClient::new(map, member.view(), cfg.request_timeout).with_refresh(refresh);
     Ok((member, client))
 }

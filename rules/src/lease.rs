@@ -20,15 +20,26 @@ pub enum Majority<T> {
 /// Heartbeat answers from peers, by the time their ping was sent.
 #[derive(Debug, Clone)]
 pub struct LeaseTracker<T> {
-    nodes: usize,
+    /// Answers needed besides this node's own.
+    need: usize,
     acks: HashMap<String, T>,
 }
 
 impl<T: Copy + Ord> LeaseTracker<T> {
-    /// A tracker for a cluster of `nodes` nodes (this one included).
+    /// A tracker for a node of a quorum of `nodes` (this one included): it needs `nodes / 2`
+    /// answers besides its own.
     pub fn new(nodes: usize) -> Self {
         Self {
-            nodes,
+            need: nodes / 2,
+            acks: HashMap::new(),
+        }
+    }
+
+    /// A tracker for a node outside the quorum of `nodes` (one that joined later): its own
+    /// word is no vote, so it needs answers from a majority, `nodes / 2 + 1`.
+    pub fn outside(nodes: usize) -> Self {
+        Self {
+            need: nodes / 2 + 1,
             acks: HashMap::new(),
         }
     }
@@ -46,7 +57,7 @@ impl<T: Copy + Ord> LeaseTracker<T> {
 
     /// From when the freshest majority of answers holds.
     pub fn majority(&self) -> Majority<T> {
-        majority_since(self.nodes, self.acks.values().copied())
+        majority_needing(self.need, self.acks.values().copied())
     }
 }
 
@@ -61,7 +72,11 @@ pub fn counts(peer_map_version: u64, my_map_version: u64) -> bool {
 /// The send time that a majority of `nodes` (the caller included) answered at or after, given the
 /// peers' latest answered send times.
 pub fn majority_since<T: Copy + Ord>(nodes: usize, acks: impl Iterator<Item = T>) -> Majority<T> {
-    let need = nodes / 2; // peers needed besides this node for a majority
+    majority_needing(nodes / 2, acks)
+}
+
+/// The send time that `need` peers answered at or after.
+fn majority_needing<T: Copy + Ord>(need: usize, acks: impl Iterator<Item = T>) -> Majority<T> {
     if need == 0 {
         return Majority::Alone;
     }
@@ -98,6 +113,24 @@ mod tests {
         assert!(counts(4, 4));
         assert!(counts(3, 4));
         assert!(!counts(5, 4));
+    }
+
+    #[test]
+    fn a_node_outside_the_quorum_needs_a_majority_of_it_besides_itself() {
+        let mut t = LeaseTracker::<u64>::outside(4);
+        t.acked("n1", 10);
+        t.acked("n2", 20);
+        assert_eq!(
+            t.majority(),
+            Majority::Missing,
+            "2 of 4 voters is no majority"
+        );
+        t.acked("n3", 30);
+        assert_eq!(t.majority(), Majority::Since(10));
+        assert_eq!(
+            LeaseTracker::<u64>::outside(1).majority(),
+            Majority::Missing
+        );
     }
 
     #[test]

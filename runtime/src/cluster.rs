@@ -6,6 +6,7 @@
 //!   └─ membership: pings every peer ─▶ failure_detector (up / down) ─▶ ClusterView (watch)
 //!                                   └▶ lease: a majority answered recently ─▶ Lease (atomic)
 //!   support: whom this node's answers support, and what peers report of theirs (takeover)
+//!   peers: whom membership watches, from the shard map's members (seeds and joined nodes)
 //! ```
 
 pub mod failure_detector;
@@ -15,4 +16,5 @@ pub mod links;
 pub mod load;
 pub mod member;
 pub mod membership;
+pub mod peers;
 pub mod support;

@@ -9,7 +9,7 @@
 //!
 //! One file per section, each with its raw struct, defaults and checks: `cluster` (name, size,
 //! timing, frame limits), `storage`, `entities` (lifecycle and supervision), `nodes` (members,
-//! names, ports), `security` (`[tls]`, `[auth]`, secrets), `limits`; `sections` passes through
+//! names, ports), `joining` (a node not in the file, from the command line), `security` (`[tls]`, `[auth]`, secrets), `limits`; `sections` passes through
 //! the tables other crates own; `load` reads, parses and assembles; `cluster_config` is the
 //! validated result. Defaults live beside their fields, in the `default_*` functions.
 
@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 mod cluster;
 mod cluster_config;
 mod entities;
+mod joining;
 mod limits;
 mod load;
 mod nodes;
@@ -30,6 +31,7 @@ pub use cluster::{
 };
 pub use cluster_config::ClusterConfig;
 pub use entities::{RawEntities, MAX_STATE_BYTES};
+pub use joining::Joining;
 pub use limits::{
     validate as validate_limits, EntityLimits, Limits, RateLimit, RawLimits, RawRate, Retention,
 };

@@ -15,6 +15,7 @@
 //! committed map.
 
 pub mod control_plane;
+mod join;
 mod log_store;
 pub mod map_follower;
 mod network;
@@ -33,7 +34,9 @@ use tokio::sync::watch;
 use keelson_rules::shard_map::{MapCommand, MapError, ShardMap};
 
 pub use log_store::LogStore;
-pub use network::{fetch_map, propose, serve_raft_rpc, ProposeError, RaftNetworkFactory};
+pub use network::{
+    fetch_map, propose, propose_via, serve_raft_rpc, ProposeError, RaftNetworkFactory,
+};
 pub use state_machine::MapStateMachine;
 
 /// A request to the map state machine.

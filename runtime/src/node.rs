@@ -86,9 +86,7 @@ pub async fn run_with(
     stop: impl Future<Output = ()>,
 ) -> Result<(), RuntimeError> {
     let me = cfg
-        .nodes
-        .iter()
-        .find(|n| n.name == name)
+        .node(name)
         .cloned()
         .ok_or_else(|| RuntimeError::UnknownNode(name.to_string(), cfg.node_names().join(", ")))?;
     metrics::init(&me.name, "node");
@@ -96,7 +94,7 @@ pub async fn run_with(
     tracing::info!(node = %me.name, cluster = %cfg.name, shards = cfg.shards, "starting node");
 
     let store = open_store(&cfg, &me.name)?;
-    let member = ClusterMember::join(&cfg, &me).await?;
+    let mut member = ClusterMember::join(&cfg, &me).await?;
     let sampler = member.load().spawn_sampler();
     let control = ControlPlane::start(
         &cfg,
@@ -107,7 +105,15 @@ pub async fn run_with(
     )
     .await?;
     let map = control.map();
-    let takeovers = Takeovers::new(&me.name, &map.borrow(), cfg.lease(), member.support());
+    member.follow_map(&cfg, map.clone());
+    let quorum = cfg.nodes.len();
+    let takeovers = Takeovers::new(
+        &me.name,
+        &map.borrow(),
+        quorum,
+        cfg.lease(),
+        member.support(),
+    );
     let replicator = Arc::new(Replicator::new(
         me.name.clone(),
         store.clone(),
@@ -135,7 +141,12 @@ pub async fn run_with(
     ready.store(true, Ordering::Release);
     tracing::info!(node = %me.name, ops = %me.ops_addr, cluster = %me.cluster_addr, services = service_tasks.len(), "node ready");
 
-    stop.await;
+    tokio::select! {
+        _ = stop => {}
+        _ = removed(&me.name, map.clone()) => {
+            tracing::info!(node = %me.name, "removed from the cluster: it holds nothing and is no member any more; stopping");
+        }
+    }
 
     tracing::info!(node = %me.name, "stopping node");
     ready.store(false, Ordering::Release);
@@ -153,6 +164,22 @@ pub async fn run_with(
     store.flush_blocking()?;
     tracing::info!(node = %me.name, "node stopped");
     Ok(())
+}
+
+/// Resolves once `node`, having been a member of the map, is not any more (it was drained and
+/// removed: `keelson nodes remove`).
+async fn removed(node: &str, mut map: crate::consensus::MapWatch) {
+    let mut was_member = false;
+    loop {
+        let member = map.borrow_and_update().nodes().iter().any(|n| n == node);
+        if was_member && !member {
+            return;
+        }
+        was_member |= member;
+        if map.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
 }
 
 /// Opens (creating it if needed) node `node`'s store.

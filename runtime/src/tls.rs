@@ -198,17 +198,54 @@ impl Pki {
         }
         let issuer = rcgen::Issuer::new(params, &ca_key);
         for m in &subjects {
-            let cert_path = self.cert_path(&m.name);
-            if cert_path.exists() && self.key_path(&m.name).exists() {
-                continue;
+            if let Some(path) = self.sign_missing(m, &issuer)? {
+                made.push(path);
             }
-            let key = rcgen::KeyPair::generate().map_err(gen)?;
-            let cert = subject_params(m)?.signed_by(&key, &issuer).map_err(gen)?;
-            write_private(&self.key_path(&m.name), key.serialize_pem().as_bytes())?;
-            std::fs::write(&cert_path, cert.pem()).map_err(io(&cert_path))?;
-            made.push(cert_path);
         }
         Ok(made)
+    }
+
+    /// A certificate for `m` signed by the cluster CA, unless it has one: for a node joining a
+    /// running cluster on a machine that holds the CA key (`keelson up`'s own). Never makes a
+    /// CA: without its key here, the certificate must come from wherever the CA key is kept.
+    pub fn issue(&self, m: &Subject) -> Result<Option<PathBuf>, TlsError> {
+        if self.cert_path(&m.name).exists() && self.key_path(&m.name).exists() {
+            return Ok(None);
+        }
+        let ca_key_path = self.ca_key_path();
+        let pem = std::fs::read_to_string(&ca_key_path).map_err(|e| TlsError::Bad {
+            path: self.cert_path(&m.name),
+            reason: format!(
+                "missing, and the CA key to issue it cannot be read at {} ({e}): copy {}.pem and {}.key, signed by the cluster CA, into {}",
+                ca_key_path.display(),
+                m.name,
+                m.name,
+                self.dir.display()
+            ),
+        })?;
+        let ca_key = rcgen::KeyPair::from_pem(&pem).map_err(|e| TlsError::Bad {
+            path: ca_key_path.clone(),
+            reason: format!("not a private key: {e}"),
+        })?;
+        let issuer = rcgen::Issuer::new(ca_params(), &ca_key);
+        self.sign_missing(m, &issuer)
+    }
+
+    /// Signs a new key pair for `m` with `issuer`, unless `m` has both files already.
+    fn sign_missing(
+        &self,
+        m: &Subject,
+        issuer: &rcgen::Issuer<'_, &rcgen::KeyPair>,
+    ) -> Result<Option<PathBuf>, TlsError> {
+        let cert_path = self.cert_path(&m.name);
+        if cert_path.exists() && self.key_path(&m.name).exists() {
+            return Ok(None);
+        }
+        let key = rcgen::KeyPair::generate().map_err(gen)?;
+        let cert = subject_params(m)?.signed_by(&key, issuer).map_err(gen)?;
+        write_private(&self.key_path(&m.name), key.serialize_pem().as_bytes())?;
+        std::fs::write(&cert_path, cert.pem()).map_err(io(&cert_path))?;
+        Ok(Some(cert_path))
     }
 
     fn roots(&self) -> Result<RootCertStore, TlsError> {
@@ -362,17 +399,41 @@ fn subject_params(m: &Subject) -> Result<rcgen::CertificateParams, TlsError> {
     Ok(p)
 }
 
-/// Which member of `cfg` a verified peer certificate names, if any.
+/// Which member a verified peer certificate names, if any: a member of `cfg`, or a node that
+/// joined (a certificate from the cluster CA for `<name>.node.keelson` proves a node by that
+/// name; the CA signing it is what admits it).
 pub fn identify(cfg: &ClusterConfig, cert: &CertificateDer<'_>) -> Option<Member> {
     let ee = webpki::EndEntityCert::try_from(cert).ok()?;
-    cfg.members()
-        .find(|m| {
-            let Ok(name) = ServerName::try_from(identity_name(m.role, &m.name)) else {
-                return false;
-            };
-            ee.verify_is_valid_for_subject_name(&name).is_ok()
-        })
-        .cloned()
+    let configured = cfg.members().find(|m| {
+        let Ok(name) = ServerName::try_from(identity_name(m.role, &m.name)) else {
+            return false;
+        };
+        ee.verify_is_valid_for_subject_name(&name).is_ok()
+    });
+    if let Some(m) = configured {
+        return Some(m.clone());
+    }
+    let name = node_name_in(cert)?;
+    Some(Member {
+        name,
+        role: Role::Node,
+        // Not used for an accepted link: the peer is dialled at the address the map gives.
+        cluster_addr: std::net::SocketAddr::from(([0, 0, 0, 0], 0)),
+        ops_addr: std::net::SocketAddr::from(([0, 0, 0, 0], 0)),
+    })
+}
+
+/// The node name a certificate's `<name>.node.keelson` DNS name carries, if it is a valid one.
+fn node_name_in(cert: &CertificateDer<'_>) -> Option<String> {
+    let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
+    let sans = parsed.subject_alternative_name().ok()??;
+    sans.value.general_names.iter().find_map(|g| match g {
+        x509_parser::extensions::GeneralName::DNSName(dns) => dns
+            .strip_suffix(".node.keelson")
+            .filter(|n| crate::config::valid_name(n))
+            .map(str::to_string),
+        _ => None,
+    })
 }
 
 /// The server name a client checks when it dials member `name`.

@@ -2,6 +2,8 @@
 //! and data dir, logs in files that are printed when a test fails, every process killed on drop.
 #![allow(dead_code)]
 
+pub mod load;
+
 use std::collections::HashMap;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -157,6 +159,8 @@ pub struct Cluster {
     pub admin_key: String,
     /// The configuration as the processes load it.
     pub cfg: keelson_runtime::ClusterConfig,
+    /// Nodes started with `--host` (not in the file): their cluster ports.
+    joined: HashMap<String, u16>,
 }
 
 impl Cluster {
@@ -237,6 +241,7 @@ impl Cluster {
             nodes,
             ops,
             procs: HashMap::new(),
+            joined: HashMap::new(),
             mqtt,
             log_filter: settings
                 .log
@@ -279,6 +284,9 @@ impl Cluster {
 
     /// Starts one process (again) on its own data dir.
     pub fn spawn(&mut self, name: &str) {
+        if self.joined.contains_key(name) {
+            return self.spawn_joining(name);
+        }
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -312,6 +320,39 @@ impl Cluster {
             .spawn()
             .unwrap();
         self.procs.insert(name.to_string(), child);
+    }
+
+    /// Starts a node that is not in the config file: it joins the running cluster through the
+    /// seeds on two fresh loopback ports, and is watched like the others from then on.
+    #[allow(dead_code)]
+    pub fn spawn_joining(&mut self, name: &str) {
+        let (cluster_port, ops_port) = match (self.joined.get(name), self.ops.get(name)) {
+            (Some(c), Some(o)) => (*c, *o),
+            _ => (free_port(), free_port()),
+        };
+        self.joined.insert(name.to_string(), cluster_port);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log(name))
+            .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_keelson"))
+            .args(["node", "--name", name, "--host", "127.0.0.1"])
+            .args(["--cluster-port", &cluster_port.to_string()])
+            .args(["--ops-port", &ops_port.to_string()])
+            .arg("--config")
+            .arg(&self.config)
+            .env("RUST_LOG", &self.log_filter)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.procs.insert(name.to_string(), child);
+        self.ops.insert(name.to_string(), ops_port);
+        if !self.nodes.iter().any(|n| n == name) {
+            self.nodes.push(name.to_string());
+        }
     }
 
     /// Sets TLS (trusting the cluster CA) on an MQTT client's options, as every client must.

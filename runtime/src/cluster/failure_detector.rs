@@ -80,7 +80,7 @@ pub struct PeerHealth {
     pub rtt: Option<Duration>,
 }
 
-/// Timeout-based failure detector over a fixed set of peers.
+/// Timeout-based failure detector over the current members.
 #[derive(Debug)]
 pub struct FailureDetector {
     timeout: Duration,
@@ -105,6 +105,22 @@ impl FailureDetector {
             })
             .collect();
         Self { timeout, peers }
+    }
+
+    /// Starts tracking `peer` (a member that joined) as [`PeerState::Joining`]; a peer already
+    /// tracked keeps its state.
+    pub fn track(&mut self, peer: &str, now: Instant) {
+        self.peers.entry(peer.to_string()).or_insert(Health {
+            state: PeerState::Joining,
+            last_heard: now,
+            since: now,
+            rtt: None,
+        });
+    }
+
+    /// Stops tracking `peer` (it left the cluster).
+    pub fn untrack(&mut self, peer: &str) {
+        self.peers.remove(peer);
     }
 
     /// A heartbeat reply from `peer` with its round trip.

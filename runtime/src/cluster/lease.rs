@@ -20,12 +20,19 @@ pub struct LeaseTracker {
 }
 
 impl LeaseTracker {
-    /// A tracker for a cluster of `nodes` nodes (this one included).
-    pub fn new(nodes: usize, duration: Duration) -> Self {
-        Self {
-            rule: keelson_rules::lease::LeaseTracker::new(nodes),
-            duration,
-        }
+    /// A tracker for a node with a lease quorum of `nodes` nodes, `inside` it or not.
+    pub fn new(nodes: usize, inside: bool, duration: Duration) -> Self {
+        let rule = if inside {
+            keelson_rules::lease::LeaseTracker::new(nodes)
+        } else {
+            keelson_rules::lease::LeaseTracker::outside(nodes)
+        };
+        Self { rule, duration }
+    }
+
+    /// Forgets `peer`'s answers (it left the cluster).
+    pub fn forget(&mut self, peer: &str) {
+        self.rule.forget(peer);
     }
 
     /// `peer` answered a ping sent at `sent`.

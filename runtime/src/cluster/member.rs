@@ -45,6 +45,7 @@ pub struct ClusterMember {
     support: Support,
     load: Load,
     accept_task: Option<tokio::task::JoinHandle<()>>,
+    peers_task: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl ClusterMember {
@@ -94,7 +95,7 @@ impl ClusterMember {
             map_version: map_version.clone(),
             lease: lease.clone(),
             support: support.clone(),
-            cluster_nodes: cfg.nodes.len(),
+            quorum: cfg.node_names(),
             lease_duration: cfg.lease(),
             links: links.clone(),
         };
@@ -111,7 +112,23 @@ impl ClusterMember {
             support,
             load,
             accept_task,
+            peers_task: None,
         })
+    }
+
+    /// Watches the members `map` names from now on (nodes that join, move or leave), not only
+    /// the seed nodes of nodes.toml.
+    pub fn follow_map(&mut self, cfg: &ClusterConfig, map: crate::consensus::MapWatch) {
+        if let Some(t) = self.peers_task.take() {
+            t.abort();
+        }
+        self.peers_task = Some(crate::cluster::peers::follow(
+            cfg,
+            &self.me.name,
+            map,
+            self.membership.clone(),
+            self.support.clone(),
+        ));
     }
 
     /// A receiver of the membership view.
@@ -143,6 +160,9 @@ impl ClusterMember {
     pub async fn leave(self) {
         let wait = Some(Duration::from_secs(2));
         if let Some(t) = &self.accept_task {
+            t.abort();
+        }
+        if let Some(t) = &self.peers_task {
             t.abort();
         }
         let _ = self.membership.stop_and_wait(None, wait).await;

@@ -84,7 +84,7 @@ impl ClusterView {
 }
 
 /// A peer to ping and, if `dial`, to keep connected.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Peer {
     /// Name.
     pub name: String,
@@ -120,6 +120,8 @@ pub enum MembershipMsg {
     DialDone(String),
     /// A session event.
     Session(SessionEvent),
+    /// The members changed (a node joined, moved or left): watch these peers from now on.
+    Peers(Vec<Peer>),
 }
 
 /// Start-up arguments.
@@ -147,8 +149,10 @@ pub struct MembershipArgs {
     pub lease: Lease,
     /// The lease support this node gave and its peers report.
     pub support: crate::cluster::support::Support,
-    /// Nodes in the cluster (for the lease majority).
-    pub cluster_nodes: usize,
+    /// The nodes whose answers make the lease majority (the seed nodes of nodes.toml, which
+    /// also vote in consensus); answers of nodes that joined later keep them up but lend no
+    /// lease support, so the majority never shifts under a primary while members change.
+    pub quorum: Vec<String>,
     /// How long a majority's answers keep the lease.
     pub lease_duration: Duration,
     /// How links are dialled (TLS or not).
@@ -166,6 +170,9 @@ struct Dial {
     backoff: Duration,
     in_flight: bool,
 }
+
+#[path = "membership_peers.rs"]
+mod peers;
 
 /// Membership state.
 pub struct MembershipState {
@@ -207,13 +214,16 @@ impl MembershipState {
         if pong.role == Role::Node {
             // A peer that has applied a newer map than this node had when it pinged
             // may already serve a shard this node thinks it leads: no support.
-            if keelson_rules::lease::counts(pong.map_version, sent_version) {
+            let in_quorum = self.args.quorum.contains(&pong.from);
+            if in_quorum && keelson_rules::lease::counts(pong.map_version, sent_version) {
                 self.lease_tracker.acked(&pong.from, sent);
                 self.args.lease.set(self.lease_tracker.valid_until());
             }
-            self.args
-                .support
-                .reported(&pong.from, pong.map_version, &pong.support);
+            if in_quorum {
+                self.args
+                    .support
+                    .reported(&pong.from, pong.map_version, &pong.support);
+            }
         }
         self.pinging.remove(&pong.from);
         metrics::get()
@@ -464,7 +474,8 @@ impl Actor for Membership {
             metrics::get().peer_up.with_label_values(&[&p.name]).set(0);
         }
         let ticker = myself.send_interval(args.heartbeat_interval, || MembershipMsg::Tick);
-        let lease_tracker = LeaseTracker::new(args.cluster_nodes, args.lease_duration);
+        let inside = args.quorum.contains(&args.me);
+        let lease_tracker = LeaseTracker::new(args.quorum.len(), inside, args.lease_duration);
         let mut st = MembershipState {
             args,
             detector,
@@ -501,6 +512,7 @@ impl Actor for Membership {
     ) -> Result<(), ActorProcessingErr> {
         match message {
             MembershipMsg::Tick => st.tick(&myself),
+            MembershipMsg::Peers(peers) => st.set_peers(peers),
             MembershipMsg::Heard(pong, rtt, sent, sent_version) => {
                 st.heard(pong, rtt, sent, sent_version)
             }

@@ -78,6 +78,10 @@ struct PeerReport {
 
 #[derive(Debug, Default)]
 struct Inner {
+    /// The nodes whose reports count (the lease quorum).
+    quorum: Vec<String>,
+    /// When this book was made: support given before it is assumed given then.
+    started: Option<Instant>,
     given: HashMap<String, Given>,
     reports: HashMap<String, PeerReport>,
 }
@@ -87,22 +91,32 @@ struct Inner {
 pub struct Support(Arc<Mutex<Inner>>);
 
 impl Support {
-    /// A book for a node that may have supported any of `nodes` just before it started: it does
-    /// not remember, so it assumes it did, now.
-    pub fn new<'a>(nodes: impl IntoIterator<Item = &'a String>) -> Self {
-        let now = Instant::now();
-        let given = nodes
-            .into_iter()
-            .map(|n| {
+    /// A book for a node that may have supported any of the `quorum` nodes just before it
+    /// started: it does not remember, so it assumes it did, now. Only reports of `quorum`
+    /// nodes count in [`Support::reports`].
+    pub fn new<'a>(quorum: impl IntoIterator<Item = &'a String>) -> Self {
+        let quorum: Vec<String> = quorum.into_iter().cloned().collect();
+        let s = Self(Arc::new(Mutex::new(Inner {
+            quorum: quorum.clone(),
+            started: Some(Instant::now()),
+            ..Inner::default()
+        })));
+        s.assume_given(&quorum);
+        s
+    }
+
+    /// Assumes this node supported each of `nodes` when it started, unless it knows better (the
+    /// members that joined, once the stored map names them).
+    pub fn assume_given(&self, nodes: &[String]) {
+        let mut inner = self.inner();
+        let started = inner.started.unwrap_or_else(Instant::now);
+        for n in nodes {
+            inner.given.entry(n.clone()).or_insert_with(|| {
                 let mut g = Given::default();
-                g.record(0, now);
-                (n.clone(), g)
-            })
-            .collect();
-        Self(Arc::new(Mutex::new(Inner {
-            given,
-            reports: HashMap::new(),
-        })))
+                g.record(0, started);
+                g
+            });
+        }
     }
 
     fn inner(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -156,20 +170,22 @@ impl Support {
 
     /// What this node (`me`) and every peer heard from (besides `old`) says of its support of
     /// `old`, as of now, given that the promotion came with map `version`.
+    /// Only the quorum's reports count: this node's own only if it is in the quorum.
     pub fn reports(&self, me: &str, old: &str, version: u64) -> Vec<Report> {
         let inner = self.inner();
         let now = Instant::now();
-        let mine = Report {
+        let in_quorum = |n: &str| inner.quorum.iter().any(|q| q == n);
+        let mine = in_quorum(me).then(|| Report {
             applied: true,
             since_support: inner
                 .given
                 .get(old)
                 .and_then(|g| since_below(&g.ages(now), version)),
-        };
+        });
         let peers = inner
             .reports
             .iter()
-            .filter(|(peer, _)| peer.as_str() != me && peer.as_str() != old)
+            .filter(|(peer, _)| peer.as_str() != me && peer.as_str() != old && in_quorum(peer))
             .map(|(_, r)| {
                 let waited = now.saturating_duration_since(r.at);
                 let ages: Vec<(u64, Duration)> = r
@@ -182,7 +198,7 @@ impl Support {
                     since_support: since_below(&ages, version),
                 }
             });
-        std::iter::once(mine).chain(peers).collect()
+        mine.into_iter().chain(peers).collect()
     }
 }
 

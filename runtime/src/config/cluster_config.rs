@@ -66,6 +66,9 @@ pub struct ClusterConfig {
     /// Addresses to dial peers at instead of their cluster ports (not in nodes.toml: `keelson up
     /// --chaos` routes every link through a fault-injecting proxy this way).
     pub dial_via: BTreeMap<String, SocketAddr>,
+    /// This process is a node that joins through the seeds (not in nodes.toml: from `keelson
+    /// node --host ...`; see [`super::Joining`]).
+    pub joining: Option<super::Joining>,
     /// Top-level tables the runtime does not own, as written, by name (see [`super::Section`]).
     pub sections: BTreeMap<String, toml::Table>,
 }

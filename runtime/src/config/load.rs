@@ -200,6 +200,7 @@ fn validate_sections(
         tls,
         auth,
         dial_via: BTreeMap::new(),
+        joining: None,
         sections: BTreeMap::new(),
     })
 }

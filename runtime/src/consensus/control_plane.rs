@@ -31,6 +31,8 @@ pub struct ControlPlane {
     server: ActorRef<RaftRpc>,
     map: MapWatch,
     planner: JoinHandle<()>,
+    /// A joining node's proposal of itself, until committed.
+    join: Option<JoinHandle<()>>,
     timeout: Duration,
 }
 
@@ -42,14 +44,20 @@ impl std::fmt::Debug for ControlPlane {
     }
 }
 
-/// What the stored log was created for; a restart with another layout would misread it.
+/// What the stored log was created for; a restart with another layout would misread it. The
+/// members are not part of it: they change through the log itself.
 fn fingerprint(cfg: &ClusterConfig) -> String {
-    format!(
-        "nodes={};shards={};rf={}",
-        cfg.node_names().join(","),
-        cfg.shards,
-        cfg.replication_factor
-    )
+    format!("shards={};rf={}", cfg.shards, cfg.replication_factor)
+}
+
+/// Whether a stored fingerprint fits `want`; one written before nodes could join also named
+/// the nodes (`nodes=...;shards=...;rf=...`), which no longer matters.
+fn fits(found: &str, want: &str) -> bool {
+    let layout = match found.split_once(';') {
+        Some((first, rest)) if first.starts_with("nodes=") => rest,
+        _ => found,
+    };
+    layout == want
 }
 
 impl ControlPlane {
@@ -66,7 +74,7 @@ impl ControlPlane {
         let meta = db.open_tree("raft_state").map_err(sled_err)?;
         let want = fingerprint(cfg);
         match meta.get("fingerprint").map_err(sled_err)? {
-            Some(found) if found.as_ref() != want.as_bytes() => {
+            Some(found) if !fits(&String::from_utf8_lossy(&found), &want) => {
                 return Err(RuntimeError::Layout(
                     String::from_utf8_lossy(&found).into_owned(),
                     want,
@@ -99,12 +107,19 @@ impl ControlPlane {
         )
         .await
         .map_err(|e| RuntimeError::Spawn("consensus endpoint", e.to_string()))?;
-        if !raft.is_initialized().await.unwrap_or(true) {
-            // Safe on every node with the same membership: openraft converges on one leader.
+        let seed = nodes.iter().any(|n| n == me);
+        if seed && !raft.is_initialized().await.unwrap_or(true) {
+            // Safe on every seed with the same seed list: openraft converges on one leader. A
+            // node that joins later is added by the leader (as a learner) instead.
             if let Err(e) = raft.initialize(members(&nodes)).await {
                 tracing::debug!(error = %e, "consensus already initialised");
             }
         }
+        let join = cfg
+            .joining
+            .clone()
+            .filter(|j| j.member.name == me)
+            .map(|j| super::join::spawn(j, nodes.clone(), cfg.request_timeout));
         version.store(map.borrow().version(), Ordering::Release);
         let planner = tokio::spawn(super::planning::planner_loop(
             me.to_string(),
@@ -121,6 +136,7 @@ impl ControlPlane {
             server,
             map,
             planner,
+            join,
             timeout: cfg.failure_timeout,
         })
     }
@@ -167,6 +183,9 @@ impl ControlPlane {
     /// Stops the planner, the endpoint and openraft.
     pub async fn stop(self) {
         self.planner.abort();
+        if let Some(j) = &self.join {
+            j.abort();
+        }
         let _ = self
             .server
             .stop_and_wait(None, Some(Duration::from_secs(2)))

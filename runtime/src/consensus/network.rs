@@ -242,6 +242,24 @@ pub async fn propose(
     }
 }
 
+/// Asks `peer` to propose `cmd` (it forwards to the leader): how a node that is not a member
+/// of the consensus yet (one joining) gets a change committed.
+pub async fn propose_via(
+    peer: &str,
+    cmd: keelson_rules::shard_map::MapCommand,
+    timeout: Duration,
+) -> Result<u64, ProposeError> {
+    let bytes = call(peer, RaftRpc::Propose, frame(&cmd), timeout)
+        .await
+        .map_err(ProposeError::NoLeader)?;
+    match unframe::<Answer<Result<u64, ProposeError>>>(&bytes).map_err(ProposeError::NoLeader)? {
+        Answer::Done(r) => r,
+        Answer::Refused(e) => Err(ProposeError::NoLeader(format!(
+            "{peer} refused the proposal: {e}"
+        ))),
+    }
+}
+
 /// Fetches the shard map applied by node `from`.
 pub async fn fetch_map(from: &str, timeout: Duration) -> Result<ShardMap, String> {
     let bytes = call(from, RaftRpc::GetMap, frame(&()), timeout).await?;
@@ -365,7 +383,8 @@ impl Actor for RaftRpcServer {
                     let answer = match take::<MapCommand>("raft_propose", &b, &limits, |c| {
                         frame_check::map_command(c, map.shard_count())
                     }) {
-                        Ok(cmd) => Answer::Done(propose_local(&raft, cmd, timeout).await),
+                        // Not the leader: forward once (a joining node asks any seed).
+                        Ok(cmd) => Answer::Done(propose(&raft, cmd, timeout).await),
                         Err(e) => Answer::Refused(e),
                     };
                     let _ = reply.send(frame(&answer));
@@ -376,17 +395,5 @@ impl Actor for RaftRpcServer {
             }
         }
         Ok(())
-    }
-}
-
-/// A proposal received from a peer: only the leader applies it; no second forward.
-async fn propose_local(
-    raft: &Raft,
-    cmd: keelson_rules::shard_map::MapCommand,
-    _timeout: Duration,
-) -> Result<u64, ProposeError> {
-    match raft.client_write(MapRequest(cmd)).await {
-        Ok(resp) => resp.data.0.map_err(ProposeError::from),
-        Err(e) => Err(ProposeError::NoLeader(e.to_string())),
     }
 }

@@ -6,7 +6,7 @@
 //!   (a Handoff asks the old primary to hand over itself) ─▶ count what was committed
 //! ```
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -68,6 +68,7 @@ pub(super) async fn planner_loop(
             continue;
         }
         planner.elected_for = None;
+        planner.sync_raft_members(&now.map).await;
         let started = Instant::now();
         let cmds = planner.plan(&now);
         let results = planner.propose(&now.map, cmds).await;
@@ -108,6 +109,40 @@ impl Planner {
             map: current,
             view: v,
             leader: state == ServerState::Leader,
+        }
+    }
+
+    /// Keeps openraft's membership in step with the map's members: a node that joined is added
+    /// as a learner (it is sent the log, so it learns the map); one removed from the map is
+    /// removed from openraft too. The voters stay the seed nodes.
+    async fn sync_raft_members(&self, map: &ShardMap) {
+        let config = self.raft.metrics().borrow().membership_config.clone();
+        let known: BTreeSet<u64> = config.membership().nodes().map(|(id, _)| *id).collect();
+        let voters: BTreeSet<u64> = config.membership().voter_ids().collect();
+        let wanted: Vec<(u64, &String)> = map.nodes().iter().map(|n| (node_id(n), n)).collect();
+        let limit = Duration::from_secs(2);
+        for (id, name) in wanted.iter().filter(|(id, _)| !known.contains(id)) {
+            let node = openraft::BasicNode {
+                addr: (*name).clone(),
+            };
+            match tokio::time::timeout(limit, self.raft.add_learner(*id, node, false)).await {
+                Ok(Ok(_)) => tracing::info!(node = %name, "added to consensus as a learner"),
+                Ok(Err(e)) => tracing::debug!(node = %name, error = %e, "cannot add a learner yet"),
+                Err(_) => tracing::debug!(node = %name, "adding a learner timed out"),
+            }
+        }
+        let gone: BTreeSet<u64> = known
+            .iter()
+            .filter(|id| !voters.contains(id) && !wanted.iter().any(|(w, _)| w == *id))
+            .copied()
+            .collect();
+        if !gone.is_empty() {
+            let change = openraft::ChangeMembers::RemoveNodes(gone.clone());
+            match tokio::time::timeout(limit, self.raft.change_membership(change, false)).await {
+                Ok(Ok(_)) => tracing::info!(nodes = ?gone, "removed from consensus"),
+                Ok(Err(e)) => tracing::debug!(error = %e, "cannot remove learners yet"),
+                Err(_) => tracing::debug!("removing learners timed out"),
+            }
         }
     }
 

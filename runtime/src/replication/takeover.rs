@@ -34,11 +34,18 @@ pub struct Takeovers {
 }
 
 impl Takeovers {
-    /// For `node` with primary lease `lease`, starting from the map it has applied.
-    pub fn new(node: &str, map: &ShardMap, lease: Duration, support: Support) -> Self {
+    /// For `node` with primary lease `lease`, starting from the map it has applied; `quorum`
+    /// nodes make a lease majority (the seeds).
+    pub fn new(
+        node: &str,
+        map: &ShardMap,
+        quorum: usize,
+        lease: Duration,
+        support: Support,
+    ) -> Self {
         Self {
             node: node.to_string(),
-            nodes: map.nodes().len(),
+            nodes: quorum,
             lease,
             support,
             shards: map
