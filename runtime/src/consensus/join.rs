@@ -47,7 +47,7 @@ pub(super) fn spawn(
                 }
             }
             attempts += 1;
-            if attempts % 20 == 0 {
+            if attempts.is_multiple_of(20) {
                 tracing::warn!(node = %me.name, attempts, seeds = ?seeds, "still trying to join: no seed node committed this node yet");
             }
             tokio::time::sleep(backoff.next_delay()).await;
