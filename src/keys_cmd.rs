@@ -2,11 +2,11 @@
 //! `KEELSON_API_KEY` or the bootstrap admin key of nodes.toml's data dir.
 
 use std::process::ExitCode;
-use std::time::Duration;
 
 use clap::Subcommand;
 use keelson_runtime::ClusterConfig;
-use serde_json::Value;
+
+use crate::api_call::call;
 
 /// A keys command.
 #[derive(Debug, Subcommand)]
@@ -27,41 +27,6 @@ pub enum KeysCommand {
         /// Key name.
         name: String,
     },
-}
-
-async fn call(
-    cfg: &ClusterConfig,
-    method: reqwest::Method,
-    path: &str,
-    body: Option<Value>,
-) -> Result<Value, String> {
-    let key = keelson_gateway::tool_key(cfg).ok_or_else(|| {
-        format!(
-            "no API key: set KEELSON_API_KEY, or run `keelson up` once to make {}",
-            cfg.auth.admin_key_file.display()
-        )
-    })?;
-    let api = keelson_gateway::api_client(cfg, Some(&key), Duration::from_secs(10))
-        .map_err(|e| e.to_string())?;
-    let mut rb = api.http.request(method, format!("{}{path}", api.base));
-    if let Some(b) = body {
-        rb = rb.json(&b);
-    }
-    let r = rb
-        .send()
-        .await
-        .map_err(|e| format!("the gateway at {} does not answer: {e}", api.base))?;
-    let status = r.status();
-    let v: Value = r.json().await.unwrap_or(Value::Null);
-    if status.is_success() {
-        Ok(v)
-    } else {
-        Err(format!(
-            "{}: {}",
-            status.as_u16(),
-            v["error"]["message"].as_str().unwrap_or("no message")
-        ))
-    }
 }
 
 /// Runs a keys command: exit 1 when the gateway refuses, 2 when it cannot be asked.

@@ -7,6 +7,7 @@
 //! `devices_cmd`, `keys_cmd`, `init_cmd`, `mosquitto_cmd`, `prometheus_cmd` (the tools),
 //! `logging` (this process's log format), `probe` (a tiny HTTP GET for readiness).
 
+mod api_call;
 mod chaos_cmd;
 mod chaos_run;
 mod devices_cmd;
@@ -15,6 +16,7 @@ mod keys_cmd;
 mod logging;
 mod mosquitto_cmd;
 mod node_cmd;
+mod nodes_cmd;
 mod probe;
 mod prometheus_cmd;
 mod up;
@@ -118,6 +120,14 @@ enum Command {
         #[arg(long, short, default_value = "nodes.toml")]
         config: PathBuf,
     },
+    /// The cluster's nodes: list them, or remove one while the cluster serves.
+    Nodes {
+        /// Cluster configuration (gateway address, TLS directory, admin key file).
+        #[arg(long, short, default_value = "nodes.toml", global = true)]
+        config: PathBuf,
+        #[command(subcommand)]
+        command: nodes_cmd::NodesCommand,
+    },
     /// API keys: create (shown once), list, revoke.
     Keys {
         /// Cluster configuration (gateway address, TLS directory, admin key file).
@@ -209,6 +219,9 @@ fn main() -> ExitCode {
             interval,
         } => with_config(&config, |cfg| prometheus_config(&cfg, &rules, interval)),
         Command::Init { config } => with_config(&config, |cfg| init(&cfg)),
+        Command::Nodes { config, command } => {
+            with_config(&config, |cfg| nodes_cmd::run(&cfg, command))
+        }
         Command::Keys { config, command } => {
             with_config(&config, |cfg| keys_cmd::run(&cfg, command))
         }
@@ -256,18 +269,30 @@ fn node(
             Err(code) => return code,
         };
     logging::init(log, &cfg.log_level);
-    run_async(async move {
+    let left = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = left.clone();
+    let code = run_async(async move {
         let services = keelson_bridge::service(&cfg).into_iter().collect();
-        keelson_runtime::node::run_with(
+        let stopped = keelson_runtime::node::run_with(
             cfg,
             name,
             keelson_actors::kinds(),
             services,
             keelson_runtime::shutdown::os_signal(),
         )
-        .await
-        .map_err(anyhow::Error::from)
-    })
+        .await;
+        let removed = matches!(
+            stopped,
+            Ok(keelson_runtime::node::Stopped::Removed)
+                | Err(keelson_runtime::RuntimeError::Removed(..))
+        );
+        flag.store(removed, std::sync::atomic::Ordering::Relaxed);
+        stopped.map(|_| ()).map_err(anyhow::Error::from)
+    });
+    if left.load(std::sync::atomic::Ordering::Relaxed) {
+        return ExitCode::from(keelson_runtime::node::LEFT_THE_CLUSTER as u8);
+    }
+    code
 }
 
 /// `keelson broker`: the embedded MQTT broker in this process.

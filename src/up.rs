@@ -330,6 +330,12 @@ impl Up {
             return Ok(());
         }
         c.pid = None;
+        if matches!(&status, Ok(s) if s.code() == Some(keelson_runtime::node::LEFT_THE_CLUSTER)) {
+            // A node removed from the cluster (`keelson nodes remove`) is not started again.
+            tracing::info!(member = %name, pid, "node left the cluster; not restarting it");
+            eprintln!("{name} (pid {pid}) left the cluster (it was removed); not restarting it");
+            return self.write_run_file();
+        }
         c.quick_failures = if c.started.elapsed() < STABLE_AFTER {
             c.quick_failures + 1
         } else {

@@ -112,3 +112,191 @@ async fn a_fifth_node_joins_under_load_and_takes_its_share_with_nothing_lost() {
         .collect();
     assert!(members.contains(&"n5"), "{members:?}");
 }
+
+/// TLS handshakes the seeds refused.
+async fn tls_refusals(c: &Cluster) -> f64 {
+    let mut total = 0.0;
+    for n in ["n1", "n2", "n3", "n4"] {
+        total += c
+            .metric(n, "keelson_link_refusals_total{reason=\"tls_handshake\"}")
+            .await;
+    }
+    total
+}
+
+/// Waits until `nodes` are balanced (see [`balanced`]); returns the cluster info then.
+async fn settle_on(c: &Cluster, nodes: &[String], within: Duration) -> Value {
+    wait_for("the shards to rebalance", within, || async {
+        let info = c.info().await?;
+        balanced(&info, nodes).then_some(info)
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_is_removed_under_load_its_shards_moved_first_and_it_exits() {
+    let _guard = serial().await;
+    let mut c = Cluster::start("leave", Settings::default()).await;
+    c.wait_replicated(Duration::from_secs(30)).await;
+    let stored = preload(&c, "lp", 3000).await;
+    let load = Registers::start(&c, "l", 200, 8, 4).await;
+    wait_for("the load to get going", Duration::from_secs(30), || async {
+        (load.count() > 200).then_some(())
+    })
+    .await;
+    // Never below the replication factor of in-sync copies because of the removal: watched
+    // all along, from outside.
+    let watching = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let (http, gw, w) = (c.http.clone(), c.gateway.clone(), watching.clone());
+    let watcher = tokio::spawn(async move {
+        let mut worst = u64::MAX;
+        let mut n = 0;
+        while w.load(std::sync::atomic::Ordering::Relaxed) && n < 10_000 {
+            n += 1;
+            if let Ok(r) = http.get(format!("{gw}/v1/cluster/shards")).send().await {
+                if let Ok(v) = r.json::<Value>().await {
+                    for s in v["shards"].as_array().into_iter().flatten() {
+                        worst =
+                            worst.min(1 + s["in_sync"].as_array().map_or(0, |a| a.len() as u64));
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        worst
+    });
+    let started = Instant::now();
+    let (code, out, err) = c.keelson(&["nodes", "remove", "n2", "--timeout-secs", "120"]);
+    let took = started.elapsed();
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("n2 was removed"), "{out}");
+    assert_eq!(
+        c.exit_code("n2", Duration::from_secs(30)).await,
+        Some(3),
+        "the removed node exits, saying it left"
+    );
+    let rest: Vec<String> = c.nodes.iter().filter(|n| *n != "n2").cloned().collect();
+    let settled = settle_on(&c, &rest, Duration::from_secs(60)).await;
+    let more = load.count() + 500;
+    wait_for(
+        "more load on three nodes",
+        Duration::from_secs(60),
+        || async { (load.count() > more).then_some(()) },
+    )
+    .await;
+    let verdict = load.finish(&c).await;
+    watching.store(false, std::sync::atomic::Ordering::Relaxed);
+    let worst = watcher.await.unwrap();
+    eprintln!(
+        "{stored} customers stored: n2 drained and removed in {took:?}: {:?}; fewest in-sync copies seen {worst}; load {verdict:?}",
+        holdings(&settled)
+    );
+    verdict.assert_clean();
+    assert!(
+        worst >= 2,
+        "a shard fell to {worst} in-sync copies during the removal"
+    );
+
+    // Its data dir is no longer needed: started again, it refuses, saying so.
+    c.spawn("n2");
+    assert_eq!(c.exit_code("n2", Duration::from_secs(30)).await, Some(3));
+    let log = std::fs::read_to_string(c.dir.join("logs/n2.log")).unwrap();
+    assert!(log.contains("was removed from the cluster"), "{log}");
+
+    // With n2 gone, n3 votes too: removing it would leave 2 of 4 voters, no majority.
+    let version = c.info().await.unwrap()["map_version"].clone();
+    let (code, out, err) = c.keelson(&["nodes", "remove", "n3"]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(err.contains("409") && err.contains("voting nodes"), "{err}");
+    assert_eq!(
+        c.info().await.unwrap()["map_version"],
+        version,
+        "nothing changed"
+    );
+    let (code, _, err) = c.keelson(&["nodes", "remove", "n9"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("404"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_joining_node_killed_during_its_copy_comes_back_and_finishes_with_nothing_lost() {
+    let _guard = serial().await;
+    let mut c = Cluster::start("join-kill", Settings::default()).await;
+    c.wait_replicated(Duration::from_secs(30)).await;
+    preload(&c, "kp", 3000).await;
+    let load = Registers::start(&c, "k", 200, 8, 4).await;
+    c.spawn_joining("n5");
+    wait_for("n5 to be copying", Duration::from_secs(60), || async {
+        let info = c.info().await?;
+        info["members"]
+            .as_array()?
+            .iter()
+            .any(|m| m["name"] == "n5" && m["shards_learning"].as_u64() > Some(0))
+            .then_some(())
+    })
+    .await;
+    c.kill("n5");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    c.spawn("n5");
+    let nodes = c.nodes.clone();
+    let settled = settle_on(&c, &nodes, Duration::from_secs(120)).await;
+    let verdict = load.finish(&c).await;
+    eprintln!(
+        "n5 killed mid-copy and back: {:?}; load {verdict:?}",
+        holdings(&settled)
+    );
+    verdict.assert_clean();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_named_by_localhost_joins_and_one_without_the_cluster_s_certificate_cannot() {
+    let _guard = serial().await;
+    let mut c = Cluster::start("join-names", Settings::default()).await;
+    c.wait_replicated(Duration::from_secs(30)).await;
+    c.spawn_joining_with("n5", &["--advertise-host", "localhost"]);
+    let nodes = c.nodes.clone();
+    let info = settle_on(&c, &nodes, Duration::from_secs(60)).await;
+    assert!(holdings(&info).contains_key("n5"));
+    let (code, out, err) = c.keelson(&["nodes", "list"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("n5 ") && l.contains("up")),
+        "{out}"
+    );
+
+    // n6 brings a certificate for n6.node.keelson from a CA of its own.
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let issuer = rcgen::Issuer::new(ca, &ca_key);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert =
+        rcgen::CertificateParams::new(vec!["n6.node.keelson".to_string(), "127.0.0.1".to_string()])
+            .unwrap()
+            .signed_by(&key, &issuer)
+            .unwrap();
+    let tls = c.cfg.tls.dir.clone();
+    std::fs::write(tls.join("n6.pem"), cert.pem()).unwrap();
+    std::fs::write(tls.join("n6.key"), key.serialize_pem()).unwrap();
+    let refused_before = tls_refusals(&c).await;
+    c.spawn_joining("n6");
+    wait_for(
+        "the seeds to refuse n6's links",
+        Duration::from_secs(30),
+        || async { (tls_refusals(&c).await > refused_before).then_some(()) },
+    )
+    .await;
+    let info = c.info().await.unwrap();
+    assert!(!holdings(&info).contains_key("n6"), "n6 got in: {info}");
+    let shards = c
+        .get_json(&format!("{}/v1/cluster/shards", c.gateway))
+        .await
+        .unwrap();
+    assert!(
+        !shards.to_string().contains("\"n6\""),
+        "n6 was given shards"
+    );
+    c.kill("n6");
+    c.nodes.retain(|n| n != "n6");
+}

@@ -192,6 +192,8 @@ pub struct ClusterMemberInfo {
     pub shards_following: usize,
     /// Shards it is copying.
     pub shards_learning: usize,
+    /// On its way out (`keelson nodes remove`): given nothing new, emptied, then removed.
+    pub draining: bool,
 }
 
 /// `GET /v1/cluster`

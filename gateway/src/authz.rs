@@ -198,6 +198,7 @@ mod tests {
             (P::EraseCustomer, [true, false, false, false, false]),
             (P::ClusterOps, [true, true, false, false, false]),
             (P::ManageKeys, [true, false, false, false, false]),
+            (P::ManageCluster, [true, false, false, false, false]),
             (P::FaultInjection, [true, false, false, false, false]),
             (P::Authenticated, [true; 5]),
         ];

@@ -53,7 +53,7 @@ impl ApiError {
         )
     }
 
-    fn retry(mut self, secs: u64) -> Self {
+    pub(crate) fn retry(mut self, secs: u64) -> Self {
         self.retry_after = Some(secs.max(1));
         self
     }

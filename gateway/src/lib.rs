@@ -33,6 +33,7 @@ mod iot;
 mod keys;
 mod limits;
 mod local;
+mod membership;
 mod metrics;
 mod openapi;
 mod route_table;

@@ -74,6 +74,7 @@ pub(crate) fn cluster(ctx: &Ctx) -> Ok_ {
                     .iter()
                     .filter(|(_, p)| p.learners.contains(&status.name))
                     .count(),
+                draining: map.is_draining(&status.name),
                 status,
             })
             .collect(),

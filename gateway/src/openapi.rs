@@ -175,6 +175,10 @@ fn described_answers() -> Vec<(&'static str, Value)> {
         ),
         ("Location", "shard, owner, owner's state, epoch"),
         (
+            "NodeRemoval",
+            "node, state (draining), copies it holds, map_version",
+        ),
+        (
             "Keys",
             "API keys: name, role, created, revoked (never the key)",
         ),

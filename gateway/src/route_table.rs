@@ -22,6 +22,8 @@ pub enum Permission {
     ClusterOps,
     /// Manage API keys and device credentials.
     ManageKeys,
+    /// Add or remove nodes.
+    ManageCluster,
     /// Inject faults (only with `fault_injection = true`).
     FaultInjection,
 }
@@ -37,6 +39,7 @@ impl Permission {
             Permission::EraseCustomer => "erase_customer",
             Permission::ClusterOps => "cluster_ops",
             Permission::ManageKeys => "manage_keys",
+            Permission::ManageCluster => "manage_cluster",
             Permission::FaultInjection => "fault_injection",
         }
     }
@@ -83,6 +86,7 @@ pub enum Handler {
     CreateKey,
     ListKeys,
     RevokeKey,
+    RemoveNode,
     Fault,
 }
 
@@ -376,6 +380,16 @@ pub static ROUTES: &[Route] = &[
         None,
         (200, "Location"),
         "Where an entity lives",
+    ),
+    r(
+        "DELETE",
+        "/v1/cluster/nodes/{name}",
+        P::ManageCluster,
+        O::None,
+        H::RemoveNode,
+        None,
+        (202, "NodeRemoval"),
+        "Remove a node: its copies move elsewhere, its primaries are handed over, then it stops",
     ),
     r(
         "POST",

@@ -179,7 +179,10 @@ fn keyed(
 fn audit(route: &Route, params: &route_table::Params<'_>, rid: &Rq, out: &Outcome) {
     let changes = matches!(
         route.permission,
-        Permission::WriteData | Permission::EraseCustomer | Permission::ManageKeys
+        Permission::WriteData
+            | Permission::EraseCustomer
+            | Permission::ManageKeys
+            | Permission::ManageCluster
     ) && route.method != "GET";
     if changes && out.is_ok() {
         let principal = rid
@@ -234,6 +237,10 @@ async fn dispatch(
         Handler::MqttCredentials => crate::device_credentials::list(ctx, query, rid).await,
         Handler::Cluster => Ok(local::cluster(ctx)),
         Handler::Shards => Ok(local::shards(ctx)),
+        Handler::RemoveNode => {
+            crate::membership::remove_node(ctx, params.get("name").copied().unwrap_or(""), rid)
+                .await
+        }
         Handler::Locate => local::locate(ctx, params.get("kind").copied().unwrap_or(""), id),
         Handler::CreateKey => keys::create(ctx, body, rid).await,
         Handler::ListKeys => keys::list(ctx, rid).await,

@@ -35,7 +35,8 @@ use keelson_rules::shard_map::{MapCommand, MapError, ShardMap};
 
 pub use log_store::LogStore;
 pub use network::{
-    fetch_map, propose, propose_via, serve_raft_rpc, ProposeError, RaftNetworkFactory,
+    fetch_map, propose, propose_via, request_drain, serve_raft_rpc, ProposeError,
+    RaftNetworkFactory,
 };
 pub use state_machine::MapStateMachine;
 

@@ -54,7 +54,7 @@ pub use cluster::membership::{ClusterView, MemberStatus};
 pub use config::{ClusterConfig, ConfigError, EntityLimits, Limits, Member, Retention, Role};
 pub use consensus::control_plane::{ControlPlane, Proposer};
 pub use consensus::map_follower::follow as follow_map;
-pub use consensus::{MapWatch, ProposeError};
+pub use consensus::{request_drain, MapWatch, ProposeError};
 pub use host::activation::ActivationTable;
 pub use host::entity::{
     decode_payload, encode_payload, now_ms, Entity, EntityContext, EntityError, EntityKey, Handled,
@@ -104,6 +104,9 @@ pub enum RuntimeError {
     /// TLS material or credentials are missing or unusable.
     #[error("{0}")]
     Security(String),
+    /// This node was removed from the cluster; its data is stale.
+    #[error("node \"{0}\" was removed from the cluster (shard map version {1}): its data dir {2} is no longer needed; to bring the machine back, delete that directory and start it as a new node (--host ...)")]
+    Removed(String, u64, std::path::PathBuf),
     /// TLS material is missing or unusable.
     #[error(transparent)]
     Tls(#[from] tls::TlsError),

@@ -142,7 +142,16 @@ pub mod known {
     /// What a follower did with a replicated write (`keelson_replica_writes_total{result}`).
     pub const REPLICA_WRITE_RESULTS: &[&str] = &["applied", "stale", "failed"];
     /// Shard-map changes a leader commits (`keelson_map_changes_total{change}`).
-    pub const MAP_CHANGES: &[&str] = &["promote", "shrink", "add_learner", "join", "handoff"];
+    pub const MAP_CHANGES: &[&str] = &[
+        "promote",
+        "shrink",
+        "add_learner",
+        "join",
+        "handoff",
+        "add_node",
+        "drain_node",
+        "remove_node",
+    ];
     /// What a node served a read as (`keelson_reads_served_total{served_as}`).
     pub const SERVED_AS: &[&str] = &["primary", "follower"];
 }

@@ -67,13 +67,26 @@ pub struct NodeContext {
 /// A service started once the node is ready; its task is awaited (5 s at most) at shutdown.
 pub type NodeService = Box<dyn FnOnce(NodeContext) -> tokio::task::JoinHandle<()> + Send>;
 
+/// The exit code of a node process that stopped because it was removed from the cluster, or
+/// refused to start because it had been: `keelson up` does not start it again.
+pub const LEFT_THE_CLUSTER: i32 = 3;
+
+/// Why a node stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stopped {
+    /// `stop` resolved (a signal).
+    Asked,
+    /// It was drained and removed from the cluster (`keelson nodes remove`).
+    Removed,
+}
+
 /// Runs node `name` with no extra services until `stop` resolves.
 pub async fn run(
     cfg: ClusterConfig,
     name: &str,
     kinds: EntityKinds,
     stop: impl Future<Output = ()>,
-) -> Result<(), RuntimeError> {
+) -> Result<Stopped, RuntimeError> {
     run_with(cfg, name, kinds, Vec::new(), stop).await
 }
 
@@ -84,7 +97,7 @@ pub async fn run_with(
     kinds: EntityKinds,
     services: Vec<NodeService>,
     stop: impl Future<Output = ()>,
-) -> Result<(), RuntimeError> {
+) -> Result<Stopped, RuntimeError> {
     let me = cfg
         .node(name)
         .cloned()
@@ -105,6 +118,16 @@ pub async fn run_with(
     )
     .await?;
     let map = control.map();
+    let stored = map.borrow().clone();
+    if stored.version() > 0 && !stored.nodes().iter().any(|n| n == &me.name) {
+        control.stop().await;
+        member.leave().await;
+        return Err(RuntimeError::Removed(
+            me.name.clone(),
+            stored.version(),
+            cfg.node_data_dir(&me.name),
+        ));
+    }
     member.follow_map(&cfg, map.clone());
     let quorum = cfg.nodes.len();
     let takeovers = Takeovers::new(
@@ -141,12 +164,13 @@ pub async fn run_with(
     ready.store(true, Ordering::Release);
     tracing::info!(node = %me.name, ops = %me.ops_addr, cluster = %me.cluster_addr, services = service_tasks.len(), "node ready");
 
-    tokio::select! {
-        _ = stop => {}
+    let why = tokio::select! {
+        _ = stop => Stopped::Asked,
         _ = removed(&me.name, map.clone()) => {
             tracing::info!(node = %me.name, "removed from the cluster: it holds nothing and is no member any more; stopping");
+            Stopped::Removed
         }
-    }
+    };
 
     tracing::info!(node = %me.name, "stopping node");
     ready.store(false, Ordering::Release);
@@ -163,7 +187,7 @@ pub async fn run_with(
     let _ = ops_task.await;
     store.flush_blocking()?;
     tracing::info!(node = %me.name, "node stopped");
-    Ok(())
+    Ok(why)
 }
 
 /// Resolves once `node`, having been a member of the map, is not any more (it was drained and

@@ -244,6 +244,10 @@ pub enum RaftRpc {
     /// The shard map this node has applied.
     #[rpc]
     GetMap(Vec<u8>, RpcReplyPort<Vec<u8>>),
+    /// Start removing a node: a `DrainNode` command and nothing else (a gateway may ask this
+    /// for an admin; it may propose no other change).
+    #[rpc]
+    Drain(Vec<u8>, RpcReplyPort<Vec<u8>>),
 }
 
 /// The remotable message of the heartbeat responder.

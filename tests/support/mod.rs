@@ -326,6 +326,12 @@ impl Cluster {
     /// seeds on two fresh loopback ports, and is watched like the others from then on.
     #[allow(dead_code)]
     pub fn spawn_joining(&mut self, name: &str) {
+        self.spawn_joining_with(name, &[]);
+    }
+
+    /// [`Cluster::spawn_joining`] with extra arguments (`--advertise-host localhost`).
+    #[allow(dead_code)]
+    pub fn spawn_joining_with(&mut self, name: &str, extra: &[&str]) {
         let (cluster_port, ops_port) = match (self.joined.get(name), self.ops.get(name)) {
             (Some(c), Some(o)) => (*c, *o),
             _ => (free_port(), free_port()),
@@ -340,6 +346,7 @@ impl Cluster {
             .args(["node", "--name", name, "--host", "127.0.0.1"])
             .args(["--cluster-port", &cluster_port.to_string()])
             .args(["--ops-port", &ops_port.to_string()])
+            .args(extra)
             .arg("--config")
             .arg(&self.config)
             .env("RUST_LOG", &self.log_filter)
@@ -352,6 +359,22 @@ impl Cluster {
         self.ops.insert(name.to_string(), ops_port);
         if !self.nodes.iter().any(|n| n == name) {
             self.nodes.push(name.to_string());
+        }
+    }
+
+    /// The exit code of `name`'s process once it has exited (polled up to `within`); `None` if
+    /// it still runs (or was ended by a signal).
+    #[allow(dead_code)]
+    pub async fn exit_code(&mut self, name: &str, within: Duration) -> Option<i32> {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.procs.get_mut(name)?.try_wait().unwrap() {
+                return status.code();
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 

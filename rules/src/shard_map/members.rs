@@ -67,6 +67,29 @@ impl ShardMap {
         })
     }
 
+    /// The command that starts removing `node` ([`ShardMap::drain`]), or why it may not go:
+    /// also refused when `node` votes and the other `voters` that are `up` would be no
+    /// majority of them (the cluster would stop committing anything, its own removal included).
+    pub fn removal(
+        &self,
+        node: &str,
+        voters: &[String],
+        up: &dyn Fn(&str) -> bool,
+    ) -> Result<MapCommand, MapError> {
+        let cmd = self.drain(node)?;
+        if voters.iter().any(|v| v == node) {
+            let left = voters.iter().filter(|v| *v != node && up(v)).count();
+            let majority = voters.len() / 2 + 1;
+            if left < majority {
+                return Err(MapError::Members(format!(
+                    "removing \"{node}\" would leave {left} of the {} voting nodes up, fewer than the majority of {majority} that consensus needs; bring the others back first",
+                    voters.len()
+                )));
+            }
+        }
+        Ok(cmd)
+    }
+
     /// Applies a change of the members, or refuses it leaving the map unchanged.
     pub(super) fn apply_to_members(&mut self, cmd: &MapCommand) -> Result<(), MapError> {
         let refuse = |reason: String| Err(MapError::Members(reason));

@@ -144,3 +144,24 @@ fn a_map_stored_before_nodes_could_join_still_loads() {
     let old: ShardMap = serde_json::from_value(json).unwrap();
     assert_eq!(old, map);
 }
+
+#[test]
+fn removing_a_voter_is_refused_when_the_rest_up_would_be_no_majority() {
+    let map = ShardMap::initial(&names(5), 16, 2);
+    let voters = names(4);
+    let all_up = |_: &str| true;
+    assert!(
+        map.removal("n2", &voters, &all_up).is_ok(),
+        "3 of 4 voters stay up"
+    );
+    assert!(
+        map.removal("n5", &voters, &|n: &str| n == "n1").is_ok(),
+        "n5 does not vote"
+    );
+    let n3_down = |n: &str| n != "n3";
+    let err = map.removal("n2", &voters, &n3_down).unwrap_err();
+    assert!(
+        matches!(&err, MapError::Members(m) if m.contains("2 of the 4 voting nodes up")),
+        "{err}"
+    );
+}

@@ -98,7 +98,11 @@ async fn lookup(host: &str, port: u16) -> Option<SocketAddr> {
     )
     .await
     {
-        Ok(Ok(mut addrs)) => addrs.next(),
+        // IPv4 first: `localhost` often lists ::1 before 127.0.0.1, where nodes bind.
+        Ok(Ok(addrs)) => {
+            let all: Vec<SocketAddr> = addrs.collect();
+            all.iter().find(|a| a.is_ipv4()).or(all.first()).copied()
+        }
         Ok(Err(e)) => {
             tracing::debug!(host, error = %e, "name does not resolve");
             None

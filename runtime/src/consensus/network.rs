@@ -242,6 +242,19 @@ pub async fn propose(
     }
 }
 
+/// Asks node `peer` to start removing a node: `cmd` must be a `DrainNode` (the only change a
+/// gateway may ask for).
+pub async fn request_drain(
+    peer: &str,
+    cmd: keelson_rules::shard_map::MapCommand,
+    timeout: Duration,
+) -> Result<u64, ProposeError> {
+    let bytes = call(peer, RaftRpc::Drain, frame(&cmd), timeout)
+        .await
+        .map_err(ProposeError::NoLeader)?;
+    answered(peer, &bytes)
+}
+
 /// Asks `peer` to propose `cmd` (it forwards to the leader): how a node that is not a member
 /// of the consensus yet (one joining) gets a change committed.
 pub async fn propose_via(
@@ -252,7 +265,12 @@ pub async fn propose_via(
     let bytes = call(peer, RaftRpc::Propose, frame(&cmd), timeout)
         .await
         .map_err(ProposeError::NoLeader)?;
-    match unframe::<Answer<Result<u64, ProposeError>>>(&bytes).map_err(ProposeError::NoLeader)? {
+    answered(peer, &bytes)
+}
+
+/// A proposal's answer from `peer`.
+fn answered(peer: &str, bytes: &[u8]) -> Result<u64, ProposeError> {
+    match unframe::<Answer<Result<u64, ProposeError>>>(bytes).map_err(ProposeError::NoLeader)? {
         Answer::Done(r) => r,
         Answer::Refused(e) => Err(ProposeError::NoLeader(format!(
             "{peer} refused the proposal: {e}"
@@ -392,6 +410,24 @@ impl Actor for RaftRpcServer {
             }
             RaftRpc::GetMap(_, reply) => {
                 let _ = reply.send(frame(&Answer::Done(&*map)));
+            }
+            RaftRpc::Drain(b, reply) => {
+                let timeout = st.timeout;
+                tokio::spawn(async move {
+                    let answer = match take::<MapCommand>("raft_drain", &b, &limits, |c| match c {
+                        MapCommand::DrainNode { .. } => {
+                            frame_check::map_command(c, map.shard_count())
+                        }
+                        _ => Err(crate::wire::FrameError::Malformed {
+                            frame: "raft_drain".into(),
+                            reason: "not a DrainNode command".into(),
+                        }),
+                    }) {
+                        Ok(cmd) => Answer::Done(propose(&raft, cmd, timeout).await),
+                        Err(e) => Answer::Refused(e),
+                    };
+                    let _ = reply.send(frame(&answer));
+                });
             }
         }
         Ok(())

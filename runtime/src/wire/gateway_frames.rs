@@ -8,8 +8,9 @@
 //! target's message variant in field 3, a call in field 5; Keelson's RPC variant names are the
 //! constants of `wire` (ShardHostRpc, RaftRpc, HeartbeatRpc).
 
-/// The variants a gateway calls: entity requests, the shard map, heartbeats.
-pub const GATEWAY_MAY_CALL: &[&str] = &["Request", "GetMap", "Ping"];
+/// The variants a gateway calls: entity requests, the shard map, heartbeats, and an admin's
+/// removal of a node (a drain, checked by the node like any other map change).
+pub const GATEWAY_MAY_CALL: &[&str] = &["Request", "GetMap", "Ping", "Drain"];
 
 fn varint(b: &[u8], at: &mut usize) -> Result<u64, String> {
     let mut v = 0u64;
