@@ -300,3 +300,53 @@ async fn a_node_named_by_localhost_joins_and_one_without_the_cluster_s_certifica
     c.kill("n6");
     c.nodes.retain(|n| n != "n6");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_primary_killed_while_it_hands_a_shard_to_the_new_node_loses_nothing() {
+    let _guard = serial().await;
+    let mut c = Cluster::start("join-handoff", Settings::default()).await;
+    c.wait_replicated(Duration::from_secs(30)).await;
+    preload(&c, "hp", 3000).await;
+    let load = Registers::start(&c, "h", 200, 8, 4).await;
+    c.spawn_joining("n5");
+    // Once n5 holds in-sync copies but not yet its share of primaries, primaries are being
+    // handed to it: kill the primary of a shard n5 follows in sync (the next to hand over).
+    let victim = wait_for(
+        "n5 to be taking primaries",
+        Duration::from_secs(60),
+        || async {
+            let shards = c
+                .get_json(&format!("{}/v1/cluster/shards", c.gateway))
+                .await?;
+            let owned = shards["shards"]
+                .as_array()?
+                .iter()
+                .filter(|s| s["primary"] == "n5")
+                .count();
+            let next = shards["shards"].as_array()?.iter().find(|s| {
+                s["primary"] != "n5"
+                    && s["in_sync"]
+                        .as_array()
+                        .is_some_and(|f| f.iter().any(|n| n == "n5"))
+            })?;
+            (owned < 12).then(|| next["primary"].as_str().unwrap().to_string())
+        },
+    )
+    .await;
+    c.kill(&victim);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    c.spawn(&victim);
+    let nodes = c.nodes.clone();
+    let settled = settle_on(&c, &nodes, Duration::from_secs(120)).await;
+    let verdict = load.finish(&c).await;
+    eprintln!(
+        "{victim} killed while handing shards to n5: {:?}; load {verdict:?}",
+        holdings(&settled)
+    );
+    verdict.assert_clean();
+    let mut duplicates = 0.0;
+    for n in &c.nodes {
+        duplicates += c.metric(n, "keelson_duplicate_primary_total").await;
+    }
+    assert_eq!(duplicates, 0.0, "two primaries for a shard at once");
+}
