@@ -111,7 +111,7 @@ fn bad_hosts_and_flush_policies_are_named() {
     let text = GOOD
         .replacen(
             "host = \"127.0.0.1\"\ncluster_port = 4701",
-            "host = \"localhost\"\ncluster_port = 4701",
+            "host = \"local host\"\ncluster_port = 4701",
             1,
         )
         .replace(
@@ -120,7 +120,9 @@ fn bad_hosts_and_flush_policies_are_named() {
         );
     let p = problems(&text);
     assert!(
-        p.contains(&"node \"n1\": host \"localhost\" is not an IP address".to_string()),
+        p.contains(
+            &"node \"n1\": host \"local host\" is not an IP address or a DNS name".to_string()
+        ),
         "{p:?}"
     );
     assert!(
@@ -265,4 +267,60 @@ fn the_promotion_delay_exceeds_the_lease_for_every_valid_failure_timeout() {
         // And by a margin the heartbeat period can cover (at most a third of the timeout).
         assert!(promotion - lease >= cfg.failure_timeout / 10, "{ms} ms");
     }
+}
+
+#[test]
+fn a_node_reached_by_name_binds_the_address_it_is_given() {
+    let named = GOOD
+        .replace(
+            "name = \"n1\"\nhost = \"127.0.0.1\"",
+            "name = \"n1\"\nhost = \"keelson-0.keelson.default.svc\"\nbind_host = \"0.0.0.0\"\nops_host = \"0.0.0.0\"",
+        )
+        .replace(
+            "name = \"n2\"\nhost = \"127.0.0.1\"\ncluster_port = 4702\nops_port = 9102",
+            "name = \"n2\"\nhost = \"keelson-1.keelson.default.svc\"\nbind_host = \"0.0.0.0\"\nops_host = \"0.0.0.0\"\ncluster_port = 4701\nops_port = 9101",
+        )
+        .replace("[tls]", "[tls]");
+    // Same ports on two machines of their own are fine; the example-free cookie and TLS on
+    // make it safe beyond loopback.
+    let c = parse(&named, Path::new("/base")).unwrap();
+    let n1 = &c.nodes[0];
+    assert_eq!(n1.host, "keelson-0.keelson.default.svc");
+    assert_eq!(n1.cluster_addr, "0.0.0.0:4701".parse().unwrap());
+    assert_eq!(n1.ops_addr, "0.0.0.0:9101".parse().unwrap());
+
+    let no_bind = GOOD.replace(
+        "name = \"n1\"\nhost = \"127.0.0.1\"",
+        "name = \"n1\"\nhost = \"keelson-0.keelson\"",
+    );
+    assert_eq!(
+        problems(&no_bind),
+        vec!["node \"n1\": host \"keelson-0.keelson\" is a DNS name: give bind_host, the IP address the node binds (e.g. \"0.0.0.0\")"]
+    );
+    let bad = GOOD.replace(
+        "name = \"n1\"\nhost = \"127.0.0.1\"",
+        "name = \"n1\"\nhost = \"not a host\"\nbind_host = \"0.0.0.0\"",
+    );
+    assert_eq!(
+        problems(&bad),
+        vec!["node \"n1\": host \"not a host\" is not an IP address or a DNS name"]
+    );
+    // `localhost` binds loopback and stays a loopback-only cluster.
+    let local = GOOD.replace(
+        "name = \"n1\"\nhost = \"127.0.0.1\"",
+        "name = \"n1\"\nhost = \"localhost\"",
+    );
+    let c = parse(&local, Path::new("/base")).unwrap();
+    assert_eq!(c.nodes[0].cluster_addr, "127.0.0.1:4701".parse().unwrap());
+    let gateway_named = GOOD.replace(
+        "[gateway]\nhost = \"127.0.0.1\"",
+        "[gateway]\nhost = \"gw.example\"",
+    );
+    assert!(
+        problems(&gateway_named)
+            .iter()
+            .any(|p| p == "gateway \"gateway\": host \"gw.example\" is not an IP address"),
+        "{:?}",
+        problems(&gateway_named)
+    );
 }

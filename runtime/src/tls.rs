@@ -415,6 +415,7 @@ pub fn identify(cfg: &ClusterConfig, cert: &CertificateDer<'_>) -> Option<Member
     }
     let name = node_name_in(cert)?;
     Some(Member {
+        host: String::new(),
         name,
         role: Role::Node,
         // Not used for an accepted link: the peer is dialled at the address the map gives.

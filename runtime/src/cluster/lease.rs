@@ -92,7 +92,7 @@ mod tests {
     #[test]
     fn a_majority_of_fresh_answers_holds_the_lease() {
         let t0 = Instant::now();
-        let mut t = LeaseTracker::new(4, ms(300));
+        let mut t = LeaseTracker::new(4, true, ms(300));
         assert_eq!(t.valid_until(), None);
         t.acked("n2", t0);
         assert_eq!(t.valid_until(), None, "2 of 4 is not a majority");
@@ -108,7 +108,7 @@ mod tests {
 
     #[test]
     fn a_single_node_cluster_always_holds_it() {
-        assert!(LeaseTracker::new(1, ms(300)).valid_until().unwrap() > Instant::now());
+        assert!(LeaseTracker::new(1, true, ms(300)).valid_until().unwrap() > Instant::now());
     }
 
     #[test]

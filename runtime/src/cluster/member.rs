@@ -219,10 +219,14 @@ async fn node_server(
 
 /// Nodes watch and dial every other node; a gateway watches and dials every node. Nodes do not
 /// watch gateways: a gateway's absence changes nothing they do.
+/// A seed named by DNS is dialled once [`ClusterMember::follow_map`] has resolved it.
 fn peers(cfg: &ClusterConfig, me: &Member) -> Vec<Peer> {
     cfg.nodes
         .iter()
         .filter(|n| n.name != me.name)
+        .filter(|n| {
+            cfg.dial_via.contains_key(&n.name) || n.host.parse::<std::net::IpAddr>().is_ok()
+        })
         .map(|n| Peer {
             name: n.name.clone(),
             role: Role::Node,

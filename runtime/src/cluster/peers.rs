@@ -30,10 +30,21 @@ pub(crate) fn follow(
     membership: ActorRef<MembershipMsg>,
     support: Support,
 ) -> tokio::task::JoinHandle<()> {
-    let seeds: HashMap<String, SocketAddr> = cfg
+    let seeds: HashMap<String, Seed> = cfg
         .nodes
         .iter()
-        .map(|n| (n.name.clone(), cfg.dial_addr(n)))
+        .map(|n| {
+            // A `--dial-via` proxy or an IP address is dialled as is; a DNS name is resolved.
+            let fixed = (cfg.dial_via.contains_key(&n.name)
+                || n.host.parse::<std::net::IpAddr>().is_ok())
+            .then(|| cfg.dial_addr(n));
+            let seed = Seed {
+                fixed,
+                host: n.host.clone(),
+                port: n.cluster_addr.port(),
+            };
+            (n.name.clone(), seed)
+        })
         .collect();
     let me = me.to_string();
     tokio::spawn(async move {
@@ -62,13 +73,23 @@ pub(crate) fn follow(
     })
 }
 
+/// A seed node as nodes.toml gives it.
+struct Seed {
+    /// Dialled as is: a `--dial-via` proxy, or an IP address.
+    fixed: Option<SocketAddr>,
+    host: String,
+    port: u16,
+}
+
 /// The map's nodes but `me`, each at its address: a seed's from nodes.toml, a joined node's
-/// resolved now. A name that does not resolve is left out (and logged) until it does.
-async fn resolve(map: &ShardMap, me: &str, seeds: &HashMap<String, SocketAddr>) -> Vec<Peer> {
+/// as it advertised it, DNS names resolved now. A name that does not resolve is left out (and
+/// logged) until it does.
+async fn resolve(map: &ShardMap, me: &str, seeds: &HashMap<String, Seed>) -> Vec<Peer> {
     let mut peers = Vec::new();
     for name in map.nodes().iter().filter(|n| *n != me) {
         let addr = match (seeds.get(name), map.addr(name)) {
-            (Some(seed), None) => Some(*seed),
+            (Some(Seed { fixed: Some(a), .. }), None) => Some(*a),
+            (Some(seed), None) => lookup(&seed.host, seed.port).await,
             (_, Some(a)) => lookup(&a.host, a.cluster_port).await,
             (None, None) => None,
         };

@@ -51,6 +51,7 @@ impl ClusterConfig {
         let member = Member {
             name: name.to_string(),
             role: Role::Node,
+            host: advertise.unwrap_or(host).to_string(),
             cluster_addr: SocketAddr::new(ip, cluster_port),
             ops_addr: SocketAddr::new(ip, ops_port),
         };

@@ -37,8 +37,13 @@ pub struct RawGateway {
 pub struct RawNode {
     /// Unique node name: lower-case letters, digits and `-`.
     pub name: String,
-    /// IP address the node binds to.
+    /// Where peers reach the node: an IP address (it also binds it), or a DNS name (resolved
+    /// again whenever it is dialled, so a node that restarts with a new address is found; give
+    /// `bind_host` then).
     pub host: String,
+    /// IP address the node binds (e.g. "0.0.0.0" in a container); default: `host`.
+    #[serde(default)]
+    pub bind_host: Option<String>,
     /// Port for cluster traffic.
     pub cluster_port: u16,
     /// Port of `/metrics`, `/health`, `/ready`.
@@ -79,7 +84,9 @@ pub struct Member {
     pub name: String,
     /// Node or gateway.
     pub role: Role,
-    /// Cluster transport address.
+    /// Where peers dial it: an IP address or a DNS name (`host` as written).
+    pub host: String,
+    /// Cluster transport address it binds.
     pub cluster_addr: SocketAddr,
     /// Ops endpoint address.
     pub ops_addr: SocketAddr,
@@ -104,6 +111,23 @@ impl Ports {
     pub(super) fn owner(&self, addr: &SocketAddr) -> Option<&str> {
         let owner = self.0.get(addr)?;
         Some(owner.split(" (").next().unwrap_or(owner))
+    }
+
+    /// `port` on `ip` without claiming it (a member on a machine of its own); `None` (with the
+    /// problem) when it is 0.
+    fn check_port(
+        &mut self,
+        label: &str,
+        what: &str,
+        ip: Option<IpAddr>,
+        port: u16,
+        problems: &mut Vec<String>,
+    ) -> Option<SocketAddr> {
+        if port == 0 {
+            problems.push(format!("{label}: {what} port must not be 0"));
+            return None;
+        }
+        Some(SocketAddr::new(ip?, port))
     }
 
     /// Claims `port` on `ip` for `label`'s `what` port; `None` (with the problem) when it is 0
@@ -137,6 +161,7 @@ struct Endpoint<'a> {
     label: String,
     name: &'a String,
     host: &'a String,
+    bind_host: Option<&'a String>,
     role: Role,
     cluster_port: u16,
     ops_port: u16,
@@ -150,6 +175,7 @@ impl<'a> Endpoint<'a> {
             label: format!("node \"{}\"", n.name),
             name: &n.name,
             host: &n.host,
+            bind_host: n.bind_host.as_ref(),
             role: Role::Node,
             cluster_port: n.cluster_port,
             ops_port: n.ops_port,
@@ -163,6 +189,7 @@ impl<'a> Endpoint<'a> {
             label: format!("gateway \"{}\"", g.name),
             name: &g.name,
             host: &g.host,
+            bind_host: None,
             role: Role::Gateway,
             cluster_port: g.cluster_port,
             ops_port: g.ops_port,
@@ -171,11 +198,49 @@ impl<'a> Endpoint<'a> {
         }
     }
 
-    /// The host's address; 127.0.0.254 is refused.
+    /// True when `host` is a DNS name (only a node's may be).
+    fn named(&self) -> bool {
+        self.host.parse::<IpAddr>().is_err()
+    }
+
+    /// The address it binds (`bind_host`, else `host`); 127.0.0.254 is refused.
     fn ip(&self, problems: &mut Vec<String>) -> Option<IpAddr> {
-        let (label, host) = (&self.label, self.host);
+        let label = &self.label;
+        if self.named() {
+            let dns_ok = self.role == Role::Node
+                && self.host.len() <= 253
+                && self.host.split('.').all(|l| {
+                    !l.is_empty()
+                        && l.len() <= 63
+                        && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                });
+            if !dns_ok {
+                let what = if self.role == Role::Node {
+                    "an IP address or a DNS name"
+                } else {
+                    "an IP address"
+                };
+                problems.push(format!("{label}: host \"{}\" is not {what}", self.host));
+                return None;
+            }
+            if self.bind_host.is_none() && self.host != "localhost" {
+                problems.push(format!(
+                    "{label}: host \"{}\" is a DNS name: give bind_host, the IP address the node binds (e.g. \"0.0.0.0\")",
+                    self.host
+                ));
+                return None;
+            }
+        }
+        let host = match self.bind_host {
+            Some(b) => b.as_str(),
+            // `localhost` binds loopback.
+            None if self.host == "localhost" => "127.0.0.1",
+            None => self.host.as_str(),
+        };
         let Ok(ip) = host.parse::<IpAddr>() else {
-            problems.push(format!("{label}: host \"{host}\" is not an IP address"));
+            problems.push(format!(
+                "{label}: bind_host \"{host}\" is not an IP address"
+            ));
             return None;
         };
         if ip == IpAddr::from([127, 0, 0, 254]) {
@@ -250,10 +315,25 @@ pub(super) fn validate(
         }
         let ip = e.ip(problems);
         placed.ips.extend(ip);
+        if e.named() && e.host != "localhost" {
+            // Reached by name: never a loopback-only member.
+            placed.ips.push(IpAddr::from([0, 0, 0, 0]));
+        }
         let ops_ip = e.ops_ip(ip, problems);
         let ports = &mut placed.ports;
-        let cluster_addr = ports.claim(label, "cluster", ip, e.cluster_port, problems);
-        let ops_addr = ports.claim(label, "ops", ops_ip, e.ops_port, problems);
+        // A member binding every address of its own machine (reached by name) shares no
+        // ports with the others: their machines are other ones.
+        let own_machine = e.named() && ip.is_some_and(|ip| ip.is_unspecified());
+        let cluster_addr = if own_machine {
+            ports.check_port(label, "cluster", ip, e.cluster_port, problems)
+        } else {
+            ports.claim(label, "cluster", ip, e.cluster_port, problems)
+        };
+        let ops_addr = if own_machine && ops_ip.is_some_and(|ip| ip.is_unspecified()) {
+            ports.check_port(label, "ops", ops_ip, e.ops_port, problems)
+        } else {
+            ports.claim(label, "ops", ops_ip, e.ops_port, problems)
+        };
         if let Some(p) = e.http_port {
             placed.gateway_http = ports.claim(label, "http", ip, p, problems);
         }
@@ -261,6 +341,7 @@ pub(super) fn validate(
             placed.members.push(Member {
                 name: e.name.clone(),
                 role: e.role,
+                host: e.host.clone(),
                 cluster_addr,
                 ops_addr,
             });
