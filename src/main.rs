@@ -120,6 +120,19 @@ enum Command {
         #[arg(long, short, default_value = "nodes.toml")]
         config: PathBuf,
     },
+    /// Issue a certificate from the cluster CA (its key in the TLS directory) for a node that
+    /// is to join: <tls dir>/NAME.pem and NAME.key, for `<NAME>.node.keelson`.
+    IssueCert {
+        /// Cluster configuration (the TLS directory).
+        #[arg(long, short, default_value = "nodes.toml")]
+        config: PathBuf,
+        /// The joining node's name.
+        #[arg(long)]
+        name: String,
+        /// The IP address it listens on (also put in the certificate).
+        #[arg(long, default_value = "127.0.0.1")]
+        ip: std::net::IpAddr,
+    },
     /// The cluster's nodes: list them, or remove one while the cluster serves.
     Nodes {
         /// Cluster configuration (gateway address, TLS directory, admin key file).
@@ -219,6 +232,9 @@ fn main() -> ExitCode {
             interval,
         } => with_config(&config, |cfg| prometheus_config(&cfg, &rules, interval)),
         Command::Init { config } => with_config(&config, |cfg| init(&cfg)),
+        Command::IssueCert { config, name, ip } => {
+            with_config(&config, |cfg| node_cmd::issue_cert(&cfg, &name, ip))
+        }
         Command::Nodes { config, command } => {
             with_config(&config, |cfg| nodes_cmd::run(&cfg, command))
         }

@@ -22,6 +22,10 @@ pub struct JoinArgs {
     /// The joining node's ops port (/health, /ready, /metrics).
     #[arg(long, value_name = "PORT", requires = "host")]
     pub ops_port: Option<u16>,
+    /// Run as the seed of the config file when NAME is one (ignoring --host and the ports),
+    /// else join with them: one command line for every replica of a StatefulSet.
+    #[arg(long, requires = "host")]
+    pub seed_or_join: bool,
 }
 
 /// `cfg` as node `name` runs it: unchanged for a seed; for a joining node, with its addresses
@@ -31,6 +35,9 @@ pub fn configure(
     name: &str,
     join: &JoinArgs,
 ) -> Result<ClusterConfig, ExitCode> {
+    if join.seed_or_join && cfg.nodes.iter().any(|n| n.name == name) {
+        return Ok(cfg);
+    }
     let Some(host) = &join.host else {
         if cfg.node(name).is_none() {
             eprintln!(
@@ -73,4 +80,34 @@ pub fn configure(
         }
     }
     Ok(cfg)
+}
+
+/// `keelson issue-cert`: a certificate for node `name` at `ip` from the cluster CA.
+pub fn issue_cert(cfg: &ClusterConfig, name: &str, ip: std::net::IpAddr) -> ExitCode {
+    if !keelson_runtime::config::valid_name(name) {
+        eprintln!("error: --name {name:?}: a node name is 1 to 32 lower-case letters, digits and '-', starting with a letter");
+        return ExitCode::from(2);
+    }
+    let subject = keelson_runtime::tls::Subject {
+        name: name.to_string(),
+        kind: keelson_runtime::Role::Node.as_str(),
+        ip,
+    };
+    match keelson_runtime::tls::Pki::new(&cfg.tls).issue(&subject) {
+        Ok(Some(path)) => {
+            println!(
+                "made {} (and its key) for {name}.node.keelson",
+                path.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Ok(None) => {
+            println!("{name} has a certificate already; kept it");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }

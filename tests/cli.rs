@@ -444,3 +444,67 @@ async fn link_faults_slow_and_cut_real_cluster_links_and_heal_restores_them() {
     .await;
     stop_up(up);
 }
+
+/// The Kubernetes manifests' nodes.toml is one `keelson` accepts (with the cookie its Secret
+/// would mount), and `keelson node --seed-or-join` runs a seed as the seed and refuses a
+/// joining name that breaks the rules, saying which argument.
+#[test]
+fn the_kubernetes_config_is_valid_and_seed_or_join_picks_the_role() {
+    let dir = std::env::temp_dir().join(format!("keelson-k8s-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let manifest = std::fs::read_to_string(format!(
+        "{}/deploy/kubernetes/configmap.yaml",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap();
+    let body = manifest.split("nodes.toml: |\n").nth(1).unwrap();
+    let toml: String = body
+        .lines()
+        .map(|l| l.strip_prefix("    ").unwrap_or(l))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let cookie = dir.join("cookie");
+    std::fs::write(&cookie, "a-cookie-long-enough-for-a-network-0123456789\n").unwrap();
+    let toml = toml
+        .replace("/etc/keelson/secrets/cookie", cookie.to_str().unwrap())
+        .replace("/var/lib/keelson", dir.join("data").to_str().unwrap())
+        .replace("/etc/keelson/tls", dir.join("tls").to_str().unwrap());
+    let path = dir.join("nodes.toml");
+    std::fs::write(&path, &toml).unwrap();
+    let ok = keelson().arg("check-config").arg(&path).output().unwrap();
+    assert_eq!(
+        ok.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert!(String::from_utf8_lossy(&ok.stdout).contains("4 nodes"));
+
+    let out = keelson()
+        .args([
+            "node",
+            "--name",
+            "Keelson-4",
+            "--seed-or-join",
+            "--host",
+            "0.0.0.0",
+        ])
+        .args(["--cluster-port", "4701", "--ops-port", "9101", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--name \"Keelson-4\""), "{err}");
+    let out = keelson()
+        .args(["node", "--name", "keelson-4", "--host", "keelson-4.keelson"])
+        .args(["--cluster-port", "4701", "--ops-port", "9101", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--advertise-host"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -55,7 +55,10 @@ impl ClusterConfig {
             cluster_addr: SocketAddr::new(ip, cluster_port),
             ops_addr: SocketAddr::new(ip, ops_port),
         };
-        for m in self.members() {
+        // Members reached by name that bind every address are on machines of their own.
+        let elsewhere =
+            |m: &Member| m.host.parse::<IpAddr>().is_err() && m.cluster_addr.ip().is_unspecified();
+        for m in self.members().filter(|m| !elsewhere(m)) {
             for taken in [m.cluster_addr, m.ops_addr] {
                 if taken == member.cluster_addr || taken == member.ops_addr {
                     return Err(format!(
