@@ -45,8 +45,13 @@ fn balanced(info: &Value, nodes: &[String]) -> bool {
         })
 }
 
-/// Stores `n` customers `<prefix><i>` (16 at a time); returns `n`.
+/// Stores `n` customers `<prefix><i>` (16 at a time), or `KEELSON_MEMBERSHIP_CUSTOMERS` of them
+/// when set (for measuring with more data); returns how many.
 async fn preload(c: &Cluster, prefix: &str, n: usize) -> usize {
+    let n = std::env::var("KEELSON_MEMBERSHIP_CUSTOMERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(n);
     use futures_util::stream::{self, StreamExt};
     stream::iter(0..n)
         .for_each_concurrent(16, |i| async move {

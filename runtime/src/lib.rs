@@ -99,7 +99,7 @@ pub enum RuntimeError {
     #[error("cannot start the {0}: {1}")]
     Spawn(&'static str, String),
     /// The stored consensus log was made for another cluster layout.
-    #[error("the data directory holds a cluster of layout \"{0}\" but the configuration says \"{1}\"; changing nodes, shards or replication_factor of an existing cluster is not supported yet")]
+    #[error("the data directory holds a cluster of layout \"{0}\" but the configuration says \"{1}\": the [[node]] entries (the seeds, which vote), shards and replication_factor of an existing cluster stay as they were; add a node with `keelson node --name NAME --host IP --cluster-port P --ops-port Q` and take one out with `keelson nodes remove NAME`")]
     Layout(String, String),
     /// TLS material or credentials are missing or unusable.
     #[error("{0}")]

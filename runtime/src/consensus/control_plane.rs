@@ -45,19 +45,15 @@ impl std::fmt::Debug for ControlPlane {
 }
 
 /// What the stored log was created for; a restart with another layout would misread it. The
-/// members are not part of it: they change through the log itself.
+/// seed nodes are part of it: they vote and make the lease majority, so they stay; the other
+/// members change through the log itself (join, remove).
 fn fingerprint(cfg: &ClusterConfig) -> String {
-    format!("shards={};rf={}", cfg.shards, cfg.replication_factor)
-}
-
-/// Whether a stored fingerprint fits `want`; one written before nodes could join also named
-/// the nodes (`nodes=...;shards=...;rf=...`), which no longer matters.
-fn fits(found: &str, want: &str) -> bool {
-    let layout = match found.split_once(';') {
-        Some((first, rest)) if first.starts_with("nodes=") => rest,
-        _ => found,
-    };
-    layout == want
+    format!(
+        "nodes={};shards={};rf={}",
+        cfg.node_names().join(","),
+        cfg.shards,
+        cfg.replication_factor
+    )
 }
 
 impl ControlPlane {
@@ -74,7 +70,7 @@ impl ControlPlane {
         let meta = db.open_tree("raft_state").map_err(sled_err)?;
         let want = fingerprint(cfg);
         match meta.get("fingerprint").map_err(sled_err)? {
-            Some(found) if !fits(&String::from_utf8_lossy(&found), &want) => {
+            Some(found) if found.as_ref() != want.as_bytes() => {
                 return Err(RuntimeError::Layout(
                     String::from_utf8_lossy(&found).into_owned(),
                     want,
