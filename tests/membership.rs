@@ -355,3 +355,48 @@ async fn a_primary_killed_while_it_hands_a_shard_to_the_new_node_loses_nothing()
     }
     assert_eq!(duplicates, 0.0, "two primaries for a shard at once");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seeds_named_localhost_serve_and_a_node_dead_for_good_is_removed_from_the_survivors() {
+    let _guard = serial().await;
+    let mut c = Cluster::configure("dead-node", &Settings::default());
+    // Every seed by name: resolved, not read as an address.
+    let text = std::fs::read_to_string(&c.config).unwrap();
+    let named = text.replace(
+        "[[node]]\nname = \"n1\"\nhost = \"127.0.0.1\"",
+        "[[node]]\nname = \"n1\"\nhost = \"localhost\"",
+    );
+    let named = ["n2", "n3", "n4"].iter().fold(named, |t, n| {
+        t.replace(
+            &format!("[[node]]\nname = \"{n}\"\nhost = \"127.0.0.1\""),
+            &format!("[[node]]\nname = \"{n}\"\nhost = \"localhost\""),
+        )
+    });
+    assert_eq!(named.matches("host = \"localhost\"").count(), 4, "{named}");
+    std::fs::write(&c.config, named).unwrap();
+    c.start_configured().await;
+    c.wait_replicated(Duration::from_secs(30)).await;
+    c.spawn_joining("n5");
+    let nodes = c.nodes.clone();
+    settle_on(&c, &nodes, Duration::from_secs(60)).await;
+    let load = Registers::start(&c, "d", 100, 4, 2).await;
+
+    // n5 dies and is not coming back: its shards are copied again from the survivors.
+    c.kill("n5");
+    let (code, out, err) = c.keelson(&["nodes", "remove", "n5", "--timeout-secs", "120"]);
+    assert_eq!(code, 0, "{out}{err}");
+    c.nodes.retain(|n| n != "n5");
+    let nodes = c.nodes.clone();
+    let settled = settle_on(&c, &nodes, Duration::from_secs(60)).await;
+    wait_for("load on the four seeds", Duration::from_secs(60), || async {
+        (load.count() > 600).then_some(())
+    })
+    .await;
+    let verdict = load.finish(&c).await;
+    eprintln!(
+        "n5 dead and removed: {:?}; load {verdict:?}",
+        holdings(&settled)
+    );
+    assert!(!holdings(&settled).contains_key("n5"));
+    verdict.assert_clean();
+}
