@@ -388,9 +388,11 @@ async fn seeds_named_localhost_serve_and_a_node_dead_for_good_is_removed_from_th
     c.nodes.retain(|n| n != "n5");
     let nodes = c.nodes.clone();
     let settled = settle_on(&c, &nodes, Duration::from_secs(60)).await;
-    wait_for("load on the four seeds", Duration::from_secs(60), || async {
-        (load.count() > 600).then_some(())
-    })
+    wait_for(
+        "load on the four seeds",
+        Duration::from_secs(60),
+        || async { (load.count() > 600).then_some(()) },
+    )
     .await;
     let verdict = load.finish(&c).await;
     eprintln!(
