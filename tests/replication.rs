@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::stream::{self, StreamExt};
 use serde_json::json;
+use support::load::Registers;
 use support::{serial, wait_for, Cluster, Settings};
 
 async fn create(c: &Cluster, id: &str) {
@@ -328,110 +329,15 @@ async fn a_returning_follower_catches_up_and_then_losing_the_primary_loses_nothi
     assert_eq!(duplicates(&c).await, 0.0);
 }
 
-/// One operation in the chaos history.
-#[derive(Debug, Clone)]
-struct Op {
-    key: usize,
-    write: bool,
-    /// For a write, the value written; for a read, the value seen.
-    seq: u64,
-    start: Instant,
-    end: Instant,
-    ok: bool,
-}
-
-fn seq_of(v: &serde_json::Value) -> u64 {
-    v["company"]
-        .as_str()
-        .and_then(|c| c.strip_prefix('w'))
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn random_kills_and_restarts_for_a_minute_lose_no_acknowledged_write_and_serve_no_stale_read()
 {
     let _guard = serial().await;
     let mut c = Cluster::start("chaos", Settings::default()).await;
     c.wait_replicated(Duration::from_secs(30)).await;
-    const KEYS: usize = 200;
-    const WRITERS: usize = 8;
-    for k in 0..KEYS {
-        create(&c, &format!("ch{k}")).await;
-    }
+    let load = Registers::start(&c, "ch", 200, 8, 4).await;
     let run_for = Duration::from_secs(60);
     let start = Instant::now();
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let history = std::sync::Arc::new(std::sync::Mutex::new(Vec::<Op>::new()));
-    let mut tasks = Vec::new();
-    for w in 0..WRITERS {
-        let (http, gw, stop, history) = (
-            c.http.clone(),
-            c.gateway.clone(),
-            stop.clone(),
-            history.clone(),
-        );
-        tasks.push(tokio::spawn(async move {
-            let mut seq = vec![0u64; KEYS];
-            let mut i = 0usize;
-            // Bounded in count as well as time.
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) && i < 100_000 {
-                let key = w + WRITERS * (i % (KEYS / WRITERS));
-                i += 1;
-                seq[key] += 1;
-                let s = seq[key];
-                let t0 = Instant::now();
-                let r = http
-                    .patch(format!("{gw}/v1/customers/ch{key}"))
-                    .body(json!({"company": format!("w{s}")}).to_string())
-                    .send()
-                    .await;
-                let ok = matches!(&r, Ok(r) if r.status() == 200);
-                history.lock().unwrap().push(Op {
-                    key,
-                    write: true,
-                    seq: s,
-                    start: t0,
-                    end: Instant::now(),
-                    ok,
-                });
-            }
-        }));
-    }
-    for r in 0..4usize {
-        let (http, gw, stop, history) = (
-            c.http.clone(),
-            c.gateway.clone(),
-            stop.clone(),
-            history.clone(),
-        );
-        tasks.push(tokio::spawn(async move {
-            let mut i = r * 7919;
-            let mut n = 0;
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) && n < 100_000 {
-                n += 1;
-                i = i.wrapping_mul(1_103_515_245).wrapping_add(12345);
-                let key = (i >> 8) % KEYS;
-                let t0 = Instant::now();
-                let r = http.get(format!("{gw}/v1/customers/ch{key}")).send().await;
-                let (ok, seq) = match r {
-                    Ok(r) if r.status() == 200 => (
-                        true,
-                        seq_of(&r.json::<serde_json::Value>().await.unwrap_or_default()),
-                    ),
-                    _ => (false, 0),
-                };
-                history.lock().unwrap().push(Op {
-                    key,
-                    write: false,
-                    seq,
-                    start: t0,
-                    end: Instant::now(),
-                    ok,
-                });
-            }
-        }));
-    }
     // Faults: kill a random node, restart it 1.5 s later, every 4 s.
     let mut rng = start.elapsed().as_nanos() as u64 | 1;
     let mut kills = 0;
@@ -446,112 +352,16 @@ async fn random_kills_and_restarts_for_a_minute_lose_no_acknowledged_write_and_s
         tokio::time::sleep(Duration::from_millis(1500)).await;
         c.spawn(&victim);
     }
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    for t in tasks {
-        t.await.unwrap();
-    }
     c.wait_replicated(Duration::from_secs(60)).await;
-
-    let history = history.lock().unwrap().clone();
-    let writes: Vec<&Op> = history.iter().filter(|o| o.write).collect();
-    let reads: Vec<&Op> = history.iter().filter(|o| !o.write).collect();
-    let acked = writes.iter().filter(|o| o.ok).count();
-    let read_ok = reads.iter().filter(|o| o.ok).count();
-    eprintln!(
-        "chaos: {kills} kills in {:?}; {} writes ({acked} acknowledged), {} reads ({read_ok} answered)",
-        start.elapsed(),
-        writes.len(),
-        reads.len()
-    );
+    // No acknowledged write lost, no read older than a write acknowledged before it began,
+    // every key's history linearizable, and every failure absorbed by a retry.
+    let verdict = load.finish(&c).await;
+    eprintln!("chaos: {kills} kills in {:?}; {verdict:?}", start.elapsed());
     assert!(
-        acked > 1000 && read_ok > 1000,
+        verdict.writes > 1000 && verdict.reads > 1000,
         "too little got through to judge"
     );
-
-    // Invariant: no acknowledged write is lost.
-    let mut lost = Vec::new();
-    for k in 0..KEYS {
-        let last_acked = writes
-            .iter()
-            .filter(|o| o.key == k && o.ok)
-            .map(|o| o.seq)
-            .max()
-            .unwrap_or(0);
-        let (s, _, v) = c.req("GET", &format!("/v1/customers/ch{k}"), None).await;
-        assert_eq!(s, 200, "ch{k} unreadable after the run: {v}");
-        if seq_of(&v) < last_acked {
-            lost.push(format!(
-                "ch{k}: has w{} but w{last_acked} was acknowledged",
-                seq_of(&v)
-            ));
-        }
-    }
-    assert!(lost.is_empty(), "acknowledged writes lost: {lost:?}");
-
-    // Invariant: no read returns a value older than a write acknowledged before it began.
-    let mut stale = Vec::new();
-    for r in reads.iter().filter(|o| o.ok) {
-        let newest = writes
-            .iter()
-            .filter(|w| w.key == r.key && w.ok && w.end < r.start)
-            .map(|w| w.seq)
-            .max()
-            .unwrap_or(0);
-        if r.seq < newest {
-            stale.push(format!(
-                "ch{}: read w{} after w{newest} was acknowledged",
-                r.key, r.seq
-            ));
-        }
-    }
-    assert!(
-        stale.is_empty(),
-        "{} stale reads, e.g. {:?}",
-        stale.len(),
-        &stale[..stale.len().min(5)]
-    );
-
-    // And the whole history, key by key, has a legal sequential order (writes that did not get
-    // a 200 count as of unknown outcome; unanswered reads carry no information).
-    let mut h = keelson_chaos::History::default();
-    for o in &history {
-        let (kind, outcome) = match (o.write, o.ok) {
-            (true, true) => (
-                keelson_chaos::OpKind::Write(o.seq),
-                keelson_chaos::Outcome::Ok,
-            ),
-            (true, false) => (
-                keelson_chaos::OpKind::Write(o.seq),
-                keelson_chaos::Outcome::Unknown,
-            ),
-            (false, true) => (
-                keelson_chaos::OpKind::Read(o.seq),
-                keelson_chaos::Outcome::Ok,
-            ),
-            (false, false) => continue,
-        };
-        let us = |t: Instant| t.duration_since(start).as_micros() as u64;
-        h.push(
-            &format!("ch{}", o.key),
-            kind,
-            us(o.start),
-            us(o.end),
-            outcome,
-        );
-    }
-    let violations = keelson_chaos::check_linearizable(&h);
-    for v in &violations {
-        // The key's whole history, for whoever has to find out why.
-        let mut ops: Vec<&keelson_chaos::Op> = h.of_key(&v.key).collect();
-        ops.sort_by_key(|o| o.invoke_us);
-        for o in ops {
-            eprintln!(
-                "{} op {:>6} {:>10}..{:<10} {:?} {:?}",
-                v.key, o.id, o.invoke_us, o.complete_us, o.kind, o.outcome
-            );
-        }
-    }
-    assert!(violations.is_empty(), "not linearizable: {violations:?}");
+    verdict.assert_clean();
     assert_eq!(duplicates(&c).await, 0.0);
 }
 
