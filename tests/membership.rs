@@ -108,6 +108,15 @@ async fn a_fifth_node_joins_under_load_and_takes_its_share_with_nothing_lost() {
         holdings(&settled)
     );
     assert!(copied > 0.0, "n5 was given copies");
+    // Four seeds and a fifth node: five voters, an odd count.
+    wait_for("n5 to vote", Duration::from_secs(30), || async {
+        let mut voters = 0.0;
+        for n in &c.nodes {
+            voters += c.try_metric(n, "keelson_consensus_voter").await?;
+        }
+        (voters == 5.0).then_some(())
+    })
+    .await;
     verdict.assert_clean();
     let members: Vec<&str> = settled["members"]
         .as_array()

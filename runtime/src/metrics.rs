@@ -73,6 +73,8 @@ pub struct Metrics {
     pub copy_records: IntCounter,
     /// 1 while this node leads the consensus log.
     pub consensus_leader: IntGauge,
+    /// 1 while this node votes in consensus.
+    pub consensus_voter: IntGauge,
     /// Reads served by this node, as primary or as in-sync follower.
     pub reads_served: IntCounterVec,
     /// How long a primary waits for its in-sync followers' acks: the replication lag.
@@ -358,6 +360,10 @@ const CONSENSUS_LEADER: About = About {
     name: "keelson_consensus_leader",
     help: "1 while this node leads the consensus log.",
 };
+const CONSENSUS_VOTER: About = About {
+    name: "keelson_consensus_voter",
+    help: "1 while this node votes in consensus (the seeds, and joined nodes up to an odd five).",
+};
 const READS_SERVED: About = About {
     name: "keelson_reads_served_total",
     help: "Reads served by this node, by what it served them as (primary or follower).",
@@ -458,6 +464,7 @@ impl Metrics {
             shards_learning: gauge(&r, SHARDS_LEARNING),
             copy_records: int_counter(&r, COPY_RECORDS),
             consensus_leader: gauge(&r, CONSENSUS_LEADER),
+            consensus_voter: gauge(&r, CONSENSUS_VOTER),
             reads_served: counter_of(&r, READS_SERVED, "served_as", known::SERVED_AS),
             replication_ack: histogram(&r, REPLICATION_ACK, latency_buckets()),
             shards_under_replicated: gauge(&r, SHARDS_UNDER_REPLICATED),

@@ -119,6 +119,7 @@ impl ControlPlane {
         version.store(map.borrow().version(), Ordering::Release);
         let planner = tokio::spawn(super::planning::planner_loop(
             me.to_string(),
+            nodes.clone(),
             raft.clone(),
             map.clone(),
             view,

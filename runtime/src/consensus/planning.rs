@@ -30,6 +30,8 @@ struct Observed {
 /// The planner's state between rounds.
 struct Planner {
     me: String,
+    /// The seed nodes of nodes.toml: voters from the start.
+    seeds: Vec<String>,
     raft: Arc<Raft>,
     version: Arc<AtomicU64>,
     promotion_delay: Duration,
@@ -40,6 +42,7 @@ struct Planner {
 /// Runs the planner of node `me` until a watched channel closes.
 pub(super) async fn planner_loop(
     me: String,
+    seeds: Vec<String>,
     raft: Arc<Raft>,
     mut map: MapWatch,
     mut view: watch::Receiver<ClusterView>,
@@ -49,6 +52,7 @@ pub(super) async fn planner_loop(
     let mut metrics = raft.metrics();
     let mut planner = Planner {
         me,
+        seeds,
         raft,
         version,
         promotion_delay,
@@ -69,6 +73,7 @@ pub(super) async fn planner_loop(
         }
         planner.elected_for = None;
         planner.sync_raft_members(&now.map).await;
+        planner.sync_voters(&now).await;
         let started = Instant::now();
         let cmds = planner.plan(&now);
         let results = planner.propose(&now.map, cmds).await;
@@ -87,10 +92,16 @@ impl Planner {
     ) -> Observed {
         let current = map.borrow().clone();
         self.version.store(current.version(), Ordering::Release);
-        let (state, leader) = {
+        let (state, leader, voter) = {
             let m = metrics.borrow();
-            (m.state, m.current_leader)
+            let voter = m
+                .membership_config
+                .membership()
+                .voter_ids()
+                .any(|id| id == node_id(&self.me));
+            (m.state, m.current_leader, voter)
         };
+        crate::metrics::get().consensus_voter.set(i64::from(voter));
         let v = view.borrow().clone();
         if let Some(l) = leader.filter(|l| *l != node_id(&self.me)) {
             let name = current.nodes().iter().find(|n| node_id(n) == l).cloned();
@@ -143,6 +154,42 @@ impl Planner {
                 Ok(Err(e)) => tracing::debug!(error = %e, "cannot remove learners yet"),
                 Err(_) => tracing::debug!("removing learners timed out"),
             }
+        }
+    }
+
+    /// Moves openraft's voters one step towards `rules::voters`: a node that joined gets a vote
+    /// while the count is even and under five, a removed node loses its vote. Demoted voters
+    /// stay learners until the map drops them.
+    async fn sync_voters(&self, now: &Observed) {
+        let config = self.raft.metrics().borrow().membership_config.clone();
+        let name_of = |id: u64| now.map.nodes().iter().find(|n| node_id(n) == id).cloned();
+        let current: BTreeSet<String> = config
+            .membership()
+            .voter_ids()
+            .map(|id| {
+                name_of(id).unwrap_or_else(|| {
+                    // A voter the map no longer names: its recorded name.
+                    config
+                        .membership()
+                        .get_node(&id)
+                        .map(|n| n.addr.clone())
+                        .unwrap_or_default()
+                })
+            })
+            .collect();
+        let members: Vec<String> = now.map.active_nodes().cloned().collect();
+        let up = |n: &str| n == self.me || now.view.state_of(n) == Some("up");
+        let want = keelson_rules::voters::voters(&current, &members, &self.seeds, &up);
+        if want == current {
+            return;
+        }
+        let ids: BTreeSet<u64> = want.iter().map(|n| node_id(n)).collect();
+        let change = openraft::ChangeMembers::ReplaceAllVoters(ids);
+        let limit = Duration::from_secs(2);
+        match tokio::time::timeout(limit, self.raft.change_membership(change, true)).await {
+            Ok(Ok(_)) => tracing::info!(voters = ?want, "consensus voters changed"),
+            Ok(Err(e)) => tracing::debug!(error = %e, "cannot change the voters yet"),
+            Err(_) => tracing::debug!("changing the voters timed out"),
         }
     }
 
