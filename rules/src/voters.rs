@@ -27,9 +27,9 @@ pub fn voters(
     }
     let seeds_kept = current.iter().filter(|v| seeds.contains(v)).count();
     let limit = MAX_VOTERS.max(seeds_kept);
-    let wants_more = current.len() < limit && current.len() % 2 == 0;
+    let wants_more = current.len() < limit && current.len().is_multiple_of(2);
     let wants_fewer = current.len() > limit
-        || (current.len() % 2 == 0 && current.len() > seeds_kept && !wants_more);
+        || (current.len().is_multiple_of(2) && current.len() > seeds_kept && !wants_more);
     if wants_fewer {
         // Drop the last joined voter by name (seeds keep their votes).
         if let Some(v) = current.iter().rev().find(|v| !seeds.contains(v)) {
