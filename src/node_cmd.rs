@@ -41,7 +41,7 @@ pub fn configure(
     let Some(host) = &join.host else {
         if cfg.node(name).is_none() {
             eprintln!(
-                "error: --name {name}: not a node of the config file (its nodes: {}); to add a node to the running cluster, give --host, --cluster-port and --ops-port",
+                "error: no node named \"{name}\" in the config file (its nodes: {}); to add a node to the running cluster, give --host, --cluster-port and --ops-port",
                 cfg.node_names().join(", ")
             );
             return Err(ExitCode::from(2));
