@@ -1,6 +1,7 @@
 //! One call to the gateway's API from a command (`keelson keys`, `keelson nodes`), with the
 //! key in `KEELSON_API_KEY` or the bootstrap admin key of nodes.toml's data dir.
 
+use std::process::ExitCode;
 use std::time::Duration;
 
 use keelson_runtime::ClusterConfig;
@@ -40,5 +41,25 @@ pub async fn call(
             status.as_u16(),
             v["error"]["message"].as_str().unwrap_or("no message")
         ))
+    }
+}
+
+/// Runs a command's calls to completion: exit 0, 1 when the gateway refuses, 2 when it cannot
+/// be asked (no answer, no key), the reason on stderr.
+pub fn run(calls: impl std::future::Future<Output = Result<(), String>>) -> ExitCode {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    match rt.block_on(calls) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            if e.contains("does not answer") || e.starts_with("no API key") {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            }
+        }
     }
 }

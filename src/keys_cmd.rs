@@ -31,11 +31,7 @@ pub enum KeysCommand {
 
 /// Runs a keys command: exit 1 when the gateway refuses, 2 when it cannot be asked.
 pub fn run(cfg: &ClusterConfig, cmd: KeysCommand) -> ExitCode {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a tokio runtime");
-    let result: Result<(), String> = rt.block_on(async {
+    crate::api_call::run(async {
         match cmd {
             KeysCommand::Create { role, name } => {
                 let v = call(
@@ -54,7 +50,10 @@ pub fn run(cfg: &ClusterConfig, cmd: KeysCommand) -> ExitCode {
             }
             KeysCommand::List => {
                 let v = call(cfg, reqwest::Method::GET, "/v1/keys", None).await?;
-                println!("{:<24} {:<9} {:<13} {:<24} state", "name", "role", "id", "created by");
+                println!(
+                    "{:<24} {:<9} {:<13} {:<24} state",
+                    "name", "role", "id", "created by"
+                );
                 for k in v["keys"].as_array().into_iter().flatten() {
                     println!(
                         "{:<24} {:<9} {:<13} {:<24} {}",
@@ -62,27 +61,26 @@ pub fn run(cfg: &ClusterConfig, cmd: KeysCommand) -> ExitCode {
                         k["role"].as_str().unwrap_or(""),
                         k["id"].as_str().unwrap_or(""),
                         k["created_by"].as_str().unwrap_or(""),
-                        if k["revoked_ms"].is_null() { "live" } else { "revoked" }
+                        if k["revoked_ms"].is_null() {
+                            "live"
+                        } else {
+                            "revoked"
+                        }
                     );
                 }
                 Ok(())
             }
             KeysCommand::Revoke { name } => {
-                call(cfg, reqwest::Method::DELETE, &format!("/v1/keys/{name}"), None).await?;
+                call(
+                    cfg,
+                    reqwest::Method::DELETE,
+                    &format!("/v1/keys/{name}"),
+                    None,
+                )
+                .await?;
                 println!("revoked {name}");
                 Ok(())
             }
         }
-    });
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e}");
-            if e.contains("does not answer") || e.starts_with("no API key") {
-                ExitCode::from(2)
-            } else {
-                ExitCode::FAILURE
-            }
-        }
-    }
+    })
 }

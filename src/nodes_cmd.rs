@@ -31,11 +31,7 @@ pub enum NodesCommand {
 
 /// Runs a nodes command: exit 1 when the gateway refuses, 2 when it cannot be asked.
 pub fn run(cfg: &ClusterConfig, cmd: NodesCommand) -> ExitCode {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a tokio runtime");
-    let result = rt.block_on(async {
+    crate::api_call::run(async {
         match cmd {
             NodesCommand::List => list(cfg).await,
             NodesCommand::Remove {
@@ -44,18 +40,7 @@ pub fn run(cfg: &ClusterConfig, cmd: NodesCommand) -> ExitCode {
                 timeout_secs,
             } => remove(cfg, &name, !no_wait, Duration::from_secs(timeout_secs)).await,
         }
-    });
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e}");
-            if e.contains("does not answer") || e.starts_with("no API key") {
-                ExitCode::from(2)
-            } else {
-                ExitCode::FAILURE
-            }
-        }
-    }
+    })
 }
 
 fn nodes(info: &Value) -> Vec<&Value> {

@@ -101,7 +101,7 @@ fn allowed(permission: &str, role: &str) -> bool {
         "read_data" => matches!(role, "admin" | "agent" | "viewer" | "customer"),
         "write_data" => matches!(role, "admin" | "agent"),
         "cluster_ops" => matches!(role, "admin" | "operator"),
-        "erase_customer" | "manage_keys" | "fault_injection" => role == "admin",
+        "erase_customer" | "manage_keys" | "manage_cluster" | "fault_injection" => role == "admin",
         other => panic!("the API names a permission the test does not know: {other}"),
     }
 }
@@ -188,6 +188,11 @@ async fn every_route_refuses_the_unauthenticated_and_the_wrong_role_and_serves_t
                     .await;
                     path = format!("/v1/customers/{id}");
                 }
+                if template == "/v1/cluster/nodes/{name}" {
+                    // Removing a real node would change the cluster under the other routes:
+                    // an unknown one is answered 404 by the handler, past authorization.
+                    path = "/v1/cluster/nodes/no-such-node".to_string();
+                }
                 if template == "/v1/keys/{name}" {
                     let name = format!("rev-{n}");
                     make_key(&c, &name, "viewer").await;
@@ -206,7 +211,10 @@ async fn every_route_refuses_the_unauthenticated_and_the_wrong_role_and_serves_t
                 } else if allowed(permission, role) {
                     // The fault route makes the entity fail on purpose: its 500 is the success.
                     let ok = (200..300).contains(&status)
-                        || (permission == "fault_injection" && status == 500);
+                        || (permission == "fault_injection" && status == 500)
+                        || (permission == "manage_cluster"
+                            && status == 404
+                            && v["error"]["code"] == "not_found");
                     assert!(ok, "{what}");
                 } else {
                     want_403 += 1.0;

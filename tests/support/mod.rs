@@ -282,16 +282,21 @@ impl Cluster {
         self.dir.join("logs").join(format!("{name}.log"))
     }
 
+    /// `name`'s log, opened for a process to append to.
+    fn log_file(&self, name: &str) -> std::fs::File {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log(name))
+            .unwrap()
+    }
+
     /// Starts one process (again) on its own data dir.
     pub fn spawn(&mut self, name: &str) {
         if self.joined.contains_key(name) {
             return self.spawn_joining(name);
         }
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.log(name))
-            .unwrap();
+        let log = self.log_file(name);
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_keelson"));
         match (name, self.mqtt) {
             ("broker", Some((_, Broker::Mosquitto))) => {
@@ -337,11 +342,7 @@ impl Cluster {
             _ => (free_port(), free_port()),
         };
         self.joined.insert(name.to_string(), cluster_port);
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.log(name))
-            .unwrap();
+        let log = self.log_file(name);
         let child = Command::new(env!("CARGO_BIN_EXE_keelson"))
             .args(["node", "--name", name, "--host", "127.0.0.1"])
             .args(["--cluster-port", &cluster_port.to_string()])

@@ -118,7 +118,11 @@ impl ClusterMember {
 
     /// Watches the members `map` names from now on (nodes that join, move or leave), not only
     /// the seed nodes of nodes.toml.
-    pub fn follow_map(&mut self, cfg: &ClusterConfig, map: crate::consensus::MapWatch) {
+    pub fn follow_map(
+        &mut self,
+        cfg: &ClusterConfig,
+        map: watch::Receiver<Arc<keelson_rules::shard_map::ShardMap>>,
+    ) {
         if let Some(t) = self.peers_task.take() {
             t.abort();
         }

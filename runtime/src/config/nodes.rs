@@ -113,30 +113,14 @@ impl Ports {
         Some(owner.split(" (").next().unwrap_or(owner))
     }
 
-    /// `port` on `ip` without claiming it (a member on a machine of its own); `None` (with the
-    /// problem) when it is 0.
-    fn check_port(
-        &mut self,
-        label: &str,
-        what: &str,
-        ip: Option<IpAddr>,
-        port: u16,
-        problems: &mut Vec<String>,
-    ) -> Option<SocketAddr> {
-        if port == 0 {
-            problems.push(format!("{label}: {what} port must not be 0"));
-            return None;
-        }
-        Some(SocketAddr::new(ip?, port))
-    }
-
     /// Claims `port` on `ip` for `label`'s `what` port; `None` (with the problem) when it is 0
-    /// or taken, or when the address is unknown.
+    /// or taken, or when the address is unknown. A member on a machine of its own (`own`) only
+    /// has its port checked: it shares no address with the others.
     fn claim(
         &mut self,
         label: &str,
         what: &str,
-        ip: Option<IpAddr>,
+        (ip, own): (Option<IpAddr>, bool),
         port: u16,
         problems: &mut Vec<String>,
     ) -> Option<SocketAddr> {
@@ -145,6 +129,9 @@ impl Ports {
             return None;
         }
         let addr = SocketAddr::new(ip?, port);
+        if own {
+            return Some(addr);
+        }
         if let Some(owner_name) = self.owner(&addr) {
             problems.push(format!(
                 "{label}: {what} port {port} already used by {owner_name}"
@@ -324,18 +311,17 @@ pub(super) fn validate(
         // A member binding every address of its own machine (reached by name) shares no
         // ports with the others: their machines are other ones.
         let own_machine = e.named() && ip.is_some_and(|ip| ip.is_unspecified());
-        let cluster_addr = if own_machine {
-            ports.check_port(label, "cluster", ip, e.cluster_port, problems)
-        } else {
-            ports.claim(label, "cluster", ip, e.cluster_port, problems)
-        };
-        let ops_addr = if own_machine && ops_ip.is_some_and(|ip| ip.is_unspecified()) {
-            ports.check_port(label, "ops", ops_ip, e.ops_port, problems)
-        } else {
-            ports.claim(label, "ops", ops_ip, e.ops_port, problems)
-        };
+        let cluster_addr = ports.claim(
+            label,
+            "cluster",
+            (ip, own_machine),
+            e.cluster_port,
+            problems,
+        );
+        let ops_own = own_machine && ops_ip.is_some_and(|ip| ip.is_unspecified());
+        let ops_addr = ports.claim(label, "ops", (ops_ip, ops_own), e.ops_port, problems);
         if let Some(p) = e.http_port {
-            placed.gateway_http = ports.claim(label, "http", ip, p, problems);
+            placed.gateway_http = ports.claim(label, "http", (ip, false), p, problems);
         }
         if let (Some(cluster_addr), Some(ops_addr)) = (cluster_addr, ops_addr) {
             placed.members.push(Member {

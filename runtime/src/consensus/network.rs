@@ -249,10 +249,7 @@ pub async fn request_drain(
     cmd: keelson_rules::shard_map::MapCommand,
     timeout: Duration,
 ) -> Result<u64, ProposeError> {
-    let bytes = call(peer, RaftRpc::Drain, frame(&cmd), timeout)
-        .await
-        .map_err(ProposeError::NoLeader)?;
-    answered(peer, &bytes)
+    ask(peer, RaftRpc::Drain, &cmd, timeout).await
 }
 
 /// Asks `peer` to propose `cmd` (it forwards to the leader): how a node that is not a member
@@ -262,15 +259,20 @@ pub async fn propose_via(
     cmd: keelson_rules::shard_map::MapCommand,
     timeout: Duration,
 ) -> Result<u64, ProposeError> {
-    let bytes = call(peer, RaftRpc::Propose, frame(&cmd), timeout)
-        .await
-        .map_err(ProposeError::NoLeader)?;
-    answered(peer, &bytes)
+    ask(peer, RaftRpc::Propose, &cmd, timeout).await
 }
 
-/// A proposal's answer from `peer`.
-fn answered(peer: &str, bytes: &[u8]) -> Result<u64, ProposeError> {
-    match unframe::<Answer<Result<u64, ProposeError>>>(bytes).map_err(ProposeError::NoLeader)? {
+/// Sends `cmd` to `peer`'s consensus endpoint as `build` and reads the proposal's answer.
+async fn ask(
+    peer: &str,
+    build: fn(Vec<u8>, ractor::RpcReplyPort<Vec<u8>>) -> RaftRpc,
+    cmd: &keelson_rules::shard_map::MapCommand,
+    timeout: Duration,
+) -> Result<u64, ProposeError> {
+    let bytes = call(peer, build, frame(cmd), timeout)
+        .await
+        .map_err(ProposeError::NoLeader)?;
+    match unframe::<Answer<Result<u64, ProposeError>>>(&bytes).map_err(ProposeError::NoLeader)? {
         Answer::Done(r) => r,
         Answer::Refused(e) => Err(ProposeError::NoLeader(format!(
             "{peer} refused the proposal: {e}"
