@@ -293,7 +293,23 @@ async fn a_returning_follower_catches_up_and_then_losing_the_primary_loses_nothi
 
     let t = Instant::now();
     c.spawn("n4");
-    c.wait_replicated(Duration::from_secs(120)).await;
+    c.wait_all_up().await;
+    // Caught up: n4 holds its share of copies again, none is in progress, none is short.
+    wait_for(
+        "n4 to hold its share again",
+        Duration::from_secs(120),
+        || async {
+            let v = c.info().await?;
+            let n4 = v["members"]
+                .as_array()?
+                .iter()
+                .find(|m| m["name"] == "n4")?
+                .clone();
+            let held = n4["shards_owned"].as_u64()? + n4["shards_following"].as_u64()?;
+            (held >= 30 && v["under_replicated"] == 0 && v["learners"] == 0).then_some(())
+        },
+    )
+    .await;
     let took = t.elapsed();
     let copied = c.metric("n4", "keelson_copy_records_total").await;
     eprintln!(
