@@ -637,6 +637,36 @@ impl Cluster {
         .await;
     }
 
+    /// Waits until every shard has all its copies in sync and every node holds within ±10% of
+    /// its fair share of primaries and copies again (a returning node has been given its share,
+    /// and the hand-overs to it are done).
+    #[allow(dead_code)]
+    pub async fn wait_rebalanced(&self, deadline: Duration) {
+        self.wait_replicated(deadline).await;
+        wait_for("every node back to its share", deadline, || async {
+            let v = self.info().await?;
+            let shards = v["shards"].as_f64()?;
+            let rf = v["replication_factor"].as_f64()?;
+            let n = self.nodes.len() as f64;
+            let within = |x: f64, fair: f64| (x - fair).abs() <= (fair * 0.1).max(1.0);
+            let nodes: Vec<&Value> = v["members"]
+                .as_array()?
+                .iter()
+                .filter(|m| m["role"] == "node")
+                .collect();
+            let ok = nodes.len() == self.nodes.len()
+                && v["learners"] == 0
+                && v["under_replicated"] == 0
+                && nodes.iter().all(|m| {
+                    let owned = m["shards_owned"].as_f64().unwrap_or(0.0);
+                    let copies = owned + m["shards_following"].as_f64().unwrap_or(0.0);
+                    within(owned, shards / n) && within(copies, shards * rf / n)
+                });
+            ok.then_some(())
+        })
+        .await;
+    }
+
     /// Sum of a metric over every node.
     pub async fn metric_sum(&self, series: &str) -> f64 {
         let mut total = 0.0;
