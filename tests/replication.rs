@@ -256,12 +256,7 @@ async fn a_returning_follower_catches_up_and_then_losing_the_primary_loses_nothi
         "shards re-replicated without n4",
         Duration::from_secs(60),
         || async {
-            let v = c.info().await?;
-            let n4 = v["members"]
-                .as_array()?
-                .iter()
-                .find(|m| m["name"] == "n4")?
-                .clone();
+            let (n4, v) = c.member("n4").await?;
             let gone = n4["shards_owned"] == 0
                 && n4["shards_following"] == 0
                 && n4["shards_learning"] == 0;
@@ -300,12 +295,7 @@ async fn a_returning_follower_catches_up_and_then_losing_the_primary_loses_nothi
         "n4 to hold its share again",
         Duration::from_secs(120),
         || async {
-            let v = c.info().await?;
-            let n4 = v["members"]
-                .as_array()?
-                .iter()
-                .find(|m| m["name"] == "n4")?
-                .clone();
+            let (n4, v) = c.member("n4").await?;
             let held = n4["shards_owned"].as_u64()? + n4["shards_following"].as_u64()?;
             (held >= 30 && v["under_replicated"] == 0 && v["learners"] == 0).then_some(())
         },

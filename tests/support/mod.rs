@@ -317,6 +317,11 @@ impl Cluster {
         if !matches!(self.mqtt, Some((_, Broker::Mosquitto))) || name != "broker" {
             cmd.arg("--config").arg(&self.config);
         }
+        self.launch(name, cmd, log);
+    }
+
+    /// Runs `cmd` as process `name`, its output appended to `log`.
+    fn launch(&mut self, name: &str, mut cmd: Command, log: std::fs::File) {
         let child = cmd
             .env("RUST_LOG", &self.log_filter)
             .stdin(Stdio::null())
@@ -343,20 +348,14 @@ impl Cluster {
         };
         self.joined.insert(name.to_string(), cluster_port);
         let log = self.log_file(name);
-        let child = Command::new(env!("CARGO_BIN_EXE_keelson"))
-            .args(["node", "--name", name, "--host", "127.0.0.1"])
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_keelson"));
+        cmd.args(["node", "--name", name, "--host", "127.0.0.1"])
             .args(["--cluster-port", &cluster_port.to_string()])
             .args(["--ops-port", &ops_port.to_string()])
             .args(extra)
             .arg("--config")
-            .arg(&self.config)
-            .env("RUST_LOG", &self.log_filter)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        self.procs.insert(name.to_string(), child);
+            .arg(&self.config);
+        self.launch(name, cmd, log);
         self.ops.insert(name.to_string(), ops_port);
         if !self.nodes.iter().any(|n| n == name) {
             self.nodes.push(name.to_string());
@@ -613,6 +612,18 @@ impl Cluster {
             .await;
         assert_eq!(s, 200, "{v}");
         v["owner"].as_str().unwrap().to_string()
+    }
+
+    /// Member `name` in `GET /v1/cluster`, with its shard counts.
+    #[allow(dead_code)]
+    pub async fn member(&self, name: &str) -> Option<(Value, Value)> {
+        let v = self.info().await?;
+        let m = v["members"]
+            .as_array()?
+            .iter()
+            .find(|m| m["name"] == name)?
+            .clone();
+        Some((m, v))
     }
 
     /// `GET /v1/cluster` as JSON.
