@@ -233,6 +233,7 @@ pub async fn run(
     let (_view_tx, view) = tokio::sync::watch::channel(ClusterView {
         me: BROKER_NAME.to_string(),
         members: vec![],
+        made: None,
     });
     let (trigger, shutdown) = keelson_runtime::shutdown::channel();
     let ops = keelson_runtime::serve_ops(

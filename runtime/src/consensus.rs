@@ -20,6 +20,7 @@ mod log_store;
 pub mod map_follower;
 mod network;
 mod planning;
+pub mod primary_changes;
 mod state_machine;
 
 use std::collections::BTreeMap;

@@ -136,6 +136,7 @@ pub async fn run_with(
         quorum,
         cfg.lease(),
         member.support(),
+        control.primary_changes(),
     );
     let replicator = Arc::new(Replicator::new(
         me.name.clone(),

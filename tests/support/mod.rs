@@ -1,5 +1,6 @@
 //! Test harness: a real cluster of `keelson` processes on loopback, each node with its own ports
 //! and data dir, logs in files that are printed when a test fails, every process killed on drop.
+//! The cluster dir (data and logs) is kept when a test fails, or always with `KEELSON_KEEP_TEST_DIR=1`.
 #![allow(dead_code)]
 
 pub mod load;
@@ -709,8 +710,10 @@ impl Drop for Cluster {
             let _ = c.kill();
             let _ = c.wait();
         }
-        if std::thread::panicking() {
-            self.print_logs();
+        if std::thread::panicking() || std::env::var_os("KEELSON_KEEP_TEST_DIR").is_some() {
+            if std::thread::panicking() {
+                self.print_logs();
+            }
             eprintln!("cluster dir kept: {}", self.dir.display());
         } else {
             let _ = std::fs::remove_dir_all(&self.dir);

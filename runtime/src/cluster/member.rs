@@ -82,6 +82,7 @@ impl ClusterMember {
         let (view_tx, view) = watch::channel(ClusterView {
             me: me.name.clone(),
             members: vec![],
+            made: None,
         });
         let args = MembershipArgs {
             me: me.name.clone(),

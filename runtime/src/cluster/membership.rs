@@ -62,9 +62,18 @@ pub struct ClusterView {
     pub me: String,
     /// Every member, this process included.
     pub members: Vec<MemberStatus>,
+    /// When the membership made this view (its `for_ms` were true then); None for a view not
+    /// made by the membership.
+    #[serde(skip)]
+    pub made: Option<Instant>,
 }
 
 impl ClusterView {
+    /// How long `m` has been in its state, as of now rather than when the view was made.
+    pub fn in_state_for(&self, m: &MemberStatus) -> Duration {
+        Duration::from_millis(m.for_ms) + self.made.map_or(Duration::ZERO, |t| t.elapsed())
+    }
+
     /// True when `name` is this process or a peer answering heartbeats.
     pub fn is_up(&self, name: &str) -> bool {
         name == self.me
@@ -112,6 +121,8 @@ pub enum SessionEvent {
 pub enum MembershipMsg {
     /// Ping, detect, dial, publish.
     Tick,
+    /// Ping every connected peer now, outside the round (a takeover wants fresh reports).
+    PingNow,
     /// A heartbeat answer.
     Heard(Pong, Duration, Instant, u64),
     /// A ping to `peer` failed or timed out.
@@ -187,6 +198,8 @@ pub struct MembershipState {
     lease_tracker: LeaseTracker,
     seq: u64,
     ticker: Option<JoinHandle<()>>,
+    /// Turns asks for fresh support reports into [`MembershipMsg::PingNow`].
+    asker: Option<JoinHandle<()>>,
 }
 
 /// The membership actor.
@@ -366,6 +379,20 @@ impl MembershipState {
         }
     }
 
+    /// Pings every connected peer that has no ping in flight.
+    fn ping_connected(&mut self, myself: &ActorRef<MembershipMsg>) {
+        let peers: Vec<String> = self
+            .args
+            .peers
+            .iter()
+            .map(|p| p.name.clone())
+            .filter(|p| self.connected(p))
+            .collect();
+        for peer in &peers {
+            self.ping(myself, peer);
+        }
+    }
+
     fn tick(&mut self, myself: &ActorRef<MembershipMsg>) {
         let now = Instant::now();
         // Also without answers: a single-node cluster holds its lease on its own.
@@ -438,6 +465,7 @@ impl MembershipState {
         let view = ClusterView {
             me: self.args.me.clone(),
             members,
+            made: Some(now),
         };
         self.args.view.send_if_modified(|old| {
             // Only publish when something other than the clocks changed, or every second.
@@ -474,6 +502,17 @@ impl Actor for Membership {
             metrics::get().peer_up.with_label_values(&[&p.name]).set(0);
         }
         let ticker = myself.send_interval(args.heartbeat_interval, || MembershipMsg::Tick);
+        let asker = {
+            let (support, me) = (args.support.clone(), myself.clone());
+            tokio::spawn(async move {
+                loop {
+                    support.fresh_reports_wanted().await;
+                    if me.send_message(MembershipMsg::PingNow).is_err() {
+                        return;
+                    }
+                }
+            })
+        };
         let inside = args.quorum.contains(&args.me);
         let lease_tracker = LeaseTracker::new(args.quorum.len(), inside, args.lease_duration);
         let mut st = MembershipState {
@@ -488,6 +527,7 @@ impl Actor for Membership {
             lease_tracker,
             seq: 0,
             ticker: Some(ticker),
+            asker: Some(asker),
         };
         st.tick(&myself);
         Ok(st)
@@ -501,6 +541,9 @@ impl Actor for Membership {
         if let Some(t) = st.ticker.take() {
             t.abort();
         }
+        if let Some(t) = st.asker.take() {
+            t.abort();
+        }
         Ok(())
     }
 
@@ -512,6 +555,7 @@ impl Actor for Membership {
     ) -> Result<(), ActorProcessingErr> {
         match message {
             MembershipMsg::Tick => st.tick(&myself),
+            MembershipMsg::PingNow => st.ping_connected(&myself),
             MembershipMsg::Peers(peers) => st.set_peers(peers),
             MembershipMsg::Heard(pong, rtt, sent, sent_version) => {
                 st.heard(pong, rtt, sent, sent_version)

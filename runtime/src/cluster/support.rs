@@ -16,6 +16,8 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use tokio::sync::Notify;
+
 use keelson_rules::promotion::Report;
 
 /// Map versions remembered per supported node; older support is bounded by the oldest kept.
@@ -88,7 +90,11 @@ struct Inner {
 
 /// This node's support book; cheap to clone.
 #[derive(Debug, Clone, Default)]
-pub struct Support(Arc<Mutex<Inner>>);
+pub struct Support {
+    inner: Arc<Mutex<Inner>>,
+    /// Wakes the membership to ping every peer now (a takeover waits for fresh reports).
+    fresh: Arc<Notify>,
+}
 
 impl Support {
     /// A book for a node that may have supported any of the `quorum` nodes just before it
@@ -96,11 +102,14 @@ impl Support {
     /// nodes count in [`Support::reports`].
     pub fn new<'a>(quorum: impl IntoIterator<Item = &'a String>) -> Self {
         let quorum: Vec<String> = quorum.into_iter().cloned().collect();
-        let s = Self(Arc::new(Mutex::new(Inner {
-            quorum: quorum.clone(),
-            started: Some(Instant::now()),
-            ..Inner::default()
-        })));
+        let s = Self {
+            inner: Arc::new(Mutex::new(Inner {
+                quorum: quorum.clone(),
+                started: Some(Instant::now()),
+                ..Inner::default()
+            })),
+            fresh: Arc::default(),
+        };
         s.assume_given(&quorum);
         s
     }
@@ -120,7 +129,18 @@ impl Support {
     }
 
     fn inner(&self) -> std::sync::MutexGuard<'_, Inner> {
-        self.0.lock().expect("support lock")
+        self.inner.lock().expect("support lock")
+    }
+
+    /// Asks for reports newer than the last heartbeat round: the membership pings every peer
+    /// at once (at most one ping in flight per peer), instead of at its next round.
+    pub fn want_fresh_reports(&self) {
+        self.fresh.notify_one();
+    }
+
+    /// Resolves when fresh reports were asked for since the last call.
+    pub async fn fresh_reports_wanted(&self) {
+        self.fresh.notified().await;
     }
 
     /// This node answered `peer`'s ping (made with `peer_version`) with support that counts.

@@ -17,6 +17,7 @@ use tokio::task::JoinHandle;
 
 use crate::cluster::membership::ClusterView;
 use crate::config::ClusterConfig;
+use crate::consensus::primary_changes::PrimaryChanges;
 use crate::consensus::{
     self, members, node_id, raft_config, serve_raft_rpc, LogStore, MapStateMachine, MapWatch,
     ProposeError, Raft, RaftNetworkFactory,
@@ -33,6 +34,7 @@ pub struct ControlPlane {
     planner: JoinHandle<()>,
     /// A joining node's proposal of itself, until committed.
     join: Option<JoinHandle<()>>,
+    changes: PrimaryChanges,
     timeout: Duration,
 }
 
@@ -85,7 +87,8 @@ impl ControlPlane {
         let nodes = cfg.node_names();
         let initial = ShardMap::initial(&nodes, cfg.shards, cfg.replication_factor);
         let log = LogStore::open(db).map_err(sled_err)?;
-        let (sm, map) = MapStateMachine::open(db, initial).map_err(sled_err)?;
+        let changes = PrimaryChanges::default();
+        let (sm, map) = MapStateMachine::open(db, initial, changes.clone()).map_err(sled_err)?;
         let config = raft_config(&cfg.name, cfg.failure_timeout)
             .validate()
             .map_err(|e| RuntimeError::Spawn("consensus", e.to_string()))?;
@@ -134,6 +137,7 @@ impl ControlPlane {
             map,
             planner,
             join,
+            changes,
             timeout: cfg.failure_timeout,
         })
     }
@@ -141,6 +145,11 @@ impl ControlPlane {
     /// The map, as applied on this node.
     pub fn map(&self) -> MapWatch {
         self.map.clone()
+    }
+
+    /// The last change of every shard's primary applied on this node.
+    pub fn primary_changes(&self) -> PrimaryChanges {
+        self.changes.clone()
     }
 
     /// Proposes a map change through the leader.

@@ -1,7 +1,8 @@
 //! The planner: while this node leads consensus, it turns who is up into map changes.
 //!
 //! ```text
-//! tick / view / map / raft metrics change ─▶ observe (map, view, raft state; a down leader
+//! tick (100 ms, or the moment a down node has been down for the promotion delay) / view / map /
+//!   raft metrics change ─▶ observe (map, view, raft state; a down leader
 //!   triggers an election) ─▶ leader only: plan (rules::plan, promotion health) ─▶ propose each
 //!   (a Handoff asks the old primary to hand over itself) ─▶ count what was committed
 //! ```
@@ -19,6 +20,9 @@ use crate::consensus::{self, node_id, MapWatch, Raft};
 use keelson_rules::planner::{plan, PlanLimits};
 use keelson_rules::promotion::{self, Seen};
 use keelson_rules::shard_map::{MapCommand, ShardId, ShardMap};
+
+/// How often the planner looks again when nothing it watches changed.
+const PLAN_EVERY: Duration = Duration::from_millis(100);
 
 /// What the planner saw on one round.
 struct Observed {
@@ -58,26 +62,29 @@ pub(super) async fn planner_loop(
         promotion_delay,
         elected_for: None,
     };
-    let mut tick = tokio::time::interval(Duration::from_millis(100));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut wake = Instant::now();
     loop {
         tokio::select! {
-            _ = tick.tick() => {}
+            _ = tokio::time::sleep_until(wake.into()) => {}
             r = view.changed() => if r.is_err() { return },
             r = map.changed() => if r.is_err() { return },
             r = metrics.changed() => if r.is_err() { return },
         }
+        wake = Instant::now() + PLAN_EVERY;
         let now = planner.observe(&map, &view, &metrics).await;
         if !now.leader {
             continue;
         }
+        // A down primary is replaced the moment its promotion delay has passed, not a round later.
+        if let Some(due) = promotion_due(&now.view, planner.promotion_delay) {
+            wake = wake.min(Instant::now() + due);
+        }
         planner.elected_for = None;
         planner.sync_raft_members(&now.map).await;
         planner.sync_voters(&now).await;
-        let started = Instant::now();
         let cmds = planner.plan(&now);
         let results = planner.propose(&now.map, cmds).await;
-        count(&now, results, started);
+        count(&now, results);
     }
 }
 
@@ -241,7 +248,7 @@ impl Planner {
 }
 
 /// Counts (and logs) what the proposals did.
-fn count(now: &Observed, results: Vec<(MapCommand, Result<u64, String>)>, started: Instant) {
+fn count(now: &Observed, results: Vec<(MapCommand, Result<u64, String>)>) {
     for (cmd, result) in results {
         match result {
             Ok(committed) => {
@@ -258,12 +265,11 @@ fn count(now: &Observed, results: Vec<(MapCommand, Result<u64, String>)>, starte
                 let m = crate::metrics::get();
                 m.map_changes.with_label_values(&[kind]).inc();
                 if let MapCommand::Promote { .. } = cmd {
-                    // The old primary was down for at least the promotion delay; `for_ms`
-                    // says since when, as this leader saw it.
+                    // The old primary was down for at least the promotion delay; the view
+                    // says since when, as this leader saw it, up to the commit (now).
                     m.failovers.inc();
                     if let Some(since) = down_for(&now.view, &now.map, &cmd) {
-                        m.failover_seconds
-                            .observe(since.as_secs_f64() + started.elapsed().as_secs_f64());
+                        m.failover_seconds.observe(since.as_secs_f64());
                     }
                 }
                 tracing::debug!(?cmd, version = committed, "planned change committed");
@@ -277,9 +283,20 @@ fn count(now: &Observed, results: Vec<(MapCommand, Result<u64, String>)>, starte
 fn seen(view: &ClusterView, node: &str) -> Seen {
     match view.members.iter().find(|m| m.name == node) {
         Some(m) if m.state == "up" => Seen::Up,
-        Some(m) if m.state == "down" => Seen::DownFor(Duration::from_millis(m.for_ms)),
+        Some(m) if m.state == "down" => Seen::DownFor(view.in_state_for(m)),
         _ => Seen::Unknown,
     }
+}
+
+/// How long until the first member marked down has been down for the promotion `delay` (a
+/// millisecond past it, so the round that wakes then sees it), if one is still short of it.
+fn promotion_due(view: &ClusterView, delay: Duration) -> Option<Duration> {
+    view.members
+        .iter()
+        .filter(|m| m.state == "down")
+        .filter_map(|m| delay.checked_sub(view.in_state_for(m)))
+        .map(|left| left + Duration::from_millis(1))
+        .min()
 }
 
 /// How long the primary that `cmd` replaces had been down when the plan was made.
@@ -288,5 +305,59 @@ fn down_for(view: &ClusterView, map: &ShardMap, cmd: &MapCommand) -> Option<Dura
     view.members
         .iter()
         .find(|m| &m.name == old && m.state == "down")
-        .map(|m| Duration::from_millis(m.for_ms))
+        .map(|m| view.in_state_for(m))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::membership::MemberStatus;
+
+    fn member(name: &str, state: &str, for_ms: u64) -> MemberStatus {
+        MemberStatus {
+            name: name.into(),
+            role: crate::config::Role::Node,
+            state: state.into(),
+            for_ms,
+            silent_ms: for_ms,
+            rtt_us: None,
+            incarnation: None,
+            map_version: 0,
+            load: Default::default(),
+        }
+    }
+
+    #[test]
+    fn the_planner_wakes_when_the_first_down_node_reaches_the_promotion_delay() {
+        let delay = Duration::from_millis(400);
+        let view = ClusterView {
+            me: "n1".into(),
+            members: vec![
+                member("n2", "up", 5_000),
+                member("n3", "down", 150),
+                member("n4", "down", 300),
+            ],
+            made: Some(Instant::now()),
+        };
+        let due = promotion_due(&view, delay).unwrap();
+        assert!(due <= Duration::from_millis(101), "{due:?}");
+        assert!(due >= Duration::from_millis(90), "{due:?}");
+        let past = ClusterView {
+            members: vec![member("n3", "down", 401)],
+            ..view.clone()
+        };
+        assert_eq!(
+            promotion_due(&past, delay),
+            None,
+            "already due: planned now"
+        );
+        // The view's age counts: made 300 ms ago with 150 ms down is 450 ms down now.
+        let old = ClusterView {
+            members: vec![member("n3", "down", 150)],
+            made: Instant::now().checked_sub(Duration::from_millis(300)),
+            ..view
+        };
+        assert_eq!(promotion_due(&old, delay), None);
+        assert!(matches!(seen(&old, "n3"), Seen::DownFor(d) if d >= Duration::from_millis(450)));
+    }
 }

@@ -13,9 +13,10 @@ use openraft::{
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
+use super::primary_changes::{PrimaryChange, PrimaryChanges};
 use super::{MapRaft, MapResponse};
 use crate::metrics;
-use keelson_rules::shard_map::ShardMap;
+use keelson_rules::shard_map::{ShardId, ShardMap};
 
 type Err = StorageError<u64>;
 
@@ -39,6 +40,7 @@ pub struct MapStateMachine {
     tree: sled::Tree,
     applied: Applied,
     publish: Arc<watch::Sender<Arc<ShardMap>>>,
+    changes: PrimaryChanges,
 }
 
 fn io<E: std::error::Error + 'static>(e: E) -> Err {
@@ -46,11 +48,13 @@ fn io<E: std::error::Error + 'static>(e: E) -> Err {
 }
 
 impl MapStateMachine {
-    /// Loads the applied state from `db`, or starts from `initial`. Returns the machine and a
-    /// receiver of the map it publishes.
+    /// Loads the applied state from `db`, or starts from `initial`; every change of a shard's
+    /// primary it applies is recorded in `changes` before the map is published. Returns the
+    /// machine and a receiver of the map it publishes.
     pub fn open(
         db: &sled::Db,
         initial: ShardMap,
+        changes: PrimaryChanges,
     ) -> Result<(Self, watch::Receiver<Arc<ShardMap>>), sled::Error> {
         let tree = db.open_tree("raft_state")?;
         let applied = match tree.get("applied")? {
@@ -69,6 +73,7 @@ impl MapStateMachine {
                 tree,
                 applied,
                 publish: Arc::new(tx),
+                changes,
             },
             rx,
         ))
@@ -143,11 +148,25 @@ impl RaftStateMachine<MapRaft> for MapStateMachine {
                     out.push(MapResponse(Ok(self.applied.map.version())));
                 }
                 EntryPayload::Normal(req) => {
+                    let shard = req
+                        .0
+                        .shard()
+                        .map(ShardId)
+                        .filter(|s| s.0 < self.applied.map.shard_count());
+                    let before = shard.map(|s| self.applied.map.placement(s).clone());
                     let result = self.applied.map.apply(&req.0);
                     match &result {
                         Ok(()) => {
                             self.applied.map.set_version(e.log_id.index);
                             changed = true;
+                            if let (Some(s), Some(before)) = (shard, before) {
+                                let after = self.applied.map.placement(s);
+                                if let Some(c) =
+                                    PrimaryChange::between(&before, after, e.log_id.index)
+                                {
+                                    self.changes.record(s, c);
+                                }
+                            }
                             tracing::info!(command = ?req.0, version = e.log_id.index, "shard map changed");
                         }
                         Err(err) => {
