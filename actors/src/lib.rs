@@ -30,6 +30,7 @@ mod credentials;
 mod customer;
 mod device;
 mod keyring;
+mod taste;
 mod validate;
 
 pub use credentials::{
@@ -54,6 +55,10 @@ pub use keyring::{
     ApiKeyRecord, Keyring, KeyringAnswer, KeyringCommand, KeyringReply, KeyringState,
     BOOTSTRAP_KEY_NAME, KEYRING_ID, MAX_KEYS,
 };
+pub use taste::{
+    Recorded, Taste, TasteAnswer, TasteCommand, TasteInteraction, TasteRecord, TasteReply,
+    TasteState, MAX_TASTE_BATCH, MAX_TASTE_INTERACTIONS,
+};
 pub use validate::{validate_id, DomainError, MAX_ID_LEN, MAX_REF_LEN};
 
 use keelson_runtime::EntityKinds;
@@ -65,4 +70,5 @@ pub fn kinds() -> EntityKinds {
         .register::<Device>()
         .register::<Keyring>()
         .register::<Credentials>()
+        .register::<Taste>()
 }

@@ -1,0 +1,227 @@
+//! A customer's taste: what the recommender knows of one customer (its weight of each item it
+//! interacted with), fed by interactions that each carry an id and count once. Every
+//! interaction that changes a weight gets the next sequence number and one journal record, and
+//! yields the co-occurrence delta the item-model partitions apply; a delta lost on the way can be
+//! made again from the journal, so the partitions reach every customer's last number.
+//!
+//! ```text
+//! Record[{id, kind, item}] ─▶ id seen? Duplicate{seq} : Profile.add ─▶ seq+1, journal record,
+//!                                                        Applied{seq, delta}
+//! Deltas{after}            ─▶ the deltas after `after`, rebuilt from the journal (repair)
+//! Profile                  ─▶ every item's weight and the last seq
+//! ```
+
+mod record;
+
+use std::collections::BTreeMap;
+
+use keelson_recommend::{kind_weight, Delta, Profile, KINDS};
+use keelson_runtime::{Entity, EntityContext, EntityError, Handled};
+use serde::{Deserialize, Serialize};
+
+use crate::validate::{invalid, validate_id, DomainError};
+pub use record::TasteRecord;
+
+/// Most interactions remembered by id per customer (their ids are what makes a retry count once).
+pub const MAX_TASTE_INTERACTIONS: usize = 100_000;
+
+/// Most interactions in one Record command, and deltas in one Deltas answer.
+pub const MAX_TASTE_BATCH: usize = 1_000;
+
+/// Persisted state.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TasteState {
+    /// Weight per item.
+    pub profile: Profile,
+    /// The last sequence number given (= journal length).
+    pub seq: u64,
+    /// Interaction id to the sequence number it got (0: it changed no weight).
+    pub ids: BTreeMap<String, u64>,
+}
+
+/// One interaction as recorded for the model.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TasteInteraction {
+    /// The client's id for it: a second interaction with the same id is the same one.
+    pub id: String,
+    /// Its kind (`view`, `purchase`, ...).
+    pub kind: String,
+    /// The item.
+    pub item: String,
+}
+
+/// Commands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TasteCommand {
+    /// Records interactions, in order.
+    Record(Vec<TasteInteraction>),
+    /// The deltas of the sequence numbers after `after` (at most [`MAX_TASTE_BATCH`]).
+    Deltas {
+        /// The last number the caller has.
+        after: u64,
+    },
+    /// The profile.
+    Profile,
+}
+
+impl TasteCommand {
+    /// Whether it only reads.
+    pub fn is_read(&self) -> bool {
+        !matches!(self, TasteCommand::Record(_))
+    }
+}
+
+/// What became of one interaction.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Recorded {
+    /// Counted now: its number and the delta to apply (None when the weight was capped).
+    Applied {
+        /// Its sequence number (0 when it changed no weight).
+        seq: u64,
+        /// What it changes in the counts.
+        delta: Option<Delta>,
+    },
+    /// Counted before under this id.
+    Duplicate {
+        /// The number it got then.
+        seq: u64,
+    },
+    /// Refused, with why; nothing changed.
+    Refused(DomainError),
+}
+
+/// Answers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TasteAnswer {
+    /// One outcome per interaction, in order, and the last sequence number after them.
+    Recorded {
+        /// Outcomes.
+        outcomes: Vec<Recorded>,
+        /// Last number.
+        seq: u64,
+    },
+    /// Deltas by number, ascending, and the last number.
+    Deltas {
+        /// (seq, delta).
+        deltas: Vec<(u64, Delta)>,
+        /// Last number.
+        seq: u64,
+    },
+    /// The profile and the last number.
+    Profile {
+        /// Item weights.
+        profile: Profile,
+        /// Last number.
+        seq: u64,
+    },
+}
+
+/// A taste command's result.
+pub type TasteReply = Result<TasteAnswer, DomainError>;
+
+/// Checks one interaction's fields.
+fn check(i: &TasteInteraction) -> Result<u32, DomainError> {
+    validate_id("id", &i.id)?;
+    validate_id("item", &i.item)?;
+    kind_weight(&i.kind).ok_or_else(|| {
+        let known: Vec<&str> = KINDS.iter().map(|(k, _)| *k).collect();
+        invalid(
+            "kind",
+            format!("{:?} is not one of {}", i.kind, known.join(", ")),
+        )
+    })
+}
+
+/// The taste entity.
+pub struct Taste;
+
+impl Entity for Taste {
+    const KIND: &'static str = "taste";
+    const STATE_VERSION: u8 = 1;
+    type State = TasteState;
+    type Command = TasteCommand;
+    type Reply = TasteReply;
+
+    fn handle(
+        ctx: &EntityContext<'_>,
+        state: &mut Option<TasteState>,
+        command: TasteCommand,
+    ) -> Result<Handled<TasteReply>, EntityError> {
+        match command {
+            TasteCommand::Record(list) => Ok(record(state, list)),
+            TasteCommand::Deltas { after } => {
+                let s = state.clone().unwrap_or_default();
+                let deltas = record::deltas(ctx, &s, after, MAX_TASTE_BATCH)?;
+                Ok(Handled::read(Ok(TasteAnswer::Deltas {
+                    deltas,
+                    seq: s.seq,
+                })))
+            }
+            TasteCommand::Profile => {
+                let s = state.clone().unwrap_or_default();
+                Ok(Handled::read(Ok(TasteAnswer::Profile {
+                    profile: s.profile,
+                    seq: s.seq,
+                })))
+            }
+        }
+    }
+}
+
+fn record(state: &mut Option<TasteState>, list: Vec<TasteInteraction>) -> Handled<TasteReply> {
+    if list.len() > MAX_TASTE_BATCH {
+        return Handled::read(Err(invalid(
+            "interactions",
+            format!("{} in one command; at most {MAX_TASTE_BATCH}", list.len()),
+        )));
+    }
+    let s = state.get_or_insert_with(TasteState::default);
+    let mut outcomes = Vec::with_capacity(list.len());
+    let mut append = Vec::new();
+    for i in list {
+        let w = match check(&i) {
+            Ok(w) => w,
+            Err(e) => {
+                outcomes.push(Recorded::Refused(e));
+                continue;
+            }
+        };
+        if let Some(seq) = s.ids.get(&i.id) {
+            outcomes.push(Recorded::Duplicate { seq: *seq });
+            continue;
+        }
+        if s.ids.len() >= MAX_TASTE_INTERACTIONS {
+            outcomes.push(Recorded::Refused(invalid(
+                "id",
+                format!("this customer already has {MAX_TASTE_INTERACTIONS} interactions"),
+            )));
+            continue;
+        }
+        let delta = Delta::record(&mut s.profile, &i.item, w);
+        let seq = match &delta {
+            Some(d) => {
+                s.seq += 1;
+                append.push(TasteRecord::of(d).encode());
+                s.seq
+            }
+            None => 0,
+        };
+        s.ids.insert(i.id, seq);
+        outcomes.push(Recorded::Applied { seq, delta });
+    }
+    let changed = outcomes
+        .iter()
+        .any(|o| matches!(o, Recorded::Applied { .. }));
+    Handled {
+        reply: Ok(TasteAnswer::Recorded {
+            outcomes,
+            seq: s.seq,
+        }),
+        changed,
+        append,
+    }
+}
+
+#[cfg(test)]
+#[path = "taste_test.rs"]
+mod tests;

@@ -1,0 +1,123 @@
+use std::cell::RefCell;
+
+use keelson_runtime::{EntityContext, JournalRead};
+
+use super::*;
+
+/// A journal in memory, appended to as the runtime would.
+#[derive(Default)]
+struct Journal(RefCell<Vec<Vec<u8>>>);
+
+impl JournalRead for Journal {
+    fn page(&self, after: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, String> {
+        Ok(self
+            .0
+            .borrow()
+            .iter()
+            .enumerate()
+            .skip(after as usize)
+            .take(limit)
+            .map(|(i, r)| (i as u64 + 1, r.clone()))
+            .collect())
+    }
+}
+
+fn run(state: &mut Option<TasteState>, journal: &Journal, cmd: TasteCommand) -> TasteAnswer {
+    let len = journal.0.borrow().len() as u64;
+    let ctx = EntityContext::new("c1", 0).with_journal(len, journal);
+    let done = Taste::handle(&ctx, state, cmd).unwrap();
+    journal.0.borrow_mut().extend(done.append);
+    done.reply.unwrap()
+}
+
+fn i(id: &str, kind: &str, item: &str) -> TasteInteraction {
+    TasteInteraction {
+        id: id.into(),
+        kind: kind.into(),
+        item: item.into(),
+    }
+}
+
+#[test]
+fn each_interaction_counts_once_by_its_id_and_bad_ones_change_nothing() {
+    let (mut s, j) = (None, Journal::default());
+    let TasteAnswer::Recorded { outcomes, seq } = run(
+        &mut s,
+        &j,
+        TasteCommand::Record(vec![
+            i("a1", "view", "x"),
+            i("a2", "purchase", "y"),
+            i("a1", "purchase", "z"),
+            i("a3", "teleport", "x"),
+            i("a 4", "view", "x"),
+        ]),
+    ) else {
+        panic!("not a record answer")
+    };
+    assert_eq!(seq, 2);
+    assert!(
+        matches!(&outcomes[0], Recorded::Applied { seq: 1, delta: Some(d) } if d.pairs.is_empty())
+    );
+    match &outcomes[1] {
+        Recorded::Applied {
+            seq: 2,
+            delta: Some(d),
+        } => {
+            assert_eq!((d.before, d.after), (0, 4), "a purchase weighs 4");
+            assert_eq!(d.pairs, vec![("x".to_string(), 1)]);
+        }
+        o => panic!("{o:?}"),
+    }
+    assert_eq!(outcomes[2], Recorded::Duplicate { seq: 1 });
+    assert!(
+        matches!(&outcomes[3], Recorded::Refused(DomainError::Invalid { field, .. }) if field == "kind")
+    );
+    assert!(
+        matches!(&outcomes[4], Recorded::Refused(DomainError::Invalid { field, .. }) if field == "id")
+    );
+    assert_eq!(j.0.borrow().len(), 2);
+    let again = run(
+        &mut s,
+        &j,
+        TasteCommand::Record(vec![i("a2", "purchase", "y")]),
+    );
+    assert!(
+        matches!(again, TasteAnswer::Recorded { seq: 2, ref outcomes } if outcomes[0] == Recorded::Duplicate { seq: 2 })
+    );
+    assert_eq!(s.as_ref().unwrap().profile.weight("y"), 4);
+}
+
+#[test]
+fn deltas_rebuilt_from_the_journal_equal_the_ones_given_when_recorded() {
+    let (mut s, j) = (None, Journal::default());
+    let mut given = Vec::new();
+    let items = ["x", "y", "x", "z", "y", "x", "x", "w"];
+    for (n, item) in items.iter().enumerate() {
+        let kind = if n % 3 == 0 { "purchase" } else { "view" };
+        let TasteAnswer::Recorded { outcomes, .. } = run(
+            &mut s,
+            &j,
+            TasteCommand::Record(vec![i(&format!("i{n}"), kind, item)]),
+        ) else {
+            panic!()
+        };
+        if let Recorded::Applied {
+            seq,
+            delta: Some(d),
+        } = &outcomes[0]
+        {
+            given.push((*seq, d.clone()));
+        }
+    }
+    let TasteAnswer::Deltas { deltas, seq } = run(&mut s, &j, TasteCommand::Deltas { after: 0 })
+    else {
+        panic!()
+    };
+    assert_eq!(seq, given.len() as u64);
+    assert_eq!(deltas, given);
+    let TasteAnswer::Deltas { deltas, .. } = run(&mut s, &j, TasteCommand::Deltas { after: 3 })
+    else {
+        panic!()
+    };
+    assert_eq!(deltas, given[3..].to_vec());
+}
