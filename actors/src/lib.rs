@@ -5,6 +5,8 @@
 //! ```text
 //! gateway ──CustomerCommand──▶ runtime ──▶ Customer::handle(state, cmd) ──▶ CustomerReply
 //! gateway ──DeviceCommand────▶ runtime ──▶ Device::handle(state, cmd)   ──▶ DeviceReply
+//! gateway ──Record[{id, kind, item}]──▶ taste ──deltas──▶ item-model p0..p31 (Apply, once each)
+//! gateway ──Score{history}──▶ every item-model partition ──▶ merged top N
 //! bridge  ──Ingest{seq}──▶ device: telemetry + anomaly ──▶ Alert{id}
 //!         ──OpenTicket{alert_id}──▶ customer ──▶ Ticket ──AlertTicket──▶ device
 //!         ──IssueCommand / CommandSent / CommandAck──▶ device ──RecordTicketAck──▶ customer
@@ -17,6 +19,10 @@
 //! - `device`: the Device entity; `device/` holds its protocol, its state and the `v1` shape,
 //!   `ingest` (with `telemetry`, `sample_limits`, `anomaly`), `follow_up` (with `alerts`,
 //!   `commands`), `twin` and `view`.
+//! - `taste`: what the recommender knows of one customer (item weights), each interaction
+//!   counted once by its id, with the co-occurrence delta it makes; `item_model`: one of the
+//!   item-model partitions holding co-occurrence rows, applying each customer's deltas in
+//!   order, once, and scoring its candidate items (the math is `keelson-recommend`).
 //! - `keyring`: the API keys the gateway accepts; `credentials`: the devices' MQTT credentials.
 //! - `validate`: the field rules every entity shares, among them [`validate_id`], the one id
 //!   rule HTTP (gateway) and MQTT (bridge) both apply, and [`DomainError`].
@@ -29,6 +35,7 @@
 mod credentials;
 mod customer;
 mod device;
+mod item_model;
 mod keyring;
 mod taste;
 mod validate;
@@ -51,6 +58,10 @@ pub use device::{
     MAX_READINGS_PER_MESSAGE, MAX_SEQ, MAX_TRACKED_READINGS, MAX_TWIN_KEYS, MAX_TWIN_TEXT,
     RECENT_SAMPLES, SEQ_WINDOW, VIEW_ALERTS,
 };
+pub use item_model::{
+    item_model_id, ItemModel, ItemModelAnswer, ItemModelCommand, ItemModelReply, ItemModelState,
+    ModelUpdate, MAX_MODEL_BATCH,
+};
 pub use keyring::{
     ApiKeyRecord, Keyring, KeyringAnswer, KeyringCommand, KeyringReply, KeyringState,
     BOOTSTRAP_KEY_NAME, KEYRING_ID, MAX_KEYS,
@@ -71,4 +82,5 @@ pub fn kinds() -> EntityKinds {
         .register::<Keyring>()
         .register::<Credentials>()
         .register::<Taste>()
+        .register::<ItemModel>()
 }

@@ -17,12 +17,14 @@ pub mod cooccurrence;
 pub mod data;
 pub mod metrics;
 pub mod offline;
+pub mod partition;
 pub mod rank;
 pub mod signal;
 pub mod similarity;
 pub mod split;
 
 pub use cooccurrence::{Counts, Delta};
+pub use partition::{partition_of, ITEM_PARTITIONS};
 pub use rank::{Scored, Scores};
 pub use signal::{kind_weight, Profile, KINDS, MAX_WEIGHT};
 pub use similarity::{neighbours, SimParams};
