@@ -178,6 +178,10 @@ pub struct InteractionAdded<'a> {
     pub interaction: &'a keelson_actors::Interaction,
     /// Customer version after it.
     pub version: u64,
+    /// Whether the recommendation model counts it already (false for kinds it does not weigh,
+    /// or when the model could not be reached: sending it again with the same
+    /// `Idempotency-Key` counts it once).
+    pub in_model: bool,
 }
 
 /// One member in `GET /v1/cluster`.

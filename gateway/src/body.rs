@@ -11,11 +11,23 @@ use crate::error::ApiError;
 /// Largest accepted request body.
 pub const MAX_BODY: usize = 64 * 1024;
 
+/// Largest accepted body of `POST /v1/interactions:batch` (1,000 interactions).
+pub const MAX_BATCH_BODY: usize = 512 * 1024;
+
+/// The body cap of a request to `method path`.
+pub fn cap_for(method: &str, path: &str) -> usize {
+    if method == "POST" && path == "/v1/interactions:batch" {
+        MAX_BATCH_BODY
+    } else {
+        MAX_BODY
+    }
+}
+
 /// Largest oversized body read to the end before answering 413.
 const DRAIN_LIMIT: usize = 1024 * 1024;
 
-/// Reads the body, refusing it as soon as it passes [`MAX_BODY`].
-pub async fn read_capped<S, B>(mut body: S) -> Result<Vec<u8>, ApiError>
+/// Reads the body, refusing it as soon as it passes `cap` bytes.
+pub async fn read_capped<S, B>(mut body: S, cap: usize) -> Result<Vec<u8>, ApiError>
 where
     S: Stream<Item = Result<B, warp::Error>> + Unpin,
     B: Buf,
@@ -29,7 +41,7 @@ where
                 format!("cannot read the request body: {e}"),
             )
         })?;
-        if out.len() + chunk.remaining() > MAX_BODY {
+        if out.len() + chunk.remaining() > cap {
             // Read (and drop) a moderate excess so the client, still sending, gets the 413
             // instead of a reset connection; past DRAIN_LIMIT the connection is cut.
             let mut seen = out.len() + chunk.remaining();
@@ -39,7 +51,7 @@ where
                     _ => break,
                 }
             }
-            return Err(too_large());
+            return Err(too_large(cap));
         }
         while chunk.has_remaining() {
             let part = chunk.chunk();
@@ -51,12 +63,12 @@ where
     Ok(out)
 }
 
-/// The error for a body over the cap.
-pub fn too_large() -> ApiError {
+/// The error for a body over the cap of `cap` bytes.
+pub fn too_large(cap: usize) -> ApiError {
     ApiError::new(
         StatusCode::PAYLOAD_TOO_LARGE,
         "body_too_large",
-        format!("request body: larger than the limit of {MAX_BODY} bytes"),
+        format!("request body: larger than the limit of {cap} bytes"),
     )
 }
 

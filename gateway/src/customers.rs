@@ -95,15 +95,27 @@ pub(crate) async fn add_interaction(
         Ok(CustomerAnswer::InteractionAdded {
             interaction,
             version,
-        }) => ok(
-            StatusCode::CREATED,
-            &node,
-            &api::InteractionAdded {
-                customer_id: id,
-                interaction: &interaction,
-                version,
-            },
-        ),
+        }) => {
+            let in_model = crate::recommendations::feed_one(
+                ctx,
+                id,
+                interaction.seq,
+                &interaction.kind,
+                &interaction.item,
+                rid,
+            )
+            .await;
+            ok(
+                StatusCode::CREATED,
+                &node,
+                &api::InteractionAdded {
+                    customer_id: id,
+                    interaction: &interaction,
+                    version,
+                    in_model,
+                },
+            )
+        }
         Ok(_) => Err(unexpected_answer("customer", &node)),
         Err(e) => Err(with_node(e, &node)),
     }

@@ -53,6 +53,13 @@ fn customer_requests() -> Vec<(&'static str, Value)> {
             ),
         ),
         (
+            "InteractionsBatch",
+            obj(
+                &["interactions"],
+                json!({"interactions": {"type": "array", "minItems": 1, "maxItems": 1000, "items": obj(&["id", "customer_id", "kind", "item"], json!({"id": id(), "customer_id": id(), "kind": {"type": "string", "enum": keelson_recommend::KINDS.iter().map(|(k, _)| *k).collect::<Vec<_>>()}, "item": id(), "at_ms": {"type": "integer", "minimum": 0}}))}}),
+            ),
+        ),
+        (
             "AddInteraction",
             obj(
                 &["kind", "item"],
@@ -160,6 +167,14 @@ fn described_answers() -> Vec<(&'static str, Value)> {
         (
             "Interactions",
             "customer_id, a page of interactions oldest first, total, next_after",
+        ),
+        (
+            "BatchResults",
+            "applied, duplicates, refused, and per interaction: id, customer_id, status (applied, duplicate, refused), error",
+        ),
+        (
+            "Recommendations",
+            "customer_id, items [{item, score, because}] best first, model_version",
         ),
         ("Tickets", "support tickets"),
         ("Device", "a device"),

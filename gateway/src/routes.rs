@@ -221,6 +221,8 @@ async fn dispatch(
         Handler::DeleteCustomer => crate::erasure::erase_customer(ctx, id, query, rid).await,
         Handler::AddInteraction => customers::add_interaction(ctx, id, body, rid).await,
         Handler::ListInteractions => customers::list_interactions(ctx, id, query, rid).await,
+        Handler::InteractionsBatch => crate::recommendations::batch(ctx, body, rid).await,
+        Handler::Recommendations => crate::recommendations::recommend(ctx, id, query, rid).await,
         Handler::Tickets => iot::tickets(ctx, id, query, rid).await,
         Handler::CreateDevice => devices::create_device(ctx, body, rid).await,
         Handler::GetDevice => {

@@ -45,11 +45,12 @@ where
     B: bytes::Buf,
 {
     // A declared length over the cap is refused unread unless it is small enough to drain.
+    let cap = body::cap_for(method.as_str(), &path);
     let body = if len.is_some_and(|l| l > 1024 * 1024) {
-        Err(body::too_large())
+        Err(body::too_large(cap))
     } else {
         let deadline = ctx.cfg.limits.body_timeout;
-        match tokio::time::timeout(deadline, body::read_capped(Box::pin(stream))).await {
+        match tokio::time::timeout(deadline, body::read_capped(Box::pin(stream), cap)).await {
             Ok(read) => read,
             Err(_) => {
                 metrics::http()

@@ -25,6 +25,6 @@ pub mod split;
 
 pub use cooccurrence::{Counts, Delta};
 pub use partition::{partition_of, ITEM_PARTITIONS};
-pub use rank::{Scored, Scores};
+pub use rank::{best, Scored, Scores};
 pub use signal::{kind_weight, Profile, KINDS, MAX_WEIGHT};
 pub use similarity::{neighbours, SimParams};

@@ -98,6 +98,18 @@ impl Scores {
     }
 }
 
+/// The best `limit` of candidates scored apart (each partition scores only the candidates it
+/// owns, so no item comes twice): best first, ties by name.
+pub fn best(mut all: Vec<Scored>, limit: usize) -> Vec<Scored> {
+    all.sort_by(|a, b| {
+        b.score
+            .total_cmp(&a.score)
+            .then_with(|| a.item.cmp(&b.item))
+    });
+    all.truncate(limit);
+    all
+}
+
 /// Keeps the [`MAX_BECAUSE`] largest contributions, largest first (ties by name), one per item.
 fn keep_largest(because: &mut Vec<(String, f64)>) {
     because.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
@@ -139,5 +151,7 @@ mod tests {
         assert_eq!(p1.top(10, |_| true), whole.top(10, |_| true));
         assert_eq!(p1.top(10, |_| true)[0].item, "y");
         assert_eq!(p1.len(), 2);
+        let parts = [p1.top(10, |j| j == "x"), p1.top(10, |j| j != "x")].concat();
+        assert_eq!(best(parts, 10), whole.top(10, |_| true));
     }
 }

@@ -1,0 +1,348 @@
+//! Recommendations learned inside a real cluster, through the public API: a data set with planted
+//! structure is learned well enough to beat popularity clearly; every interaction counts once,
+//! also when a batch is sent again or a node is killed during ingestion, so the model equals a
+//! recomputation over the acknowledged interactions; bad input is refused and changes nothing.
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::time::{Duration, Instant};
+
+use keelson_recommend::data::Row;
+use keelson_recommend::metrics::Accumulator;
+use keelson_recommend::offline::Model;
+use keelson_recommend::split::{split, Protocol};
+use keelson_recommend::{baseline, SimParams};
+use serde_json::{json, Value};
+use support::{serial, Cluster, Settings};
+
+/// A small deterministic generator (xorshift64*), so the data set is the same on every run.
+struct Gen(u64);
+
+impl Gen {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// Customers in three taste groups, each touching items of its own group, plus items everyone
+/// likes: popularity finds the latter, only a model of co-occurrence finds the former.
+fn planted(customers: usize, seed: u64) -> Vec<Row> {
+    let mut g = Gen(seed);
+    let mut rows = Vec::new();
+    for c in 0..customers {
+        let group = c % 3;
+        let mut items = BTreeSet::new();
+        // Eight of the group's twelve items, and each popular item with a chance of 30%.
+        while items.len() < 8 {
+            items.insert(format!("g{group}-{}", g.below(12)));
+        }
+        for p in 0..8 {
+            if g.below(100) < 30 {
+                items.insert(format!("pop-{p}"));
+            }
+        }
+        for (n, item) in items.into_iter().enumerate() {
+            rows.push(Row {
+                user: format!("cust-{c}"),
+                item,
+                rating: 1.0,
+                at: n as u64,
+            });
+        }
+    }
+    rows
+}
+
+/// Sends `rows` as batches of `per` (ids `{prefix}{n}`), each until it is answered 200 or
+/// `deadline` passes; the results of every batch.
+async fn ingest(
+    c: &Cluster,
+    rows: &[Row],
+    prefix: &str,
+    per: usize,
+    deadline: Duration,
+) -> Vec<Value> {
+    let mut answers = Vec::new();
+    for (b, chunk) in rows.chunks(per).enumerate() {
+        let list: Vec<Value> = chunk
+            .iter()
+            .enumerate()
+            .map(|(n, r)| {
+                json!({"id": format!("{prefix}{}", b * per + n), "customer_id": r.user, "kind": "view", "item": r.item})
+            })
+            .collect();
+        let body = json!({ "interactions": list }).to_string();
+        let started = Instant::now();
+        loop {
+            let (s, _, v) = c.req("POST", "/v1/interactions:batch", Some(&body)).await;
+            if s == 200 {
+                answers.push(v);
+                break;
+            }
+            assert!(
+                started.elapsed() < deadline,
+                "batch {b} not accepted within {deadline:?}: {s} {v}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    answers
+}
+
+async fn recommendations(c: &Cluster, customer: &str, limit: usize) -> Value {
+    let (s, _, v) = c
+        .req(
+            "GET",
+            &format!("/v1/customers/{customer}/recommendations?limit={limit}"),
+            None,
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    v
+}
+
+fn items_of(v: &Value) -> Vec<String> {
+    v["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["item"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_planted_structure_is_learned_through_the_api_and_beats_popularity() {
+    let _guard = serial().await;
+    let c = Cluster::start("recommend", Settings::default()).await;
+    let rows = planted(90, 7);
+    let s = split(
+        &rows,
+        Protocol::RandomPerUser {
+            test_share: 0.2,
+            seed: 1,
+        },
+    );
+    let answers = ingest(&c, &s.train, "t", 200, Duration::from_secs(60)).await;
+    let applied: u64 = answers.iter().map(|a| a["applied"].as_u64().unwrap()).sum();
+    assert_eq!(applied, s.train.len() as u64);
+
+    // Keelson against popularity, on the held-out items.
+    let model = Model::train(&s.train, 1);
+    let popular: Vec<String> = model
+        .counts
+        .popular(usize::MAX)
+        .into_iter()
+        .map(|(i, _)| i)
+        .collect();
+    let (mut ours, mut pop) = (Accumulator::new(10), Accumulator::new(10));
+    for (user, held) in &s.test {
+        let v = recommendations(&c, user, 10).await;
+        assert_eq!(v["customer_id"], user.as_str());
+        let got = items_of(&v);
+        let seen: BTreeSet<String> = model.profiles[user].weights.keys().cloned().collect();
+        assert_eq!(got.len(), 10, "{v}");
+        for i in v["items"].as_array().unwrap() {
+            let item = i["item"].as_str().unwrap();
+            assert!(!seen.contains(item), "{item} was already seen by {user}");
+            for b in i["because"].as_array().unwrap() {
+                assert!(
+                    seen.contains(b.as_str().unwrap()),
+                    "because {b} is not {user}'s"
+                );
+            }
+        }
+        let relevant: HashSet<String> = held.iter().cloned().collect();
+        ours.add(&got, &relevant);
+        pop.add(&baseline::popular(&popular, &seen, 10), &relevant);
+    }
+    let catalogue = rows.iter().map(|r| &r.item).collect::<HashSet<_>>().len();
+    let (ours, pop) = (ours.report(catalogue), pop.report(catalogue));
+    eprintln!(
+        "planted structure, {} test users: keelson {ours:?}; popularity {pop:?}",
+        ours.users
+    );
+    assert!(
+        ours.ndcg >= 1.5 * pop.ndcg,
+        "NDCG@10 keelson {} vs popularity {}",
+        ours.ndcg,
+        pop.ndcg
+    );
+    assert!(ours.precision > pop.precision);
+
+    // A customer with no history gets the most popular items, with no reasons.
+    let cold = recommendations(&c, "nobody-yet", 5).await;
+    assert_eq!(items_of(&cold), popular[..5].to_vec());
+    assert!(cold["items"][0]["because"].as_array().unwrap().is_empty());
+
+    // A batch with bad items: a result per item, the good one counted.
+    let mixed = json!({"interactions": [
+        {"id": "ok-1", "customer_id": "mixed", "kind": "purchase", "item": "g0-1"},
+        {"id": "bad-1", "customer_id": "mixed", "kind": "teleport", "item": "g0-2"},
+        {"id": "bad-2", "customer_id": "no spaces", "kind": "view", "item": "g0-3"},
+        {"id": "bad-3", "customer_id": "mixed", "kind": "view", "item": "g0-4", "at_ms": u64::MAX},
+    ]});
+    let (st, _, v) = c
+        .req("POST", "/v1/interactions:batch", Some(&mixed.to_string()))
+        .await;
+    assert_eq!(st, 200, "{v}");
+    let statuses: Vec<&str> = v["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        statuses,
+        ["applied", "refused", "refused", "refused"],
+        "{v}"
+    );
+    assert!(
+        v["results"][1]["error"].as_str().unwrap().contains("kind"),
+        "{v}"
+    );
+    assert!(
+        v["results"][2]["error"]
+            .as_str()
+            .unwrap()
+            .contains("customer_id"),
+        "{v}"
+    );
+    assert!(
+        v["results"][3]["error"].as_str().unwrap().contains("at_ms"),
+        "{v}"
+    );
+
+    // Sending a batch again counts nothing twice: the model does not move.
+    let user = s.test.keys().next().unwrap();
+    let before = recommendations(&c, user, 10).await;
+    let again = ingest(&c, &s.train[..200], "t", 200, Duration::from_secs(30)).await;
+    assert_eq!(again[0]["applied"], 0);
+    assert_eq!(again[0]["duplicates"], 200);
+    assert!(again[0]["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|r| r["status"] == "duplicate"));
+    assert_eq!(recommendations(&c, user, 10).await, before);
+
+    // Bad input: a clear error, nothing changed.
+    let bad = [
+        (json!({"interactions": [], "extra": 1}), "extra"),
+        (json!({"interactions": []}), "interactions"),
+        (
+            json!({"interactions": [{"id": "x", "customer_id": "c", "kind": "view"}]}),
+            "item",
+        ),
+        (
+            json!({"interactions": [{"id": "x", "customer_id": "c", "kind": "view", "item": "i", "at_ms": -1}]}),
+            "at_ms",
+        ),
+    ];
+    for (body, field) in bad {
+        let (st, _, v) = c
+            .req("POST", "/v1/interactions:batch", Some(&body.to_string()))
+            .await;
+        assert_eq!(st, 400, "{body}: {v}");
+        assert!(
+            v["error"]["message"].as_str().unwrap().contains(field),
+            "{body}: {v}"
+        );
+    }
+    let too_many: Vec<Value> = (0..1001)
+        .map(|n| json!({"id": format!("m{n}"), "customer_id": "c", "kind": "view", "item": "i"}))
+        .collect();
+    let (st, _, v) = c
+        .req(
+            "POST",
+            "/v1/interactions:batch",
+            Some(&json!({"interactions": too_many}).to_string()),
+        )
+        .await;
+    assert_eq!(st, 400, "{v}");
+    for q in ["limit=0", "limit=101", "limit=x", "top=3"] {
+        let (st, _, v) = c
+            .req(
+                "GET",
+                &format!("/v1/customers/{user}/recommendations?{q}"),
+                None,
+            )
+            .await;
+        assert_eq!(st, 400, "{q}: {v}");
+    }
+    assert_eq!(
+        recommendations(&c, user, 10).await,
+        before,
+        "refusals changed nothing"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_model_built_through_a_node_kill_equals_a_recomputation() {
+    let _guard = serial().await;
+    let mut c = Cluster::start("recommend-kill", Settings::default()).await;
+    c.wait_replicated(Duration::from_secs(30)).await;
+    let rows = planted(60, 11);
+    let third = rows.len() / 3;
+    ingest(&c, &rows[..third], "k", 50, Duration::from_secs(30)).await;
+    c.kill("n2");
+    // Batches sent while n2 is down (and its shards fail over) are retried until accepted.
+    ingest(
+        &c,
+        &rows[third..2 * third],
+        "k2-",
+        50,
+        Duration::from_secs(30),
+    )
+    .await;
+    c.spawn("n2");
+    ingest(&c, &rows[2 * third..], "k3-", 50, Duration::from_secs(30)).await;
+    c.wait_replicated(Duration::from_secs(60)).await;
+
+    let model = Model::train(&rows, 1);
+    let table = model.neighbour_table(&SimParams::default());
+    let mut compared = 0;
+    for user in model.profiles.keys() {
+        let want = model.recommend(user, 20, &table);
+        let got = recommendations(&c, user, 20).await;
+        let got_items = got["items"].as_array().unwrap();
+        let scored: Vec<&Value> = got_items
+            .iter()
+            .filter(|i| !i["because"].as_array().unwrap().is_empty())
+            .collect();
+        assert_eq!(scored.len(), want.len(), "{user}: {got}");
+        for (g, w) in scored.iter().zip(&want) {
+            assert_eq!(g["item"], w.item.as_str(), "{user}");
+            let score = g["score"].as_f64().unwrap();
+            assert!(
+                (score - w.score).abs() <= 1e-9 * w.score.abs().max(1.0),
+                "{user}: {score} vs {}",
+                w.score
+            );
+            let because: Vec<&str> = g["because"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|b| b.as_str().unwrap())
+                .collect();
+            assert_eq!(because, w.because, "{user}");
+        }
+        compared += 1;
+    }
+    let per_user: BTreeMap<&str, usize> = rows.iter().fold(BTreeMap::new(), |mut m, r| {
+        *m.entry(r.user.as_str()).or_default() += 1;
+        m
+    });
+    eprintln!(
+        "{} interactions from {} customers through a kill of n2: all {compared} customers' recommendations equal the recomputation",
+        rows.len(),
+        per_user.len()
+    );
+    assert_eq!(compared, 60);
+}
