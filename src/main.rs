@@ -19,6 +19,7 @@ mod node_cmd;
 mod nodes_cmd;
 mod probe;
 mod prometheus_cmd;
+mod recommend_cmd;
 mod up;
 
 use std::path::PathBuf;
@@ -141,6 +142,15 @@ enum Command {
         #[command(subcommand)]
         command: nodes_cmd::NodesCommand,
     },
+    /// Recommendations: measure them on a ratings file (`evaluate`) against popularity and
+    /// random, through the running cluster's API.
+    Recommend {
+        /// Cluster configuration (gateway address, TLS directory, admin key file).
+        #[arg(long, short, default_value = "nodes.toml", global = true)]
+        config: PathBuf,
+        #[command(subcommand)]
+        command: recommend_cmd::RecommendCommand,
+    },
     /// API keys: create (shown once), list, revoke.
     Keys {
         /// Cluster configuration (gateway address, TLS directory, admin key file).
@@ -240,6 +250,9 @@ fn main() -> ExitCode {
         }
         Command::Keys { config, command } => {
             with_config(&config, |cfg| keys_cmd::run(&cfg, command))
+        }
+        Command::Recommend { config, command } => {
+            with_config(&config, |cfg| recommend_cmd::run(&cfg, command))
         }
         Command::MosquittoConfig {
             config,

@@ -47,6 +47,9 @@ fn sample_body(schema: &str, c: &str, n: usize) -> Value {
         "CreateCustomer" => json!({"name": format!("Sample {n}")}),
         "PatchCustomer" => json!({"company": format!("co-{n}")}),
         "AddInteraction" => json!({"kind": "call", "item": format!("i-{n}")}),
+        "InteractionsBatch" => {
+            json!({"interactions": [{"id": format!("s-{n}"), "customer_id": c, "kind": "view", "item": format!("i-{n}")}]})
+        }
         "CreateDevice" => json!({"customer_id": c, "kind": "temperature", "firmware": "1.0"}),
         "PostTelemetry" => json!({"readings": {"temperature": 21.5}}),
         "PatchDesired" => json!({"state": {"mode": format!("m{n}")}}),

@@ -68,7 +68,7 @@ pub use keyring::{
 };
 pub use taste::{
     Recorded, Taste, TasteAnswer, TasteCommand, TasteInteraction, TasteRecord, TasteReply,
-    TasteState, MAX_TASTE_BATCH, MAX_TASTE_INTERACTIONS,
+    TasteState, MAX_TASTE_BATCH, MAX_TASTE_IDS,
 };
 pub use validate::{validate_id, DomainError, MAX_ID_LEN, MAX_REF_LEN};
 

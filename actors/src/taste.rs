@@ -5,15 +5,15 @@
 //! made again from the journal, so the partitions reach every customer's last number.
 //!
 //! ```text
-//! Record[{id, kind, item}] ─▶ id seen? Duplicate{seq} : Profile.add ─▶ seq+1, journal record,
-//!                                                        Applied{seq, delta}
+//! Record[{id, kind, item}] ─▶ id among the latest MAX_TASTE_IDS? Duplicate{seq}
+//!                            : Profile.add ─▶ seq+1, journal record, Applied{seq, delta}
 //! Deltas{after}            ─▶ the deltas after `after`, rebuilt from the journal (repair)
 //! Profile                  ─▶ every item's weight and the last seq
 //! ```
 
 mod record;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 
 use keelson_recommend::{kind_weight, Delta, Profile, KINDS};
 use keelson_runtime::{Entity, EntityContext, EntityError, Handled};
@@ -22,8 +22,9 @@ use serde::{Deserialize, Serialize};
 use crate::validate::{invalid, validate_id, DomainError};
 pub use record::TasteRecord;
 
-/// Most interactions remembered by id per customer (their ids are what makes a retry count once).
-pub const MAX_TASTE_INTERACTIONS: usize = 100_000;
+/// Most interaction ids remembered per customer: the latest ones. An id sent again after this
+/// many newer ones counts again (the window a retry must fall in, like an idempotency key's TTL).
+pub const MAX_TASTE_IDS: usize = 10_000;
 
 /// Most interactions in one Record command, and deltas in one Deltas answer.
 pub const MAX_TASTE_BATCH: usize = 1_000;
@@ -35,8 +36,11 @@ pub struct TasteState {
     pub profile: Profile,
     /// The last sequence number given (= journal length).
     pub seq: u64,
-    /// Interaction id to the sequence number it got (0: it changed no weight).
+    /// Interaction id to the sequence number it got (0: it changed no weight), for the latest
+    /// [`MAX_TASTE_IDS`] ids.
     pub ids: BTreeMap<String, u64>,
+    /// Those ids, oldest first.
+    pub recent: VecDeque<String>,
 }
 
 /// One interaction as recorded for the model.
@@ -168,6 +172,18 @@ impl Entity for Taste {
     }
 }
 
+impl TasteState {
+    fn remember(&mut self, id: String, seq: u64) {
+        self.ids.insert(id.clone(), seq);
+        self.recent.push_back(id);
+        while self.recent.len() > MAX_TASTE_IDS {
+            if let Some(old) = self.recent.pop_front() {
+                self.ids.remove(&old);
+            }
+        }
+    }
+}
+
 fn record(state: &mut Option<TasteState>, list: Vec<TasteInteraction>) -> Handled<TasteReply> {
     if list.len() > MAX_TASTE_BATCH {
         return Handled::read(Err(invalid(
@@ -190,13 +206,6 @@ fn record(state: &mut Option<TasteState>, list: Vec<TasteInteraction>) -> Handle
             outcomes.push(Recorded::Duplicate { seq: *seq });
             continue;
         }
-        if s.ids.len() >= MAX_TASTE_INTERACTIONS {
-            outcomes.push(Recorded::Refused(invalid(
-                "id",
-                format!("this customer already has {MAX_TASTE_INTERACTIONS} interactions"),
-            )));
-            continue;
-        }
         let delta = Delta::record(&mut s.profile, &i.item, w);
         let seq = match &delta {
             Some(d) => {
@@ -206,7 +215,7 @@ fn record(state: &mut Option<TasteState>, list: Vec<TasteInteraction>) -> Handle
             }
             None => 0,
         };
-        s.ids.insert(i.id, seq);
+        s.remember(i.id, seq);
         outcomes.push(Recorded::Applied { seq, delta });
     }
     let changed = outcomes

@@ -121,3 +121,15 @@ fn deltas_rebuilt_from_the_journal_equal_the_ones_given_when_recorded() {
     };
     assert_eq!(deltas, given[3..].to_vec());
 }
+
+#[test]
+fn ids_are_remembered_for_the_latest_window() {
+    let mut st = TasteState::default();
+    for n in 0..(MAX_TASTE_IDS + 5) {
+        st.remember(format!("id{n}"), 0);
+    }
+    assert_eq!(st.ids.len(), MAX_TASTE_IDS);
+    assert_eq!(st.recent.len(), MAX_TASTE_IDS);
+    assert!(!st.ids.contains_key("id4"));
+    assert!(st.ids.contains_key("id5"));
+}

@@ -178,10 +178,9 @@ pub struct InteractionAdded<'a> {
     pub interaction: &'a keelson_actors::Interaction,
     /// Customer version after it.
     pub version: u64,
-    /// Whether the recommendation model counts it already (false for kinds it does not weigh,
-    /// or when the model could not be reached: sending it again with the same
-    /// `Idempotency-Key` counts it once).
-    pub in_model: bool,
+    /// What the recommendation model does with it: `queued`, `counted`, `not_counted` or
+    /// `not_weighed` (a kind the model does not weigh).
+    pub model: &'static str,
 }
 
 /// One member in `GET /v1/cluster`.

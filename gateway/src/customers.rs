@@ -96,13 +96,12 @@ pub(crate) async fn add_interaction(
             interaction,
             version,
         }) => {
-            let in_model = crate::recommendations::feed_one(
+            let model = crate::recommendations::feed_one(
                 ctx,
                 id,
                 interaction.seq,
                 &interaction.kind,
                 &interaction.item,
-                rid,
             )
             .await;
             ok(
@@ -112,7 +111,7 @@ pub(crate) async fn add_interaction(
                     customer_id: id,
                     interaction: &interaction,
                     version,
-                    in_model,
+                    model,
                 },
             )
         }

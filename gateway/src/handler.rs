@@ -39,6 +39,8 @@ pub struct Ctx {
     pub edge: keelson_bridge::EdgeConfig,
     /// The open-file limit in force, reported in `/v1/cluster`.
     pub open_files: u64,
+    /// Single interactions queued for the recommendation model.
+    pub feeder: crate::model_feed::Feeder,
 }
 
 /// A successful answer.

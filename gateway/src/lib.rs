@@ -106,6 +106,7 @@ impl Gateway {
         tracing::info!(open_files, "open-file limit");
         let gate = Arc::new(limits::Gate::new(&cfg.limits));
         let gate_task = gate.spawn_housekeeping();
+        let (feeder, queued) = model_feed::Feeder::new();
         let ctx = Arc::new(handler::Ctx {
             identities,
             client,
@@ -118,7 +119,9 @@ impl Gateway {
             gate: gate.clone(),
             edge: keelson_bridge::edge_config(cfg),
             open_files,
+            feeder,
         });
+        http_rt.spawn(model_feed::run_feeder(ctx.clone(), queued));
         let scheme = if tls.is_some() { "https" } else { "http" };
         let http_task = http_rt.spawn(server::serve(
             ctx,

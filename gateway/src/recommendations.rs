@@ -140,32 +140,27 @@ pub(crate) async fn batch(ctx: &Ctx, body: Result<Vec<u8>, ApiError>, rid: &Rq) 
     )
 }
 
-/// Feeds one interaction recorded on the customer (`POST /v1/customers/{id}/interactions`)
-/// to the model, under an id made from its number there; kinds the model does not weigh are
-/// left out. Whether the model counts it now.
+/// Queues one interaction recorded on the customer (`POST /v1/customers/{id}/interactions`,
+/// number `seq` there) for the model, under the id `interaction-{seq}` (so a replayed request
+/// counts once); kinds the model does not weigh are left out. What the model does with it:
+/// `queued` or `not_weighed`.
 pub(crate) async fn feed_one(
     ctx: &Ctx,
     customer: &str,
     seq: u64,
     kind: &str,
     item: &str,
-    rid: &Rq,
-) -> bool {
+) -> &'static str {
     if kind_weight(kind).is_none() || validate_id("item", item).is_err() {
-        return false;
+        return "not_weighed";
     }
     let one = TasteInteraction {
         id: format!("interaction-{seq}"),
         kind: kind.to_string(),
         item: item.to_string(),
     };
-    match feed(ctx, vec![(customer.to_string(), vec![one])], rid).await {
-        Ok(_) => true,
-        Err(e) => {
-            tracing::warn!(customer, seq, error = %e.message, "interaction recorded, not yet in the recommendation model; sending it again (same Idempotency-Key) counts it once");
-            false
-        }
-    }
+    ctx.feeder.queue((customer.to_string(), one)).await;
+    "queued"
 }
 
 #[derive(Debug, Serialize)]

@@ -1,5 +1,5 @@
 //! Compares tunings of the item model on a ratings file, in memory:
-//! `cargo run --release -p keelson-recommend --example offline -- FILE [neighbours shrink alpha beta]...`
+//! `SEED=1 cargo run --release -p keelson-recommend --example offline -- FILE [neighbours shrink alpha beta]...`
 
 use std::collections::{BTreeSet, HashSet};
 
@@ -15,10 +15,14 @@ fn main() {
     let text = std::fs::read_to_string(&args[0]).expect("read the data file");
     let rows = parse(&text).expect("parse");
     let catalogue: BTreeSet<String> = rows.iter().map(|r| r.item.clone()).collect();
+    let seed = std::env::var("SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1);
     for protocol in [
         Protocol::RandomPerUser {
             test_share: 0.2,
-            seed: 1,
+            seed,
         },
         Protocol::LeaveLastOut,
     ] {

@@ -26,5 +26,5 @@ pub mod split;
 pub use cooccurrence::{Counts, Delta};
 pub use partition::{partition_of, ITEM_PARTITIONS};
 pub use rank::{best, Scored, Scores};
-pub use signal::{kind_weight, Profile, KINDS, MAX_WEIGHT};
+pub use signal::{kind_weight, Profile, KINDS, MAX_PROFILE_ITEMS, MAX_WEIGHT};
 pub use similarity::{neighbours, SimParams};

@@ -26,6 +26,11 @@ pub const KINDS: &[(&str, u32)] = &[
 /// The most a customer's interactions with one item add up to.
 pub const MAX_WEIGHT: u32 = 8;
 
+/// The most distinct items of one customer the model counts: its first ones. A customer with
+/// more (a bot, a shared account) would add a pair per item it has on every new one; past this
+/// its new items are left out, so each interaction costs at most this many pairs.
+pub const MAX_PROFILE_ITEMS: usize = 1_000;
+
 /// The weight of an interaction of `kind`; None for a kind the model does not know.
 pub fn kind_weight(kind: &str) -> Option<u32> {
     KINDS.iter().find(|(k, _)| *k == kind).map(|(_, w)| *w)
@@ -44,9 +49,13 @@ impl Profile {
         self.weights.get(item).copied().unwrap_or(0)
     }
 
-    /// Adds `w` to `item`'s weight (capped); returns the weight before and after.
+    /// Adds `w` to `item`'s weight (capped); returns the weight before and after (equal when
+    /// nothing changed: the weight was capped, or the item is new and the profile full).
     pub fn add(&mut self, item: &str, w: u32) -> (u32, u32) {
         let before = self.weight(item);
+        if before == 0 && self.weights.len() >= MAX_PROFILE_ITEMS {
+            return (0, 0);
+        }
         let after = before.saturating_add(w).min(MAX_WEIGHT);
         if after != before {
             self.weights.insert(item.to_string(), after);
@@ -73,5 +82,16 @@ mod tests {
         assert_eq!(p.add("a", 4), (4, 8));
         assert_eq!(p.add("a", 4), (8, 8), "capped");
         assert_eq!(p.weight("b"), 0);
+    }
+
+    #[test]
+    fn a_full_profile_counts_no_new_item_but_still_its_own() {
+        let mut p = Profile::default();
+        for i in 0..MAX_PROFILE_ITEMS {
+            assert_eq!(p.add(&format!("i{i}"), 1), (0, 1));
+        }
+        assert_eq!(p.add("one-too-many", 4), (0, 0));
+        assert_eq!(p.add("i0", 1), (1, 2));
+        assert_eq!(p.weights.len(), MAX_PROFILE_ITEMS);
     }
 }
