@@ -58,8 +58,8 @@ pub enum RecommendCommand {
         /// Prefix of the customer and item ids this run creates (default: from the split).
         #[arg(long)]
         prefix: Option<String>,
-        /// Requests in flight at once.
-        #[arg(long, default_value_t = 8)]
+        /// Requests in flight at once (ingestion batches, then recommendation requests).
+        #[arg(long, default_value_t = 2)]
         concurrency: usize,
         /// Also write the results as JSON to this file.
         #[arg(long)]
@@ -166,18 +166,19 @@ impl Run<'_> {
             self.k, self.k
         );
 
-        // Ingestion.
+        // Ingestion: the training rows by user (each user's in file order), so a batch holds few
+        // customers; `--concurrency` batches in flight, which the gateway writes to each
+        // partition together.
         let started = Instant::now();
-        let batches: Vec<Value> = s
-            .train
+        let mut train: Vec<(usize, &Row)> = s.train.iter().enumerate().collect();
+        train.sort_by(|a, b| a.1.user.cmp(&b.1.user).then(a.0.cmp(&b.0)));
+        let batches: Vec<Value> = train
             .chunks(BATCH)
-            .enumerate()
-            .map(|(b, chunk)| {
+            .map(|chunk| {
                 let list: Vec<Value> = chunk
                     .iter()
-                    .enumerate()
-                    .map(|(n, r)| {
-                        json!({"id": format!("{}{}", self.prefix, b * BATCH + n), "customer_id": self.customer(&r.user), "kind": "view", "item": self.item(&r.item)})
+                    .map(|(line, r)| {
+                        json!({"id": format!("{}{line}", self.prefix), "customer_id": self.customer(&r.user), "kind": "view", "item": self.item(&r.item)})
                     })
                     .collect();
                 json!({ "interactions": list })
@@ -193,7 +194,7 @@ impl Run<'_> {
                 ))
             }
         }))
-        .buffer_unordered(self.concurrency.min(4))
+        .buffered(self.concurrency)
         .collect()
         .await;
         let (mut applied, mut duplicates) = (0, 0);

@@ -41,6 +41,8 @@ pub struct Ctx {
     pub open_files: u64,
     /// Single interactions queued for the recommendation model.
     pub feeder: crate::model_feed::Feeder,
+    /// The item-model partitions' writers (group commit).
+    pub writers: crate::model_writer::ModelWriters,
 }
 
 /// A successful answer.

@@ -36,6 +36,7 @@ mod local;
 mod membership;
 mod metrics;
 mod model_feed;
+mod model_writer;
 mod openapi;
 mod recommendations;
 mod route_table;
@@ -107,6 +108,8 @@ impl Gateway {
         let gate = Arc::new(limits::Gate::new(&cfg.limits));
         let gate_task = gate.spawn_housekeeping();
         let (feeder, queued) = model_feed::Feeder::new();
+        let writers =
+            model_writer::ModelWriters::start(client.clone(), keelson_recommend::ITEM_PARTITIONS);
         let ctx = Arc::new(handler::Ctx {
             identities,
             client,
@@ -120,6 +123,7 @@ impl Gateway {
             edge: keelson_bridge::edge_config(cfg),
             open_files,
             feeder,
+            writers,
         });
         http_rt.spawn(model_feed::run_feeder(ctx.clone(), queued));
         let scheme = if tls.is_some() { "https" } else { "http" };

@@ -15,7 +15,8 @@
 //! ```text
 //! customer route ─▶ Feeder queue ─▶ run_feeder: drain ─▶ feed (retried until it succeeds)
 //! [(customer, interactions)] ─Record─▶ taste/{customer} ─▶ outcomes, deltas, head
-//!   ─Apply{part of each delta, heads}─▶ item-model/p0..p31 ─▶ behind[(customer, last)]
+//!   ─Apply{part of each delta, heads}─▶ model_writer (group commit) ─▶ item-model/p0..p31
+//!   ─▶ behind[(customer, last)]
 //!   ─Deltas{after: last}─▶ taste ─Apply─▶ that partition           (until none is behind)
 //! ```
 
@@ -25,8 +26,7 @@ use std::time::Duration;
 
 use futures_util::{stream, StreamExt};
 use keelson_actors::{
-    item_model_id, ItemModelAnswer, ItemModelCommand, ItemModelReply, ModelUpdate, Recorded,
-    TasteAnswer, TasteCommand, TasteInteraction, TasteReply,
+    ModelUpdate, Recorded, TasteAnswer, TasteCommand, TasteInteraction, TasteReply,
 };
 use keelson_recommend::{Delta, ITEM_PARTITIONS};
 use keelson_runtime::Access;
@@ -174,7 +174,7 @@ async fn bring_up_to_date(
     rid: &Rq,
 ) -> Result<(), ApiError> {
     let parts = (0..ITEM_PARTITIONS).map(|k| async move {
-        let mut behind = apply(ctx, k, deltas, heads, rid).await?;
+        let mut behind = apply(ctx, k, deltas, heads).await?;
         let mut journal: HashMap<(String, u64), Deltas> = HashMap::new();
         for _ in 0..REPAIR_ROUNDS {
             if behind.is_empty() {
@@ -189,7 +189,7 @@ async fn bring_up_to_date(
                 missing.insert(customer.clone(), journal[&key].clone());
             }
             tracing::info!(partition = k, customers = behind.len(), "item model partition was behind; sending the deltas it missed");
-            behind = apply(ctx, k, &missing, heads, rid).await?;
+            behind = apply(ctx, k, &missing, heads).await?;
         }
         if behind.is_empty() {
             Ok(())
@@ -207,13 +207,13 @@ async fn bring_up_to_date(
     futures_util::future::try_join_all(parts).await.map(|_| ())
 }
 
-/// One Apply to partition `k`: its part of `deltas`; what it is still missing.
+/// One Apply to partition `k` (through its writer, merged with whatever else is waiting): its
+/// part of `deltas`; what it is still missing.
 async fn apply(
     ctx: &Ctx,
     k: u32,
     deltas: &HashMap<String, Deltas>,
     heads: &[(String, u64)],
-    rid: &Rq,
 ) -> Result<Vec<(String, u64)>, ApiError> {
     let updates = deltas
         .iter()
@@ -225,26 +225,13 @@ async fn apply(
             })
         })
         .collect();
-    let cmd = ItemModelCommand::Apply {
-        updates,
-        heads: heads.to_vec(),
-    };
-    let id = item_model_id(k);
-    let (node, reply): (String, ItemModelReply) = call_for(
-        ctx,
-        "item-model",
-        &id,
-        &cmd,
-        rid,
-        None,
-        Access::of(false, None),
-    )
-    .await?;
-    match reply {
-        Ok(ItemModelAnswer::Applied { behind, .. }) => Ok(behind),
-        Ok(_) => Err(unexpected("item-model", &node)),
-        Err(e) => Err(with_node(e, &node)),
-    }
+    let mine: std::collections::HashSet<&str> = heads.iter().map(|(c, _)| c.as_str()).collect();
+    let behind = ctx.writers.apply(k, updates, heads.to_vec()).await?;
+    // The merged answer names other requests' customers too.
+    Ok(behind
+        .into_iter()
+        .filter(|(c, _)| mine.contains(c.as_str()))
+        .collect())
 }
 
 /// `customer`'s deltas after number `after`, rebuilt from its journal (all of them, page by page).

@@ -1,0 +1,182 @@
+//! One writer per item-model partition: Applies that arrive while the partition's last one is
+//! still being written go in one Apply (a group commit), so concurrent batches cost the
+//! partition one rewrite of its state, not one each. Every waiter gets the merged answer and
+//! picks out its own customers.
+//!
+//! ```text
+//! feed ─(updates, heads, reply)─▶ queue p ─▶ writer p: take all queued ─▶ merge (by customer,
+//!   ascending numbers, one each) ─▶ Apply ─▶ behind ─▶ every waiter
+//! ```
+
+use std::collections::{BTreeMap, HashMap};
+
+use keelson_actors::{
+    item_model_id, ItemModelAnswer, ItemModelCommand, ItemModelReply, ModelUpdate,
+};
+use keelson_runtime::{Access, ClusterClient};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::error::ApiError;
+
+/// Most Applies merged into one.
+const MERGED: usize = 64;
+
+/// What a waiter gets back: the customers still behind (customer, last applied).
+type Behind = Result<Vec<(String, u64)>, ApiError>;
+
+struct Job {
+    updates: Vec<ModelUpdate>,
+    heads: Vec<(String, u64)>,
+    reply: oneshot::Sender<Behind>,
+}
+
+/// The writers of every partition.
+#[derive(Debug, Clone)]
+pub struct ModelWriters {
+    queues: Vec<mpsc::UnboundedSender<Job>>,
+}
+
+impl std::fmt::Debug for Job {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Job")
+            .field("updates", &self.updates.len())
+            .finish()
+    }
+}
+
+impl ModelWriters {
+    /// Starts a writer for each of `partitions` partitions, calling through `client`.
+    pub fn start(client: ClusterClient, partitions: u32) -> Self {
+        let queues = (0..partitions)
+            .map(|k| {
+                let (tx, rx) = mpsc::unbounded_channel();
+                tokio::spawn(write(k, client.clone(), rx));
+                tx
+            })
+            .collect();
+        Self { queues }
+    }
+
+    /// Applies `updates` (with `heads`) on partition `k`; the customers still behind.
+    pub(crate) async fn apply(
+        &self,
+        k: u32,
+        updates: Vec<ModelUpdate>,
+        heads: Vec<(String, u64)>,
+    ) -> Behind {
+        let (reply, answer) = oneshot::channel();
+        let stopped = || {
+            ApiError::new(
+                warp::http::StatusCode::SERVICE_UNAVAILABLE,
+                "model_not_updated",
+                "the gateway is stopping; retry (interactions are counted once by id)",
+            )
+        };
+        self.queues[k as usize]
+            .send(Job {
+                updates,
+                heads,
+                reply,
+            })
+            .map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
+    }
+}
+
+/// Partition `k`'s writer: merges what queued up, applies it, answers every waiter.
+async fn write(k: u32, client: ClusterClient, mut rx: mpsc::UnboundedReceiver<Job>) {
+    let id = item_model_id(k);
+    while let Some(first) = rx.recv().await {
+        let mut jobs = vec![first];
+        while jobs.len() < MERGED {
+            match rx.try_recv() {
+                Ok(j) => jobs.push(j),
+                Err(_) => break,
+            }
+        }
+        let (updates, heads) = merge(&mut jobs);
+        let cmd = ItemModelCommand::Apply { updates, heads };
+        let result: Behind = match crate::handler::call_entity::<_, ItemModelReply>(
+            &client,
+            "item-model",
+            &id,
+            &cmd,
+            "model-writer",
+            None,
+            Access::of(false, None),
+        )
+        .await
+        {
+            Ok((_, Ok(ItemModelAnswer::Applied { behind, .. }))) => Ok(behind),
+            Ok((node, Ok(_))) => Err(crate::handler::unexpected_answer("item-model", &node)),
+            Ok((node, Err(e))) => Err(crate::handler::with_node(e, &node)),
+            Err(e) => Err(e),
+        };
+        for j in jobs {
+            let _ = j.reply.send(result.clone());
+        }
+    }
+}
+
+/// The jobs' updates (each customer's in ascending numbers, each number once) and heads (the
+/// highest per customer).
+fn merge(jobs: &mut [Job]) -> (Vec<ModelUpdate>, Vec<(String, u64)>) {
+    let mut by: BTreeMap<(String, u64), ModelUpdate> = BTreeMap::new();
+    let mut heads: HashMap<String, u64> = HashMap::new();
+    for j in jobs.iter_mut() {
+        for u in std::mem::take(&mut j.updates) {
+            by.entry((u.customer.clone(), u.seq)).or_insert(u);
+        }
+        for (c, h) in std::mem::take(&mut j.heads) {
+            let e = heads.entry(c).or_default();
+            *e = (*e).max(h);
+        }
+    }
+    (by.into_values().collect(), heads.into_iter().collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use keelson_recommend::Delta;
+
+    fn up(c: &str, seq: u64) -> ModelUpdate {
+        ModelUpdate {
+            customer: c.into(),
+            seq,
+            delta: Delta {
+                item: format!("i{seq}"),
+                before: 0,
+                after: 1,
+                pairs: vec![],
+            },
+        }
+    }
+
+    #[test]
+    fn merged_jobs_keep_each_customers_numbers_ascending_and_once() {
+        let job = |updates, heads| Job {
+            updates,
+            heads,
+            reply: oneshot::channel().0,
+        };
+        let mut jobs = vec![
+            job(
+                vec![up("b", 2), up("a", 5)],
+                vec![("a".into(), 5), ("b".into(), 2)],
+            ),
+            job(
+                vec![up("a", 4), up("b", 2), up("b", 1)],
+                vec![("a".into(), 9)],
+            ),
+        ];
+        let (updates, mut heads) = merge(&mut jobs);
+        let order: Vec<(&str, u64)> = updates
+            .iter()
+            .map(|u| (u.customer.as_str(), u.seq))
+            .collect();
+        assert_eq!(order, [("a", 4), ("a", 5), ("b", 1), ("b", 2)]);
+        heads.sort();
+        assert_eq!(heads, [("a".to_string(), 9), ("b".to_string(), 2)]);
+    }
+}
