@@ -31,6 +31,11 @@ pub async fn call(
         .send()
         .await
         .map_err(|e| format!("the gateway at {} does not answer: {e}", api.base))?;
+    answer(r).await
+}
+
+/// A gateway answer's JSON, or its refusal as `status: message`.
+pub async fn answer(r: reqwest::Response) -> Result<Value, String> {
     let status = r.status();
     let v: Value = r.json().await.unwrap_or(Value::Null);
     if status.is_success() {

@@ -362,14 +362,7 @@ async fn post_until_accepted(
                 return r.json().await.map_err(|e| format!("batch answer: {e}"))
             }
             Ok(r) if r.status().as_u16() == 503 && Instant::now() < deadline => {}
-            Ok(r) => {
-                let status = r.status().as_u16();
-                let v: Value = r.json().await.unwrap_or(Value::Null);
-                return Err(format!(
-                    "{status}: {}",
-                    v["error"]["message"].as_str().unwrap_or("no message")
-                ));
-            }
+            Ok(r) => return crate::api_call::answer(r).await,
             Err(e) if Instant::now() < deadline && e.is_timeout() => {}
             Err(e) => return Err(format!("the gateway at {} does not answer: {e}", api.base)),
         }
@@ -385,15 +378,5 @@ async fn get(api: &keelson_gateway::ApiClient, path: &str) -> Result<Value, Stri
         .send()
         .await
         .map_err(|e| format!("the gateway at {} does not answer: {e}", api.base))?;
-    let status = r.status();
-    let v: Value = r.json().await.unwrap_or(Value::Null);
-    if status.is_success() {
-        Ok(v)
-    } else {
-        Err(format!(
-            "{}: {}",
-            status.as_u16(),
-            v["error"]["message"].as_str().unwrap_or("no message")
-        ))
-    }
+    crate::api_call::answer(r).await
 }
