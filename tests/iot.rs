@@ -534,7 +534,13 @@ async fn kill_mid_chain(broker: Broker) {
     register(&c, "owner4", &devices).await;
     // The devices: answer every command, and remember every command id received.
     let mut dev = Client::connect(&c, "it-devices", &["keelson/devices/+/commands"]).await;
-    let holder = bridge_node(&c).await.unwrap();
+    // The bridge may be between leaders right after start-up: wait for it.
+    let holder = wait_for(
+        "the MQTT bridge to run on a node",
+        Duration::from_secs(30),
+        || bridge_node(&c),
+    )
+    .await;
     for id in &ids {
         dev.publish(
             &format!("keelson/devices/{id}/telemetry"),

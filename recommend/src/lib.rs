@@ -5,7 +5,8 @@
 //! interaction(kind, item) ─▶ signal: the customer's weight of the item (kind-weighted, capped)
 //!   ─▶ cooccurrence::Delta (the pairs with the customer's other items, exact integers)
 //!   ─▶ Counts of the partition owning each row (+ every item's norm, everywhere)
-//! recommend: history ─▶ similarity::neighbours of each item ─▶ rank::Scores ─▶ top N + because
+//! recommend: each candidate's similarity::neighbours ∩ history ─▶ rank::Scores ─▶ top N + because
+//!            (partition::partition_of says which partition scores which candidate)
 //! measure:   data ─▶ split (per-user random 80/20, or leave-last-out) ─▶ metrics at 10
 //! ```
 //!
