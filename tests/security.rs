@@ -111,6 +111,9 @@ fn sample_body(schema: &str, n: usize) -> Value {
         "CreateCustomer" => json!({"name": "Sample"}),
         "PatchCustomer" => json!({"company": format!("c{n}")}),
         "AddInteraction" => json!({"kind": "call", "item": "x"}),
+        "InteractionsBatch" => {
+            json!({"interactions": [{"id": format!("sec-{n}"), "customer_id": "sec-c1", "kind": "view", "item": "x"}]})
+        }
         "CreateDevice" => {
             json!({"customer_id": "sec-c1", "kind": "temperature", "firmware": "1.0"})
         }
