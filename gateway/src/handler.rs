@@ -40,7 +40,7 @@ pub struct Ctx {
     /// The open-file limit in force, reported in `/v1/cluster`.
     pub open_files: u64,
     /// Single interactions queued for the recommendation model.
-    pub feeder: crate::model_feed::Feeder,
+    pub feeder: crate::model_queue::Feeder,
     /// The item-model partitions' writers (group commit).
     pub writers: crate::model_writer::ModelWriters,
 }

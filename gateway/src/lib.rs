@@ -36,6 +36,7 @@ mod local;
 mod membership;
 mod metrics;
 mod model_feed;
+mod model_queue;
 mod model_writer;
 mod openapi;
 mod recommendations;
@@ -107,7 +108,7 @@ impl Gateway {
         tracing::info!(open_files, "open-file limit");
         let gate = Arc::new(limits::Gate::new(&cfg.limits));
         let gate_task = gate.spawn_housekeeping();
-        let (feeder, queued) = model_feed::Feeder::new();
+        let (feeder, queued) = model_queue::Feeder::new();
         let writers =
             model_writer::ModelWriters::start(client.clone(), keelson_recommend::ITEM_PARTITIONS);
         let ctx = Arc::new(handler::Ctx {

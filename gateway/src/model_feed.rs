@@ -34,9 +34,7 @@ use warp::http::StatusCode;
 
 use crate::error::ApiError;
 use crate::handler::{call_for, with_node, Ctx, Rq};
-
-/// Interactions queued for the model at most; past it the route waits for room.
-const FEEDER_QUEUE: usize = 50_000;
+use crate::model_queue::Queued;
 
 /// Most interactions fed in one go by the feeder.
 const FEEDER_BATCH: usize = 1_000;
@@ -44,30 +42,6 @@ const FEEDER_BATCH: usize = 1_000;
 /// How long the feeder waits for more after the first interaction of a batch: a busy route
 /// costs the model a few writes per this interval, not 33 per interaction.
 const FEEDER_LINGER: Duration = Duration::from_millis(100);
-
-/// One interaction waiting to be fed: (customer, interaction).
-pub(crate) type Queued = (String, TasteInteraction);
-
-/// The queue of single interactions for the model.
-#[derive(Debug, Clone)]
-pub struct Feeder {
-    tx: tokio::sync::mpsc::Sender<Queued>,
-}
-
-impl Feeder {
-    /// A feeder and the receiving end for [`run_feeder`].
-    pub fn new() -> (Self, tokio::sync::mpsc::Receiver<Queued>) {
-        let (tx, rx) = tokio::sync::mpsc::channel(FEEDER_QUEUE);
-        (Self { tx }, rx)
-    }
-
-    /// Queues one interaction, waiting while the queue is full.
-    pub(crate) async fn queue(&self, q: Queued) {
-        if self.tx.send(q).await.is_err() {
-            tracing::warn!("the model feeder has stopped: an interaction was not queued");
-        }
-    }
-}
 
 /// Feeds queued interactions until every sender is gone: whatever queued up while the last
 /// feed ran goes in the next, retried (with backoff) until the model took it.

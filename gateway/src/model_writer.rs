@@ -13,8 +13,9 @@ use std::collections::{BTreeMap, HashMap};
 use keelson_actors::{
     item_model_id, ItemModelAnswer, ItemModelCommand, ItemModelReply, ModelUpdate,
 };
-use keelson_runtime::{Access, ClusterClient};
+use keelson_runtime::{decode_payload, encode_payload, Access, ClusterClient};
 use tokio::sync::{mpsc, oneshot};
+use warp::http::StatusCode;
 
 use crate::error::ApiError;
 
@@ -67,7 +68,7 @@ impl ModelWriters {
         let (reply, answer) = oneshot::channel();
         let stopped = || {
             ApiError::new(
-                warp::http::StatusCode::SERVICE_UNAVAILABLE,
+                StatusCode::SERVICE_UNAVAILABLE,
                 "model_not_updated",
                 "the gateway is stopping; retry (interactions are counted once by id)",
             )
@@ -96,25 +97,43 @@ async fn write(k: u32, client: ClusterClient, mut rx: mpsc::UnboundedReceiver<Jo
         }
         let (updates, heads) = merge(&mut jobs);
         let cmd = ItemModelCommand::Apply { updates, heads };
-        let result: Behind = match crate::handler::call_entity::<_, ItemModelReply>(
-            &client,
+        let result: Behind = apply_once(&client, &id, &cmd).await;
+        for j in jobs {
+            let _ = j.reply.send(result.clone());
+        }
+    }
+}
+
+/// One Apply on partition `id`; the customers still behind.
+async fn apply_once(client: &ClusterClient, id: &str, cmd: &ItemModelCommand) -> Behind {
+    let answer = client
+        .send(
             "item-model",
-            &id,
-            &cmd,
+            id,
+            encode_payload(cmd),
             "model-writer",
             None,
             Access::of(false, None),
         )
-        .await
-        {
-            Ok((_, Ok(ItemModelAnswer::Applied { behind, .. }))) => Ok(behind),
-            Ok((node, Ok(_))) => Err(crate::handler::unexpected_answer("item-model", &node)),
-            Ok((node, Err(e))) => Err(crate::handler::with_node(e, &node)),
-            Err(e) => Err(e),
-        };
-        for j in jobs {
-            let _ = j.reply.send(result.clone());
-        }
+        .await?;
+    let reply: ItemModelReply = decode_payload(&answer.reply).map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            format!("item-model reply does not decode: {e}"),
+        )
+    })?;
+    match reply {
+        Ok(ItemModelAnswer::Applied { behind, .. }) => Ok(behind),
+        Ok(_) => Err(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "item-model answered with an unexpected kind of reply",
+        )),
+        Err(e) => Err(ApiError {
+            node: Some(answer.node),
+            ..ApiError::from(e)
+        }),
     }
 }
 
