@@ -28,6 +28,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use keelson_bridge::config;
 
+/// mimalloc: the gateway and the nodes allocate many small, short-lived buffers per request
+/// (decoded frames, JSON, TLS records), which glibc's allocator serves markedly slower.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Keelson: sharded, supervised CRM and IoT actors on a self-healing cluster.
 #[derive(Debug, Parser)]
 #[command(name = "keelson", version, about, long_about = None)]

@@ -253,18 +253,10 @@ impl Run<'_> {
 
         // The same users for the baselines, from the training part only.
         let mut trained: HashMap<&str, BTreeSet<String>> = HashMap::new();
-        let mut holders: HashMap<&str, HashSet<&str>> = HashMap::new();
         for r in &s.train {
             trained.entry(&r.user).or_default().insert(r.item.clone());
-            holders.entry(&r.item).or_default().insert(&r.user);
         }
-        let mut by_popularity: Vec<(&str, usize)> =
-            holders.iter().map(|(i, u)| (*i, u.len())).collect();
-        by_popularity.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(b.0)));
-        let by_popularity: Vec<String> = by_popularity
-            .into_iter()
-            .map(|(i, _)| i.to_string())
-            .collect();
+        let by_popularity = baseline::by_popularity(&s.train);
         let all_items: Vec<String> = catalogue.iter().map(|i| i.to_string()).collect();
         let mut random = RandomPicks::new(self.seed);
         let (mut ours, mut pop, mut rnd) = (

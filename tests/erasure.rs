@@ -103,6 +103,40 @@ async fn erasing_a_customer_leaves_its_email_and_phone_in_no_answer_log_or_file(
         )
         .await;
     }
+    // The recommender counted its devices: the kind is popular, and not recommended to it.
+    let recommended = |who: &'static str| {
+        let c = &c;
+        async move {
+            let v = ok(
+                c,
+                "GET",
+                &format!("/v1/customers/{who}/recommendations"),
+                Value::Null,
+                None,
+            )
+            .await;
+            v["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|i| i["item"].as_str().unwrap().to_string())
+                .collect::<Vec<String>>()
+        }
+    };
+    wait_for(
+        "the devices to reach the model",
+        Duration::from_secs(20),
+        || async {
+            recommended("someone-else")
+                .await
+                .contains(&"device:temperature".to_string())
+                .then_some(())
+        },
+    )
+    .await;
+    assert!(!recommended("gdpr-1")
+        .await
+        .contains(&"device:temperature".to_string()));
     let v = ok(&c, "GET", "/v1/customers/gdpr-1", Value::Null, None).await;
     assert_eq!(v["email"], email);
     assert_eq!(v["devices"], json!(["gdpr-d1", "gdpr-d2"]));
@@ -130,6 +164,10 @@ async fn erasing_a_customer_leaves_its_email_and_phone_in_no_answer_log_or_file(
         assert_eq!(s, 404, "{path}: {v}");
         assert!(!v.to_string().contains(email), "{path}: {v}");
     }
+    // Its taste is gone: the kind it owned is now recommended to it like to anyone.
+    assert!(recommended("gdpr-1")
+        .await
+        .contains(&"device:temperature".to_string()));
     let (s, _, v) = c
         .req(
             "PATCH",

@@ -8,11 +8,11 @@ mod support;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::time::{Duration, Instant};
 
+use keelson_recommend::baseline;
 use keelson_recommend::data::Row;
 use keelson_recommend::metrics::Accumulator;
 use keelson_recommend::offline::Model;
 use keelson_recommend::split::{split, Protocol};
-use keelson_recommend::{baseline, SimParams};
 use serde_json::{json, Value};
 use support::{serial, Cluster, Settings};
 
@@ -135,12 +135,7 @@ async fn a_planted_structure_is_learned_through_the_api_and_beats_popularity() {
 
     // Keelson against popularity, on the held-out items.
     let model = Model::train(&s.train, 1);
-    let popular: Vec<String> = model
-        .counts
-        .popular(usize::MAX)
-        .into_iter()
-        .map(|(i, _)| i)
-        .collect();
+    let popular = baseline::by_popularity(&s.train);
     let (mut ours, mut pop) = (Accumulator::new(10), Accumulator::new(10));
     for (user, held) in &s.test {
         let v = recommendations(&c, user, 10).await;
@@ -306,7 +301,7 @@ async fn the_model_built_through_a_node_kill_equals_a_recomputation() {
     c.wait_replicated(Duration::from_secs(60)).await;
 
     let model = Model::train(&rows, 1);
-    let table = model.neighbour_table(&SimParams::default());
+    let table = model.ease_index().expect("a small catalogue");
     let mut compared = 0;
     for user in model.profiles.keys() {
         let want = model.recommend(user, 20, &table);
@@ -345,4 +340,137 @@ async fn the_model_built_through_a_node_kill_equals_a_recomputation() {
         per_user.len()
     );
     assert_eq!(compared, 60);
+}
+
+/// Registers customer `who` and its device `device` of `kind`.
+async fn customer_with_device(c: &Cluster, who: &str, device: &str, kind: &str) {
+    let customer = json!({"id": who, "name": "Device Owner", "email": "o@example.com"});
+    let (s, _, v) = c
+        .req("POST", "/v1/customers", Some(&customer.to_string()))
+        .await;
+    assert_eq!(s, 201, "{v}");
+    let device = json!({"id": device, "customer_id": who, "kind": kind, "firmware": "1.0"});
+    let (s, _, v) = c
+        .req("POST", "/v1/devices", Some(&device.to_string()))
+        .await;
+    assert_eq!(s, 201, "{v}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn owning_and_using_a_device_feeds_the_model() {
+    let _guard = serial().await;
+    let c = Cluster::start("recommend-devices", Settings::default()).await;
+    c.wait_replicated(Duration::from_secs(30)).await;
+    // Wearable owners browse running gear; humidity-sensor owners, more of them, browse
+    // garden gear (the more popular items overall).
+    let mut rows = Vec::new();
+    for (group, kind, items, n) in [
+        ("run", "wearable", ["shoes", "watch", "gel"], 6),
+        ("garden", "humidity", ["hose", "seeds", "rake"], 12),
+    ] {
+        for k in 0..n {
+            let who = format!("{group}-{k}");
+            customer_with_device(&c, &who, &format!("d-{who}"), kind).await;
+            for item in items {
+                rows.push(Row {
+                    user: who.clone(),
+                    item: format!("{group}-{item}"),
+                    rating: 1.0,
+                    at: 0,
+                });
+            }
+        }
+    }
+    ingest(&c, &rows, "dev-", 100, Duration::from_secs(30)).await;
+    // A new customer whose only signal is a wearable it owns and wears.
+    customer_with_device(&c, "newcomer", "d-new", "wearable").await;
+    let reading = json!({"readings": {"heart_rate": 72.0}}).to_string();
+    let (s, _, v) = c
+        .req("POST", "/v1/devices/d-new/telemetry", Some(&reading))
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let got = support::wait_for(
+        "the device to reach the model",
+        Duration::from_secs(20),
+        || async {
+            let v = recommendations(&c, "newcomer", 3).await;
+            let first = &v["items"][0];
+            (first["because"] == json!(["device:wearable"])).then_some(v)
+        },
+    )
+    .await;
+    let items = items_of(&got);
+    let mut want = vec!["run-gel", "run-shoes", "run-watch"];
+    want.sort();
+    let mut sorted = items.clone();
+    sorted.sort();
+    assert_eq!(
+        sorted, want,
+        "wearable owners' items, not the more popular garden ones: {got}"
+    );
+    // 12 humidity owners, 12 of each garden item: ties go by name.
+    let popular_for_a_stranger = recommendations(&c, "nobody-yet", 3).await;
+    assert_eq!(
+        items_of(&popular_for_a_stranger)[0],
+        "device:humidity",
+        "device kinds are items too: {popular_for_a_stranger}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopping_gateway_feeds_the_interactions_it_queued() {
+    let _guard = serial().await;
+    let mut c = Cluster::start("recommend-stop", Settings::default()).await;
+    c.wait_replicated(Duration::from_secs(30)).await;
+    for who in ["qa", "qb"] {
+        let customer = json!({"id": who, "name": "Q"});
+        let (s, _, v) = c
+            .req("POST", "/v1/customers", Some(&customer.to_string()))
+            .await;
+        assert_eq!(s, 201, "{v}");
+    }
+    // qb bought q-x0 (through a batch: counted before the answer).
+    let rows: Vec<Row> = ["q-x0", "q-y"]
+        .iter()
+        .map(|item| Row {
+            user: "qb".into(),
+            item: item.to_string(),
+            rating: 1.0,
+            at: 0,
+        })
+        .collect();
+    ingest(&c, &rows, "qb-", 10, Duration::from_secs(30)).await;
+    // qa views q-x0..q-x29 one request at a time, all at once: each answered `queued`.
+    const N: usize = 30;
+    let posts = (0..N).map(|i| {
+        let c = &c;
+        async move {
+            let body = json!({"kind": "view", "item": format!("q-x{i}")}).to_string();
+            let (s, _, v) = c
+                .req("POST", "/v1/customers/qa/interactions", Some(&body))
+                .await;
+            assert_eq!(s, 201, "{v}");
+            assert_eq!(v["model"], "queued", "{v}");
+        }
+    });
+    futures_util::future::join_all(posts).await;
+    // Stopped at once: what is still queued goes in before the gateway leaves.
+    c.signal("gateway", libc::SIGTERM);
+    assert_eq!(
+        c.exit_code("gateway", Duration::from_secs(30)).await,
+        Some(0)
+    );
+    c.spawn("gateway");
+    c.wait_all_up().await;
+    // Every item qa viewed is now a neighbour of qb's q-x0.
+    let want: BTreeSet<String> = (1..N).map(|i| format!("q-x{i}")).collect();
+    let v = recommendations(&c, "qb", 50).await;
+    let led: BTreeSet<String> = v["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["because"] == json!(["q-x0"]))
+        .map(|i| i["item"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(led, want, "{v}");
 }

@@ -3,20 +3,25 @@
 //! the last of its sequence numbers applied. A customer's deltas reach every partition (each
 //! needs the norms), so each partition applies them in order, once: a number already applied is a
 //! duplicate, one past a gap is left for the caller to fill from the customer's journal.
+//! An Apply is persisted as the updates it applied, one journal record that replays into the
+//! state (`Entity::REPLAYS`): a partition's whole state, which grows with the catalogue, is
+//! written only when the runtime checkpoints it, not once per Apply.
 //!
 //! ```text
 //! Apply{updates (customer, seq, delta), heads} ─▶ seq <= last: duplicate │ seq = last+1: apply
 //!                                                  └▶ behind: customers whose last < their head
-//! Score{history, limit, params} ─▶ this partition's candidates, scored ─▶ top `limit`
-//! Popular{limit}                ─▶ items by customer count
+//! Neighbours{params, unless, after} ─▶ the neighbour lists of the rows it owns (a page of
+//!                                     them, by item), and their items' customer counts
+//! Rows{unless, after}              ─▶ the rows it owns as counted (a page), and its items'
+//!                                     norms and customer counts (what EASE is solved from)
 //! ```
 
 use std::collections::HashMap;
 
-use keelson_recommend::{
-    neighbours, partition_of, Counts, Delta, Scored, Scores, SimParams, ITEM_PARTITIONS,
+use keelson_recommend::{neighbours, partition_of, Counts, Delta, SimParams, ITEM_PARTITIONS};
+use keelson_runtime::{
+    decode_payload, encode_payload, Entity, EntityContext, EntityError, Handled,
 };
-use keelson_runtime::{Entity, EntityContext, EntityError, Handled};
 use serde::{Deserialize, Serialize};
 
 use crate::validate::{invalid, DomainError};
@@ -26,8 +31,15 @@ pub fn item_model_id(k: u32) -> String {
     format!("p{k}")
 }
 
-/// Most customers' items sent in one Score, and updates in one Apply.
+/// Most updates in one Apply.
 pub const MAX_MODEL_BATCH: usize = 20_000;
+
+/// Neighbour entries in one page of a Neighbours answer (about 1 MiB encoded; a page holds at
+/// least one item).
+pub const NEIGHBOUR_PAGE_ENTRIES: usize = 50_000;
+
+/// One item's neighbours, best first.
+pub type NeighbourList = (String, Vec<(String, f64)>);
 
 /// Persisted state.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -38,9 +50,9 @@ pub struct ItemModelState {
     pub last: HashMap<String, u64>,
     /// Deltas applied in all (the model's version on this partition).
     pub version: u64,
-    /// Neighbour lists computed since the last change, by item and tuning (not persisted).
+    /// The owned rows' neighbour lists by item, computed since the last change (not persisted).
     #[serde(skip)]
-    cache: HashMap<String, Vec<(String, f64)>>,
+    cache: Vec<NeighbourList>,
     #[serde(skip)]
     cached_for: Option<(u64, SimParamsKey)>,
 }
@@ -78,22 +90,26 @@ pub enum ItemModelCommand {
         /// (customer, last number it gave), for customers whose updates may not all have come.
         heads: Vec<(String, u64)>,
     },
-    /// Scores this partition's candidates for a customer with `history` (item, weight).
-    Score {
-        /// The customer's items.
-        history: Vec<(String, u32)>,
-        /// How many to return.
-        limit: u32,
+    /// The neighbour lists of the rows this partition owns, by item name, from the first
+    /// after `after`; `Unchanged` when its version is `unless`.
+    Neighbours {
         /// Tuning.
         params: SimParams,
-    },
-    /// Items by how many customers have them.
-    Popular {
-        /// How many.
-        limit: u32,
+        /// The version the asker holds already.
+        unless: Option<u64>,
+        /// The last item of the previous page.
+        after: Option<String>,
     },
     /// Everything this partition counts (for checking against a recomputation).
     Counts,
+    /// The rows this partition owns as counted, by item name, from the first after `after`;
+    /// `Unchanged` when its version is `unless`.
+    Rows {
+        /// The version the asker holds already.
+        unless: Option<u64>,
+        /// The last item of the previous page.
+        after: Option<String>,
+    },
 }
 
 impl ItemModelCommand {
@@ -117,23 +133,39 @@ pub enum ItemModelAnswer {
         /// Version after.
         version: u64,
     },
-    /// Scored candidates, best first.
-    Scored {
-        /// Candidates.
-        items: Vec<Scored>,
-        /// Version scored at.
+    /// A page of neighbour lists.
+    Neighbours {
+        /// (item, its neighbours best first), by item name.
+        lists: Vec<NeighbourList>,
+        /// (item, customers) for the items of this partition, on the first page only.
+        popularity: Vec<(String, u64)>,
+        /// True when a page after this one holds more.
+        more: bool,
+        /// Version computed at.
         version: u64,
     },
-    /// Popular items, most first.
-    Popular {
-        /// (item, customers).
-        items: Vec<(String, u64)>,
+    /// The version asked about is still the current one.
+    Unchanged {
         /// Version.
         version: u64,
     },
     /// The counts.
     Counts(Counts),
+    /// A page of rows.
+    Rows {
+        /// (item, its co-occurrences), by item name.
+        rows: Vec<CountRow>,
+        /// (item, norm, customers) for the items of this partition, on the first page only.
+        items: Vec<(String, u64, u64)>,
+        /// True when a page after this one holds more.
+        more: bool,
+        /// Version read at.
+        version: u64,
+    },
 }
+
+/// One row of co-occurrence counts.
+pub type CountRow = (String, Vec<(String, u64)>);
 
 /// An item-model command's result.
 pub type ItemModelReply = Result<ItemModelAnswer, DomainError>;
@@ -161,6 +193,23 @@ impl Entity for ItemModel {
     type Command = ItemModelCommand;
     type Reply = ItemModelReply;
 
+    /// An Apply is persisted as the updates it applied; the whole state now and then.
+    const REPLAYS: bool = true;
+
+    fn replay(
+        id: &str,
+        state: &mut Option<ItemModelState>,
+        record: &[u8],
+    ) -> Result<(), EntityError> {
+        let me = partition(id).map_err(|e| EntityError(e.to_string()))?;
+        let updates: Vec<ModelUpdate> = decode_payload(record)
+            .map_err(|e| EntityError(format!("an Apply record does not decode: {e}")))?;
+        state
+            .get_or_insert_with(ItemModelState::default)
+            .apply(me, updates, Vec::new());
+        Ok(())
+    }
+
     fn handle(
         ctx: &EntityContext<'_>,
         state: &mut Option<ItemModelState>,
@@ -179,51 +228,47 @@ impl Entity for ItemModel {
                         format!("at most {MAX_MODEL_BATCH} per command"),
                     ))));
                 }
-                let answer = s.apply(me, updates, heads);
-                let changed =
-                    matches!(answer, ItemModelAnswer::Applied { applied, .. } if applied > 0);
-                Handled {
-                    reply: Ok(answer),
-                    changed,
-                    append: Vec::new(),
+                let (answer, applied) = s.apply(me, updates, heads);
+                if applied.is_empty() {
+                    Handled::read(Ok(answer))
+                } else {
+                    // The updates applied are the change: replayed in order, they apply again.
+                    Handled::appended(Ok(answer), encode_payload(&applied))
                 }
             }
-            ItemModelCommand::Score {
-                history,
-                limit,
+            ItemModelCommand::Neighbours {
                 params,
-            } => {
-                if history.len() > MAX_MODEL_BATCH {
-                    return Ok(Handled::read(Err(invalid(
-                        "history",
-                        format!("at most {MAX_MODEL_BATCH} items"),
-                    ))));
-                }
-                let items = s.score(&history, limit as usize, &params);
-                Handled::read(Ok(ItemModelAnswer::Scored {
-                    items,
-                    version: s.version,
-                }))
-            }
-            ItemModelCommand::Popular { limit } => Handled::read(Ok(ItemModelAnswer::Popular {
-                items: s.counts.popular(limit as usize),
-                version: s.version,
+                unless,
+                after,
+            } => Handled::read(Ok(if unless == Some(s.version) {
+                ItemModelAnswer::Unchanged { version: s.version }
+            } else {
+                s.neighbours_page(me, &params, after.as_deref())
             })),
             ItemModelCommand::Counts => {
                 Handled::read(Ok(ItemModelAnswer::Counts(s.counts.clone())))
+            }
+            ItemModelCommand::Rows { unless, after } => {
+                Handled::read(Ok(if unless == Some(s.version) {
+                    ItemModelAnswer::Unchanged { version: s.version }
+                } else {
+                    s.rows_page(me, after.as_deref())
+                }))
             }
         })
     }
 }
 
 impl ItemModelState {
+    /// Applies what follows each customer's last number; the answer, and the updates applied.
     fn apply(
         &mut self,
         me: u32,
         updates: Vec<ModelUpdate>,
         heads: Vec<(String, u64)>,
-    ) -> ItemModelAnswer {
+    ) -> (ItemModelAnswer, Vec<ModelUpdate>) {
         let (mut applied, mut duplicates) = (0u64, 0u64);
+        let mut done = Vec::new();
         let mut wanted: HashMap<String, u64> = heads.into_iter().collect();
         for u in updates {
             let head = wanted.entry(u.customer.clone()).or_default();
@@ -233,8 +278,9 @@ impl ItemModelState {
                 duplicates += 1;
             } else if u.seq == last + 1 {
                 self.counts.apply(&u.delta, |i| partition_of(i) == me);
-                self.last.insert(u.customer, u.seq);
+                self.last.insert(u.customer.clone(), u.seq);
                 applied += 1;
+                done.push(u);
             }
         }
         if applied > 0 {
@@ -250,38 +296,109 @@ impl ItemModelState {
             })
             .collect();
         behind.sort();
-        ItemModelAnswer::Applied {
+        let answer = ItemModelAnswer::Applied {
             applied,
             duplicates,
             behind,
             version: self.version,
+        };
+        (answer, done)
+    }
+
+    /// The page of rows after item `after` (the first also carries this partition's items'
+    /// norms and customer counts).
+    fn rows_page(&self, me: u32, after: Option<&str>) -> ItemModelAnswer {
+        let mut names: Vec<&String> = self
+            .counts
+            .rows
+            .keys()
+            .filter(|i| after.is_none_or(|a| i.as_str() > a))
+            .collect();
+        names.sort();
+        let (mut rows, mut entries) = (Vec::new(), 0usize);
+        let mut more = false;
+        for i in names {
+            let row = &self.counts.rows[i];
+            if !rows.is_empty() && entries + row.len() > NEIGHBOUR_PAGE_ENTRIES {
+                more = true;
+                break;
+            }
+            entries += row.len();
+            let mut r: Vec<(String, u64)> = row
+                .iter()
+                .filter(|(_, c)| **c > 0)
+                .map(|(j, c)| (j.clone(), *c))
+                .collect();
+            r.sort();
+            rows.push((i.clone(), r));
+        }
+        let items = if after.is_none() {
+            let mut mine: Vec<(String, u64, u64)> = self
+                .counts
+                .norms
+                .iter()
+                .filter(|(i, n)| **n > 0 && partition_of(i) == me)
+                .map(|(i, n)| {
+                    let c = self.counts.customers.get(i).copied().unwrap_or(0);
+                    (i.clone(), *n, c)
+                })
+                .collect();
+            mine.sort();
+            mine
+        } else {
+            Vec::new()
+        };
+        ItemModelAnswer::Rows {
+            rows,
+            items,
+            more,
+            version: self.version,
         }
     }
 
-    fn score(&mut self, history: &[(String, u32)], limit: usize, p: &SimParams) -> Vec<Scored> {
+    /// The page of neighbour lists after item `after` (the first page also carries this
+    /// partition's items' customer counts).
+    fn neighbours_page(&mut self, me: u32, p: &SimParams, after: Option<&str>) -> ItemModelAnswer {
         let k = key(p);
         if self.cached_for != Some((self.version, k)) {
-            self.cache.clear();
+            let c = &self.counts;
+            let mut lists: Vec<NeighbourList> = c
+                .rows
+                .iter()
+                .map(|(j, row)| (j.clone(), neighbours(j, row, &c.norms, &c.customers, p)))
+                .filter(|(_, n)| !n.is_empty())
+                .collect();
+            lists.sort_by(|a, b| a.0.cmp(&b.0));
+            self.cache = lists;
             self.cached_for = Some((self.version, k));
         }
-        let weights: HashMap<&str, u32> = history.iter().map(|(i, w)| (i.as_str(), *w)).collect();
-        let mut scores = Scores::default();
-        let counts = &self.counts;
-        for (j, row) in &counts.rows {
-            if weights.contains_key(j.as_str()) {
-                continue;
-            }
-            let n = self
-                .cache
-                .entry(j.clone())
-                .or_insert_with(|| neighbours(j, row, &counts.norms, &counts.customers, p));
-            let from: Vec<(&str, u32, f64)> = n
-                .iter()
-                .filter_map(|(i, s)| weights.get(i.as_str()).map(|w| (i.as_str(), *w, *s)))
-                .collect();
-            scores.add_candidate(j, &from);
+        let start = after.map_or(0, |a| self.cache.partition_point(|(j, _)| j.as_str() <= a));
+        let (mut end, mut entries) = (start, 0usize);
+        while end < self.cache.len()
+            && (end == start || entries + self.cache[end].1.len() <= NEIGHBOUR_PAGE_ENTRIES)
+        {
+            entries += self.cache[end].1.len();
+            end += 1;
         }
-        scores.top(limit, |_| true)
+        let popularity = if after.is_none() {
+            let mut mine: Vec<(String, u64)> = self
+                .counts
+                .customers
+                .iter()
+                .filter(|(i, c)| **c > 0 && partition_of(i) == me)
+                .map(|(i, c)| (i.clone(), *c))
+                .collect();
+            mine.sort();
+            mine
+        } else {
+            Vec::new()
+        };
+        ItemModelAnswer::Neighbours {
+            lists: self.cache[start..end].to_vec(),
+            popularity,
+            more: end < self.cache.len(),
+            version: self.version,
+        }
     }
 }
 

@@ -5,8 +5,8 @@
 //! ```text
 //! gateway ──CustomerCommand──▶ runtime ──▶ Customer::handle(state, cmd) ──▶ CustomerReply
 //! gateway ──DeviceCommand────▶ runtime ──▶ Device::handle(state, cmd)   ──▶ DeviceReply
-//! gateway ──Record[{id, kind, item}]──▶ taste ──deltas──▶ item-model p0..p31 (Apply, once each)
-//! gateway ──Score{history}──▶ every item-model partition ──▶ merged top N
+//! feed    ──Record[{id, kind, item}]──▶ taste ──deltas──▶ item-model p0..p63 (Apply, once each)
+//! gateway ──Neighbours{unless: version}──▶ every item-model partition ──▶ its neighbour lists
 //! bridge  ──Ingest{seq}──▶ device: telemetry + anomaly ──▶ Alert{id}
 //!         ──OpenTicket{alert_id}──▶ customer ──▶ Ticket ──AlertTicket──▶ device
 //!         ──IssueCommand / CommandSent / CommandAck──▶ device ──RecordTicketAck──▶ customer
@@ -59,8 +59,8 @@ pub use device::{
     RECENT_SAMPLES, SEQ_WINDOW, VIEW_ALERTS,
 };
 pub use item_model::{
-    item_model_id, ItemModel, ItemModelAnswer, ItemModelCommand, ItemModelReply, ItemModelState,
-    ModelUpdate, MAX_MODEL_BATCH,
+    item_model_id, CountRow, ItemModel, ItemModelAnswer, ItemModelCommand, ItemModelReply,
+    ItemModelState, ModelUpdate, NeighbourList, MAX_MODEL_BATCH, NEIGHBOUR_PAGE_ENTRIES,
 };
 pub use keyring::{
     ApiKeyRecord, Keyring, KeyringAnswer, KeyringCommand, KeyringReply, KeyringState,

@@ -19,7 +19,7 @@ use keelson_recommend::{kind_weight, Delta, Profile, KINDS};
 use keelson_runtime::{Entity, EntityContext, EntityError, Handled};
 use serde::{Deserialize, Serialize};
 
-use crate::validate::{invalid, validate_id, DomainError};
+use crate::validate::{invalid, validate_id, validate_ref, DomainError};
 pub use record::TasteRecord;
 
 /// Most interaction ids remembered per customer: the latest ones. An id sent again after this
@@ -66,12 +66,14 @@ pub enum TasteCommand {
     },
     /// The profile.
     Profile,
+    /// Forgets everything: the weights, the ids and the journal (the customer's erasure).
+    Erase,
 }
 
 impl TasteCommand {
     /// Whether it only reads.
     pub fn is_read(&self) -> bool {
-        !matches!(self, TasteCommand::Record(_))
+        !matches!(self, TasteCommand::Record(_) | TasteCommand::Erase)
     }
 }
 
@@ -118,14 +120,17 @@ pub enum TasteAnswer {
         /// Last number.
         seq: u64,
     },
+    /// Nothing is left of it.
+    Erased,
 }
 
 /// A taste command's result.
 pub type TasteReply = Result<TasteAnswer, DomainError>;
 
-/// Checks one interaction's fields.
+/// Checks one interaction's fields. Its id may be built from other ids (`device-usage-{device}-
+/// {day}`), so it may be as long as a reference.
 fn check(i: &TasteInteraction) -> Result<u32, DomainError> {
-    validate_id("id", &i.id)?;
+    validate_ref("id", &i.id)?;
     validate_id("item", &i.item)?;
     kind_weight(&i.kind).ok_or_else(|| {
         let known: Vec<&str> = KINDS.iter().map(|(k, _)| *k).collect();
@@ -154,20 +159,26 @@ impl Entity for Taste {
         match command {
             TasteCommand::Record(list) => Ok(record(state, list)),
             TasteCommand::Deltas { after } => {
-                let s = state.clone().unwrap_or_default();
-                let deltas = record::deltas(ctx, &s, after, MAX_TASTE_BATCH)?;
+                let none = TasteState::default();
+                let s = state.as_ref().unwrap_or(&none);
+                let deltas = record::deltas(ctx, s, after, MAX_TASTE_BATCH)?;
                 Ok(Handled::read(Ok(TasteAnswer::Deltas {
                     deltas,
                     seq: s.seq,
                 })))
             }
             TasteCommand::Profile => {
-                let s = state.clone().unwrap_or_default();
-                Ok(Handled::read(Ok(TasteAnswer::Profile {
-                    profile: s.profile,
-                    seq: s.seq,
-                })))
+                let (profile, seq) = state
+                    .as_ref()
+                    .map(|s| (s.profile.clone(), s.seq))
+                    .unwrap_or_default();
+                Ok(Handled::read(Ok(TasteAnswer::Profile { profile, seq })))
             }
+            TasteCommand::Erase => Ok(if state.take().is_some() {
+                Handled::wrote(Ok(TasteAnswer::Erased))
+            } else {
+                Handled::read(Ok(TasteAnswer::Erased))
+            }),
         }
     }
 }

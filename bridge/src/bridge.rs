@@ -10,6 +10,7 @@
 //!             │ accept
 //!             ▼
 //!      device actor (Ingest / ReportTwin / CommandAck, anywhere in the cluster)
+//!             │ first of its day? ─▶ taste + item-model (device_usage, keelson-feed)
 //!             │ alert? ─▶ customer OpenTicket ─▶ device AlertTicket ─▶ publish command
 //!             │           ─▶ device CommandSent         (each step idempotent on the alert id)
 //!             ▼
@@ -32,7 +33,8 @@
 //!
 //! Here: the service (restarted after a panic), the session (one connection at a time, acked in
 //! arrival order) and each message's retries; `deliver` hands each kind to its actor,
-//! `alert_chain` turns an alert into a ticket and a command, `settings` reads `[mqtt]`/`[iot]`.
+//! `alert_chain` turns an alert into a ticket and a command, `usage` feeds a device's days of
+//! use to the recommendation model, `settings` reads `[mqtt]`/`[iot]`.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -54,6 +56,7 @@ use crate::topics;
 mod alert_chain;
 mod deliver;
 mod settings;
+mod usage;
 
 pub use alert_chain::{command_payload, publish_command};
 pub use settings::{edge_config, BridgeSettings};
@@ -108,6 +111,10 @@ async fn run(ctx: NodeContext, settings: BridgeSettings) {
         &settings.tls,
         settings.max_payload * 64,
     );
+    // Nothing here serves recommendations: nobody needs telling when the model changed.
+    let feed = keelson_feed::ModelFeed::start(ctx.client.clone(), std::sync::Arc::new(|| {}));
+    // Kept across sessions: a session that reconnects does not feed the same days again.
+    let used = Arc::new(Mutex::new(HashMap::new()));
     let mut singleton = ctx.singleton.clone();
     let shutdown = ctx.shutdown.clone();
     let m = metrics::get();
@@ -125,6 +132,8 @@ async fn run(ctx: NodeContext, settings: BridgeSettings) {
             publisher: publisher.clone(),
             edge: Mutex::new(Edge::new(settings.edge.clone()).expect("validated edge config")),
             kinds: Mutex::new(HashMap::new()),
+            feed: feed.clone(),
+            used: used.clone(),
         });
         tokio::select! {
             _ = bridge.session() => {}
@@ -147,6 +156,10 @@ struct Bridge {
     edge: Mutex<Edge>,
     /// Device kinds already looked up (`None`: no such device).
     kinds: Mutex<HashMap<String, Option<String>>>,
+    /// The recommendation model's feed (device usage).
+    feed: keelson_feed::ModelFeed,
+    /// The last day of use fed per device (days since the Unix epoch), by this node.
+    used: Arc<Mutex<HashMap<String, u64>>>,
 }
 
 /// A failure worth retrying: the cluster could not answer for now.

@@ -28,6 +28,8 @@ pub struct MqttMetrics {
     pub sessions: IntCounter,
     /// Anomaly alerts raised.
     pub anomalies: IntCounter,
+    /// Days of device use fed to the recommendation model, by result.
+    pub model_feeds: IntCounterVec,
     /// Tickets opened for alerts.
     pub tickets: IntCounter,
     /// Commands sent to devices, by origin (`alert`, `api`).
@@ -121,6 +123,11 @@ pub fn get() -> &'static MqttMetrics {
             anomalies: counter(
                 "keelson_anomalies_total",
                 "Anomaly alerts raised by device actors.",
+            ),
+            model_feeds: counter_vec(
+                "keelson_mqtt_model_feeds_total",
+                "Days of device use the bridge fed to the recommendation model, by result (fed, refused, failed).",
+                &["result"],
             ),
             tickets: counter(
                 "keelson_tickets_opened_total",

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use keelson_actors::{CustomerAnswer, CustomerCommand};
+use keelson_actors::{CustomerAnswer, CustomerCommand, TasteInteraction};
 use keelson_runtime::Fault;
 use warp::http::StatusCode;
 
@@ -96,14 +96,12 @@ pub(crate) async fn add_interaction(
             interaction,
             version,
         }) => {
-            let model = crate::recommendations::feed_one(
-                ctx,
-                id,
-                interaction.seq,
-                &interaction.kind,
-                &interaction.item,
-            )
-            .await;
+            let one = TasteInteraction {
+                id: format!("interaction-{}", interaction.seq),
+                kind: interaction.kind.clone(),
+                item: interaction.item.clone(),
+            };
+            let model = crate::recommendations::feed_one(ctx, id, one).await;
             ok(
                 StatusCode::CREATED,
                 &node,
@@ -127,15 +125,7 @@ pub(crate) async fn list_interactions(
     rid: &Rq,
 ) -> Outcome {
     id_ok("id", id)?;
-    if let Some(k) = query
-        .keys()
-        .find(|k| !matches!(k.as_str(), "after" | "limit"))
-    {
-        return Err(ApiError::field(
-            k,
-            "unknown query parameter (`after` and `limit` are accepted)",
-        ));
-    }
+    crate::handler::only_query(query, &["after", "limit"])?;
     let after = query_u64(query, "after", 0, 0..=u64::MAX)?;
     let max = u64::from(keelson_actors::MAX_INTERACTION_PAGE);
     let limit = query_u64(query, "limit", 100, 1..=max)? as u32;

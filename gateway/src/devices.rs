@@ -2,6 +2,7 @@
 //! same rules as MQTT.
 
 use keelson_actors::{CustomerCommand, CustomerReply, DeviceAnswer, DeviceCommand, DomainError};
+use keelson_feed::devices::day_of;
 use keelson_runtime::Access;
 use warp::http::StatusCode;
 
@@ -70,7 +71,10 @@ pub(crate) async fn create_device(ctx: &Ctx, body: Result<Vec<u8>, ApiError>, ri
         }
         (node, Err(e)) => return Err(with_node(e, &node)),
     }
+    let (customer, kind) = (new.customer_id.clone(), new.kind.clone());
     let mut out = device(ctx, &id, cmd, rid, StatusCode::CREATED).await?;
+    crate::recommendations::feed_one(ctx, &customer, keelson_feed::devices::owned(&id, &kind))
+        .await;
     out.location = Some(format!("/v1/devices/{id}"));
     Ok(out)
 }
@@ -90,22 +94,26 @@ pub(crate) async fn telemetry(
     let DeviceCommand::Telemetry(t) = &cmd else {
         unreachable!("built above")
     };
-    let kind = match send_device(ctx, id, DeviceCommand::Get, rid).await? {
-        (_, Ok(DeviceAnswer::Device(d))) => d.kind,
+    let (kind, customer, last_ms) = match send_device(ctx, id, DeviceCommand::Get, rid).await? {
+        (_, Ok(DeviceAnswer::Device(d))) => (d.kind, d.customer_id, d.last_telemetry_ms),
         (node, Ok(_)) => return Err(unexpected_answer("device", &node)),
         (node, Err(e)) => return Err(with_node(e, &node)),
     };
     let now = keelson_runtime::now_ms();
-    keelson_bridge::check_sample(
-        &ctx.edge,
-        Some(&kind),
-        &t.readings,
-        t.at_ms.unwrap_or(now),
-        now,
-    )
-    .map_err(|r| match r.detail.split_once(": ") {
-        Some((field, why)) => ApiError::field(field, why),
-        None => ApiError::field("readings", r.detail),
+    let at_ms = t.at_ms.unwrap_or(now);
+    keelson_bridge::check_sample(&ctx.edge, Some(&kind), &t.readings, at_ms, now).map_err(|r| {
+        match r.detail.split_once(": ") {
+            Some((field, why)) => ApiError::field(field, why),
+            None => ApiError::field("readings", r.detail),
+        }
     })?;
-    device(ctx, id, cmd, rid, StatusCode::OK).await
+    let out = device(ctx, id, cmd, rid, StatusCode::OK).await?;
+    // A day of use counts once: only its first reading is fed (the feed counts it once by id
+    // anyway; this spares the model a write per reading).
+    let first_today = last_ms.is_none_or(|l| day_of(l) != day_of(at_ms));
+    if !customer.is_empty() && first_today {
+        let used = keelson_feed::devices::used(id, &kind, at_ms);
+        crate::recommendations::feed_one(ctx, &customer, used).await;
+    }
+    Ok(out)
 }

@@ -2,9 +2,9 @@
 //!
 //! ```text
 //! customer Get ─▶ its devices ─▶ each: Erase (telemetry, alerts, twin, commands; or detach
-//!   with ?devices=detach) and its MQTT credential revoked ─▶ customer Delete (its record,
-//!   tickets, journal of interactions, kept idempotency replies, and the key they were sealed
-//!   under)
+//!   with ?devices=detach) and its MQTT credential revoked ─▶ taste Erase (the recommender's
+//!   weights, ids and journal) ─▶ customer Delete (its record, tickets, journal of
+//!   interactions, kept idempotency replies, and the key they were sealed under)
 //! ```
 //!
 //! Every step is idempotent, so a retried erasure finishes what a failed one started; the
@@ -14,6 +14,7 @@ use std::collections::HashMap;
 
 use keelson_actors::{
     CredentialsCommand, CustomerAnswer, CustomerCommand, DeviceAnswer, DeviceCommand, DomainError,
+    TasteAnswer, TasteCommand, TasteReply,
 };
 use keelson_runtime::Access;
 use warp::http::StatusCode;
@@ -29,12 +30,7 @@ pub async fn erase_customer(
     rid: &Rq,
 ) -> Outcome {
     id_ok("id", id)?;
-    if let Some(k) = query.keys().find(|k| k.as_str() != "devices") {
-        return Err(ApiError::field(
-            k,
-            "unknown query parameter (only `devices` is accepted)",
-        ));
-    }
+    crate::handler::only_query(query, &["devices"])?;
     let detach = match query.get("devices").map(String::as_str) {
         None | Some("erase") => false,
         Some("detach") => true,
@@ -75,6 +71,33 @@ pub async fn erase_customer(
                 return Err(with_node(e, &node));
             }
         }
+    }
+    // What it interacted with, as the recommender counted it; first, whatever of it is still
+    // queued for the model goes in, so that nothing fed later brings it back.
+    if tokio::time::timeout(ctx.cfg.request_timeout, ctx.feed.flush())
+        .await
+        .is_err()
+    {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "model_not_updated",
+            "interactions queued for the recommendation model were not fed in time; retry the erasure",
+        ));
+    }
+    let (node, reply): (String, TasteReply) = call_entity(
+        &ctx.client,
+        "taste",
+        id,
+        &TasteCommand::Erase,
+        &rid.id,
+        None,
+        Access::write(None),
+    )
+    .await?;
+    match reply {
+        Ok(TasteAnswer::Erased) => {}
+        Err(e) => return Err(with_node(e, &node)),
+        Ok(_) => return Err(unexpected(&node)),
     }
     match send_customer(ctx, id, CustomerCommand::Delete, rid, None).await? {
         (node, Ok(CustomerAnswer::Deleted)) => {

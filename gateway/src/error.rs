@@ -81,6 +81,42 @@ impl From<DomainError> for ApiError {
     }
 }
 
+/// A 500 for an entity that answered a command with the wrong kind of answer.
+pub(crate) fn unexpected_answer(kind: &str, node: &str) -> ApiError {
+    ApiError {
+        node: Some(node.to_string()),
+        ..ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            format!("{kind} answered with an unexpected kind of reply"),
+        )
+    }
+}
+
+impl From<keelson_feed::FeedError> for ApiError {
+    fn from(e: keelson_feed::FeedError) -> Self {
+        use keelson_feed::FeedError;
+        let message = e.to_string();
+        match e {
+            FeedError::Request(e) => Self::from(e),
+            FeedError::Refused { node, error, .. } => Self {
+                node: Some(node),
+                ..Self::from(error)
+            },
+            FeedError::Unexpected { kind, node } => unexpected_answer(kind, &node),
+            FeedError::Decode { .. } => {
+                Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
+            }
+            FeedError::Behind { .. } | FeedError::Stopped => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "model_not_updated",
+                message,
+            )
+            .retry(1),
+        }
+    }
+}
+
 impl From<RequestError> for ApiError {
     fn from(e: RequestError) -> Self {
         let message = e.to_string();

@@ -39,10 +39,10 @@ pub struct Ctx {
     pub edge: keelson_bridge::EdgeConfig,
     /// The open-file limit in force, reported in `/v1/cluster`.
     pub open_files: u64,
-    /// Single interactions queued for the recommendation model.
-    pub feeder: crate::model_queue::Feeder,
-    /// The item-model partitions' writers (group commit).
-    pub writers: crate::model_writer::ModelWriters,
+    /// This gateway's feed of the recommendation model.
+    pub feed: keelson_feed::ModelFeed,
+    /// The recommendation model as this gateway serves it.
+    pub model: Arc<crate::model_index::ServedModel>,
 }
 
 /// A successful answer.
@@ -191,19 +191,30 @@ pub(crate) fn with_node(e: DomainError, node: &str) -> ApiError {
     }
 }
 
-/// A 500 for an entity that answered a command with the wrong kind of answer.
-pub(crate) fn unexpected_answer(kind: &str, node: &str) -> ApiError {
-    ApiError {
-        node: Some(node.to_string()),
-        ..ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            format!("{kind} answered with an unexpected kind of reply"),
-        )
+pub(crate) use crate::error::unexpected_answer;
+
+/// A query parameter as an integer in `range`, `default` when absent.
+/// Refuses the first (by name) query parameter not in `accepted`, saying which are accepted.
+pub(crate) fn only_query(
+    query: &HashMap<String, String>,
+    accepted: &[&str],
+) -> Result<(), ApiError> {
+    match query
+        .keys()
+        .filter(|k| !accepted.contains(&k.as_str()))
+        .min()
+    {
+        None => Ok(()),
+        Some(k) => {
+            let names: Vec<String> = accepted.iter().map(|a| format!("`{a}`")).collect();
+            Err(ApiError::field(
+                k,
+                format!("unknown query parameter (accepted: {})", names.join(", ")),
+            ))
+        }
     }
 }
 
-/// A query parameter as an integer in `range`, `default` when absent.
 pub(crate) fn query_u64(
     query: &HashMap<String, String>,
     name: &str,

@@ -278,12 +278,7 @@ pub async fn alerts(ctx: &Ctx, id: &str, query: &HashMap<String, String>, rid: &
 /// `GET /v1/devices/{id}/telemetry?since=<ms since the Unix epoch>`
 pub async fn telemetry(ctx: &Ctx, id: &str, query: &HashMap<String, String>, rid: &Rq) -> Outcome {
     id_ok("id", id)?;
-    if let Some(k) = query.keys().find(|k| k.as_str() != "since") {
-        return Err(ApiError::field(
-            k,
-            "unknown query parameter (only `since` is accepted)",
-        ));
-    }
+    crate::handler::only_query(query, &["since"])?;
     let since_ms = match query.get("since") {
         None => 0,
         Some(s) => s.parse::<u64>().map_err(|_| {
@@ -331,15 +326,7 @@ const MAX_PAGE: u64 = 1_000;
 
 impl Page {
     fn of(query: &HashMap<String, String>) -> Result<Self, ApiError> {
-        if let Some(k) = query
-            .keys()
-            .find(|k| !matches!(k.as_str(), "offset" | "limit"))
-        {
-            return Err(ApiError::field(
-                k,
-                "unknown query parameter (`offset` and `limit` are accepted)",
-            ));
-        }
+        crate::handler::only_query(query, &["offset", "limit"])?;
         Ok(Self {
             offset: crate::handler::query_u64(query, "offset", 0, 0..=u64::from(u32::MAX))?
                 as usize,

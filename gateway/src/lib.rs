@@ -35,9 +35,7 @@ mod limits;
 mod local;
 mod membership;
 mod metrics;
-mod model_feed;
-mod model_queue;
-mod model_writer;
+mod model_index;
 mod openapi;
 mod recommendations;
 mod route_table;
@@ -84,7 +82,12 @@ struct Gateway {
     http_task: JoinHandle<()>,
     ops_task: JoinHandle<()>,
     ready: Arc<AtomicBool>,
+    /// The model feed, flushed at stop: single interactions acknowledged as `queued` go in.
+    feed: keelson_feed::ModelFeed,
 }
+
+/// How long a stopping gateway waits for the interactions it queued for the model.
+const FEED_FLUSH: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl Gateway {
     /// Start-up, one step after the other; the first that fails is the error.
@@ -108,9 +111,9 @@ impl Gateway {
         tracing::info!(open_files, "open-file limit");
         let gate = Arc::new(limits::Gate::new(&cfg.limits));
         let gate_task = gate.spawn_housekeeping();
-        let (feeder, queued) = model_queue::Feeder::new();
-        let writers =
-            model_writer::ModelWriters::start(client.clone(), keelson_recommend::ITEM_PARTITIONS);
+        let model = model_index::ServedModel::new();
+        let served = model.clone();
+        let feed = keelson_feed::ModelFeed::start(client.clone(), Arc::new(move || served.wrote()));
         let ctx = Arc::new(handler::Ctx {
             identities,
             client,
@@ -123,10 +126,10 @@ impl Gateway {
             gate: gate.clone(),
             edge: keelson_bridge::edge_config(cfg),
             open_files,
-            feeder,
-            writers,
+            feed: feed.clone(),
+            model: model.clone(),
         });
-        http_rt.spawn(model_feed::run_feeder(ctx.clone(), queued));
+        http_rt.spawn(model.run_refresher(ctx.client.clone()));
         let scheme = if tls.is_some() { "https" } else { "http" };
         let http_task = http_rt.spawn(server::serve(
             ctx,
@@ -162,17 +165,29 @@ impl Gateway {
             http_task,
             ops_task,
             ready,
+            feed,
         })
     }
 
     /// Shutdown: start-up backwards. Not ready, both servers told to stop and drained, the
-    /// background loops ended, then the cluster is told this member leaves.
+    /// model feed's queue flushed, the background loops ended, then the cluster is told this
+    /// member leaves.
     async fn stop(self) {
         tracing::info!("stopping gateway");
         self.ready.store(false, Ordering::Release);
         self.trigger.fire();
         let _ = self.ops_task.await;
         let _ = self.http_task.await;
+        // No request is left to queue more: what was queued goes to the model before leaving.
+        if tokio::time::timeout(FEED_FLUSH, self.feed.flush())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                wait_ms = FEED_FLUSH.as_millis() as u64,
+                "stopping with interactions still queued for the recommendation model: they are not counted"
+            );
+        }
         self.gate_task.abort();
         if let Some(t) = self.reload_task {
             t.abort();

@@ -6,7 +6,7 @@ use std::sync::OnceLock;
 
 use keelson_runtime::metrics::{latency_buckets, registry};
 use prometheus::core::Collector;
-use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts};
+use prometheus::{HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts};
 
 use crate::route_table::{Route, ROUTES};
 
@@ -23,6 +23,14 @@ pub struct HttpMetrics {
     pub tls_handshakes: IntCounterVec,
     /// Requests and connections refused to protect the gateway, by reason.
     pub shed: IntCounterVec,
+    /// Refreshes of the served recommendation model, by result.
+    pub model_refreshes: IntCounterVec,
+    /// Recommendations answered from a model copy missing writes made before them.
+    pub model_stale: IntCounter,
+    /// The served model's version (the lowest partition version in it).
+    pub model_version: IntGauge,
+    /// Neighbour entries in the served model.
+    pub model_entries: IntGauge,
 }
 
 static HTTP: OnceLock<HttpMetrics> = OnceLock::new();
@@ -67,7 +75,32 @@ pub fn http() -> &'static HttpMetrics {
                 "reason",
                 &["in_flight", "rate_limited", "connections", "body_timeout"],
             ),
+            model_refreshes: labelled(
+                "keelson_model_refreshes_total",
+                "Refreshes of the gateway's copy of the recommendation model, by result (changed, unchanged, failed).",
+                "result",
+                &["changed", "unchanged", "failed"],
+            ),
+            model_stale: IntCounter::new(
+                "keelson_model_stale_answers_total",
+                "Recommendations answered from a model copy that did not yet hold every write made through this gateway before them.",
+            )
+            .expect("valid metric"),
+            model_version: IntGauge::new(
+                "keelson_model_version",
+                "Version of the recommendation model this gateway serves (updates counted by its least advanced partition).",
+            )
+            .expect("valid metric"),
+            model_entries: IntGauge::new(
+                "keelson_model_neighbour_entries",
+                "Neighbour entries in the recommendation model this gateway serves.",
+            )
+            .expect("valid metric"),
         };
+        register(&m.model_refreshes);
+        register(&m.model_stale);
+        register(&m.model_version);
+        register(&m.model_entries);
         register(&m.shed);
         register(&m.tls_handshakes);
         register(&m.auth_denied);

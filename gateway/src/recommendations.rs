@@ -1,20 +1,20 @@
 //! The recommender's routes: bulk ingestion (`POST /v1/interactions:batch`) and a customer's
 //! recommendations (`GET /v1/customers/{id}/recommendations`). The model itself lives in the
-//! cluster (`taste` per customer, `item-model` partitions); this module only fans out and merges.
+//! cluster (`taste` per customer, `item-model` partitions); recommendations are read from this
+//! gateway's copy of the partitions' neighbour lists (`model_index`).
 //!
 //! ```text
-//! batch ─▶ check each item ─▶ group by customer ─▶ model_feed::feed ─▶ a result per item
-//! recommendations ─▶ taste Profile ─▶ empty? Popular(p0) : Score on every partition ─▶ merge
-//!   ─▶ top `limit` (filled up with popular items it has not seen)
+//! batch ─▶ check each item ─▶ group by customer ─▶ keelson_feed (taste, partitions) ─▶ a result per item
+//! recommendations ─▶ taste Profile ─▶ the served Index: top `limit` of what it has not seen
+//!   (filled up with the most popular items it has not seen)
 //! ```
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use keelson_actors::{
-    item_model_id, validate_id, ItemModelAnswer, ItemModelCommand, ItemModelReply, Recorded,
-    TasteAnswer, TasteCommand, TasteInteraction, TasteReply, MAX_TASTE_BATCH,
+    validate_id, Recorded, TasteAnswer, TasteCommand, TasteInteraction, TasteReply, MAX_TASTE_BATCH,
 };
-use keelson_recommend::{best, kind_weight, Scored, SimParams, ITEM_PARTITIONS};
+use keelson_recommend::{kind_weight, Scored};
 use keelson_runtime::Access;
 use serde::{Deserialize, Serialize};
 use warp::http::StatusCode;
@@ -22,9 +22,8 @@ use warp::http::StatusCode;
 use crate::body;
 use crate::error::ApiError;
 use crate::handler::{
-    call_for, id_ok, ok, query_u64, unexpected_answer, with_node, Ctx, Outcome, Rq,
+    call_for, id_ok, ok, only_query, query_u64, unexpected_answer, with_node, Ctx, Outcome, Rq,
 };
-use crate::model_feed::feed;
 
 /// The latest `at_ms` accepted: the last millisecond of year 9999.
 const MAX_AT_MS: u64 = 253_402_300_799_999;
@@ -114,7 +113,7 @@ pub(crate) async fn batch(ctx: &Ctx, body: Result<Vec<u8>, ApiError>, rid: &Rq) 
     }
     let places: Vec<Vec<usize>> = by_customer.iter().map(|(_, _, p)| p.clone()).collect();
     let sent = by_customer.into_iter().map(|(c, l, _)| (c, l)).collect();
-    let outcomes = feed(ctx, sent, rid).await?;
+    let outcomes = ctx.feed.feed(sent, &rid.id).await?;
     let (mut applied, mut duplicates) = (0u64, 0u64);
     for ((_, list), places) in outcomes.into_iter().zip(places) {
         for (o, n) in list.into_iter().zip(places) {
@@ -140,26 +139,14 @@ pub(crate) async fn batch(ctx: &Ctx, body: Result<Vec<u8>, ApiError>, rid: &Rq) 
     )
 }
 
-/// Queues one interaction recorded on the customer (`POST /v1/customers/{id}/interactions`,
-/// number `seq` there) for the model, under the id `interaction-{seq}` (so a replayed request
-/// counts once); kinds the model does not weigh are left out. What the model does with it:
-/// `queued` or `not_weighed`.
-pub(crate) async fn feed_one(
-    ctx: &Ctx,
-    customer: &str,
-    seq: u64,
-    kind: &str,
-    item: &str,
-) -> &'static str {
-    if kind_weight(kind).is_none() || validate_id("item", item).is_err() {
+/// Queues one interaction of `customer` for the model (counted once by its id, so a replayed
+/// request counts once); kinds the model does not weigh are left out. What the model does with
+/// it: `queued` or `not_weighed`.
+pub(crate) async fn feed_one(ctx: &Ctx, customer: &str, one: TasteInteraction) -> &'static str {
+    if kind_weight(&one.kind).is_none() || validate_id("item", &one.item).is_err() {
         return "not_weighed";
     }
-    let one = TasteInteraction {
-        id: format!("interaction-{seq}"),
-        kind: kind.to_string(),
-        item: item.to_string(),
-    };
-    ctx.feeder.queue((customer.to_string(), one)).await;
+    ctx.feed.queue(customer, one).await;
     "queued"
 }
 
@@ -177,13 +164,10 @@ pub(crate) async fn recommend(
     rid: &Rq,
 ) -> Outcome {
     id_ok("id", id)?;
-    if let Some(k) = query.keys().find(|k| k.as_str() != "limit") {
-        return Err(ApiError::field(
-            k,
-            "unknown query parameter (`limit` is accepted)",
-        ));
-    }
+    only_query(query, &["limit"])?;
     let limit = query_u64(query, "limit", 10, 1..=MAX_RECOMMENDATIONS)? as usize;
+    // At the taste's primary: its live entity holds the profile decoded, where a follower
+    // would decode the whole stored taste (and first ask the primary whether it is in sync).
     let (node, reply): (String, TasteReply) = call_for(
         ctx,
         "taste",
@@ -191,7 +175,7 @@ pub(crate) async fn recommend(
         &TasteCommand::Profile,
         rid,
         None,
-        Access::of(true, None),
+        Access::primary_read(),
     )
     .await?;
     let profile = match reply {
@@ -199,52 +183,24 @@ pub(crate) async fn recommend(
         Ok(_) => return Err(unexpected_answer("taste", &node)),
         Err(e) => return Err(with_node(e, &node)),
     };
-    let history: Vec<(String, u32)> = profile.items().map(|(i, w)| (i.clone(), w)).collect();
-    let mut items: Vec<Scored> = Vec::new();
-    let mut version = u64::MAX;
-    if !history.is_empty() {
-        let params = SimParams::default();
-        let parts = (0..ITEM_PARTITIONS).map(|k| {
-            let cmd = ItemModelCommand::Score {
-                history: history.clone(),
-                limit: limit as u32,
-                params,
-            };
-            async move { model_call(ctx, k, &cmd, rid).await }
-        });
-        let mut all = Vec::new();
-        for answer in futures_util::future::try_join_all(parts).await? {
-            if let ItemModelAnswer::Scored { items, version: v } = answer {
-                version = version.min(v);
-                all.extend(items);
-            }
-        }
-        items = best(all, limit);
-    }
+    let history: Vec<(&str, u32)> = profile.items().map(|(i, w)| (i.as_str(), w)).collect();
+    let served = ctx.model.current().await;
+    let mut items = served.index.recommend(&history, limit);
     if items.len() < limit {
         // No history, or too little signal: the most popular items it has not seen.
-        let cmd = ItemModelCommand::Popular {
-            limit: (limit + history.len()) as u32,
-        };
-        if let ItemModelAnswer::Popular {
-            items: popular,
-            version: v,
-        } = model_call(ctx, 0, &cmd, rid).await?
-        {
-            version = version.min(v);
-            let have: std::collections::HashSet<String> =
-                items.iter().map(|s| s.item.clone()).collect();
-            let fill = popular
-                .into_iter()
-                .filter(|(i, _)| profile.weight(i) == 0 && !have.contains(i))
-                .take(limit - items.len())
-                .map(|(item, customers)| Scored {
-                    item,
-                    score: customers as f64,
-                    because: Vec::new(),
-                });
-            items.extend(fill);
-        }
+        let have: HashSet<String> = items.iter().map(|s| s.item.clone()).collect();
+        let fill = served
+            .index
+            .popular(limit - items.len(), |i| {
+                profile.weight(i) > 0 || have.contains(i)
+            })
+            .into_iter()
+            .map(|(item, customers)| Scored {
+                item,
+                score: customers as f64,
+                because: Vec::new(),
+            });
+        items.extend(fill);
     }
     let items: Vec<Recommendation> = items
         .into_iter()
@@ -257,25 +213,6 @@ pub(crate) async fn recommend(
     ok(
         StatusCode::OK,
         &node,
-        &serde_json::json!({"customer_id": id, "items": items, "model_version": if version == u64::MAX { 0 } else { version }}),
+        &serde_json::json!({"customer_id": id, "items": items, "model_version": served.version}),
     )
-}
-
-async fn model_call(
-    ctx: &Ctx,
-    k: u32,
-    cmd: &ItemModelCommand,
-    rid: &Rq,
-) -> Result<ItemModelAnswer, ApiError> {
-    let (node, reply): (String, ItemModelReply) = call_for(
-        ctx,
-        "item-model",
-        &item_model_id(k),
-        cmd,
-        rid,
-        None,
-        Access::of(true, None),
-    )
-    .await?;
-    reply.map_err(|e| with_node(e, &node))
 }

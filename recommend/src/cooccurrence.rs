@@ -94,18 +94,6 @@ impl Counts {
     pub fn row(&self, item: &str) -> Option<&HashMap<String, u64>> {
         self.rows.get(item)
     }
-
-    /// Items by customer count, most first (ties by name), at most `n`.
-    pub fn popular(&self, n: usize) -> Vec<(String, u64)> {
-        let mut all: Vec<(String, u64)> = self
-            .customers
-            .iter()
-            .map(|(i, c)| (i.clone(), *c))
-            .collect();
-        all.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-        all.truncate(n);
-        all
-    }
 }
 
 #[cfg(test)]

@@ -5,8 +5,9 @@
 //! interaction(kind, item) ─▶ signal: the customer's weight of the item (kind-weighted, capped)
 //!   ─▶ cooccurrence::Delta (the pairs with the customer's other items, exact integers)
 //!   ─▶ Counts of the partition owning each row (+ every item's norm, everywhere)
-//! recommend: each candidate's similarity::neighbours ∩ history ─▶ rank::Scores ─▶ top N + because
-//!            (partition::partition_of says which partition scores which candidate)
+//! serve:     up to ease::MAX_EASE_ITEMS items: ease::solve over all the counts; past that,
+//!            each partition's similarity::neighbours (rows it owns, partition::partition_of)
+//!            ─▶ index::Index (inverted) ─▶ recommend(history) ─▶ top N + because (rank)
 //! measure:   data ─▶ split (per-user random 80/20, or leave-last-out) ─▶ metrics at 10
 //! ```
 //!
@@ -16,6 +17,8 @@
 pub mod baseline;
 pub mod cooccurrence;
 pub mod data;
+pub mod ease;
+pub mod index;
 pub mod metrics;
 pub mod offline;
 pub mod partition;
@@ -25,7 +28,8 @@ pub mod similarity;
 pub mod split;
 
 pub use cooccurrence::{Counts, Delta};
+pub use index::Index;
 pub use partition::{partition_of, ITEM_PARTITIONS};
-pub use rank::{best, Scored, Scores};
+pub use rank::Scored;
 pub use signal::{kind_weight, Profile, KINDS, MAX_PROFILE_ITEMS, MAX_WEIGHT};
 pub use similarity::{neighbours, SimParams};

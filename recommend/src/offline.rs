@@ -2,16 +2,17 @@
 //! are checked against, and a quick way to compare tunings.
 //!
 //! ```text
-//! train rows ─▶ Profile per user + Counts (one partition) ─▶ per test user: neighbours of
-//! each item ─▶ Scores ─▶ top k unseen ─▶ metrics::Accumulator
+//! train rows ─▶ Profile per user + Counts (one partition) ─▶ every item's neighbours ─▶ Index
+//!   ─▶ per test user: top k unseen ─▶ metrics::Accumulator
 //! ```
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use crate::cooccurrence::{Counts, Delta};
 use crate::data::Row;
+use crate::index::Index;
 use crate::metrics::{Accumulator, Report};
-use crate::rank::{Scored, Scores};
+use crate::rank::Scored;
 use crate::signal::Profile;
 use crate::similarity::{neighbours, SimParams};
 
@@ -37,8 +38,8 @@ impl Model {
         m
     }
 
-    /// Every item's neighbours under `params`.
-    pub fn neighbour_table(&self, params: &SimParams) -> HashMap<String, Vec<(String, f64)>> {
+    /// Every item's neighbours under `params`, best first.
+    pub fn neighbour_table(&self, params: &SimParams) -> Vec<(String, Vec<(String, f64)>)> {
         self.counts
             .rows
             .iter()
@@ -55,31 +56,32 @@ impl Model {
             .collect()
     }
 
-    /// The top `k` for `user` from `table` (nothing for an unknown user).
-    pub fn recommend(
-        &self,
-        user: &str,
-        k: usize,
-        table: &HashMap<String, Vec<(String, f64)>>,
-    ) -> Vec<Scored> {
+    /// What the cluster serves from, built from these counts under `params`.
+    pub fn index(&self, params: &SimParams) -> Index {
+        Index::build(
+            self.neighbour_table(params),
+            self.counts.customers.iter().map(|(i, c)| (i.clone(), *c)),
+        )
+    }
+
+    /// What the cluster serves from while the catalogue is small enough for EASE: the lists
+    /// [`crate::ease::solve`] gives for these counts, with the cluster's λ and neighbours.
+    pub fn ease_index(&self) -> Result<Index, crate::ease::EaseError> {
+        let lists =
+            crate::ease::solve_counts(&self.counts, crate::ease::LAMBDA, crate::ease::NEIGHBOURS)?;
+        Ok(Index::build(
+            lists,
+            self.counts.customers.iter().map(|(i, c)| (i.clone(), *c)),
+        ))
+    }
+
+    /// The top `k` for `user` from `index` (nothing for an unknown user).
+    pub fn recommend(&self, user: &str, k: usize, index: &Index) -> Vec<Scored> {
         let Some(p) = self.profiles.get(user) else {
             return Vec::new();
         };
-        let mut scores = Scores::default();
-        for (j, n) in table {
-            if p.weight(j) > 0 {
-                continue;
-            }
-            let from: Vec<(&str, u32, f64)> = n
-                .iter()
-                .filter_map(|(i, s)| {
-                    let w = p.weight(i);
-                    (w > 0).then_some((i.as_str(), w, *s))
-                })
-                .collect();
-            scores.add_candidate(j, &from);
-        }
-        scores.top(k, |j| p.weight(j) == 0)
+        let history: Vec<(&str, u32)> = p.items().map(|(i, w)| (i.as_str(), w)).collect();
+        index.recommend(&history, k)
     }
 
     /// Metrics at `k` over `test`, with a catalogue of `catalogue` items.
@@ -90,11 +92,21 @@ impl Model {
         params: &SimParams,
         catalogue: usize,
     ) -> Report {
-        let table = self.neighbour_table(params);
+        self.evaluate_index(test, k, &self.index(params), catalogue)
+    }
+
+    /// Metrics at `k` over `test` of the recommendations `index` makes.
+    pub fn evaluate_index(
+        &self,
+        test: &BTreeMap<String, BTreeSet<String>>,
+        k: usize,
+        index: &Index,
+        catalogue: usize,
+    ) -> Report {
         let mut acc = Accumulator::new(k);
         for (user, held) in test {
             let ranked: Vec<String> = self
-                .recommend(user, k, &table)
+                .recommend(user, k, index)
                 .into_iter()
                 .map(|s| s.item)
                 .collect();

@@ -45,11 +45,16 @@ impl Default for SimParams {
 impl SimParams {
     /// The similarity of `i` to `j` from their co-occurrence `c`, norms and customer counts.
     pub fn similarity(&self, c: u64, norm_i: u64, norm_j: u64, customers_j: u64) -> f64 {
+        self.similarity_from(c, (norm_i as f64).powf(self.alpha), norm_j, customers_j)
+    }
+
+    /// [`SimParams::similarity`] with `norm_i^α` worked out already (it is the same for a
+    /// whole row).
+    fn similarity_from(&self, c: u64, norm_i_alpha: f64, norm_j: u64, customers_j: u64) -> f64 {
         if c == 0 {
             return 0.0;
         }
-        let den =
-            (norm_i as f64).powf(self.alpha) * (norm_j as f64).powf(1.0 - self.alpha) + self.shrink;
+        let den = norm_i_alpha * (norm_j as f64).powf(1.0 - self.alpha) + self.shrink;
         let pop = if self.beta == 0.0 {
             1.0
         } else {
@@ -69,12 +74,16 @@ pub fn neighbours(
     params: &SimParams,
 ) -> Vec<(String, f64)> {
     let norm_i = norms.get(item).copied().unwrap_or(0);
+    let norm_i_alpha = (norm_i as f64).powf(params.alpha);
     let mut all: Vec<(String, f64)> = row
         .iter()
         .map(|(j, c)| {
             let norm_j = norms.get(j).copied().unwrap_or(0);
             let cust_j = customers.get(j).copied().unwrap_or(0);
-            (j.clone(), params.similarity(*c, norm_i, norm_j, cust_j))
+            (
+                j.clone(),
+                params.similarity_from(*c, norm_i_alpha, norm_j, cust_j),
+            )
         })
         .filter(|(_, s)| *s > 0.0)
         .collect();

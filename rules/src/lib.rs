@@ -13,6 +13,7 @@
 //! reads       who may answer a request, read-index grants, which copy a read goes to
 //! hand_over   the steps of a planned primary move
 //! retry       which failed requests the client may send again
+//! singleton   whether this node runs the cluster's singletons (leader, lease, a grace)
 //! voters      who votes in consensus as nodes join and leave (odd, at most five)
 //! ```
 
@@ -26,6 +27,7 @@ pub mod promotion;
 pub mod reads;
 pub mod retry;
 pub mod shard_map;
+pub mod singleton;
 pub mod voters;
 
 pub use planner::{plan, Health, PlanLimits};

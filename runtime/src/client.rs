@@ -70,6 +70,9 @@ pub struct Access {
     /// The client's idempotency key for a write: with one, a write whose outcome is unknown
     /// is retried, and the entity applies it once.
     pub idempotency_key: Option<IdempotencyKey>,
+    /// A read that only the primary serves (its live entity, with what it holds in memory),
+    /// never a follower's stored copy.
+    pub at_primary: bool,
 }
 
 impl Access {
@@ -77,7 +80,17 @@ impl Access {
     pub fn read() -> Self {
         Self {
             read: true,
-            idempotency_key: None,
+            ..Self::default()
+        }
+    }
+
+    /// A read served by the primary's live entity: for commands whose answer the entity keeps
+    /// computed in memory, which a follower would have to rebuild from the stored state.
+    pub fn primary_read() -> Self {
+        Self {
+            read: true,
+            at_primary: true,
+            ..Self::default()
         }
     }
 
@@ -86,6 +99,7 @@ impl Access {
         Self {
             read: false,
             idempotency_key,
+            at_primary: false,
         }
     }
 
@@ -244,7 +258,7 @@ impl ClusterClient {
         loop {
             let remaining = deadline.saturating_duration_since(Instant::now());
             // A first read may go to any in-sync copy; a retried one goes to the primary.
-            let spread = access.read && std::mem::take(&mut first);
+            let spread = access.read && !access.at_primary && std::mem::take(&mut first);
             let result = self
                 .send_once(
                     kind,

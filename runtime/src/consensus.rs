@@ -21,6 +21,7 @@ pub mod map_follower;
 mod network;
 mod planning;
 pub mod primary_changes;
+pub mod removal;
 mod state_machine;
 
 use std::collections::BTreeMap;

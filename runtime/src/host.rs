@@ -6,10 +6,13 @@
 //!                      │ activation: idle / LRU passivation       │ restart_budget: backoff,
 //!                      └ replication::follower: peer writes       │ quarantine
 //!                                                                 └ entity_store: sealed envelope
-//!                                                                   + journal; idempotency keys
+//!                                                                   + journal; idempotency keys;
+//!                                                                   checkpoint: when a replaying
+//!                                                                   kind writes its whole state
 //! ```
 
 pub mod activation;
+pub mod checkpoint;
 pub mod entity;
 pub mod entity_actor;
 pub mod entity_kinds;

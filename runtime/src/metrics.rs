@@ -27,6 +27,8 @@ pub struct Metrics {
     pub entity_passivations: IntCounterVec,
     /// Failures (panic or error) by kind.
     pub entity_failures: IntCounterVec,
+    /// Whole-state writes of kinds whose journal replays into their state.
+    pub entity_checkpoints: IntCounterVec,
     /// Restarts by kind and reason (`panic` or `error`).
     pub entity_restarts: IntCounterVec,
     /// Quarantines by kind and reason (`restart_budget`).
@@ -49,6 +51,8 @@ pub struct Metrics {
     pub heartbeat_rtt: HistogramVec,
     /// Requests sent to other nodes by outcome.
     pub routed_requests: IntCounterVec,
+    /// Entity requests this node refused before running them (not the owner, no lease).
+    pub requests_refused: IntCounterVec,
     /// Time of one storage fsync.
     pub storage_flush_seconds: Histogram,
     /// Writes acknowledged per fsync (group commit size).
@@ -87,6 +91,8 @@ pub struct Metrics {
     pub failover_seconds: Histogram,
     /// 1 while answers from a majority keep this node's primary lease.
     pub lease_valid: IntGauge,
+    /// Times this node's primary lease ran out while it held it.
+    pub lease_lapses: IntCounter,
     /// Shards whose primary this process sees down.
     pub shards_unavailable: IntGauge,
     /// 1 for a node this process marks degraded (far slower or failing more than its peers).
@@ -133,6 +139,8 @@ pub mod known {
     /// How a request sent to another node ended (`keelson_routed_requests_total{outcome}`).
     pub const ROUTED_OUTCOMES: &[&str] =
         &["ok", "retried", "unavailable", "timeout", "remote_error"];
+    /// Why this node refused an entity request (`keelson_requests_refused_total{reason}`).
+    pub const REQUEST_REFUSALS: &[&str] = &["not_owner", "no_lease"];
     /// Why a cluster connection was refused (`keelson_link_refusals_total{reason}`).
     pub const LINK_REFUSALS: &[&str] = &[
         "tls_handshake",
@@ -264,6 +272,10 @@ const ENTITY_FAILURES: About = About {
     name: "keelson_entity_failures_total",
     help: "Entity panics and errors by kind.",
 };
+const ENTITY_CHECKPOINTS: About = About {
+    name: "keelson_entity_checkpoints_total",
+    help: "Whole-state writes (checkpoints) of entity kinds whose journal replays into their state, by kind.",
+};
 const ENTITY_RESTARTS: About = About {
     name: "keelson_entity_restarts_total",
     help: "Entity restarts scheduled after a failure, by kind and reason (panic or error).",
@@ -309,6 +321,10 @@ const PEER_TRANSITIONS: About = About {
 const ROUTED_REQUESTS: About = About {
     name: "keelson_routed_requests_total",
     help: "Entity requests sent by this process, by outcome.",
+};
+const REQUESTS_REFUSED: About = About {
+    name: "keelson_requests_refused_total",
+    help: "Entity requests this node refused before running them (the sender retries), by reason.",
 };
 // Storage.
 const STORAGE_FLUSH_SECONDS: About = About {
@@ -385,6 +401,10 @@ const FAILOVER_SECONDS: About = About {
     help: "From the leader seeing a primary down to its replacement committed.",
 };
 // Lease, availability and gray failures.
+const LEASE_LAPSES: About = About {
+    name: "keelson_lease_lapses_total",
+    help: "Times this node's primary lease ran out while it held it.",
+};
 const LEASE_VALID: About = About {
     name: "keelson_lease_valid",
     help: "1 while answers from a majority keep this node's primary lease.",
@@ -437,6 +457,7 @@ impl Metrics {
             entity_activations: counter(&r, ENTITY_ACTIVATIONS, &["kind"]),
             entity_passivations: counter(&r, ENTITY_PASSIVATIONS, &["kind", "reason"]),
             entity_failures: counter(&r, ENTITY_FAILURES, &["kind"]),
+            entity_checkpoints: counter(&r, ENTITY_CHECKPOINTS, &["kind"]),
             entity_restarts: counter(&r, ENTITY_RESTARTS, &["kind", "reason"]),
             entity_quarantines: counter(&r, ENTITY_QUARANTINES, &["kind", "reason"]),
             entity_requests_in_flight: gauge_vec(&r, ENTITY_REQUESTS_IN_FLIGHT, &["kind"]),
@@ -448,6 +469,7 @@ impl Metrics {
             peer_transitions: counter(&r, PEER_TRANSITIONS, &["peer", "state"]),
             heartbeat_rtt: histogram_vec(&r, HEARTBEAT_RTT, &["peer"]),
             routed_requests: counter_of(&r, ROUTED_REQUESTS, "outcome", known::ROUTED_OUTCOMES),
+            requests_refused: counter_of(&r, REQUESTS_REFUSED, "reason", known::REQUEST_REFUSALS),
             storage_flush_seconds: histogram(&r, STORAGE_FLUSH_SECONDS, latency_buckets()),
             storage_flush_batch: histogram(
                 &r,
@@ -471,6 +493,7 @@ impl Metrics {
             failovers: int_counter(&r, FAILOVERS),
             failover_seconds: histogram(&r, FAILOVER_SECONDS, latency_buckets()),
             lease_valid: gauge(&r, LEASE_VALID),
+            lease_lapses: int_counter(&r, LEASE_LAPSES),
             shards_unavailable: gauge(&r, SHARDS_UNAVAILABLE),
             node_degraded: gauge_vec(&r, NODE_DEGRADED, &["peer"]),
             node_latency: float_gauge_vec(&r, NODE_LATENCY, &["peer"]),
@@ -488,6 +511,7 @@ impl Metrics {
             self.entities_active.with_label_values(&[kind]);
             self.entity_activations.with_label_values(&[kind]);
             self.entity_failures.with_label_values(&[kind]);
+            self.entity_checkpoints.with_label_values(&[kind]);
             self.entity_requests_in_flight.with_label_values(&[kind]);
             self.entities_quarantined.with_label_values(&[kind]);
             for (vec, values) in [

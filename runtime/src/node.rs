@@ -11,7 +11,7 @@
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ractor::{Actor, ActorRef};
 use tokio::sync::watch;
@@ -21,7 +21,7 @@ use crate::cluster::lease::Lease;
 use crate::cluster::member::ClusterMember;
 use crate::config::{ClusterConfig, Member};
 use crate::consensus::control_plane::ControlPlane;
-use crate::consensus::MapWatch;
+use crate::consensus::{removal, MapWatch};
 use crate::host::entity_kinds::EntityKinds;
 use crate::host::keeper::{Keeper, KeeperArgs, KeeperMsg};
 use crate::host::shard_host::{ShardHost, ShardHostArgs};
@@ -58,7 +58,7 @@ pub struct NodeContext {
     /// Calls any entity in the cluster.
     pub client: ClusterClient,
     /// True while this node should run the cluster's singletons: it is the consensus leader and
-    /// a majority answers its heartbeats.
+    /// a majority answers its heartbeats (or stopped answering less than a failure timeout ago).
     pub singleton: watch::Receiver<bool>,
     /// Resolves when the node stops; a service must end its task then.
     pub shutdown: Shutdown,
@@ -107,6 +107,13 @@ pub async fn run_with(
     tracing::info!(node = %me.name, cluster = %cfg.name, shards = cfg.shards, "starting node");
 
     let store = open_store(&cfg, &me.name)?;
+    if let Some(version) = store.removed_at()? {
+        return Err(RuntimeError::Removed(
+            me.name.clone(),
+            version,
+            cfg.node_data_dir(&me.name),
+        ));
+    }
     let mut member = ClusterMember::join(&cfg, &me).await?;
     let sampler = member.load().spawn_sampler();
     let control = ControlPlane::start(
@@ -167,8 +174,11 @@ pub async fn run_with(
 
     let why = tokio::select! {
         _ = stop => Stopped::Asked,
-        _ = removed(&me.name, map.clone()) => {
-            tracing::info!(node = %me.name, "removed from the cluster: it holds nothing and is no member any more; stopping");
+        version = removal::removed(&me.name, map.clone(), member.view(), cfg.request_timeout) => {
+            tracing::info!(node = %me.name, version, "removed from the cluster: it holds nothing and is no member any more; stopping");
+            if let Err(e) = store.mark_removed(version) {
+                tracing::warn!(error = %e, "cannot record the removal in the data dir");
+            }
             Stopped::Removed
         }
     };
@@ -189,22 +199,6 @@ pub async fn run_with(
     store.flush_blocking()?;
     tracing::info!(node = %me.name, "node stopped");
     Ok(why)
-}
-
-/// Resolves once `node`, having been a member of the map, is not any more (it was drained and
-/// removed: `keelson nodes remove`).
-async fn removed(node: &str, mut map: crate::consensus::MapWatch) {
-    let mut was_member = false;
-    loop {
-        let member = map.borrow_and_update().nodes().iter().any(|n| n == node);
-        if was_member && !member {
-            return;
-        }
-        was_member |= member;
-        if map.changed().await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    }
 }
 
 /// Opens (creating it if needed) node `node`'s store.
@@ -303,7 +297,7 @@ fn start_services(
     member: &ClusterMember,
 ) -> (ShutdownTrigger, Vec<tokio::task::JoinHandle<()>>) {
     let (services_stop, services_shutdown) = shutdown::channel();
-    let singleton = singleton_watch(control.leader(node), member.lease());
+    let singleton = singleton_watch(control.leader(node), member.lease(), cfg.failure_timeout);
     let ctx = NodeContext {
         cfg: cfg.clone(),
         name: node.to_string(),
@@ -315,17 +309,23 @@ fn start_services(
     (services_stop, tasks)
 }
 
-/// Leader and lease holder at once, re-checked every 100 ms (a lease runs out without an event).
-fn singleton_watch(mut leader: watch::Receiver<bool>, lease: Lease) -> watch::Receiver<bool> {
+/// Leader and lease holder (`keelson_rules::singleton`: through a lapse shorter than the
+/// failure timeout), re-checked every 100 ms (a lease runs out without an event).
+fn singleton_watch(
+    mut leader: watch::Receiver<bool>,
+    lease: Lease,
+    grace: Duration,
+) -> watch::Receiver<bool> {
     let (tx, rx) = watch::channel(false);
     tokio::spawn(async move {
+        let mut rule = keelson_rules::singleton::Singleton::new(grace);
         let mut tick = tokio::time::interval(Duration::from_millis(100));
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
                 r = leader.changed() => if r.is_err() { return },
             }
-            let is = *leader.borrow() && lease.is_valid();
+            let is = rule.observe(*leader.borrow(), lease.is_valid(), Instant::now());
             tx.send_if_modified(|old| std::mem::replace(old, is) != is);
             if tx.is_closed() {
                 return;

@@ -126,6 +126,10 @@ impl Record {
     }
 }
 
+/// Meta key: the map version at which this node was removed from the cluster (absent while
+/// it is a member).
+const REMOVED_KEY: &str = "removed-at-version";
+
 fn lsn_key(shard: ShardId) -> String {
     format!("lsn-{:05}", shard.0)
 }
@@ -347,6 +351,26 @@ impl Store {
             last = Some(k.to_vec());
         }
         Ok((out, None))
+    }
+
+    /// Records that this node was removed from the cluster at shard-map version `version`, so
+    /// that a start on this data dir refuses even when the node never applied its own removal
+    /// (it learned of it from a peer's map). Flushed before it returns.
+    pub fn mark_removed(&self, version: u64) -> Result<(), StorageError> {
+        self.inner
+            .meta
+            .insert(REMOVED_KEY, &version.to_be_bytes())?;
+        self.inner.db.flush()?;
+        Ok(())
+    }
+
+    /// The shard-map version at which this node was recorded removed, if it was.
+    pub fn removed_at(&self) -> Result<Option<u64>, StorageError> {
+        Ok(self
+            .inner
+            .meta
+            .get(REMOVED_KEY)?
+            .map(|v| u64::from_be_bytes(v.as_ref().try_into().unwrap_or([0; 8]))))
     }
 
     /// The underlying database, for the consensus log that shares it.

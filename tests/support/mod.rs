@@ -26,6 +26,7 @@ pub const TEST_SERVICES: &[&str] = &[
     "obs",
     "it-fuzz",
     "it-fuzz-dl",
+    "it-wearer",
 ];
 
 /// Multi-process tests share 2 cores: run one cluster at a time so timing assertions hold.

@@ -40,6 +40,7 @@ impl Bridge {
             Err(e) => return self.reject(topic, payload, refused(e)).await,
             Ok(_) => None,
         };
+        self.usage(device, a.at_ms).await?;
         match alert {
             Some(alert) => self.alert_chain(device, alert).await,
             None => Ok(()),

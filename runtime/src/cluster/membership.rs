@@ -196,6 +196,8 @@ pub struct MembershipState {
     map_versions: HashMap<String, u64>,
     loads: HashMap<String, LoadReport>,
     lease_tracker: LeaseTracker,
+    /// Whether the lease held at the last tick (a lapse is counted and logged once).
+    lease_held: bool,
     seq: u64,
     ticker: Option<JoinHandle<()>>,
     /// Turns asks for fresh support reports into [`MembershipMsg::PingNow`].
@@ -398,9 +400,16 @@ impl MembershipState {
         // Also without answers: a single-node cluster holds its lease on its own.
         self.args.lease.set(self.lease_tracker.valid_until());
         if self.args.role == Role::Node {
-            metrics::get()
-                .lease_valid
-                .set(i64::from(self.args.lease.is_valid()));
+            let held = self.args.lease.is_valid();
+            let m = metrics::get();
+            m.lease_valid.set(i64::from(held));
+            if self.lease_held && !held {
+                m.lease_lapses.inc();
+                tracing::info!(node = %self.args.me, "primary lease lapsed: too few fresh heartbeat answers; refusing primary work until they return");
+            } else if !self.lease_held && held {
+                tracing::debug!(node = %self.args.me, "primary lease held");
+            }
+            self.lease_held = held;
         }
         let peers = self.args.peers.clone();
         for peer in &peers {
@@ -525,6 +534,7 @@ impl Actor for Membership {
             map_versions: HashMap::new(),
             loads: HashMap::new(),
             lease_tracker,
+            lease_held: false,
             seq: 0,
             ticker: Some(ticker),
             asker: Some(asker),

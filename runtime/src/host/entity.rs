@@ -150,6 +150,24 @@ pub trait Entity: Send + Sync + 'static {
         command: Self::Command,
     ) -> Result<Handled<Self::Reply>, EntityError>;
 
+    /// True when every change this kind makes comes as journal records that [`Entity::replay`]
+    /// applies to the state before it: the runtime then writes only a change's records and the
+    /// whole state now and then (a checkpoint, see `host::checkpoint`), and loading replays the
+    /// records after the last checkpoint. Such a kind must not read its own journal (records a
+    /// checkpoint covers are removed), and a change with `changed` set but no records makes a
+    /// checkpoint. False (the default): the state is written with every change.
+    const REPLAYS: bool = false;
+
+    /// Applies one record this kind appended to the state it was appended after (only called
+    /// when [`Entity::REPLAYS`] is true): what `handle` did to `state`, done again.
+    fn replay(
+        _id: &str,
+        _state: &mut Option<Self::State>,
+        _record: &[u8],
+    ) -> Result<(), EntityError> {
+        Ok(())
+    }
+
     /// Reads a state persisted under an older `STATE_VERSION`: `version` is the stored version
     /// byte and `body` the bytes after it. An entity that changed its state's shape keeps the old
     /// shape, decodes it with [`Entity::decode_body`] and converts it. `None` (the default) means

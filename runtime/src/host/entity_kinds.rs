@@ -32,13 +32,44 @@ pub trait EntityFactory: Send + Sync {
 
 struct Factory<E>(PhantomData<E>);
 
+/// Tries at reading a replaying kind while its primary keeps checkpointing it.
+const SETTLE_TRIES: usize = 5;
+
+/// Loads `id` on a node that takes replicated writes while it reads. A replaying kind's
+/// checkpoint landing between reading the envelope and its records would show an older state
+/// (the records after the old envelope removed): then it is read again.
+fn load_settled<E: Entity>(
+    store: &Store,
+    shard: ShardId,
+    id: &str,
+) -> Result<super::entity_actor::Loaded<E>, RemoteError> {
+    let stamp = || {
+        store
+            .record(shard, E::KIND, id)
+            .map(|r| r.map(|r| r.lsn))
+            .map_err(|e| RemoteError::Storage(e.to_string()))
+    };
+    for _ in 0..SETTLE_TRIES {
+        let before = if E::REPLAYS { stamp()? } else { None };
+        let loaded = load::<E>(store, shard, id).map_err(RemoteError::Storage)?;
+        if !E::REPLAYS || stamp()? == before {
+            return Ok(loaded);
+        }
+    }
+    Err(RemoteError::Storage(format!(
+        "{}/{id} kept changing while read ({SETTLE_TRIES} tries)",
+        E::KIND
+    )))
+}
+
 impl<E: Entity> EntityFactory for Factory<E> {
     fn kind(&self) -> &'static str {
         E::KIND
     }
 
     fn read(&self, store: &Store, shard: ShardId, id: &str, payload: &[u8]) -> EntityResult {
-        let (mut state, rest) = load::<E>(store, shard, id).map_err(RemoteError::Storage)?;
+        let loaded = load_settled::<E>(store, shard, id)?;
+        let (mut state, rest) = (loaded.state, loaded.rest);
         let command: E::Command = decode_payload(payload).map_err(|e| {
             RemoteError::BadRequest(format!("{} command does not decode: {e}", E::KIND))
         })?;

@@ -196,6 +196,39 @@ pub fn read_journal(
     Ok(out)
 }
 
+/// The records after `after` as far as they run without a gap, opened with `key`: the records of
+/// a kind that replays its journal, written since its last checkpoint. A record that does not
+/// open under `key` ends them too (it was sealed under the key of an erased earlier entity of
+/// the same id, and is garbage).
+pub fn read_tail(
+    store: &Store,
+    shard: ShardId,
+    kind: &str,
+    id: &str,
+    key: Option<&DataKey>,
+    after: u64,
+) -> Result<Vec<(u64, Vec<u8>)>, String> {
+    let Some(key) = key else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::new();
+    let mut seq = after.saturating_add(1);
+    loop {
+        let jid = journal_id(id, seq);
+        let Some(sealed) = store.get(shard, kind, &jid).map_err(|e| e.to_string())? else {
+            return Ok(out);
+        };
+        match key.open(&aad(kind, &jid), &sealed) {
+            Ok(plain) => out.push((seq, plain)),
+            Err(e) => {
+                tracing::warn!(kind, id, seq, error = %e, "a journal record after the last checkpoint does not open: ignored with everything after it");
+                return Ok(out);
+            }
+        }
+        seq += 1;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

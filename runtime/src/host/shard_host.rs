@@ -273,7 +273,17 @@ impl ShardHostState {
             Ok(Route::Primary(shard)) => self.deliver(myself, shard, req, reply).await,
             Ok(Route::Follower(s, primary)) => self.follower_read(s, primary, req, reply),
             Err(e) => {
-                tracing::warn!(request_id = %req.request_id, kind = %req.kind, id = %req.id, error = %e, "request refused");
+                // Routine while shards move or a lease lapses: the sender retries (a warning per
+                // refusal would flood the log at thousands a second, and slow the node further).
+                let reason = match e {
+                    RemoteError::NoLease(_) => "no_lease",
+                    _ => "not_owner",
+                };
+                metrics::get()
+                    .requests_refused
+                    .with_label_values(&[reason])
+                    .inc();
+                tracing::debug!(request_id = %req.request_id, kind = %req.kind, id = %req.id, error = %e, "request refused");
                 let _ = reply.send(wire::encode(&EntityReply::Err(e)));
             }
         }

@@ -9,21 +9,24 @@
 //! ```
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use keelson_actors::{
     item_model_id, ItemModelAnswer, ItemModelCommand, ItemModelReply, ModelUpdate,
 };
 use keelson_runtime::{decode_payload, encode_payload, Access, ClusterClient};
 use tokio::sync::{mpsc, oneshot};
-use warp::http::StatusCode;
 
-use crate::error::ApiError;
+use crate::error::FeedError;
+
+/// Told each time an Apply counted something (a served copy of the model is then stale).
+pub type OnCounted = Arc<dyn Fn() + Send + Sync>;
 
 /// Most Applies merged into one.
 const MERGED: usize = 64;
 
 /// What a waiter gets back: the customers still behind (customer, last applied).
-type Behind = Result<Vec<(String, u64)>, ApiError>;
+type Behind = Result<Vec<(String, u64)>, FeedError>;
 
 struct Job {
     updates: Vec<ModelUpdate>,
@@ -33,9 +36,12 @@ struct Job {
 
 /// The writers of every partition.
 #[derive(Debug, Clone)]
-pub struct ModelWriters {
+pub(crate) struct ModelWriters {
     queues: Vec<mpsc::UnboundedSender<Job>>,
 }
+
+/// What a partition's Apply did: the customers still behind, and whether it counted anything.
+type Applied = Result<(Vec<(String, u64)>, bool), FeedError>;
 
 impl std::fmt::Debug for Job {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -46,12 +52,13 @@ impl std::fmt::Debug for Job {
 }
 
 impl ModelWriters {
-    /// Starts a writer for each of `partitions` partitions, calling through `client`.
-    pub fn start(client: ClusterClient, partitions: u32) -> Self {
+    /// Starts a writer for each of `partitions` partitions, calling through `client`; each
+    /// Apply that counts something is told to `counted` before its waiters are answered.
+    pub(crate) fn start(client: ClusterClient, partitions: u32, counted: OnCounted) -> Self {
         let queues = (0..partitions)
             .map(|k| {
                 let (tx, rx) = mpsc::unbounded_channel();
-                tokio::spawn(write(k, client.clone(), rx));
+                tokio::spawn(write(k, client.clone(), rx, counted.clone()));
                 tx
             })
             .collect();
@@ -66,26 +73,24 @@ impl ModelWriters {
         heads: Vec<(String, u64)>,
     ) -> Behind {
         let (reply, answer) = oneshot::channel();
-        let stopped = || {
-            ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "model_not_updated",
-                "the gateway is stopping; retry (interactions are counted once by id)",
-            )
-        };
         self.queues[k as usize]
             .send(Job {
                 updates,
                 heads,
                 reply,
             })
-            .map_err(|_| stopped())?;
-        answer.await.map_err(|_| stopped())?
+            .map_err(|_| FeedError::Stopped)?;
+        answer.await.map_err(|_| FeedError::Stopped)?
     }
 }
 
 /// Partition `k`'s writer: merges what queued up, applies it, answers every waiter.
-async fn write(k: u32, client: ClusterClient, mut rx: mpsc::UnboundedReceiver<Job>) {
+async fn write(
+    k: u32,
+    client: ClusterClient,
+    mut rx: mpsc::UnboundedReceiver<Job>,
+    counted: OnCounted,
+) {
     let id = item_model_id(k);
     while let Some(first) = rx.recv().await {
         let mut jobs = vec![first];
@@ -97,15 +102,23 @@ async fn write(k: u32, client: ClusterClient, mut rx: mpsc::UnboundedReceiver<Jo
         }
         let (updates, heads) = merge(&mut jobs);
         let cmd = ItemModelCommand::Apply { updates, heads };
-        let result: Behind = apply_once(&client, &id, &cmd).await;
+        let result: Behind = match apply_once(&client, &id, &cmd).await {
+            Ok((behind, applied)) => {
+                if applied {
+                    counted();
+                }
+                Ok(behind)
+            }
+            Err(e) => Err(e),
+        };
         for j in jobs {
             let _ = j.reply.send(result.clone());
         }
     }
 }
 
-/// One Apply on partition `id`; the customers still behind.
-async fn apply_once(client: &ClusterClient, id: &str, cmd: &ItemModelCommand) -> Behind {
+/// One Apply on partition `id`.
+async fn apply_once(client: &ClusterClient, id: &str, cmd: &ItemModelCommand) -> Applied {
     let answer = client
         .send(
             "item-model",
@@ -116,23 +129,22 @@ async fn apply_once(client: &ClusterClient, id: &str, cmd: &ItemModelCommand) ->
             Access::of(false, None),
         )
         .await?;
-    let reply: ItemModelReply = decode_payload(&answer.reply).map_err(|e| {
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            format!("item-model reply does not decode: {e}"),
-        )
+    let reply: ItemModelReply = decode_payload(&answer.reply).map_err(|e| FeedError::Decode {
+        kind: "item-model",
+        detail: e.to_string(),
     })?;
     match reply {
-        Ok(ItemModelAnswer::Applied { behind, .. }) => Ok(behind),
-        Ok(_) => Err(ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            "item-model answered with an unexpected kind of reply",
-        )),
-        Err(e) => Err(ApiError {
-            node: Some(answer.node),
-            ..ApiError::from(e)
+        Ok(ItemModelAnswer::Applied {
+            behind, applied, ..
+        }) => Ok((behind, applied > 0)),
+        Ok(_) => Err(FeedError::Unexpected {
+            kind: "item-model",
+            node: answer.node,
+        }),
+        Err(error) => Err(FeedError::Refused {
+            kind: "item-model",
+            node: answer.node,
+            error,
         }),
     }
 }

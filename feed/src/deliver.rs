@@ -1,0 +1,220 @@
+//! One feed: each customer's interactions are recorded in its `taste` (which counts each id
+//! once and numbers every weight change), then every `item-model` partition is brought up to
+//! each customer's last number. A partition that missed numbers (a delivery lost to a failed
+//! call, a retried batch, another process feeding the same customer) says so, and is sent the
+//! missing deltas rebuilt from the customer's journal, so an acknowledged interaction is in
+//! every partition exactly once.
+//!
+//! ```text
+//! [(customer, interactions)] ─Record─▶ taste/{customer} ─▶ outcomes, deltas, head
+//!   ─Apply{part of each delta, heads}─▶ writer (group commit) ─▶ item-model/p0..p63
+//!   ─▶ behind[(customer, last)]
+//!   ─Deltas{after: last}─▶ taste ─Apply─▶ that partition           (until none is behind)
+//! ```
+
+use std::collections::{HashMap, HashSet};
+
+use futures_util::{stream, StreamExt};
+use keelson_actors::{
+    ModelUpdate, Recorded, TasteAnswer, TasteCommand, TasteInteraction, TasteReply,
+};
+use keelson_recommend::{Delta, ITEM_PARTITIONS};
+use keelson_runtime::{decode_payload, encode_payload, Access};
+
+use crate::error::FeedError;
+use crate::Sink;
+
+/// Tastes recorded at once.
+const CONCURRENT_TASTES: usize = 16;
+
+/// Rounds of repair before a partition still behind fails the feed.
+const REPAIR_ROUNDS: usize = 4;
+
+/// One customer's deltas, by number.
+type Deltas = Vec<(u64, Delta)>;
+
+/// What one customer's taste said: (customer, outcomes, its last number).
+type Taken = (String, Vec<Recorded>, u64);
+
+/// Records each customer's interactions and brings every partition up to date. Returns each
+/// customer's outcomes, in the order given.
+pub(crate) async fn feed(
+    f: &Sink,
+    by_customer: Vec<(String, Vec<TasteInteraction>)>,
+    request_id: &str,
+) -> Result<Vec<(String, Vec<Recorded>)>, FeedError> {
+    let recorded: Vec<Result<Taken, FeedError>> =
+        stream::iter(by_customer.into_iter().map(|(customer, list)| async move {
+            let cmd = TasteCommand::Record(list);
+            let (node, reply) = taste(f, &customer, &cmd, request_id, Access::write(None)).await?;
+            match reply {
+                Ok(TasteAnswer::Recorded { outcomes, seq }) => Ok((customer, outcomes, seq)),
+                Ok(_) => Err(FeedError::Unexpected {
+                    kind: "taste",
+                    node,
+                }),
+                Err(error) => Err(FeedError::Refused {
+                    kind: "taste",
+                    node,
+                    error,
+                }),
+            }
+        }))
+        .buffered(CONCURRENT_TASTES)
+        .collect()
+        .await;
+    let recorded = recorded.into_iter().collect::<Result<Vec<_>, _>>()?;
+    let mut deltas: HashMap<String, Deltas> = HashMap::new();
+    let mut heads = Vec::new();
+    for (customer, outcomes, head) in &recorded {
+        heads.push((customer.clone(), *head));
+        let mine = deltas.entry(customer.clone()).or_default();
+        for o in outcomes {
+            if let Recorded::Applied {
+                seq,
+                delta: Some(d),
+            } = o
+            {
+                mine.push((*seq, d.clone()));
+            }
+        }
+    }
+    bring_up_to_date(f, &deltas, &heads, request_id).await?;
+    Ok(recorded.into_iter().map(|(c, o, _)| (c, o)).collect())
+}
+
+/// Sends every partition its part of `deltas`, with the customers' `heads`, then repairs
+/// whatever a partition reports missing.
+async fn bring_up_to_date(
+    f: &Sink,
+    deltas: &HashMap<String, Deltas>,
+    heads: &[(String, u64)],
+    request_id: &str,
+) -> Result<(), FeedError> {
+    let parts = (0..ITEM_PARTITIONS).map(|k| async move {
+        let mut behind = apply(f, k, deltas, heads).await?;
+        let mut journal: HashMap<(String, u64), Deltas> = HashMap::new();
+        for _ in 0..REPAIR_ROUNDS {
+            if behind.is_empty() {
+                return Ok(());
+            }
+            let mut missing: HashMap<String, Deltas> = HashMap::new();
+            for (customer, last) in &behind {
+                let key = (customer.clone(), *last);
+                if !journal.contains_key(&key) {
+                    let rebuilt = taste_deltas(f, customer, *last, request_id).await?;
+                    journal.insert(key.clone(), rebuilt);
+                }
+                missing.insert(customer.clone(), journal[&key].clone());
+            }
+            tracing::info!(
+                partition = k,
+                customers = behind.len(),
+                "item model partition was behind; sending the deltas it missed"
+            );
+            behind = apply(f, k, &missing, heads).await?;
+        }
+        if behind.is_empty() {
+            Ok(())
+        } else {
+            Err(FeedError::Behind {
+                partition: k,
+                customers: behind.len(),
+            })
+        }
+    });
+    futures_util::future::try_join_all(parts).await.map(|_| ())
+}
+
+/// One Apply to partition `k` (through its writer, merged with whatever else is waiting): its
+/// part of `deltas`; what it is still missing.
+async fn apply(
+    f: &Sink,
+    k: u32,
+    deltas: &HashMap<String, Deltas>,
+    heads: &[(String, u64)],
+) -> Result<Vec<(String, u64)>, FeedError> {
+    let updates = deltas
+        .iter()
+        .flat_map(|(customer, list)| {
+            list.iter().map(move |(seq, d)| ModelUpdate {
+                customer: customer.clone(),
+                seq: *seq,
+                delta: d.for_partition(k),
+            })
+        })
+        .collect();
+    let mine: HashSet<&str> = heads.iter().map(|(c, _)| c.as_str()).collect();
+    let behind = f.writers.apply(k, updates, heads.to_vec()).await?;
+    // The merged answer names other feeds' customers too.
+    Ok(behind
+        .into_iter()
+        .filter(|(c, _)| mine.contains(c.as_str()))
+        .collect())
+}
+
+/// `customer`'s deltas after number `after`, rebuilt from its journal (all of them, page by page).
+async fn taste_deltas(
+    f: &Sink,
+    customer: &str,
+    after: u64,
+    request_id: &str,
+) -> Result<Deltas, FeedError> {
+    let mut out = Vec::new();
+    let mut from = after;
+    loop {
+        let cmd = TasteCommand::Deltas { after: from };
+        let (node, reply) = taste(f, customer, &cmd, request_id, Access::read()).await?;
+        match reply {
+            Ok(TasteAnswer::Deltas { deltas, seq }) => {
+                let Some(last) = deltas.last().map(|(s, _)| *s) else {
+                    return Ok(out);
+                };
+                out.extend(deltas);
+                if last >= seq {
+                    return Ok(out);
+                }
+                from = last;
+            }
+            Ok(_) => {
+                return Err(FeedError::Unexpected {
+                    kind: "taste",
+                    node,
+                })
+            }
+            Err(error) => {
+                return Err(FeedError::Refused {
+                    kind: "taste",
+                    node,
+                    error,
+                })
+            }
+        }
+    }
+}
+
+/// One command to `customer`'s taste: (answering node, reply).
+async fn taste(
+    f: &Sink,
+    customer: &str,
+    cmd: &TasteCommand,
+    request_id: &str,
+    access: Access,
+) -> Result<(String, TasteReply), FeedError> {
+    let answer = f
+        .client
+        .send(
+            "taste",
+            customer,
+            encode_payload(cmd),
+            request_id,
+            None,
+            access,
+        )
+        .await?;
+    let reply = decode_payload(&answer.reply).map_err(|e| FeedError::Decode {
+        kind: "taste",
+        detail: e.to_string(),
+    })?;
+    Ok((answer.node, reply))
+}
