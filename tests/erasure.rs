@@ -164,10 +164,15 @@ async fn erasing_a_customer_leaves_its_email_and_phone_in_no_answer_log_or_file(
         assert_eq!(s, 404, "{path}: {v}");
         assert!(!v.to_string().contains(email), "{path}: {v}");
     }
-    // Its taste is gone: the kind it owned is now recommended to it like to anyone.
-    assert!(recommended("gdpr-1")
-        .await
-        .contains(&"device:temperature".to_string()));
+    // Its taste is gone, and so is what it added to the model: the kind only it owned is
+    // recommended to nobody, as if it had never been counted.
+    for who in ["gdpr-1", "someone-else"] {
+        let got = recommended(who).await;
+        assert!(
+            !got.contains(&"device:temperature".to_string()),
+            "{who}: {got:?}"
+        );
+    }
     let (s, _, v) = c
         .req(
             "PATCH",

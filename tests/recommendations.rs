@@ -300,12 +300,28 @@ async fn the_model_built_through_a_node_kill_equals_a_recomputation() {
     ingest(&c, &rows[2 * third..], "k3-", 50, Duration::from_secs(30)).await;
     c.wait_replicated(Duration::from_secs(60)).await;
 
-    let model = Model::train(&rows, 1);
+    let compared = assert_equals_recomputation(&c, &rows).await;
+    let per_user: BTreeMap<&str, usize> = rows.iter().fold(BTreeMap::new(), |mut m, r| {
+        *m.entry(r.user.as_str()).or_default() += 1;
+        m
+    });
+    eprintln!(
+        "{} interactions from {} customers through a kill of n2: all {compared} customers' recommendations equal the recomputation",
+        rows.len(),
+        per_user.len()
+    );
+    assert_eq!(compared, 60);
+}
+
+/// Asks for every customer of `rows` the top 20 and checks them, item by item, score and
+/// reasons, against a model recomputed in memory over `rows`; how many customers were compared.
+async fn assert_equals_recomputation(c: &Cluster, rows: &[Row]) -> usize {
+    let model = Model::train(rows, 1);
     let table = model.ease_index().expect("a small catalogue");
     let mut compared = 0;
     for user in model.profiles.keys() {
         let want = model.recommend(user, 20, &table);
-        let got = recommendations(&c, user, 20).await;
+        let got = recommendations(c, user, 20).await;
         let got_items = got["items"].as_array().unwrap();
         let scored: Vec<&Value> = got_items
             .iter()
@@ -330,16 +346,51 @@ async fn the_model_built_through_a_node_kill_equals_a_recomputation() {
         }
         compared += 1;
     }
-    let per_user: BTreeMap<&str, usize> = rows.iter().fold(BTreeMap::new(), |mut m, r| {
-        *m.entry(r.user.as_str()).or_default() += 1;
-        m
-    });
+    compared
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_erased_customer_is_taken_out_of_the_model() {
+    let _guard = serial().await;
+    let c = Cluster::start("recommend-erase", Settings::default()).await;
+    c.wait_replicated(Duration::from_secs(30)).await;
+    let rows = planted(36, 23);
+    let erased = ["cust-1", "cust-5", "cust-9"];
+    for who in erased {
+        let body = json!({"id": who, "name": "Erased"}).to_string();
+        let (s, _, v) = c.req("POST", "/v1/customers", Some(&body)).await;
+        assert_eq!(s, 201, "{v}");
+    }
+    ingest(&c, &rows, "e", 40, Duration::from_secs(30)).await;
+    assert_eq!(assert_equals_recomputation(&c, &rows).await, 36);
+    for who in erased {
+        let (s, _, v) = c.req("DELETE", &format!("/v1/customers/{who}"), None).await;
+        assert_eq!(s, 204, "{who}: {v}");
+        let (s, _, v) = c.req("DELETE", &format!("/v1/customers/{who}"), None).await;
+        assert_eq!(s, 404, "{who} again: {v}");
+    }
+    // What is left is what the others' interactions alone make: counts, popularity, scores.
+    let others: Vec<Row> = rows
+        .iter()
+        .filter(|r| !erased.contains(&r.user.as_str()))
+        .cloned()
+        .collect();
+    assert_eq!(assert_equals_recomputation(&c, &others).await, 33);
+    for who in erased {
+        let v = recommendations(&c, who, 10).await;
+        let items = v["items"].as_array().unwrap();
+        assert_eq!(items.len(), 10, "{v}");
+        assert!(
+            items.iter().all(|i| i["because"] == json!([])),
+            "an erased customer has no history left: {v}"
+        );
+    }
     eprintln!(
-        "{} interactions from {} customers through a kill of n2: all {compared} customers' recommendations equal the recomputation",
-        rows.len(),
-        per_user.len()
+        "{} customers erased: the model equals a recomputation over the other {} customers' {} interactions",
+        erased.len(),
+        33,
+        others.len()
     );
-    assert_eq!(compared, 60);
 }
 
 /// Registers customer `who` and its device `device` of `kind`.

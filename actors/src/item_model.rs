@@ -14,6 +14,8 @@
 //!                                     them, by item), and their items' customer counts
 //! Rows{unless, after}              ─▶ the rows it owns as counted (a page), and its items'
 //!                                     norms and customer counts (what EASE is solved from)
+//! Forget{customer, seq}            ─▶ last = seq (its erasure's removals all applied)? the
+//!                                     customer's id is dropped : nothing changes
 //! ```
 
 use std::collections::HashMap;
@@ -110,12 +112,23 @@ pub enum ItemModelCommand {
         /// The last item of the previous page.
         after: Option<String>,
     },
+    /// The end of a customer's erasure: once its last number applied is `seq` (the removal
+    /// of its last item), its id is dropped. At any other number nothing changes.
+    Forget {
+        /// Customer.
+        customer: String,
+        /// Its last number: the last removal.
+        seq: u64,
+    },
 }
 
 impl ItemModelCommand {
     /// Whether it only reads.
     pub fn is_read(&self) -> bool {
-        !matches!(self, ItemModelCommand::Apply { .. })
+        !matches!(
+            self,
+            ItemModelCommand::Apply { .. } | ItemModelCommand::Forget { .. }
+        )
     }
 }
 
@@ -161,6 +174,12 @@ pub enum ItemModelAnswer {
         more: bool,
         /// Version read at.
         version: u64,
+    },
+    /// What Forget found: the customer's last number applied before (None: it held none, or
+    /// no longer does); dropped when it was the one asked for.
+    Forgot {
+        /// The last number it held.
+        held: Option<u64>,
     },
 }
 
@@ -247,6 +266,15 @@ impl Entity for ItemModel {
             })),
             ItemModelCommand::Counts => {
                 Handled::read(Ok(ItemModelAnswer::Counts(s.counts.clone())))
+            }
+            ItemModelCommand::Forget { customer, seq } => {
+                let held = s.last.get(&customer).copied();
+                if held == Some(seq) {
+                    s.last.remove(&customer);
+                    Handled::wrote(Ok(ItemModelAnswer::Forgot { held }))
+                } else {
+                    Handled::read(Ok(ItemModelAnswer::Forgot { held }))
+                }
             }
             ItemModelCommand::Rows { unless, after } => {
                 Handled::read(Ok(if unless == Some(s.version) {

@@ -440,3 +440,72 @@ fn replaying_the_records_of_applies_rebuilds_the_partition_they_were_appended_on
     assert_eq!(again.unwrap().counts, replayed.counts);
     assert!(ItemModel::replay(&id, &mut None, b"junk").is_err());
 }
+
+#[test]
+fn an_erased_customer_leaves_the_counts_of_the_others_and_no_id() {
+    let data = rows();
+    let erased = "u4";
+    let mut states: Vec<Option<ItemModelState>> = vec![None; ITEM_PARTITIONS as usize];
+    let mut updates = updates_of(&data);
+    // The erased customer's removals, numbered after its interactions.
+    let mut profile = Profile::default();
+    let mut seq = 0;
+    for (c, n, d) in &updates {
+        if c == erased {
+            profile.add(&d.item, d.after - d.before);
+            seq = *n;
+        }
+    }
+    let items: Vec<String> = profile.weights.keys().cloned().collect();
+    for item in items {
+        seq += 1;
+        let d = Delta::remove(&mut profile, &item).unwrap();
+        updates.push((erased.to_string(), seq, d));
+    }
+    assert!(apply(&mut states, &updates).is_empty());
+    let others: Vec<Row> = data.iter().filter(|r| r.user != erased).cloned().collect();
+    let mut want: Vec<Option<ItemModelState>> = vec![None; ITEM_PARTITIONS as usize];
+    assert!(apply(&mut want, &updates_of(&others)).is_empty());
+    for (k, (got, want)) in states.iter_mut().zip(&want).enumerate() {
+        let id = item_model_id(k as u32);
+        let (got_counts, want_counts) = (
+            got.as_ref().map(|s| s.counts.clone()).unwrap_or_default(),
+            want.as_ref().map(|s| s.counts.clone()).unwrap_or_default(),
+        );
+        assert_eq!(got_counts, want_counts, "{id}");
+        // A Forget at another number changes nothing; at the last removal it drops the id.
+        let (reply, changed) = run(
+            &id,
+            got,
+            ItemModelCommand::Forget {
+                customer: erased.into(),
+                seq: seq - 1,
+            },
+        );
+        assert_eq!(reply, Ok(ItemModelAnswer::Forgot { held: Some(seq) }));
+        assert!(!changed);
+        let (reply, changed) = run(
+            &id,
+            got,
+            ItemModelCommand::Forget {
+                customer: erased.into(),
+                seq,
+            },
+        );
+        assert_eq!(reply, Ok(ItemModelAnswer::Forgot { held: Some(seq) }));
+        assert!(changed);
+        let st = got.as_ref().unwrap();
+        assert!(!st.last.contains_key(erased), "{id}");
+        assert_eq!(st.last.len(), 29, "{id}");
+        let (reply, changed) = run(
+            &id,
+            got,
+            ItemModelCommand::Forget {
+                customer: erased.into(),
+                seq,
+            },
+        );
+        assert_eq!(reply, Ok(ItemModelAnswer::Forgot { held: None }));
+        assert!(!changed);
+    }
+}

@@ -9,6 +9,9 @@
 //!                            : Profile.add ─▶ seq+1, journal record, Applied{seq, delta}
 //! Deltas{after}            ─▶ the deltas after `after`, rebuilt from the journal (repair)
 //! Profile                  ─▶ every item's weight and the last seq
+//! Forget                   ─▶ each item removed in turn: seq+1 and a journal record each (the
+//!                             deltas take the customer out of the counts); Records refused from
+//!                             then on, until Erase deletes what is left
 //! ```
 
 mod record;
@@ -68,12 +71,20 @@ pub enum TasteCommand {
     Profile,
     /// Forgets everything: the weights, the ids and the journal (the customer's erasure).
     Erase,
+    /// Starts the customer's erasure: removes every item (each removal numbered and journaled
+    /// like an interaction, so the partitions take the customer out of their counts) and the
+    /// ids, and refuses interactions from then on. Answers `Forgetting`; sent again, it
+    /// removes nothing more.
+    Forget,
 }
 
 impl TasteCommand {
     /// Whether it only reads.
     pub fn is_read(&self) -> bool {
-        !matches!(self, TasteCommand::Record(_) | TasteCommand::Erase)
+        !matches!(
+            self,
+            TasteCommand::Record(_) | TasteCommand::Erase | TasteCommand::Forget
+        )
     }
 }
 
@@ -122,6 +133,12 @@ pub enum TasteAnswer {
     },
     /// Nothing is left of it.
     Erased,
+    /// Every item is removed: the partitions must reach `seq` (the last removal) before the
+    /// taste is erased.
+    Forgetting {
+        /// Last number.
+        seq: u64,
+    },
 }
 
 /// A taste command's result.
@@ -174,6 +191,7 @@ impl Entity for Taste {
                     .unwrap_or_default();
                 Ok(Handled::read(Ok(TasteAnswer::Profile { profile, seq })))
             }
+            TasteCommand::Forget => Ok(forget(state)),
             TasteCommand::Erase => Ok(if state.take().is_some() {
                 Handled::wrote(Ok(TasteAnswer::Erased))
             } else {
@@ -184,6 +202,12 @@ impl Entity for Taste {
 }
 
 impl TasteState {
+    /// Its erasure has started (`Forget`): it had weights and has none. Weights only ever rise
+    /// otherwise, so no other taste is numbered and empty.
+    pub fn erasing(&self) -> bool {
+        self.seq > 0 && self.profile.weights.is_empty()
+    }
+
     fn remember(&mut self, id: String, seq: u64) {
         self.ids.insert(id.clone(), seq);
         self.recent.push_back(id);
@@ -203,6 +227,16 @@ fn record(state: &mut Option<TasteState>, list: Vec<TasteInteraction>) -> Handle
         )));
     }
     let s = state.get_or_insert_with(TasteState::default);
+    if s.erasing() {
+        let refused = Recorded::Refused(invalid(
+            "customer_id",
+            "the customer is being erased: its interactions are no longer counted",
+        ));
+        return Handled::read(Ok(TasteAnswer::Recorded {
+            outcomes: vec![refused; list.len()],
+            seq: s.seq,
+        }));
+    }
     let mut outcomes = Vec::with_capacity(list.len());
     let mut append = Vec::new();
     for i in list {
@@ -238,6 +272,29 @@ fn record(state: &mut Option<TasteState>, list: Vec<TasteInteraction>) -> Handle
             seq: s.seq,
         }),
         changed,
+        append,
+    }
+}
+
+/// Removes every item, each under the next number with its journal record, and the ids.
+fn forget(state: &mut Option<TasteState>) -> Handled<TasteReply> {
+    let Some(s) = state.as_mut() else {
+        return Handled::read(Ok(TasteAnswer::Forgetting { seq: 0 }));
+    };
+    let items: Vec<String> = s.profile.weights.keys().cloned().collect();
+    let had_ids = !s.ids.is_empty();
+    let mut append = Vec::with_capacity(items.len());
+    for item in items {
+        if let Some(d) = Delta::remove(&mut s.profile, &item) {
+            s.seq += 1;
+            append.push(TasteRecord::of(&d).encode());
+        }
+    }
+    s.ids.clear();
+    s.recent.clear();
+    Handled {
+        reply: Ok(TasteAnswer::Forgetting { seq: s.seq }),
+        changed: !append.is_empty() || had_ids,
         append,
     }
 }

@@ -133,3 +133,69 @@ fn ids_are_remembered_for_the_latest_window() {
     assert!(!st.ids.contains_key("id4"));
     assert!(st.ids.contains_key("id5"));
 }
+
+#[test]
+fn forgetting_numbers_a_removal_of_every_item_that_undoes_the_counts_and_refuses_more() {
+    use keelson_recommend::Counts;
+    let (mut s, j) = (None, Journal::default());
+    let mut counts = Counts::default();
+    for (n, item) in ["x", "y", "x", "z"].iter().enumerate() {
+        let TasteAnswer::Recorded { outcomes, .. } = run(
+            &mut s,
+            &j,
+            TasteCommand::Record(vec![i(&format!("i{n}"), "purchase", item)]),
+        ) else {
+            panic!()
+        };
+        if let Recorded::Applied { delta: Some(d), .. } = &outcomes[0] {
+            counts.apply(d, |_| true);
+        }
+    }
+    assert_eq!(s.as_ref().unwrap().seq, 4);
+    assert!(!counts.rows.is_empty());
+    assert_eq!(
+        run(&mut s, &j, TasteCommand::Forget),
+        TasteAnswer::Forgetting { seq: 7 },
+        "one number per item removed (x, y, z)"
+    );
+    let st = s.as_ref().unwrap();
+    assert!(st.erasing() && st.ids.is_empty() && st.recent.is_empty());
+    // The removals come back from the journal like any delta, and take everything away.
+    let TasteAnswer::Deltas { deltas, seq: 7 } = run(&mut s, &j, TasteCommand::Deltas { after: 4 })
+    else {
+        panic!()
+    };
+    assert_eq!(
+        deltas.iter().map(|(n, _)| *n).collect::<Vec<_>>(),
+        [5, 6, 7]
+    );
+    for (_, d) in &deltas {
+        assert_eq!(d.after, 0, "{d:?}");
+        counts.apply(d, |_| true);
+    }
+    assert_eq!(counts, Counts::default());
+    // Sent again: nothing more to remove. Interactions are refused, and change nothing.
+    assert_eq!(
+        run(&mut s, &j, TasteCommand::Forget),
+        TasteAnswer::Forgetting { seq: 7 }
+    );
+    let TasteAnswer::Recorded { outcomes, seq: 7 } = run(
+        &mut s,
+        &j,
+        TasteCommand::Record(vec![i("late", "view", "w")]),
+    ) else {
+        panic!()
+    };
+    assert!(
+        matches!(&outcomes[0], Recorded::Refused(DomainError::Invalid { field, .. }) if field == "customer_id"),
+        "{outcomes:?}"
+    );
+    assert_eq!(j.0.borrow().len(), 7);
+    // A customer never seen has nothing to forget.
+    let mut none = None;
+    assert_eq!(
+        run(&mut none, &j, TasteCommand::Forget),
+        TasteAnswer::Forgetting { seq: 0 }
+    );
+    assert!(none.is_none());
+}

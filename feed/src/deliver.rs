@@ -85,7 +85,7 @@ pub(crate) async fn feed(
 
 /// Sends every partition its part of `deltas`, with the customers' `heads`, then repairs
 /// whatever a partition reports missing.
-async fn bring_up_to_date(
+pub(crate) async fn bring_up_to_date(
     f: &Sink,
     deltas: &HashMap<String, Deltas>,
     heads: &[(String, u64)],
@@ -194,7 +194,7 @@ async fn taste_deltas(
 }
 
 /// One command to `customer`'s taste: (answering node, reply).
-async fn taste(
+pub(crate) async fn taste(
     f: &Sink,
     customer: &str,
     cmd: &TasteCommand,

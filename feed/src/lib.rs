@@ -8,15 +8,17 @@
 //! feed(batch) ──────────────▶ deliver: taste Record ─▶ writers ─▶ item-model p0..p63 (+ repair)
 //! queue(one) ─▶ queue::run (100 ms batches, retried) ─┘
 //! flush() ─▶ answered once everything queued before it was fed
+//! forget(customer) ─▶ taste Forget (removals) ─▶ every partition up to them ─▶ id dropped
 //! ```
 //!
 //! The parts: `deliver` (one feed, exactly once per partition), `writer` (one group-committing
-//! writer per partition), `queue` (single interactions, batched), `devices` (what a device is
+//! writer per partition), `queue` (single interactions, batched), `forget` (an erased customer out of the model), `devices` (what a device is
 //! to the model), `error`.
 
 mod deliver;
 pub mod devices;
 mod error;
+mod forget;
 mod queue;
 mod writer;
 
@@ -81,5 +83,12 @@ impl ModelFeed {
     /// Waits until everything queued before now has been fed.
     pub async fn flush(&self) {
         self.queue.flush().await;
+    }
+
+    /// Takes `customer` out of the model (its erasure): everything its interactions added to
+    /// the counts is taken away and no partition keeps its id. Its taste is left numbered and
+    /// empty, refusing interactions, for the caller to erase. Idempotent.
+    pub async fn forget(&self, customer: &str, request_id: &str) -> Result<(), FeedError> {
+        forget::forget(&self.sink, customer, request_id).await
     }
 }

@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! customer Get ─▶ its devices ─▶ each: Erase (telemetry, alerts, twin, commands; or detach
-//!   with ?devices=detach) and its MQTT credential revoked ─▶ taste Erase (the recommender's
+//!   with ?devices=detach) and its MQTT credential revoked ─▶ the model's feed flushed ─▶ the
+//!   customer taken out of the model's counts (feed forget) ─▶ taste Erase (the recommender's
 //!   weights, ids and journal) ─▶ customer Delete (its record, tickets, journal of
 //!   interactions, kept idempotency replies, and the key they were sealed under)
 //! ```
@@ -82,6 +83,15 @@ pub async fn erase_customer(
             StatusCode::SERVICE_UNAVAILABLE,
             "model_not_updated",
             "interactions queued for the recommendation model were not fed in time; retry the erasure",
+        ));
+    }
+    // Out of the model's counts, and its id out of every partition, before its taste goes.
+    if let Err(e) = ctx.feed.forget(id, &rid.id).await {
+        tracing::warn!(request_id = %rid.id, error = %e, "an erasure could not take the customer out of the model yet");
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "model_not_updated",
+            "the customer could not be taken out of the recommendation model yet; retry the erasure",
         ));
     }
     let (node, reply): (String, TasteReply) = call_entity(

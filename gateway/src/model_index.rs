@@ -140,7 +140,7 @@ impl ServedModel {
     /// Keeps the copy fresh until the process stops: woken by a recommendation that needs
     /// newer writes, and every [`REFRESH_EVERY`].
     pub async fn run_refresher(self: Arc<Self>, client: ClusterClient) {
-        let mut parts: Vec<Option<Part>> = vec![None; ITEM_PARTITIONS as usize];
+        let mut parts: Vec<Option<Arc<Part>>> = vec![None; ITEM_PARTITIONS as usize];
         let mut kind = Kind::Ease;
         let mut next_wait = REFRESH_EVERY;
         // The parts held changed since the index served was built (its build failed).
@@ -216,7 +216,7 @@ impl ServedModel {
     fn install(
         &self,
         index: Index,
-        parts: &[Option<Part>],
+        parts: &[Option<Arc<Part>>],
         failed: usize,
         want: u64,
         started: Instant,
@@ -251,7 +251,7 @@ impl ServedModel {
     async fn refresh(
         &self,
         client: &ClusterClient,
-        parts: &mut [Option<Part>],
+        parts: &mut [Option<Arc<Part>>],
         kind: Kind,
     ) -> (usize, usize) {
         let held: Vec<Option<u64>> = parts
@@ -269,7 +269,7 @@ impl ServedModel {
         for (k, a) in answers {
             match a {
                 Ok(Some(p)) => {
-                    parts[k] = Some(p);
+                    parts[k] = Some(Arc::new(p));
                     changed += 1;
                 }
                 Ok(None) => {}
@@ -285,7 +285,7 @@ impl ServedModel {
 
 /// The index of every part: EASE solved over their rows (on a blocking thread: a few seconds
 /// for thousands of items), or their lists.
-async fn build(parts: &[Option<Part>], kind: Kind) -> Result<Index, String> {
+async fn build(parts: &[Option<Arc<Part>>], kind: Kind) -> Result<Index, String> {
     let popularity: Vec<(String, u64)> = parts
         .iter()
         .flatten()
@@ -298,7 +298,8 @@ async fn build(parts: &[Option<Part>], kind: Kind) -> Result<Index, String> {
             .flat_map(|p| p.lists.iter().cloned())
             .collect(),
         Kind::Ease => {
-            let parts: Vec<Part> = parts.iter().flatten().cloned().collect();
+            // Shared, not copied: the solve reads the rows where the refresher keeps them.
+            let parts: Vec<Arc<Part>> = parts.iter().flatten().cloned().collect();
             tokio::task::spawn_blocking(move || {
                 ease::solve(
                     parts.iter().flat_map(|p| {

@@ -5,6 +5,8 @@
 //! ```text
 //! C[i][j] = Σ_customers w_ui · w_uj        norm[j] = Σ_customers w_uj²     customers[j] = #u
 //! Profile.add(j) ─▶ Delta{item j, a, b, pairs: [(i, w_i)]} ─▶ Counts::apply (rows it owns)
+//! erasure: each item j in turn ─▶ Delta{item j, w_j, 0, pairs: the items still there}
+//!   (takes away exactly what the customer added; counts at zero are dropped)
 //! ```
 //!
 //! Rows are partitioned (each partition applies the rows it owns) while every partition keeps
@@ -46,6 +48,18 @@ impl Delta {
                 .collect(),
         })
     }
+
+    /// Takes `item` out of `profile`: the delta that undoes everything its weight added (the
+    /// customer's erasure removes its items one by one), or None when it is not there.
+    pub fn remove(profile: &mut Profile, item: &str) -> Option<Self> {
+        let before = profile.weights.remove(item)?;
+        Some(Self {
+            item: item.to_string(),
+            before,
+            after: 0,
+            pairs: profile.items().map(|(i, w)| (i.clone(), w)).collect(),
+        })
+    }
 }
 
 /// Co-occurrence counts of the rows a partition owns, and every item's norm and popularity.
@@ -60,32 +74,30 @@ pub struct Counts {
 }
 
 impl Counts {
-    /// Applies `d`, to the rows `owns` says are this partition's.
+    /// Applies `d`, to the rows `owns` says are this partition's: adds what a rise of the
+    /// weight adds, takes away what a fall takes away (a removal takes away exactly what the
+    /// rises to that weight added), and drops what falls to zero.
     pub fn apply(&mut self, d: &Delta, owns: impl Fn(&str) -> bool) {
-        let gain = u64::from(d.after - d.before);
         let sq = |w: u32| u64::from(w) * u64::from(w);
-        *self.norms.entry(d.item.clone()).or_default() += sq(d.after) - sq(d.before);
-        if d.before == 0 {
-            *self.customers.entry(d.item.clone()).or_default() += 1;
+        let rise = d.after >= d.before;
+        let (lo, hi) = if rise {
+            (d.before, d.after)
+        } else {
+            (d.after, d.before)
+        };
+        let gain = u64::from(hi - lo);
+        adjust(&mut self.norms, &d.item, sq(hi) - sq(lo), rise);
+        if lo == 0 && hi > 0 {
+            adjust(&mut self.customers, &d.item, 1, rise);
         }
         let own_row = owns(&d.item);
         for (other, w) in &d.pairs {
             let c = u64::from(*w) * gain;
             if own_row {
-                *self
-                    .rows
-                    .entry(d.item.clone())
-                    .or_default()
-                    .entry(other.clone())
-                    .or_default() += c;
+                adjust_cell(&mut self.rows, &d.item, other, c, rise);
             }
             if owns(other) {
-                *self
-                    .rows
-                    .entry(other.clone())
-                    .or_default()
-                    .entry(d.item.clone())
-                    .or_default() += c;
+                adjust_cell(&mut self.rows, other, &d.item, c, rise);
             }
         }
     }
@@ -93,6 +105,49 @@ impl Counts {
     /// Row `item` (empty when it co-occurs with nothing).
     pub fn row(&self, item: &str) -> Option<&HashMap<String, u64>> {
         self.rows.get(item)
+    }
+}
+
+/// Adds `by` to `map[key]` (`up`) or takes it away, dropping the entry at zero. A count never
+/// goes below zero: a removal takes away only what was added.
+fn adjust(map: &mut HashMap<String, u64>, key: &str, by: u64, up: bool) {
+    if up {
+        if by > 0 {
+            *map.entry(key.to_string()).or_default() += by;
+        }
+        return;
+    }
+    if let Some(v) = map.get_mut(key) {
+        *v = v.saturating_sub(by);
+        if *v == 0 {
+            map.remove(key);
+        }
+    }
+}
+
+/// [`adjust`] on cell `rows[row][col]`, dropping a row left empty.
+fn adjust_cell(
+    rows: &mut HashMap<String, HashMap<String, u64>>,
+    row: &str,
+    col: &str,
+    by: u64,
+    up: bool,
+) {
+    if up {
+        if by > 0 {
+            *rows
+                .entry(row.to_string())
+                .or_default()
+                .entry(col.to_string())
+                .or_default() += by;
+        }
+        return;
+    }
+    if let Some(r) = rows.get_mut(row) {
+        adjust(r, col, by, false);
+        if r.is_empty() {
+            rows.remove(row);
+        }
     }
 }
 
@@ -163,6 +218,48 @@ mod tests {
         assert!(odd.rows.keys().all(|k| !owns_even(k)));
         assert_eq!(even.rows.len() + odd.rows.len(), 4);
         assert_eq!(odd.rows["x"]["yy"], even.rows["yy"]["x"]);
+    }
+
+    #[test]
+    fn removing_a_customer_item_by_item_leaves_the_counts_of_the_others() {
+        let events = [
+            (0, "a", 1),
+            (1, "a", 4),
+            (0, "b", 4),
+            (1, "c", 2),
+            (0, "c", 1),
+            (1, "a", 4),
+            (2, "b", 1),
+            (0, "a", 8),
+        ];
+        let mut profiles = vec![Profile::default(); 3];
+        let mut inc = Counts::default();
+        for (u, item, w) in events {
+            if let Some(d) = Delta::record(&mut profiles[u], item, w) {
+                inc.apply(&d, |_| true);
+            }
+        }
+        let items: Vec<String> = profiles[0].weights.keys().cloned().collect();
+        for item in &items {
+            let d = Delta::remove(&mut profiles[0], item).unwrap();
+            assert_eq!(d.after, 0);
+            inc.apply(&d, |_| true);
+        }
+        assert!(profiles[0].weights.is_empty());
+        assert_eq!(Delta::remove(&mut profiles[0], "a"), None);
+        assert_eq!(inc, batch(&profiles[1..]));
+        // Only customer 1 has both a and c; b is customer 2's alone, with nothing beside it.
+        assert_eq!(inc.rows["a"]["c"], 8 * 2);
+        assert!(!inc.rows.contains_key("b"));
+        assert_eq!(inc.customers["b"], 1);
+        // Removing everyone leaves nothing at all (no item name kept at zero).
+        for p in profiles.iter_mut() {
+            let items: Vec<String> = p.weights.keys().cloned().collect();
+            for item in &items {
+                inc.apply(&Delta::remove(p, item).unwrap(), |_| true);
+            }
+        }
+        assert_eq!(inc, Counts::default());
     }
 
     #[test]

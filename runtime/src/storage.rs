@@ -258,6 +258,15 @@ impl Store {
             .map(|v| Record::decode(&v)))
     }
 
+    /// The lsn of the last write to `kind`/`id` (`None` if it was never written), without
+    /// copying its value.
+    pub fn lsn(&self, shard: ShardId, kind: &str, id: &str) -> Result<Option<u64>, StorageError> {
+        Ok(self
+            .tree(shard)
+            .get(entity_key(kind, id))?
+            .map(|v| Record::lsn_of(&v)))
+    }
+
     /// Stores `value` (or a tombstone) at `lsn` if that is newer than what is stored; returns
     /// whether it was applied. Call [`Store::commit`] before acknowledging.
     pub fn apply(

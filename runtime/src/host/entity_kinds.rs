@@ -45,8 +45,7 @@ fn load_settled<E: Entity>(
 ) -> Result<super::entity_actor::Loaded<E>, RemoteError> {
     let stamp = || {
         store
-            .record(shard, E::KIND, id)
-            .map(|r| r.map(|r| r.lsn))
+            .lsn(shard, E::KIND, id)
             .map_err(|e| RemoteError::Storage(e.to_string()))
     };
     for _ in 0..SETTLE_TRIES {

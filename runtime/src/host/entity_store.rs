@@ -16,7 +16,7 @@ use std::collections::VecDeque;
 use serde::{Deserialize, Serialize};
 
 use crate::host::idempotency::{KeyRecord, Remembered};
-use crate::host::sealing::DataKey;
+use crate::host::sealing::{DataKey, Unsealable};
 use crate::storage::Store;
 use crate::wire::codec;
 use keelson_rules::shard_map::ShardId;
@@ -182,13 +182,8 @@ pub fn read_journal(
     let mut out = Vec::new();
     let mut seq = after.saturating_add(1);
     while seq <= len && out.len() < limit {
-        let jid = journal_id(id, seq);
-        let sealed = store
-            .get(shard, kind, &jid)
-            .map_err(|e| e.to_string())?
-            .ok_or_else(|| format!("journal record {seq} of {kind}/{id} is missing"))?;
-        let plain = key
-            .open(&aad(kind, &jid), &sealed)
+        let plain = open_record(store, shard, kind, id, key, seq)?
+            .ok_or_else(|| format!("journal record {seq} of {kind}/{id} is missing"))?
             .map_err(|e| format!("journal record {seq} of {kind}/{id}: {e}"))?;
         out.push((seq, plain));
         seq += 1;
@@ -214,19 +209,30 @@ pub fn read_tail(
     let mut out = Vec::new();
     let mut seq = after.saturating_add(1);
     loop {
-        let jid = journal_id(id, seq);
-        let Some(sealed) = store.get(shard, kind, &jid).map_err(|e| e.to_string())? else {
-            return Ok(out);
-        };
-        match key.open(&aad(kind, &jid), &sealed) {
-            Ok(plain) => out.push((seq, plain)),
-            Err(e) => {
+        match open_record(store, shard, kind, id, key, seq)? {
+            None => return Ok(out),
+            Some(Ok(plain)) => out.push((seq, plain)),
+            Some(Err(e)) => {
                 tracing::warn!(kind, id, seq, error = %e, "a journal record after the last checkpoint does not open: ignored with everything after it");
                 return Ok(out);
             }
         }
         seq += 1;
     }
+}
+
+/// Journal record `seq` of `kind`/`id`: absent, opened under `key`, or why it does not open.
+fn open_record(
+    store: &Store,
+    shard: ShardId,
+    kind: &str,
+    id: &str,
+    key: &DataKey,
+    seq: u64,
+) -> Result<Option<Result<Vec<u8>, Unsealable>>, String> {
+    let jid = journal_id(id, seq);
+    let sealed = store.get(shard, kind, &jid).map_err(|e| e.to_string())?;
+    Ok(sealed.map(|sealed| key.open(&aad(kind, &jid), &sealed)))
 }
 
 #[cfg(test)]
