@@ -61,6 +61,39 @@ pub struct Index {
     popular: Vec<(Ix, u64)>,
 }
 
+/// One thread's buffers for scoring a customer: every item's score and the customer's weight of
+/// it, by number, kept at zero between uses but for what the last use touched (listed, so it is
+/// put back first). A recommendation then allocates nothing the size of the catalogue.
+#[derive(Debug, Default)]
+struct Scratch {
+    score: Vec<f64>,
+    weight: Vec<u32>,
+    /// Candidates given a score by the last use.
+    touched: Vec<Ix>,
+    /// The customer's items the last use held.
+    held: Vec<(Ix, u32)>,
+}
+
+impl Scratch {
+    /// Zero again, for an index of `n` items.
+    fn clear(&mut self, n: usize) {
+        for j in self.touched.drain(..) {
+            self.score[j as usize] = 0.0;
+        }
+        for (i, _) in self.held.drain(..) {
+            self.weight[i as usize] = 0;
+        }
+        if self.score.len() < n {
+            self.score.resize(n, 0.0);
+            self.weight.resize(n, 0);
+        }
+    }
+}
+
+thread_local! {
+    static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::new(Scratch::default());
+}
+
 impl Index {
     /// An index of `lists` (each item's neighbours with their similarity, best first) and
     /// `popularity` (each item's customer count). An item named twice keeps its last list.
@@ -135,26 +168,37 @@ impl Index {
     /// The best `limit` items for a customer with `history` (item, weight), none of them in
     /// it: best first, ties by name, each with the history items that contributed most.
     pub fn recommend(&self, history: &[(&str, u32)], limit: usize) -> Vec<Scored> {
-        let n = self.names.len();
+        SCRATCH.with(|scratch| self.recommend_in(&mut scratch.borrow_mut(), history, limit))
+    }
+
+    fn recommend_in(&self, s: &mut Scratch, history: &[(&str, u32)], limit: usize) -> Vec<Scored> {
+        s.clear(self.names.len());
         // The customer's items the index knows, in history order (so the sums are the same
         // whoever builds the history), and each item's weight by number.
-        let held: Vec<(Ix, u32)> = history
-            .iter()
-            .filter_map(|(item, w)| self.ids.get(*item).map(|i| (*i, *w)))
-            .collect();
-        let mut weight = vec![0u32; n];
-        for (i, w) in &held {
-            weight[*i as usize] = *w;
+        s.held.extend(
+            history
+                .iter()
+                .filter_map(|(item, w)| self.ids.get(*item).map(|i| (*i, *w))),
+        );
+        for (i, w) in &s.held {
+            s.weight[*i as usize] = *w;
         }
-        let mut score = vec![0f64; n];
-        for (i, w) in &held {
+        for (i, w) in &s.held {
             let w = f64::from(*w);
-            for (j, s) in self.voters.get(*i) {
-                score[*j as usize] += w * f64::from(*s);
+            for (j, sim) in self.voters.get(*i) {
+                let slot = &mut s.score[*j as usize];
+                if *slot == 0.0 {
+                    s.touched.push(*j);
+                }
+                *slot += w * f64::from(*sim);
             }
         }
-        let mut ranked: Vec<Ix> = (0..n as Ix)
-            .filter(|j| score[*j as usize] > 0.0 && weight[*j as usize] == 0)
+        let (score, weight) = (&s.score, &s.weight);
+        let mut ranked: Vec<Ix> = s
+            .touched
+            .iter()
+            .copied()
+            .filter(|j| weight[*j as usize] == 0)
             .collect();
         let by = |a: &Ix, b: &Ix| {
             score[*b as usize]
@@ -174,7 +218,7 @@ impl Index {
             .map(|j| Scored {
                 item: self.names[j as usize].clone(),
                 score: score[j as usize],
-                because: self.because(j, &weight),
+                because: self.because(j, weight),
             })
             .collect()
     }
@@ -258,6 +302,41 @@ mod tests {
         assert!(ix.recommend(&history(&[("nothing", 2)]), 5).is_empty());
         assert_eq!(ix.len(), 6, "x a y b z q");
         assert_eq!(ix.entries(), 5);
+    }
+
+    #[test]
+    fn scoring_one_customer_leaves_nothing_behind_for_the_next() {
+        let big = Index::build(
+            lists(&[
+                ("x", &[("a", 0.5), ("c", 0.25)]),
+                ("y", &[("a", 0.125), ("b", 0.75)]),
+                ("z", &[("c", 0.9)]),
+                ("a", &[("x", 0.5)]),
+            ]),
+            [],
+        );
+        let small = Index::build(lists(&[("b", &[("a", 0.5)])]), []);
+        let fresh = |ix: Index, h: Vec<(&'static str, u32)>| {
+            std::thread::spawn(move || ix.recommend(&h, 10))
+                .join()
+                .unwrap()
+        };
+        let h1 = history(&[("a", 2), ("b", 1)]);
+        let h2 = history(&[("c", 3), ("x", 1)]);
+        let first = big.recommend(&h1, 10);
+        let second = big.recommend(&h2, 10);
+        // A smaller index between two uses of a larger one on the same thread.
+        let other = small.recommend(&history(&[("a", 1)]), 10);
+        assert_eq!(big.recommend(&h1, 10), first);
+        assert_eq!(first, fresh(big.clone(), h1));
+        assert_eq!(second, fresh(big.clone(), h2));
+        assert_eq!(other, fresh(small, history(&[("a", 1)])));
+        let items: Vec<&str> = second.iter().map(|r| r.item.as_str()).collect();
+        assert_eq!(
+            items,
+            ["z", "a"],
+            "x is held, so scores nothing and is not offered"
+        );
     }
 
     #[test]
