@@ -62,31 +62,21 @@ pub struct Index {
 }
 
 /// One thread's buffers for scoring a customer: every item's score and the customer's weight of
-/// it, by number, kept at zero between uses but for what the last use touched (listed, so it is
-/// put back first). A recommendation then allocates nothing the size of the catalogue.
+/// it, by number. Reused (zeroed, not allocated, per request): a recommendation then allocates
+/// nothing the size of the catalogue.
 #[derive(Debug, Default)]
 struct Scratch {
     score: Vec<f64>,
     weight: Vec<u32>,
-    /// Candidates given a score by the last use.
-    touched: Vec<Ix>,
-    /// The customer's items the last use held.
-    held: Vec<(Ix, u32)>,
 }
 
 impl Scratch {
-    /// Zero again, for an index of `n` items.
+    /// All zero, for an index of `n` items.
     fn clear(&mut self, n: usize) {
-        for j in self.touched.drain(..) {
-            self.score[j as usize] = 0.0;
-        }
-        for (i, _) in self.held.drain(..) {
-            self.weight[i as usize] = 0;
-        }
-        if self.score.len() < n {
-            self.score.resize(n, 0.0);
-            self.weight.resize(n, 0);
-        }
+        self.score.clear();
+        self.score.resize(n, 0.0);
+        self.weight.clear();
+        self.weight.resize(n, 0);
     }
 }
 
@@ -172,33 +162,27 @@ impl Index {
     }
 
     fn recommend_in(&self, s: &mut Scratch, history: &[(&str, u32)], limit: usize) -> Vec<Scored> {
-        s.clear(self.names.len());
+        let n = self.names.len();
+        s.clear(n);
         // The customer's items the index knows, in history order (so the sums are the same
         // whoever builds the history), and each item's weight by number.
-        s.held.extend(
-            history
-                .iter()
-                .filter_map(|(item, w)| self.ids.get(*item).map(|i| (*i, *w))),
-        );
-        for (i, w) in &s.held {
-            s.weight[*i as usize] = *w;
+        let held: Vec<(Ix, u32)> = history
+            .iter()
+            .filter_map(|(item, w)| self.ids.get(*item).map(|i| (*i, *w)))
+            .collect();
+        let (score, weight) = (&mut s.score, &mut s.weight);
+        for (i, w) in &held {
+            weight[*i as usize] = *w;
         }
-        for (i, w) in &s.held {
+        for (i, w) in &held {
             let w = f64::from(*w);
             for (j, sim) in self.voters.get(*i) {
-                let slot = &mut s.score[*j as usize];
-                if *slot == 0.0 {
-                    s.touched.push(*j);
-                }
-                *slot += w * f64::from(*sim);
+                score[*j as usize] += w * f64::from(*sim);
             }
         }
-        let (score, weight) = (&s.score, &s.weight);
-        let mut ranked: Vec<Ix> = s
-            .touched
-            .iter()
-            .copied()
-            .filter(|j| weight[*j as usize] == 0)
+        let (score, weight) = (&*score, &*weight);
+        let mut ranked: Vec<Ix> = (0..n as Ix)
+            .filter(|j| score[*j as usize] > 0.0 && weight[*j as usize] == 0)
             .collect();
         let by = |a: &Ix, b: &Ix| {
             score[*b as usize]
