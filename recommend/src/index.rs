@@ -181,22 +181,31 @@ impl Index {
             }
         }
         let (score, weight) = (&*score, &*weight);
-        let mut ranked: Vec<Ix> = (0..n as Ix)
-            .filter(|j| score[*j as usize] > 0.0 && weight[*j as usize] == 0)
-            .collect();
         let by = |a: &Ix, b: &Ix| {
             score[*b as usize]
                 .total_cmp(&score[*a as usize])
                 .then_with(|| self.names[*a as usize].cmp(&self.names[*b as usize]))
         };
-        if limit < ranked.len() {
-            if limit == 0 {
-                return Vec::new();
-            }
-            ranked.select_nth_unstable_by(limit - 1, by);
-            ranked.truncate(limit);
+        // The best `limit` so far, best first: most candidates lose to the last at once.
+        let mut ranked: Vec<Ix> = Vec::with_capacity(limit + 1);
+        if limit == 0 {
+            return Vec::new();
         }
-        ranked.sort_by(by);
+        for j in 0..n as Ix {
+            if score[j as usize] <= 0.0 || weight[j as usize] > 0 {
+                continue;
+            }
+            if ranked.len() == limit {
+                match ranked.last() {
+                    Some(worst) if by(&j, worst).is_lt() => {
+                        ranked.pop();
+                    }
+                    _ => continue,
+                }
+            }
+            let at = ranked.partition_point(|r| by(r, &j).is_lt());
+            ranked.insert(at, j);
+        }
         ranked
             .into_iter()
             .map(|j| Scored {
@@ -321,6 +330,39 @@ mod tests {
             ["z", "a"],
             "x is held, so scores nothing and is not offered"
         );
+    }
+
+    #[test]
+    fn the_best_few_are_the_head_of_the_whole_ranking() {
+        // 60 items, each listing 12 others with similarities that often tie.
+        let names: Vec<String> = (0..60).map(|k| format!("i{k:02}")).collect();
+        let owned: Vec<(String, Vec<(String, f64)>)> = (0..60usize)
+            .map(|j| {
+                let list = (1..=12usize)
+                    .map(|d| {
+                        (
+                            names[(j * 7 + d * 5) % 60].clone(),
+                            ((j + d) % 4 + 1) as f64 / 8.0,
+                        )
+                    })
+                    .filter(|(i, _)| *i != names[j])
+                    .collect();
+                (names[j].clone(), list)
+            })
+            .collect();
+        let ix = Index::build(owned, []);
+        let h = history(&[("i03", 2), ("i10", 1), ("i41", 4), ("i59", 1)]);
+        let all = ix.recommend(&h, 1_000);
+        assert!(all.len() > 20, "{}", all.len());
+        for w in all.windows(2) {
+            assert!(
+                w[0].score > w[1].score || (w[0].score == w[1].score && w[0].item < w[1].item),
+                "{w:?}"
+            );
+        }
+        for k in 1..all.len() {
+            assert_eq!(ix.recommend(&h, k), all[..k].to_vec(), "limit {k}");
+        }
     }
 
     #[test]
