@@ -207,7 +207,7 @@ mod tests {
         let mut p = Profile::default();
         let mut even = Counts::default();
         let mut odd = Counts::default();
-        let owns_even = |i: &str| i.len() % 2 == 0;
+        let owns_even = |i: &str| i.len().is_multiple_of(2);
         for item in ["x", "yy", "z", "ww"] {
             let d = Delta::record(&mut p, item, 1).unwrap();
             even.apply(&d, owns_even);
