@@ -12,6 +12,7 @@
 //!   the Index ─▶ covers = w
 //! recommend: covers >= written when it arrived? serve : wake, wait up to FRESH_WAIT
 //!   (read-your-writes through this gateway), then serve what is held
+//! a rebuild that took t ─▶ none again for REBUILD_PAUSE · t (at most a quarter of a core)
 //! ```
 //!
 //! Writes do not wake the refresher: during a bulk ingestion every refresh would make every
@@ -49,6 +50,12 @@ const FETCH_CONCURRENCY: usize = 8;
 
 /// Times a partition is asked again when its version moved between two pages.
 const PAGE_RESTARTS: usize = 3;
+
+/// After a rebuild that took `t`, the next one starts no sooner than `t * REBUILD_PAUSE`
+/// later: an EASE solve takes seconds of one core, so under a steady mix of writes and
+/// recommendations rebuilds take at most a quarter of a core (a recommendation after its own
+/// write then waits up to about four solves, within `FRESH_WAIT` for a few thousand items).
+const REBUILD_PAUSE: u32 = 3;
 
 /// Which model the copy is: EASE while the catalogue allows a dense solve, else item-kNN.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -145,6 +152,8 @@ impl ServedModel {
         let mut next_wait = REFRESH_EVERY;
         // The parts held changed since the index served was built (its build failed).
         let mut unbuilt = false;
+        // No rebuild before this (see REBUILD_PAUSE).
+        let mut not_before = Instant::now();
         loop {
             let woken = tokio::time::timeout(next_wait, self.wake.notified())
                 .await
@@ -153,6 +162,7 @@ impl ServedModel {
             if !woken && !retry && !self.asked.swap(false, Ordering::AcqRel) {
                 continue;
             }
+            tokio::time::sleep_until(not_before.into()).await;
             let want = self.written.load(Ordering::Acquire);
             let started = Instant::now();
             let (changed, failed) = self.refresh(&client, &mut parts, kind).await;
@@ -177,7 +187,10 @@ impl ServedModel {
                     next_wait = RETRY_AFTER;
                     continue;
                 }
-                match build(&parts, kind).await {
+                let building = Instant::now();
+                let built = build(&parts, kind).await;
+                not_before = Instant::now() + building.elapsed() * REBUILD_PAUSE;
+                match built {
                     Ok(index) => {
                         self.install(index, &parts, failed, want, started);
                         rebuilt = true;
