@@ -49,15 +49,7 @@ pub(crate) async fn feed(
             let (node, reply) = taste(f, &customer, &cmd, request_id, Access::write(None)).await?;
             match reply {
                 Ok(TasteAnswer::Recorded { outcomes, seq }) => Ok((customer, outcomes, seq)),
-                Ok(_) => Err(FeedError::Unexpected {
-                    kind: "taste",
-                    node,
-                }),
-                Err(error) => Err(FeedError::Refused {
-                    kind: "taste",
-                    node,
-                    error,
-                }),
+                other => Err(FeedError::not_expected("taste", node, other)),
             }
         }))
         .buffered(CONCURRENT_TASTES)
@@ -176,19 +168,7 @@ async fn taste_deltas(
                 }
                 from = last;
             }
-            Ok(_) => {
-                return Err(FeedError::Unexpected {
-                    kind: "taste",
-                    node,
-                })
-            }
-            Err(error) => {
-                return Err(FeedError::Refused {
-                    kind: "taste",
-                    node,
-                    error,
-                })
-            }
+            other => return Err(FeedError::not_expected("taste", node, other)),
         }
     }
 }
@@ -212,9 +192,6 @@ pub(crate) async fn taste(
             access,
         )
         .await?;
-    let reply = decode_payload(&answer.reply).map_err(|e| FeedError::Decode {
-        kind: "taste",
-        detail: e.to_string(),
-    })?;
+    let reply = decode_payload(&answer.reply).map_err(|e| FeedError::decode("taste", e))?;
     Ok((answer.node, reply))
 }

@@ -48,3 +48,26 @@ pub enum FeedError {
     #[error("the model feed is stopping; retry (interactions are counted once by id)")]
     Stopped,
 }
+
+impl FeedError {
+    /// What a reply of `kind` from `node` that is not the answer expected says: refused by the
+    /// entity's rules, or an answer of another kind.
+    pub(crate) fn not_expected<A>(
+        kind: &'static str,
+        node: String,
+        reply: Result<A, DomainError>,
+    ) -> Self {
+        match reply {
+            Err(error) => Self::Refused { kind, node, error },
+            Ok(_) => Self::Unexpected { kind, node },
+        }
+    }
+
+    /// A reply of `kind` that does not decode.
+    pub(crate) fn decode(kind: &'static str, e: impl std::fmt::Display) -> Self {
+        Self::Decode {
+            kind,
+            detail: e.to_string(),
+        }
+    }
+}

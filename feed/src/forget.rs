@@ -26,19 +26,7 @@ pub(crate) async fn forget(f: &Sink, customer: &str, request_id: &str) -> Result
     let (node, reply) = taste(f, customer, &cmd, request_id, Access::write(None)).await?;
     let seq = match reply {
         Ok(TasteAnswer::Forgetting { seq }) => seq,
-        Ok(_) => {
-            return Err(FeedError::Unexpected {
-                kind: "taste",
-                node,
-            })
-        }
-        Err(error) => {
-            return Err(FeedError::Refused {
-                kind: "taste",
-                node,
-                error,
-            })
-        }
+        other => return Err(FeedError::not_expected("taste", node, other)),
     };
     if seq == 0 {
         return Ok(());
@@ -79,24 +67,14 @@ async fn drop_id(
             Access::write(None),
         )
         .await?;
-    let reply: ItemModelReply = decode_payload(&answer.reply).map_err(|e| FeedError::Decode {
-        kind: "item-model",
-        detail: e.to_string(),
-    })?;
+    let reply: ItemModelReply =
+        decode_payload(&answer.reply).map_err(|e| FeedError::decode("item-model", e))?;
     match reply {
         Ok(ItemModelAnswer::Forgot { held }) if held.is_none() || held == Some(seq) => Ok(()),
         Ok(ItemModelAnswer::Forgot { .. }) => Err(FeedError::Behind {
             partition: k,
             customers: 1,
         }),
-        Ok(_) => Err(FeedError::Unexpected {
-            kind: "item-model",
-            node: answer.node,
-        }),
-        Err(error) => Err(FeedError::Refused {
-            kind: "item-model",
-            node: answer.node,
-            error,
-        }),
+        other => Err(FeedError::not_expected("item-model", answer.node, other)),
     }
 }

@@ -129,23 +129,13 @@ async fn apply_once(client: &ClusterClient, id: &str, cmd: &ItemModelCommand) ->
             Access::of(false, None),
         )
         .await?;
-    let reply: ItemModelReply = decode_payload(&answer.reply).map_err(|e| FeedError::Decode {
-        kind: "item-model",
-        detail: e.to_string(),
-    })?;
+    let reply: ItemModelReply =
+        decode_payload(&answer.reply).map_err(|e| FeedError::decode("item-model", e))?;
     match reply {
         Ok(ItemModelAnswer::Applied {
             behind, applied, ..
         }) => Ok((behind, applied > 0)),
-        Ok(_) => Err(FeedError::Unexpected {
-            kind: "item-model",
-            node: answer.node,
-        }),
-        Err(error) => Err(FeedError::Refused {
-            kind: "item-model",
-            node: answer.node,
-            error,
-        }),
+        other => Err(FeedError::not_expected("item-model", answer.node, other)),
     }
 }
 
