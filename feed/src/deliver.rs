@@ -13,6 +13,7 @@
 //! ```
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use futures_util::{stream, StreamExt};
 use keelson_actors::{
@@ -20,6 +21,7 @@ use keelson_actors::{
 };
 use keelson_recommend::{Delta, ITEM_PARTITIONS};
 use keelson_runtime::{decode_payload, encode_payload, Access};
+use tokio::sync::OnceCell;
 
 use crate::error::FeedError;
 use crate::Sink;
@@ -83,21 +85,20 @@ pub(crate) async fn bring_up_to_date(
     heads: &[(String, u64)],
     request_id: &str,
 ) -> Result<(), FeedError> {
+    // A customer's journal is read once for every partition missing the same numbers (after a
+    // lost delivery, or an erasure's removals, that is all of them).
+    let journal = Journal::default();
+    let journal = &journal;
     let parts = (0..ITEM_PARTITIONS).map(|k| async move {
         let mut behind = apply(f, k, deltas, heads).await?;
-        let mut journal: HashMap<(String, u64), Deltas> = HashMap::new();
         for _ in 0..REPAIR_ROUNDS {
             if behind.is_empty() {
                 return Ok(());
             }
             let mut missing: HashMap<String, Deltas> = HashMap::new();
             for (customer, last) in &behind {
-                let key = (customer.clone(), *last);
-                if !journal.contains_key(&key) {
-                    let rebuilt = taste_deltas(f, customer, *last, request_id).await?;
-                    journal.insert(key.clone(), rebuilt);
-                }
-                missing.insert(customer.clone(), journal[&key].clone());
+                let rebuilt = journal.deltas(f, customer, *last, request_id).await?;
+                missing.insert(customer.clone(), rebuilt.as_ref().clone());
             }
             tracing::info!(
                 partition = k,
@@ -116,6 +117,39 @@ pub(crate) async fn bring_up_to_date(
         }
     });
     futures_util::future::try_join_all(parts).await.map(|_| ())
+}
+
+/// Customers' deltas rebuilt from their journals during one feed, each (customer, after) read
+/// once however many partitions ask for it at the same time.
+#[derive(Default)]
+struct Journal(std::sync::Mutex<HashMap<(String, u64), Rebuilt>>);
+
+/// One customer's deltas after one number, once read.
+type Rebuilt = Arc<OnceCell<Arc<Deltas>>>;
+
+impl Journal {
+    async fn deltas(
+        &self,
+        f: &Sink,
+        customer: &str,
+        after: u64,
+        request_id: &str,
+    ) -> Result<Arc<Deltas>, FeedError> {
+        let cell = self
+            .0
+            .lock()
+            .expect("journal cache lock")
+            .entry((customer.to_string(), after))
+            .or_default()
+            .clone();
+        cell.get_or_try_init(|| async {
+            taste_deltas(f, customer, after, request_id)
+                .await
+                .map(Arc::new)
+        })
+        .await
+        .cloned()
+    }
 }
 
 /// One Apply to partition `k` (through its writer, merged with whatever else is waiting): its
