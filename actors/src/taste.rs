@@ -32,6 +32,12 @@ pub const MAX_TASTE_IDS: usize = 10_000;
 /// Most interactions in one Record command, and deltas in one Deltas answer.
 pub const MAX_TASTE_BATCH: usize = 1_000;
 
+/// About the most bytes of deltas one answer carries (well under the cluster's frame limit):
+/// a customer of a thousand items makes deltas of a thousand pairs each, and a Record of a
+/// thousand new items half a million pairs. Past it, a Deltas answer ends its page early and a
+/// Recorded answer leaves the deltas out (the feed reads them from the journal).
+pub const MAX_DELTA_BYTES: usize = 1024 * 1024;
+
 /// Persisted state.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TasteState {
@@ -91,7 +97,8 @@ impl TasteCommand {
 /// What became of one interaction.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Recorded {
-    /// Counted now: its number and the delta to apply (None when the weight was capped).
+    /// Counted now: its number and the delta to apply (None when the weight was capped, with
+    /// number 0, or when the answer had no room left for it: then it is read from the journal).
     Applied {
         /// Its sequence number (0 when it changed no weight).
         seq: u64,
@@ -239,6 +246,7 @@ fn record(state: &mut Option<TasteState>, list: Vec<TasteInteraction>) -> Handle
     }
     let mut outcomes = Vec::with_capacity(list.len());
     let mut append = Vec::new();
+    let mut room = MAX_DELTA_BYTES;
     for i in list {
         let w = match check(&i) {
             Ok(w) => w,
@@ -251,7 +259,7 @@ fn record(state: &mut Option<TasteState>, list: Vec<TasteInteraction>) -> Handle
             outcomes.push(Recorded::Duplicate { seq: *seq });
             continue;
         }
-        let delta = Delta::record(&mut s.profile, &i.item, w);
+        let mut delta = Delta::record(&mut s.profile, &i.item, w);
         let seq = match &delta {
             Some(d) => {
                 s.seq += 1;
@@ -260,6 +268,12 @@ fn record(state: &mut Option<TasteState>, list: Vec<TasteInteraction>) -> Handle
             }
             None => 0,
         };
+        if let Some(d) = &delta {
+            room = room.saturating_sub(d.encoded_size());
+            if room == 0 {
+                delta = None;
+            }
+        }
         s.remember(i.id, seq);
         outcomes.push(Recorded::Applied { seq, delta });
     }

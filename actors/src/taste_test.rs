@@ -199,3 +199,62 @@ fn forgetting_numbers_a_removal_of_every_item_that_undoes_the_counts_and_refuses
     );
     assert!(none.is_none());
 }
+
+#[test]
+fn answers_carry_at_most_about_a_mebibyte_of_deltas_and_the_rest_pages() {
+    let (mut s, j) = (None, Journal::default());
+    let list: Vec<TasteInteraction> = (0..MAX_TASTE_BATCH)
+        .map(|n| i(&format!("i{n}"), "view", &format!("an-item-named-{n:04}")))
+        .collect();
+    let TasteAnswer::Recorded { outcomes, seq } = run(&mut s, &j, TasteCommand::Record(list))
+    else {
+        panic!()
+    };
+    assert_eq!(seq, MAX_TASTE_BATCH as u64);
+    let carried: Vec<&Delta> = outcomes
+        .iter()
+        .filter_map(|o| match o {
+            Recorded::Applied { delta: Some(d), .. } => Some(d),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        outcomes
+            .iter()
+            .enumerate()
+            .all(|(n, o)| matches!(o, Recorded::Applied { seq, .. } if *seq == n as u64 + 1)),
+        "every one counted, numbered in order"
+    );
+    let size: usize = carried.iter().map(|d| d.encoded_size()).sum();
+    assert!(
+        carried.len() > 100 && carried.len() < MAX_TASTE_BATCH,
+        "{}",
+        carried.len()
+    );
+    assert!(size <= MAX_DELTA_BYTES, "{size}");
+    // Paged from the journal: every number once, each page about a mebibyte at most.
+    let mut after = 0;
+    let mut pages = 0;
+    while after < seq {
+        let TasteAnswer::Deltas { deltas, .. } = run(&mut s, &j, TasteCommand::Deltas { after })
+        else {
+            panic!()
+        };
+        let bytes: usize = deltas.iter().map(|(_, d)| d.encoded_size()).sum();
+        let last = deltas.last().map(|(_, d)| d.encoded_size()).unwrap_or(0);
+        assert!(bytes <= MAX_DELTA_BYTES + last, "{bytes}");
+        assert_eq!(deltas[0].0, after + 1);
+        if after == 0 {
+            assert!(
+                deltas.len().abs_diff(carried.len()) <= 1,
+                "about the room of the Record answer: {} vs {}",
+                deltas.len(),
+                carried.len()
+            );
+        }
+        after = deltas.last().unwrap().0;
+        pages += 1;
+    }
+    assert_eq!(after, seq);
+    assert!(pages > 2, "{pages}");
+}

@@ -95,10 +95,10 @@ pub(crate) async fn bring_up_to_date(
             if behind.is_empty() {
                 return Ok(());
             }
-            let mut missing: HashMap<String, Deltas> = HashMap::new();
+            let mut missing: HashMap<String, Arc<Deltas>> = HashMap::new();
             for (customer, last) in &behind {
                 let rebuilt = journal.deltas(f, customer, *last, request_id).await?;
-                missing.insert(customer.clone(), rebuilt.as_ref().clone());
+                missing.insert(customer.clone(), rebuilt);
             }
             tracing::info!(
                 partition = k,
@@ -154,16 +154,16 @@ impl Journal {
 
 /// One Apply to partition `k` (through its writer, merged with whatever else is waiting): its
 /// part of `deltas`; what it is still missing.
-async fn apply(
+async fn apply<L: AsRef<Deltas>>(
     f: &Sink,
     k: u32,
-    deltas: &HashMap<String, Deltas>,
+    deltas: &HashMap<String, L>,
     heads: &[(String, u64)],
 ) -> Result<Vec<(String, u64)>, FeedError> {
     let updates = deltas
         .iter()
         .flat_map(|(customer, list)| {
-            list.iter().map(move |(seq, d)| ModelUpdate {
+            list.as_ref().iter().map(move |(seq, d)| ModelUpdate {
                 customer: customer.clone(),
                 seq: *seq,
                 delta: d.for_partition(k),

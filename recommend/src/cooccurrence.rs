@@ -49,6 +49,11 @@ impl Delta {
         })
     }
 
+    /// About how many bytes it takes encoded (what an answer carrying many is bounded by).
+    pub fn encoded_size(&self) -> usize {
+        16 + self.item.len() + self.pairs.iter().map(|(i, _)| i.len() + 9).sum::<usize>()
+    }
+
     /// Takes `item` out of `profile`: the delta that undoes everything its weight added (the
     /// customer's erasure removes its items one by one), or None when it is not there.
     pub fn remove(profile: &mut Profile, item: &str) -> Option<Self> {

@@ -6,7 +6,7 @@ use keelson_recommend::{Delta, Profile};
 use keelson_runtime::{decode_payload, encode_payload, EntityContext, EntityError};
 use serde::{Deserialize, Serialize};
 
-use super::TasteState;
+use super::{TasteState, MAX_DELTA_BYTES};
 
 /// One journal record: the item and its weight before and after. Persisted: never reorder.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -35,7 +35,8 @@ impl TasteRecord {
     }
 }
 
-/// The deltas of numbers `after + 1 ..= min(seq, after + limit)`.
+/// The deltas of numbers `after + 1 ..= min(seq, after + limit)`, ending early once they hold
+/// about [`MAX_DELTA_BYTES`] (at least one).
 pub(super) fn deltas(
     ctx: &EntityContext<'_>,
     s: &TasteState,
@@ -68,22 +69,25 @@ pub(super) fn deltas(
         set(&mut profile, &r.item, r.before);
     }
     let mut out = Vec::new();
+    let mut bytes = 0;
     for (seq, r) in records.into_iter().take(limit) {
+        if !out.is_empty() && bytes >= MAX_DELTA_BYTES {
+            break;
+        }
         let pairs = profile
             .items()
             .filter(|(i, _)| **i != r.item)
             .map(|(i, w)| (i.clone(), w))
             .collect();
         set(&mut profile, &r.item, r.after);
-        out.push((
-            seq,
-            Delta {
-                item: r.item,
-                before: r.before,
-                after: r.after,
-                pairs,
-            },
-        ));
+        let d = Delta {
+            item: r.item,
+            before: r.before,
+            after: r.after,
+            pairs,
+        };
+        bytes += d.encoded_size();
+        out.push((seq, d));
     }
     Ok(out)
 }
