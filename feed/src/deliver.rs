@@ -85,27 +85,28 @@ pub(crate) async fn bring_up_to_date(
     heads: &[(String, u64)],
     request_id: &str,
 ) -> Result<(), FeedError> {
+    let first = &split(deltas.iter().map(|(c, l)| (c.as_str(), l.as_slice())));
     // A customer's journal is read once for every partition missing the same numbers (after a
     // lost delivery, or an erasure's removals, that is all of them).
     let journal = Journal::default();
     let journal = &journal;
     let parts = (0..ITEM_PARTITIONS).map(|k| async move {
-        let mut behind = apply(f, k, deltas, heads).await?;
+        let mut behind = apply(f, k, first[k as usize].clone(), heads).await?;
         for _ in 0..REPAIR_ROUNDS {
             if behind.is_empty() {
                 return Ok(());
             }
-            let mut missing: HashMap<String, Arc<Deltas>> = HashMap::new();
+            let mut missing = Vec::new();
             for (customer, last) in &behind {
-                let rebuilt = journal.deltas(f, customer, *last, request_id).await?;
-                missing.insert(customer.clone(), rebuilt);
+                let rebuilt = journal.parts(f, customer, *last, request_id).await?;
+                missing.extend(rebuilt[k as usize].iter().cloned());
             }
             tracing::info!(
                 partition = k,
                 customers = behind.len(),
                 "item model partition was behind; sending the deltas it missed"
             );
-            behind = apply(f, k, &missing, heads).await?;
+            behind = apply(f, k, missing, heads).await?;
         }
         if behind.is_empty() {
             Ok(())
@@ -119,22 +120,40 @@ pub(crate) async fn bring_up_to_date(
     futures_util::future::try_join_all(parts).await.map(|_| ())
 }
 
-/// Customers' deltas rebuilt from their journals during one feed, each (customer, after) read
-/// once however many partitions ask for it at the same time.
+/// Each partition's updates (by partition number) of the customers' deltas: every delta split
+/// once, not once per partition.
+fn split<'a>(deltas: impl Iterator<Item = (&'a str, &'a [(u64, Delta)])>) -> Vec<Vec<ModelUpdate>> {
+    let mut parts: Vec<Vec<ModelUpdate>> = vec![Vec::new(); ITEM_PARTITIONS as usize];
+    for (customer, list) in deltas {
+        for (seq, d) in list {
+            for (part, delta) in parts.iter_mut().zip(d.split()) {
+                part.push(ModelUpdate {
+                    customer: customer.to_string(),
+                    seq: *seq,
+                    delta,
+                });
+            }
+        }
+    }
+    parts
+}
+
+/// Customers' deltas rebuilt from their journals during one feed, split by partition, each
+/// (customer, after) read once however many partitions ask for it at the same time.
 #[derive(Default)]
 struct Journal(std::sync::Mutex<HashMap<(String, u64), Rebuilt>>);
 
-/// One customer's deltas after one number, once read.
-type Rebuilt = Arc<OnceCell<Arc<Deltas>>>;
+/// One customer's updates after one number, by partition, once read.
+type Rebuilt = Arc<OnceCell<Arc<Vec<Vec<ModelUpdate>>>>>;
 
 impl Journal {
-    async fn deltas(
+    async fn parts(
         &self,
         f: &Sink,
         customer: &str,
         after: u64,
         request_id: &str,
-    ) -> Result<Arc<Deltas>, FeedError> {
+    ) -> Result<Arc<Vec<Vec<ModelUpdate>>>, FeedError> {
         let cell = self
             .0
             .lock()
@@ -143,33 +162,25 @@ impl Journal {
             .or_default()
             .clone();
         cell.get_or_try_init(|| async {
-            taste_deltas(f, customer, after, request_id)
-                .await
-                .map(Arc::new)
+            let deltas = taste_deltas(f, customer, after, request_id).await?;
+            Ok(Arc::new(split(std::iter::once((
+                customer,
+                deltas.as_slice(),
+            )))))
         })
         .await
         .cloned()
     }
 }
 
-/// One Apply to partition `k` (through its writer, merged with whatever else is waiting): its
-/// part of `deltas`; what it is still missing.
-async fn apply<L: AsRef<Deltas>>(
+/// One Apply of `updates` to partition `k` (through its writer, merged with whatever else is
+/// waiting); what it is still missing.
+async fn apply(
     f: &Sink,
     k: u32,
-    deltas: &HashMap<String, L>,
+    updates: Vec<ModelUpdate>,
     heads: &[(String, u64)],
 ) -> Result<Vec<(String, u64)>, FeedError> {
-    let updates = deltas
-        .iter()
-        .flat_map(|(customer, list)| {
-            list.as_ref().iter().map(move |(seq, d)| ModelUpdate {
-                customer: customer.clone(),
-                seq: *seq,
-                delta: d.for_partition(k),
-            })
-        })
-        .collect();
     let mine: HashSet<&str> = heads.iter().map(|(c, _)| c.as_str()).collect();
     let behind = f.writers.apply(k, updates, heads.to_vec()).await?;
     // The merged answer names other feeds' customers too.

@@ -37,6 +37,31 @@ impl Delta {
     }
 }
 
+impl Delta {
+    /// Every partition's part of this delta at once, by partition number: what
+    /// [`Delta::for_partition`] gives each, with each pair's partition worked out once (a
+    /// customer of a thousand items makes deltas of a thousand pairs, for 64 partitions).
+    pub fn split(&self) -> Vec<Delta> {
+        let own = partition_of(&self.item) as usize;
+        let mut parts: Vec<Delta> = (0..ITEM_PARTITIONS)
+            .map(|_| Delta {
+                item: self.item.clone(),
+                before: self.before,
+                after: self.after,
+                pairs: Vec::new(),
+            })
+            .collect();
+        parts[own].pairs = self.pairs.clone();
+        for pair in &self.pairs {
+            let p = partition_of(&pair.0) as usize;
+            if p != own {
+                parts[p].pairs.push(pair.clone());
+            }
+        }
+        parts
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -75,5 +100,18 @@ mod tests {
         }
         let rows: usize = parts.iter().map(|p| p.rows.len()).sum();
         assert_eq!(rows, whole.rows.len());
+    }
+
+    #[test]
+    fn a_delta_split_at_once_gives_each_partition_its_part() {
+        let mut p = Profile::default();
+        for n in 0..300 {
+            let d = Delta::record(&mut p, &format!("item-{n}"), 1 + n % 4).unwrap();
+            let split = d.split();
+            assert_eq!(split.len(), ITEM_PARTITIONS as usize);
+            for (k, part) in split.iter().enumerate() {
+                assert_eq!(*part, d.for_partition(k as u32), "delta {n}, partition {k}");
+            }
+        }
     }
 }
