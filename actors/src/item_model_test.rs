@@ -473,38 +473,27 @@ fn an_erased_customer_leaves_the_counts_of_the_others_and_no_id() {
             want.as_ref().map(|s| s.counts.clone()).unwrap_or_default(),
         );
         assert_eq!(got_counts, want_counts, "{id}");
+        let forget = |st: &mut Option<ItemModelState>, seq: u64| {
+            run(
+                &id,
+                st,
+                ItemModelCommand::Forget {
+                    customer: erased.into(),
+                    seq,
+                },
+            )
+        };
         // A Forget at another number changes nothing; at the last removal it drops the id.
-        let (reply, changed) = run(
-            &id,
-            got,
-            ItemModelCommand::Forget {
-                customer: erased.into(),
-                seq: seq - 1,
-            },
-        );
+        let (reply, changed) = forget(got, seq - 1);
         assert_eq!(reply, Ok(ItemModelAnswer::Forgot { held: Some(seq) }));
         assert!(!changed);
-        let (reply, changed) = run(
-            &id,
-            got,
-            ItemModelCommand::Forget {
-                customer: erased.into(),
-                seq,
-            },
-        );
+        let (reply, changed) = forget(got, seq);
         assert_eq!(reply, Ok(ItemModelAnswer::Forgot { held: Some(seq) }));
         assert!(changed);
         let st = got.as_ref().unwrap();
         assert!(!st.last.contains_key(erased), "{id}");
         assert_eq!(st.last.len(), 29, "{id}");
-        let (reply, changed) = run(
-            &id,
-            got,
-            ItemModelCommand::Forget {
-                customer: erased.into(),
-                seq,
-            },
-        );
+        let (reply, changed) = forget(got, seq);
         assert_eq!(reply, Ok(ItemModelAnswer::Forgot { held: None }));
         assert!(!changed);
     }

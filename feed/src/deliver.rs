@@ -20,9 +20,10 @@ use keelson_actors::{
     ModelUpdate, Recorded, TasteAnswer, TasteCommand, TasteInteraction, TasteReply,
 };
 use keelson_recommend::{Delta, ITEM_PARTITIONS};
-use keelson_runtime::{decode_payload, encode_payload, Access};
+use keelson_runtime::Access;
 use tokio::sync::OnceCell;
 
+use crate::call::call;
 use crate::error::FeedError;
 use crate::Sink;
 
@@ -85,38 +86,41 @@ pub(crate) async fn bring_up_to_date(
     heads: &[(String, u64)],
     request_id: &str,
 ) -> Result<(), FeedError> {
-    let first = &split(deltas.iter().map(|(c, l)| (c.as_str(), l.as_slice())));
+    let first = split(deltas.iter().map(|(c, l)| (c.as_str(), l.as_slice())));
     // A customer's journal is read once for every partition missing the same numbers (after a
     // lost delivery, or an erasure's removals, that is all of them).
     let journal = Journal::default();
     let journal = &journal;
-    let parts = (0..ITEM_PARTITIONS).map(|k| async move {
-        let mut behind = apply(f, k, first[k as usize].clone(), heads).await?;
-        for _ in 0..REPAIR_ROUNDS {
+    let parts = first
+        .into_iter()
+        .zip(0..ITEM_PARTITIONS)
+        .map(|(updates, k)| async move {
+            let mut behind = apply(f, k, updates, heads).await?;
+            for _ in 0..REPAIR_ROUNDS {
+                if behind.is_empty() {
+                    return Ok(());
+                }
+                let mut missing = Vec::new();
+                for (customer, last) in &behind {
+                    let rebuilt = journal.parts(f, customer, *last, request_id).await?;
+                    missing.extend(rebuilt[k as usize].iter().cloned());
+                }
+                tracing::info!(
+                    partition = k,
+                    customers = behind.len(),
+                    "item model partition was behind; sending the deltas it missed"
+                );
+                behind = apply(f, k, missing, heads).await?;
+            }
             if behind.is_empty() {
-                return Ok(());
+                Ok(())
+            } else {
+                Err(FeedError::Behind {
+                    partition: k,
+                    customers: behind.len(),
+                })
             }
-            let mut missing = Vec::new();
-            for (customer, last) in &behind {
-                let rebuilt = journal.parts(f, customer, *last, request_id).await?;
-                missing.extend(rebuilt[k as usize].iter().cloned());
-            }
-            tracing::info!(
-                partition = k,
-                customers = behind.len(),
-                "item model partition was behind; sending the deltas it missed"
-            );
-            behind = apply(f, k, missing, heads).await?;
-        }
-        if behind.is_empty() {
-            Ok(())
-        } else {
-            Err(FeedError::Behind {
-                partition: k,
-                customers: behind.len(),
-            })
-        }
-    });
+        });
     futures_util::future::try_join_all(parts).await.map(|_| ())
 }
 
@@ -226,17 +230,5 @@ pub(crate) async fn taste(
     request_id: &str,
     access: Access,
 ) -> Result<(String, TasteReply), FeedError> {
-    let answer = f
-        .client
-        .send(
-            "taste",
-            customer,
-            encode_payload(cmd),
-            request_id,
-            None,
-            access,
-        )
-        .await?;
-    let reply = decode_payload(&answer.reply).map_err(|e| FeedError::decode("taste", e))?;
-    Ok((answer.node, reply))
+    call(&f.client, "taste", customer, cmd, request_id, access).await
 }

@@ -14,8 +14,9 @@ use futures_util::future::try_join_all;
 use keelson_actors::{item_model_id, ItemModelAnswer, ItemModelCommand, ItemModelReply};
 use keelson_actors::{TasteAnswer, TasteCommand};
 use keelson_recommend::ITEM_PARTITIONS;
-use keelson_runtime::{decode_payload, encode_payload, Access};
+use keelson_runtime::Access;
 
+use crate::call::call;
 use crate::deliver::{bring_up_to_date, taste};
 use crate::error::FeedError;
 use crate::Sink;
@@ -56,25 +57,21 @@ async fn drop_id(
     };
     // Naturally idempotent (it drops the id only at `seq`), so no idempotency key: a key
     // would be remembered by the partition, and it names the customer.
-    let answer = f
-        .client
-        .send(
-            "item-model",
-            &item_model_id(k),
-            encode_payload(&cmd),
-            request_id,
-            None,
-            Access::write(None),
-        )
-        .await?;
-    let reply: ItemModelReply =
-        decode_payload(&answer.reply).map_err(|e| FeedError::decode("item-model", e))?;
+    let (node, reply): (String, ItemModelReply) = call(
+        &f.client,
+        "item-model",
+        &item_model_id(k),
+        &cmd,
+        request_id,
+        Access::write(None),
+    )
+    .await?;
     match reply {
         Ok(ItemModelAnswer::Forgot { held }) if held.is_none() || held == Some(seq) => Ok(()),
         Ok(ItemModelAnswer::Forgot { .. }) => Err(FeedError::Behind {
             partition: k,
             customers: 1,
         }),
-        other => Err(FeedError::not_expected("item-model", answer.node, other)),
+        other => Err(FeedError::not_expected("item-model", node, other)),
     }
 }

@@ -15,6 +15,7 @@
 //! writer per partition), `queue` (single interactions, batched), `forget` (an erased customer out of the model), `devices` (what a device is
 //! to the model), `error`.
 
+mod call;
 mod deliver;
 pub mod devices;
 mod error;

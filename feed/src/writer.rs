@@ -14,9 +14,10 @@ use std::sync::Arc;
 use keelson_actors::{
     item_model_id, ItemModelAnswer, ItemModelCommand, ItemModelReply, ModelUpdate,
 };
-use keelson_runtime::{decode_payload, encode_payload, Access, ClusterClient};
+use keelson_runtime::{Access, ClusterClient};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::call::call;
 use crate::error::FeedError;
 
 /// Told each time an Apply counted something (a served copy of the model is then stale).
@@ -119,23 +120,20 @@ async fn write(
 
 /// One Apply on partition `id`.
 async fn apply_once(client: &ClusterClient, id: &str, cmd: &ItemModelCommand) -> Applied {
-    let answer = client
-        .send(
-            "item-model",
-            id,
-            encode_payload(cmd),
-            "model-writer",
-            None,
-            Access::of(false, None),
-        )
-        .await?;
-    let reply: ItemModelReply =
-        decode_payload(&answer.reply).map_err(|e| FeedError::decode("item-model", e))?;
+    let (node, reply): (String, ItemModelReply) = call(
+        client,
+        "item-model",
+        id,
+        cmd,
+        "model-writer",
+        Access::of(false, None),
+    )
+    .await?;
     match reply {
         Ok(ItemModelAnswer::Applied {
             behind, applied, ..
         }) => Ok((behind, applied > 0)),
-        other => Err(FeedError::not_expected("item-model", answer.node, other)),
+        other => Err(FeedError::not_expected("item-model", node, other)),
     }
 }
 
